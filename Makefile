@@ -1,0 +1,64 @@
+# Everything a fresh machine needs, from two commands:
+#   make demo   - build .venv, train the chapter's model on The Time Machine, plot, generate
+#   make test   - build every environment the suite needs and run the whole suite
+PYTHON ?= python3
+VENV := .venv
+MXNET_VENV := .venv-mxnet
+PY := $(VENV)/bin/python
+MXPY := $(MXNET_VENV)/bin/python
+PIP_FLAGS := -q --disable-pip-version-check
+PYTEST := -m pytest -q -p no:cacheprovider
+DEMO_DIR ?= runs/demo
+BACKEND ?= numpy
+FRAMEWORKS := torch tensorflow paddle mxnet
+
+.PHONY: demo test test-core test-torch test-tensorflow test-paddle test-mxnet bench clean help
+
+help:
+	@echo "make demo   train the chapter's RNN (500 epochs, batch 32, 35 steps, 512 hidden, lr 1) and generate"
+	@echo "make test   build the environments and run the whole test suite"
+	@echo "make bench  speed benchmark (see benchmarks/README.md)"
+	@echo "make clean  remove environments and runs"
+
+# -- environments -------------------------------------------------------------------------------------
+$(VENV)/.base: pyproject.toml constraints/test.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install $(PIP_FLAGS) -c constraints/test.txt -e .
+	touch $@
+
+# torch, tensorflow and paddle install side by side; each is imported only in its own test process
+$(VENV)/.test: $(VENV)/.base
+	$(PY) -m pip install $(PIP_FLAGS) -c constraints/test.txt -e '.[torch,tensorflow,paddle,test]' \
+		nbclient nbformat ipykernel
+	touch $@
+
+$(MXNET_VENV)/.test: pyproject.toml constraints/mxnet.txt
+	$(PYTHON) -m venv $(MXNET_VENV)
+	$(MXPY) -m pip install $(PIP_FLAGS) -c constraints/mxnet.txt -e '.[mxnet,test]'
+	touch $@
+
+# -- the chapter, end to end ----------------------------------------------------------------------------
+demo: $(VENV)/.base
+	$(VENV)/bin/scratchrnn train --backend $(BACKEND) --epochs 500 --batch-size 32 --num-steps 35 \
+		--hidden 512 --lr 1 --max-tokens 10000 --sampling sequential --out $(DEMO_DIR) --overwrite
+	$(VENV)/bin/scratchrnn generate $(DEMO_DIR) --prefix "time traveller" --num-chars 50
+	$(VENV)/bin/scratchrnn generate $(DEMO_DIR) --prefix "traveller" --num-chars 50
+
+# -- tests: one process per framework (tensorflow then paddle in one process segfaults) ---------------
+test: $(VENV)/.test $(MXNET_VENV)/.test
+	$(MAKE) --no-print-directory test-core test-torch test-tensorflow test-paddle test-mxnet
+
+test-core: $(VENV)/.test
+	$(PY) $(PYTEST) tests $(foreach f,$(FRAMEWORKS),--ignore=tests/test_backend_$(f).py)
+
+test-torch test-tensorflow test-paddle: test-%: $(VENV)/.test
+	$(PY) $(PYTEST) tests/test_backend_$*.py
+
+test-mxnet: $(MXNET_VENV)/.test
+	$(MXPY) $(PYTEST) tests/test_backend_mxnet.py
+
+bench: $(VENV)/.test
+	$(PY) benchmarks/bench.py
+
+clean:
+	rm -rf $(VENV) $(MXNET_VENV) runs build src/*.egg-info

@@ -1,0 +1,25 @@
+"""scratchrnn: the character-level RNN of Dive into Deep Learning 8.5, from scratch, in five backends.
+
+Importing this package imports no deep-learning framework; a backend's framework is imported when
+that backend is first created (``scratchrnn.backends.create``).
+"""
+__version__ = "0.1.0"
+
+from .backends import BACKENDS, create as create_backend
+from .chapter import (RNNModelScratch, grad_clipping, load_data_time_machine, predict_ch8,
+                      train_ch8, train_epoch_ch8)
+from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from .data import (SeqDataLoader, Vocab, load_corpus, read_time_machine, seq_data_iter_random,
+                   seq_data_iter_sequential, tokenize)
+from .errors import TrainingDiverged, UserError
+from .generation import Decoding, predict, predict_many
+from .model import ModelConfig, init_params
+from .training import TrainConfig, train, train_epoch
+
+__all__ = [
+    "BACKENDS", "create_backend", "RNNModelScratch", "grad_clipping", "load_data_time_machine",
+    "predict_ch8", "train_ch8", "train_epoch_ch8", "Checkpoint", "load_checkpoint", "save_checkpoint",
+    "SeqDataLoader", "Vocab", "load_corpus", "read_time_machine", "seq_data_iter_random",
+    "seq_data_iter_sequential", "tokenize", "TrainingDiverged", "UserError", "Decoding", "predict",
+    "predict_many", "ModelConfig", "init_params", "TrainConfig", "train", "train_epoch",
+]

@@ -1,0 +1,49 @@
+"""Backends: one small module per framework, imported only when asked for.
+
+``import scratchrnn`` imports no framework; ``create("torch", ...)`` imports torch then, and a
+framework that is not installed gives a message naming the pip extra that installs it.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+
+from ..errors import BackendUnavailable, UserError
+from .base import Backend
+
+# name -> (module, class, framework module it needs, pip extra that installs that framework)
+_REGISTRY = {
+    "numpy": ("numpy_backend", "NumpyBackend", "numpy", None),
+    "torch": ("torch_backend", "TorchBackend", "torch", "torch"),
+    "tensorflow": ("tensorflow_backend", "TensorFlowBackend", "tensorflow", "tensorflow"),
+    "mxnet": ("mxnet_backend", "MXNetBackend", "mxnet", "mxnet"),
+    "paddle": ("paddle_backend", "PaddleBackend", "paddle", "paddle"),
+}
+
+BACKENDS = tuple(_REGISTRY)
+
+
+def available_modules() -> tuple[str, ...]:
+    """Backends whose module ships in this version of the package."""
+    return tuple(name for name, (module, *_rest) in _REGISTRY.items()
+                 if importlib.util.find_spec(f"{__name__}.{module}") is not None)
+
+
+def backend_class(name: str) -> type[Backend]:
+    """The Backend subclass for ``name``, importing its framework now."""
+    if name not in _REGISTRY:
+        raise UserError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
+    module_name, class_name, framework, extra = _REGISTRY[name]
+    if importlib.util.find_spec(f"{__name__}.{module_name}") is None:
+        raise UserError(f"the {name} backend is not part of this version of scratchrnn")
+    if importlib.util.find_spec(framework) is None:
+        hint = f"pip install 'scratchrnn[{extra}]'" if extra else "pip install scratchrnn"
+        raise BackendUnavailable(
+            f"the {name} backend needs the {framework} package, which is not installed: {hint}")
+    module = importlib.import_module(f"{__name__}.{module_name}")
+    return getattr(module, class_name)
+
+
+def create(name: str, params, config, device: str = "cpu", dtype: str = "float32") -> Backend:
+    """A backend holding ``params`` (NumPy arrays) for a model of ``config``."""
+    return backend_class(name)(params, config, device=device, dtype=dtype)

@@ -1,0 +1,91 @@
+"""The one face every backend shows to the rest of the package.
+
+A backend holds the model's parameters as its framework's tensors and knows how to run the model
+forward, take gradients, clip them and apply an SGD step. Everything around that -- batches, when to
+reset or detach the state, perplexity, decoding, checkpoints -- lives in the backend-agnostic core and
+talks to a backend only through these methods, with NumPy arrays crossing the boundary.
+
+State is a tuple of framework tensors (one (batch, hidden) array for the RNN), as in the chapter, so
+that cells with several state tensors (LSTM) fit the same shape.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import numpy as np
+
+from ..model import ModelConfig
+
+State = tuple
+
+
+class Backend(ABC):
+    """Base class: subclasses implement the framework-specific methods below."""
+
+    #: short name used on the command line (``--backend``)
+    name = "base"
+    #: devices this backend can run on
+    devices: tuple[str, ...] = ("cpu",)
+
+    def __init__(self, params: dict[str, np.ndarray], config: ModelConfig,
+                 device: str = "cpu", dtype: str = "float32"):
+        missing = set(config.param_shapes()) - set(params)
+        if missing:
+            raise ValueError(f"parameters missing: {sorted(missing)}")
+        for name, shape in config.param_shapes().items():
+            if tuple(params[name].shape) != shape:
+                raise ValueError(f"parameter {name} has shape {params[name].shape}, expected {shape}")
+        self.config = config
+        self.device = device
+        self.dtype = dtype
+
+    # -- state ------------------------------------------------------------------------------------
+    @abstractmethod
+    def begin_state(self, batch_size: int) -> State:
+        """A fresh zero state for ``batch_size`` sequences."""
+
+    @abstractmethod
+    def detach(self, state: State) -> State:
+        """The same state values, cut from the graph that produced them."""
+
+    @abstractmethod
+    def state_to_numpy(self, state: State) -> tuple[np.ndarray, ...]:
+        """The state as NumPy arrays."""
+
+    @abstractmethod
+    def state_from_numpy(self, state: tuple[np.ndarray, ...]) -> State:
+        """A state of this backend holding the given values."""
+
+    # -- the model ----------------------------------------------------------------------------------
+    @abstractmethod
+    def forward(self, X: np.ndarray, state: State) -> tuple[np.ndarray, State]:
+        """Logits of shape (num_steps * batch, vocab), time-major as in the chapter, and the new state."""
+
+    @abstractmethod
+    def loss_and_grads(self, X: np.ndarray, Y: np.ndarray, state: State
+                       ) -> tuple[float, dict[str, np.ndarray], State]:
+        """Mean cross-entropy of predicting Y from X, its gradients, and the state after X. No update."""
+
+    @abstractmethod
+    def train_step(self, X: np.ndarray, Y: np.ndarray, state: State, lr: float,
+                   clip_theta: float | None) -> tuple[Any, State]:
+        """One minibatch of SGD: forward, loss, backward, clip to ``clip_theta`` (None: no clipping), update.
+
+        Returns the mean loss -- a float or a framework scalar that ``float()`` accepts, so that a GPU
+        backend need not wait for the device on every step -- and the new (not detached) state.
+        """
+
+    @abstractmethod
+    def get_params(self) -> dict[str, np.ndarray]:
+        """Current parameters as NumPy arrays (for checkpoints and comparisons)."""
+
+    # -- shared helpers ---------------------------------------------------------------------------
+    def numpy_dtype(self):
+        return np.dtype(self.dtype)
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (f"{type(self).__name__}(vocab={c.vocab_size}, hidden={c.num_hiddens}, "
+                f"activation={c.activation}, embedding={c.embedding}, device={self.device}, "
+                f"dtype={self.dtype})")

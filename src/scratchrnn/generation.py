@@ -1,0 +1,159 @@
+"""Turning a trained model into text: warm up on a prefix, then pick one token after another.
+
+Works for every backend through ``Backend.forward`` only; the choice of the next token (greedy, or
+sampled with temperature / top-k / top-p) is plain NumPy and so identical everywhere.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .backends.base import Backend
+from .data import Vocab, clean_prefix
+from .errors import UserError
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """How the next token is chosen.
+
+    ``greedy`` takes the most likely token (the chapter's ``predict_ch8``). ``sample`` draws from
+    softmax(logits / temperature), optionally only among the ``top_k`` most likely tokens and/or the
+    smallest set whose probability reaches ``top_p``. The chapter's exercise writes the same thing as
+    q(x) proportional to P(x)^alpha: that is temperature = 1 / alpha.
+    """
+
+    strategy: str = "greedy"
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    seed: int | None = None
+
+    def __post_init__(self):
+        if self.strategy not in ("greedy", "sample"):
+            raise UserError(f"--strategy must be 'greedy' or 'sample', not {self.strategy!r}")
+        if not self.temperature > 0:
+            raise UserError(f"--temperature must be positive, not {self.temperature}")
+        if self.top_k is not None and self.top_k < 1:
+            raise UserError(f"--top-k must be a positive integer, not {self.top_k}")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise UserError(f"--top-p must be in (0, 1], not {self.top_p}")
+
+
+def next_token_probs(logits: np.ndarray, decoding: Decoding) -> np.ndarray:
+    """Sampling distribution over the vocabulary for each row of logits (batch, vocab)."""
+    z = np.asarray(logits, dtype=np.float64) / decoding.temperature
+    z = z - z.max(axis=-1, keepdims=True)
+    probs = np.exp(z)
+    probs /= probs.sum(axis=-1, keepdims=True)
+    if decoding.top_k is not None and decoding.top_k < probs.shape[-1]:
+        kth = np.sort(probs, axis=-1)[:, -decoding.top_k][:, None]
+        probs = np.where(probs >= kth, probs, 0.0)
+    if decoding.top_p is not None and decoding.top_p < 1:
+        order = np.argsort(-probs, axis=-1)
+        sorted_probs = np.take_along_axis(probs, order, axis=-1)
+        # keep a token while the mass of the tokens ranked above it is still short of top_p
+        mass_above = np.cumsum(sorted_probs, axis=-1) - sorted_probs
+        keep_sorted = mass_above < decoding.top_p * probs.sum(axis=-1, keepdims=True)
+        keep = np.zeros_like(keep_sorted)
+        np.put_along_axis(keep, order, keep_sorted, axis=-1)
+        probs = np.where(keep, probs, 0.0)
+    return probs / probs.sum(axis=-1, keepdims=True)
+
+
+class TokenPicker:
+    """Chooses the next token for a batch of logits, reproducibly for a fixed seed."""
+
+    def __init__(self, decoding: Decoding):
+        self.decoding = decoding
+        self.rng = np.random.default_rng(decoding.seed)
+
+    def __call__(self, logits: np.ndarray) -> np.ndarray:
+        if self.decoding.strategy == "greedy":
+            return np.argmax(logits, axis=-1)
+        probs = next_token_probs(logits, self.decoding)
+        # inverse-CDF draw: one uniform number per row, so a seed fixes the whole text
+        u = self.rng.random((probs.shape[0], 1))
+        picks = (np.cumsum(probs, axis=-1) < u).sum(axis=-1)
+        return np.minimum(picks, probs.shape[-1] - 1)
+
+
+def encode_prefix(prefix: str, vocab: Vocab, cleaning: str = "chapter") -> list[int]:
+    """Token indices of a prompt, cleaned like the training text.
+
+    Characters the model never saw are refused rather than silently turned into ``<unk>``: the
+    model was never trained to read ``<unk>``, so its continuation would be meaningless.
+    """
+    if not prefix:
+        raise UserError("the prefix is empty: give at least one character to start from")
+    cleaned = clean_prefix(prefix, cleaning)
+    if not cleaned:
+        raise UserError(f"the prefix {prefix!r} has no characters left after cleaning")
+    unknown = sorted({ch for ch in cleaned if ch not in vocab or vocab[ch] == vocab.unk})
+    if unknown:
+        raise UserError(f"the prefix has characters the model's vocabulary lacks: "
+                        f"{', '.join(repr(ch) for ch in unknown)}")
+    return [vocab[ch] for ch in cleaned]
+
+
+def generate_ids(backend: Backend, prefixes: Sequence[Sequence[int]], num_tokens: int,
+                 decoding: Decoding = Decoding(),
+                 on_step: Callable[[np.ndarray], None] | None = None) -> list[list[int]]:
+    """Continue several prefixes at once; returns each prefix followed by its ``num_tokens`` tokens.
+
+    Each prefix is read on its own (they may differ in length); the continuations then advance
+    together as one batch, one forward step per token. ``on_step`` sees every new column of tokens.
+    """
+    if num_tokens < 0:
+        raise UserError(f"--num-chars must be zero or more, not {num_tokens}")
+    states, last_logits = [], []
+    for ids in prefixes:
+        state = backend.begin_state(1)
+        logits, state = backend.forward(np.asarray([ids], dtype=np.int64), state)
+        states.append(backend.state_to_numpy(state))
+        last_logits.append(logits[-1])
+    state = backend.state_from_numpy(tuple(np.concatenate(parts) for parts in zip(*states)))
+    logits = np.stack(last_logits)
+    pick = TokenPicker(decoding)
+    outputs = [list(ids) for ids in prefixes]
+    for step in range(num_tokens):
+        tokens = pick(logits)
+        for out, tok in zip(outputs, tokens):
+            out.append(int(tok))
+        if on_step is not None:
+            on_step(tokens)
+        if step + 1 < num_tokens:
+            logits, state = backend.forward(tokens[:, None].astype(np.int64), state)
+    return outputs
+
+
+def predict(backend: Backend, vocab: Vocab, prefix: str, num_chars: int = 50, *,
+            cleaning: str = "chapter", decoding: Decoding = Decoding(), stream=None) -> str:
+    """The prefix and its continuation, as text. ``stream`` (a file) receives characters as they come."""
+    ids = encode_prefix(prefix, vocab, cleaning)
+    on_step = None
+    if stream is not None:
+        stream.write(vocab_text(vocab, ids))
+        stream.flush()
+
+        def on_step(tokens):
+            stream.write(vocab.idx_to_token[int(tokens[0])])
+            stream.flush()
+    out = generate_ids(backend, [ids], num_chars, decoding, on_step)[0]
+    if stream is not None:
+        stream.write("\n")
+    return vocab_text(vocab, out)
+
+
+def predict_many(backend: Backend, vocab: Vocab, prefixes: Sequence[str], num_chars: int = 50, *,
+                 cleaning: str = "chapter", decoding: Decoding = Decoding()) -> list[str]:
+    """Batched ``predict``: all continuations advance together."""
+    ids = [encode_prefix(p, vocab, cleaning) for p in prefixes]
+    return [vocab_text(vocab, out) for out in generate_ids(backend, ids, num_chars, decoding)]
+
+
+def vocab_text(vocab: Vocab, ids: Sequence[int]) -> str:
+    return "".join(vocab.idx_to_token[int(i)] for i in ids)
+

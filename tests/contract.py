@@ -1,0 +1,175 @@
+"""What every backend must do, checked against the NumPy reference.
+
+Each ``tests/test_backend_<name>.py`` subclasses ``BackendContract`` with its ``backend_name`` and
+runs in a process of its own (``make test-<name>``), so no two frameworks are ever imported together.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from scratchrnn import backends
+from scratchrnn.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from scratchrnn.data import SeqDataLoader, load_corpus
+from scratchrnn.generation import predict
+from scratchrnn.model import ModelConfig, init_params
+
+MODEL_VARIANTS = [
+    ModelConfig(7, 6, "tanh", "onehot"),
+    ModelConfig(7, 6, "relu", "onehot"),
+    ModelConfig(7, 6, "tanh", "learned", 4),
+]
+
+
+def _boosted_params(config: ModelConfig, seed: int = 3, scale: float = 40) -> dict:
+    """float64 weights large enough that every gradient is far from zero (N(0, 0.01) makes them tiny)."""
+    params = {k: v * scale for k, v in init_params(config, seed, np.float64).items()}
+    rng = np.random.default_rng(seed)
+    for name in params:
+        if name.startswith("b_"):
+            params[name] = rng.normal(0, 0.3, params[name].shape)
+    return params
+
+
+def _rel_err(a, b) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30))
+
+
+def _chapter_batches(sampling: str, count: int = 20, seed: int = 0):
+    corpus, vocab = load_corpus(None, 10000)
+    batches = []
+    loader = SeqDataLoader(corpus, 32, 35, sampling, seed=seed)
+    while len(batches) < count:
+        batches.extend(loader)
+    return batches[:count], vocab
+
+
+def _run_steps(backend, batches, sampling, lr=1.0, clip=1.0, detach=True):
+    """The training loop's state rules (as in training.train_epoch), returning per-step losses."""
+    losses, state = [], None
+    for X, Y in batches:
+        if state is None or sampling == "random":
+            state = backend.begin_state(X.shape[0])
+        elif detach:
+            state = backend.detach(state)
+        loss, state = backend.train_step(X, Y, state, lr, clip)
+        losses.append(float(loss))
+    return losses
+
+
+class BackendContract:
+    backend_name = "numpy"
+    device = "cpu"
+
+    def make(self, params, config, dtype="float32"):
+        return backends.create(self.backend_name, params, config, device=self.device, dtype=dtype)
+
+    def reference(self, params, config, dtype="float32"):
+        return backends.create("numpy", params, config, dtype=dtype)
+
+    # -- the chapter's shapes ----------------------------------------------------------------------
+    def test_chapter_shapes(self):
+        config = ModelConfig(28, 512)
+        backend = self.make(init_params(config, 0), config)
+        logits, state = backend.forward(np.arange(10).reshape(2, 5), backend.begin_state(2))
+        assert logits.shape == (10, 28)
+        assert len(state) == 1
+        assert backend.state_to_numpy(state)[0].shape == (2, 512)
+
+    def test_parameters_round_trip_unchanged(self):
+        config = ModelConfig(28, 16)
+        params = init_params(config, 5)
+        got = self.make(params, config).get_params()
+        assert list(got) == list(params)
+        for name in params:
+            np.testing.assert_array_equal(got[name], params[name])
+
+    # -- gradients equal the reference, float64 ------------------------------------------------------
+    @pytest.mark.parametrize("config", MODEL_VARIANTS, ids=lambda c: f"{c.activation}-{c.embedding}")
+    def test_loss_and_gradients_match_numpy_float64(self, config):
+        params = _boosted_params(config)
+        rng = np.random.default_rng(1)
+        X1, Y1, X2, Y2 = (rng.integers(0, config.vocab_size, (3, 5)) for _ in range(4))
+        ours, ref = self.make(params, config, "float64"), self.reference(params, config, "float64")
+        # first batch: the state starts from zero
+        loss, grads, state = ours.loss_and_grads(X1, Y1, ours.begin_state(3))
+        ref_loss, ref_grads, ref_state = ref.loss_and_grads(X1, Y1, ref.begin_state(3))
+        assert abs(loss - ref_loss) <= 1e-5 * abs(ref_loss)
+        for name in ref_grads:
+            assert _rel_err(grads[name], ref_grads[name]) < 1e-5, name
+        # second batch: the state carried over (detached), as sequential training does
+        loss, grads, _ = ours.loss_and_grads(X2, Y2, ours.detach(state))
+        ref_loss, ref_grads, _ = ref.loss_and_grads(X2, Y2, ref.detach(ref_state))
+        assert abs(loss - ref_loss) <= 1e-5 * abs(ref_loss)
+        for name in ref_grads:
+            assert _rel_err(grads[name], ref_grads[name]) < 1e-5, name
+
+    def test_forward_matches_numpy_step_by_step(self):
+        config = ModelConfig(7, 6)
+        params = _boosted_params(config)
+        ours, ref = self.make(params, config, "float64"), self.reference(params, config, "float64")
+        X = np.random.default_rng(2).integers(0, 7, (2, 6))
+        logits, state = ours.forward(X, ours.begin_state(2))
+        ref_logits, ref_state = ref.forward(X, ref.begin_state(2))
+        assert _rel_err(logits, ref_logits) < 1e-10
+        # continuing one token at a time from the carried state, as generation does
+        step_logits, _ = ours.forward(X[:, :1], state)
+        ref_step, _ = ref.forward(X[:, :1], ref_state)
+        assert _rel_err(step_logits, ref_step) < 1e-10
+
+    # -- training equals the reference, float32 ------------------------------------------------------
+    @pytest.mark.parametrize("sampling", ["sequential", "random"])
+    def test_twenty_clipped_sgd_steps_match_numpy(self, sampling):
+        batches, vocab = _chapter_batches(sampling)
+        config = ModelConfig(len(vocab), 512)
+        params = init_params(config, 0)
+        ours, ref = self.make(params, config), self.reference(params, config)
+        losses = _run_steps(ours, batches, sampling)
+        ref_losses = _run_steps(ref, batches, sampling)
+        np.testing.assert_allclose(losses, ref_losses, rtol=1e-4)
+        got, want = ours.get_params(), ref.get_params()
+        for name in want:
+            np.testing.assert_allclose(got[name], want[name], rtol=1e-4,
+                                       atol=1e-4 * float(np.max(np.abs(want[name]))), err_msg=name)
+
+    def test_no_detach_backpropagates_into_earlier_batches_like_numpy(self):
+        batches, vocab = _chapter_batches("sequential", count=4)
+        config = ModelConfig(len(vocab), 32)
+        # weights small enough that gradients through 140 steps neither explode nor vanish
+        params = _boosted_params(config, scale=10)
+        ours, ref = self.make(params, config, "float64"), self.reference(params, config, "float64")
+        losses = _run_steps(ours, batches, "sequential", lr=0.5, detach=False)
+        ref_losses = _run_steps(ref, batches, "sequential", lr=0.5, detach=False)
+        detached = self.reference(params, config, "float64")
+        detached_losses = _run_steps(detached, batches, "sequential", lr=0.5, detach=True)
+        np.testing.assert_allclose(losses, ref_losses, rtol=1e-6)
+        for name, value in ref.get_params().items():
+            np.testing.assert_allclose(ours.get_params()[name], value, rtol=1e-6, atol=1e-9)
+        # and it is a different computation from detaching, or the test above proves nothing
+        assert abs(ref_losses[-1] - detached_losses[-1]) > 1e-6
+
+    def test_clipping_bounds_the_update(self):
+        batches, vocab = _chapter_batches("random", count=1)
+        config = ModelConfig(len(vocab), 64)
+        params = _boosted_params(config)
+        backend = self.make(params, config, "float64")
+        theta, lr = 1e-3, 1.0
+        _run_steps(backend, batches, "random", lr=lr, clip=theta)
+        moved = np.sqrt(sum(np.sum((backend.get_params()[k] - params[k]) ** 2) for k in params))
+        assert moved <= lr * theta * (1 + 1e-6)
+        assert moved >= lr * theta * (1 - 1e-6)   # the gradient norm was far above theta
+
+    # -- checkpoints cross backends ----------------------------------------------------------------
+    def test_checkpoint_written_here_generates_the_same_text_in_numpy(self, tmp_path):
+        batches, vocab = _chapter_batches("sequential", count=8)
+        config = ModelConfig(len(vocab), 64)
+        backend = self.make(init_params(config, 1), config)
+        _run_steps(backend, batches, "sequential")
+        save_checkpoint(tmp_path / "ckpt", Checkpoint(backend.get_params(), vocab, config))
+        ckpt = load_checkpoint(tmp_path / "ckpt")
+        numpy_model = backends.create("numpy", ckpt.params, ckpt.model)
+        reloaded_here = self.make(ckpt.params, ckpt.model)
+        text = predict(backend, vocab, "time traveller", 40)
+        assert predict(numpy_model, ckpt.vocab, "time traveller", 40) == text
+        assert predict(reloaded_here, ckpt.vocab, "time traveller", 40) == text
