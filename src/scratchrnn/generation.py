@@ -89,8 +89,6 @@ def encode_prefix(prefix: str, vocab: Vocab, cleaning: str = "chapter") -> list[
     if not prefix:
         raise UserError("the prefix is empty: give at least one character to start from")
     cleaned = clean_prefix(prefix, cleaning)
-    if not cleaned:
-        raise UserError(f"the prefix {prefix!r} has no characters left after cleaning")
     unknown = sorted({ch for ch in cleaned if ch not in vocab or vocab[ch] == vocab.unk})
     if unknown:
         raise UserError(f"the prefix has characters the model's vocabulary lacks: "

@@ -16,6 +16,8 @@ import numpy as np
 from .backends.base import Backend
 from .errors import TrainingDiverged, UserError
 
+MAX_FINITE_LOSS = math.log(np.finfo(np.float64).max)
+
 
 @dataclass
 class TrainConfig:
@@ -80,9 +82,22 @@ class TrainResult:
 
 def train_epoch(backend: Backend, batches: Iterable, config: TrainConfig, epoch: int = 1) -> EpochResult:
     """One pass over the batches (the chapter's ``train_epoch_ch8``)."""
+    start = time.perf_counter()
+    # a diverging run overflows before it turns NaN; that is reported below as TrainingDiverged,
+    # so NumPy's per-operation overflow warnings would only bury the message
+    with np.errstate(over="ignore", invalid="ignore"):
+        loss_sum, tokens = _sgd_over_batches(backend, batches, config)
+    mean_loss = float(loss_sum) / max(tokens, 1)
+    seconds = time.perf_counter() - start
+    # past ~709 nats exp() overflows float64: a perplexity that large is divergence too
+    if not math.isfinite(mean_loss) or mean_loss > MAX_FINITE_LOSS:
+        raise TrainingDiverged(epoch, mean_loss)
+    return EpochResult(epoch, math.exp(mean_loss), tokens, seconds)
+
+
+def _sgd_over_batches(backend: Backend, batches: Iterable, config: TrainConfig):
     state = None
     loss_sum, tokens = 0.0, 0
-    start = time.perf_counter()
     for X, Y in batches:
         if state is None or config.sampling == "random":
             # random batches do not continue each other: a state carried over would be noise
@@ -93,11 +108,7 @@ def train_epoch(backend: Backend, batches: Iterable, config: TrainConfig, epoch:
         loss, state = backend.train_step(X, Y, state, config.lr, config.clip)
         loss_sum = loss_sum + loss * Y.size     # may stay a device scalar until the epoch ends
         tokens += Y.size
-    mean_loss = float(loss_sum) / max(tokens, 1)
-    seconds = time.perf_counter() - start
-    if not math.isfinite(mean_loss):
-        raise TrainingDiverged(epoch, mean_loss)
-    return EpochResult(epoch, math.exp(mean_loss), tokens, seconds)
+    return loss_sum, tokens
 
 
 def evaluate_perplexity(backend: Backend, corpus: np.ndarray, batch_size: int, num_steps: int) -> float:

@@ -1,0 +1,214 @@
+"""The command line end to end, and every way a user can get it wrong (exit 2, one line, no traceback)."""
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from scratchrnn import backends, cli
+from scratchrnn.data import num_batches
+
+TINY = ["--epochs", "3", "--hidden", "16", "--batch-size", "4", "--num-steps", "5", "--no-progress",
+        "--predict-every", "0"]
+
+
+def run_cli(*args, cwd=None):
+    """Run the real command in a fresh process, as a user would."""
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    return subprocess.run([sys.executable, "-m", "scratchrnn", *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd, env=env, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def tiny_text(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "tiny.txt"
+    path.write_text("the time traveller was expounding a recondite matter to us\n" * 12, encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained_run(tiny_text, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    proc = run_cli("train", "--data", tiny_text, "--out", out, *TINY)
+    assert proc.returncode == 0, proc.stderr
+    return out, proc
+
+
+def test_train_writes_checkpoint_plots_metrics_and_ends_with_the_chapter_line(trained_run):
+    out, proc = trained_run
+    for name in ["checkpoint/weights.npz", "checkpoint/config.json", "perplexity.png", "perplexity.svg",
+                 "metrics.json"]:
+        assert (out / name).is_file(), name
+    last = proc.stdout.strip().splitlines()[-1]
+    assert re.fullmatch(r"perplexity \d+\.\d, \d+\.\d tokens/sec on cpu \(numpy\)", last), last
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(metrics["perplexity_history"]) == 3
+    assert f"perplexity {metrics['perplexity']:.1f}," in last
+    assert (out / "perplexity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_train_json_prints_only_json(tiny_text, tmp_path):
+    proc = run_cli("train", "--data", tiny_text, "--out", tmp_path / "j", "--json", *TINY)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["perplexity"] > 1 and result["tokens_per_sec"] > 0
+    assert set(result["samples"]) == {"time traveller", "traveller"}
+
+
+def test_generate_matches_the_model_saved_by_train(trained_run):
+    out, proc = trained_run
+    gen = run_cli("generate", out, "--prefix", "time traveller", "--num-chars", "50", "--json")
+    assert gen.returncode == 0, gen.stderr
+    text = json.loads(gen.stdout)["results"][0]["text"]
+    samples = json.loads((out / "metrics.json").read_text())["samples"]
+    assert text == samples["time traveller"]
+    assert len(text) == len("time traveller") + 50
+
+
+def test_generate_several_prefixes_stream_and_sampling(trained_run):
+    out, _ = trained_run
+    many = run_cli("generate", out, "--prefix", "the", "--prefix", "time traveller", "--num-chars", "8")
+    lines = many.stdout.splitlines()
+    assert many.returncode == 0 and len(lines) == 2
+    assert lines[0].startswith("the") and lines[1].startswith("time traveller")
+    streamed = run_cli("generate", out, "--prefix", "the", "--num-chars", "8", "--stream")
+    assert streamed.stdout == lines[0] + "\n"
+    a = run_cli("generate", out, "--strategy", "sample", "--seed", "7", "--num-chars", "30")
+    b = run_cli("generate", out, "--strategy", "sample", "--seed", "7", "--num-chars", "30")
+    assert a.returncode == 0 and a.stdout == b.stdout
+
+
+def test_prefix_is_cleaned_like_the_training_text(trained_run):
+    out, _ = trained_run
+    gen = run_cli("generate", out, "--prefix", "The Time-Traveller", "--num-chars", "5")
+    assert gen.returncode == 0 and gen.stdout.startswith("the time traveller")
+
+
+# -- bad input: exit 2, a clear line, no traceback, nothing overwritten ------------------------------
+def _assert_user_error(proc, *fragments):
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr
+    for fragment in fragments:
+        assert fragment in proc.stderr, (fragment, proc.stderr)
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["--epochs", "0"], ["--epochs", "positive"]),
+    (["--lr", "-1"], ["--lr", "positive"]),
+    (["--lr", "nan"], ["--lr"]),
+    (["--hidden", "0"], ["--hidden"]),
+    (["--batch-size", "-3"], ["--batch-size"]),
+    (["--num-steps", "x"], ["--num-steps"]),
+    (["--max-tokens", "0"], ["--max-tokens"]),
+    (["--clip", "0"], ["--clip"]),
+    (["--backend", "jax"], ["--backend"]),
+    (["--max-tokens", "100"], ["corpus too short", "100 tokens", "32 x 35"]),
+    (["--data", "/no/such/file.txt"], ["not found", "/no/such/file.txt"]),
+    (["--no-detach", "--sampling", "random"], ["--no-detach"]),
+])
+def test_bad_train_options(tmp_path, args, fragments):
+    proc = run_cli("train", "--out", tmp_path / "run", "--epochs", "1", *args)
+    _assert_user_error(proc, *fragments)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("content, fragment", [(b"", "empty"), (b"\xff\xfe\x00bad", "not UTF-8")])
+def test_bad_data_files(tmp_path, content, fragment):
+    path = tmp_path / "bad.txt"
+    path.write_bytes(content)
+    _assert_user_error(run_cli("train", "--data", path, "--out", tmp_path / "run"), fragment)
+
+
+def test_existing_checkpoint_is_not_overwritten_without_overwrite(trained_run, tiny_text):
+    out, _ = trained_run
+    before = (out / "checkpoint" / "weights.npz").read_bytes()
+    proc = run_cli("train", "--data", tiny_text, "--out", out, *TINY)
+    _assert_user_error(proc, "already holds a checkpoint", "--overwrite")
+    assert (out / "checkpoint" / "weights.npz").read_bytes() == before
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["--prefix", ""], ["prefix is empty"]),
+    (["--num-chars", "-1"], ["--num-chars"]),
+    (["--temperature", "0"], ["--temperature"]),
+    (["--top-p", "1.5"], ["--top-p"]),
+])
+def test_bad_generate_options(trained_run, args, fragments):
+    out, _ = trained_run
+    _assert_user_error(run_cli("generate", out, *args), *fragments)
+
+
+def test_prefix_outside_a_raw_vocabulary_is_refused_naming_the_characters(tmp_path):
+    path = tmp_path / "raw.txt"
+    path.write_text("abcab cab abc\n" * 40, encoding="utf-8")
+    run = tmp_path / "raw"
+    assert run_cli("train", "--data", path, "--cleaning", "raw", "--out", run, *TINY).returncode == 0
+    _assert_user_error(run_cli("generate", run, "--prefix", "abz"), "'z'")
+
+
+def test_missing_and_corrupt_checkpoints(trained_run, tmp_path):
+    _assert_user_error(run_cli("generate", tmp_path / "nothing"), "checkpoint not found")
+    out, _ = trained_run
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text((out / "checkpoint" / "config.json").read_text())
+    (broken / "weights.npz").write_bytes(b"PK garbage")
+    _assert_user_error(run_cli("generate", broken), "corrupt")
+
+
+def test_a_backend_whose_framework_is_missing_names_the_extra(monkeypatch, tmp_path, capsys):
+    real_find_spec = backends.importlib.util.find_spec
+    monkeypatch.setattr(backends.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "torch" else real_find_spec(name, *a))
+    code = cli.main(["train", "--backend", "torch", "--out", str(tmp_path / "r"), "--epochs", "1"])
+    assert code == 2
+    assert "pip install 'scratchrnn[torch]'" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_divergence_stops_and_keeps_the_last_good_checkpoint(monkeypatch, tmp_path, capsys):
+    """A loss that turns NaN at epoch 3: the epoch-2 checkpoint survives and the exit status is 2."""
+    real_create = backends.create
+
+    def create_failing_later(*args, **kwargs):
+        backend = real_create(*args, **kwargs)
+        real_step, steps = backend.train_step, {"n": 0}
+
+        def step(*a):
+            steps["n"] += 1
+            loss, state = real_step(*a)
+            return (float("nan") if steps["n"] > 2 * steps_per_epoch else loss), state
+        backend.train_step = step
+        return backend
+
+    steps_per_epoch = num_batches(10000, 32, 35, "sequential")   # the chapter's settings: 8 batches
+    monkeypatch.setattr(backends, "create", create_failing_later)
+    out = tmp_path / "run"
+    code = cli.main(["train", "--out", str(out), "--epochs", "5", "--hidden", "16", "--checkpoint-every", "1",
+                     "--predict-every", "0", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "diverged at epoch 3" in err and "epoch 2" in err
+    config = json.loads((out / "checkpoint" / "config.json").read_text())
+    assert config["info"]["epoch"] == 2
+    weights = np.load(out / "checkpoint" / "weights.npz")
+    assert all(np.isfinite(weights[name]).all() for name in weights.files)
+
+
+def test_import_scratchrnn_imports_no_framework():
+    code = ("import sys, scratchrnn, scratchrnn.cli; "
+            "print([m for m in ('torch', 'tensorflow', 'paddle', 'mxnet', 'matplotlib') if m in sys.modules])")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "[]"
+
+
+def test_every_option_is_explained_in_help():
+    parser = cli.build_parser()
+    subparsers = next(a for a in parser._actions if a.choices and "train" in a.choices).choices
+    for name, sub in subparsers.items():
+        for action in sub._actions:
+            assert action.help, f"{name} {action.option_strings or action.dest} has no help"
+    assert run_cli("train", "--help").returncode == 0
