@@ -48,8 +48,8 @@ demo: $(VENV)/.base
 test: $(VENV)/.test $(MXNET_VENV)/.test
 	$(MAKE) --no-print-directory test-core test-torch test-tensorflow test-paddle test-mxnet
 
-test-core: $(VENV)/.test
-	$(PY) $(PYTEST) tests $(foreach f,$(FRAMEWORKS),--ignore=tests/test_backend_$(f).py)
+test-core: $(VENV)/.test $(MXNET_VENV)/.test
+	SCRATCHRNN_MXNET_PYTHON=$(abspath $(MXPY)) $(PY) $(PYTEST) tests $(foreach f,$(FRAMEWORKS),--ignore=tests/test_backend_$(f).py)
 
 test-torch test-tensorflow test-paddle: test-%: $(VENV)/.test
 	$(PY) $(PYTEST) tests/test_backend_$*.py

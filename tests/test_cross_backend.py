@@ -1,0 +1,72 @@
+"""Train with each backend, generate with every backend: every ordered pair gives the same greedy text.
+
+Each backend runs in its own process (MXNet in its own environment), so no two frameworks ever meet.
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from scratchrnn.backends import BACKENDS
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN = ["--epochs", "4", "--hidden", "32", "--max-tokens", "3000", "--batch-size", "8", "--num-steps", "10",
+         "--no-progress", "--predict-every", "0", "--json"]
+
+
+def _python_for(backend: str) -> str | None:
+    """The interpreter whose environment has this backend's framework."""
+    if backend != "mxnet":
+        return sys.executable
+    explicit = os.environ.get("SCRATCHRNN_MXNET_PYTHON")
+    if explicit:
+        assert Path(explicit).exists(), f"SCRATCHRNN_MXNET_PYTHON={explicit} does not exist"
+        return explicit
+    local = ROOT / ".venv-mxnet" / "bin" / "python"
+    return str(local) if local.exists() else None
+
+
+def _run(python, *args):
+    env = dict(os.environ, PYTHONWARNINGS="ignore", PYTHONPATH=str(Path(__file__).parent))
+    proc = subprocess.run([python, *map(str, args)], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    """One small trained checkpoint per backend that can run here."""
+    pythons = {b: _python_for(b) for b in BACKENDS}
+    missing = [b for b, p in pythons.items() if p is None]
+    if missing and os.environ.get("CI"):
+        pytest.fail(f"no environment for {missing}: run `make test`, which builds them")
+    root = tmp_path_factory.mktemp("cross")
+    trained = {}
+    for backend, python in pythons.items():
+        if python is None:
+            continue
+        out = root / backend
+        _run(python, "-m", "scratchrnn", "train", "--backend", backend, "--out", out, *TRAIN)
+        trained[backend] = out / "checkpoint"
+    return pythons, trained, missing
+
+
+def test_every_ordered_pair_of_backends_generates_the_same_greedy_text(checkpoints):
+    pythons, trained, missing = checkpoints
+    paths = [str(p) for p in trained.values()]
+    texts = {}
+    for backend, python in pythons.items():
+        if python is not None:
+            texts[backend] = json.loads(_run(python, Path(__file__).parent / "cross_backend_worker.py",
+                                             backend, "time traveller", 40, *paths))
+    for trainer, path in trained.items():
+        by_generator = {gen: result[str(path)] for gen, result in texts.items()}
+        reference = by_generator["numpy"]
+        assert len(reference) == len("time traveller") + 40
+        for generator, text in by_generator.items():
+            assert text == reference, f"trained with {trainer}, generated with {generator}"
+    if missing:
+        pytest.skip(f"pairs with {missing} not checked: no environment (make test builds .venv-mxnet)")
