@@ -1,0 +1,159 @@
+"""MXNet backend: the MXNet version of the chapter's code, with MXNet's autograd taking the gradients.
+
+It is written in MXNet's NumPy idiom, as the chapter's MXNet code is: ``mxnet.np`` arrays after
+``npx.set_np()``, ``npx.one_hot`` inputs, parameters with ``attach_grad()``, the tanh loop with
+``np.dot``, ``autograd.record()`` then ``backward()``, ``grad_clipping`` and an in-place SGD update.
+
+MXNet runs operators asynchronously: Python only queues them. Nothing in a training step reads a
+value back to Python (not even the clipping decision), so a step costs no wait on the engine; the
+loss comes back as an MXNet scalar that ``float()`` turns into a number when the caller needs one.
+
+MXNet 1.9.1 is the last MXNet release and needs NumPy 1.x, so this backend lives in its own
+environment (``.venv-mxnet``); nothing here may use NumPy 2 features.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as onp   # plain NumPy: what crosses the backend boundary
+
+with warnings.catch_warnings():
+    # MXNet's import touches NumPy functions and distutils classes that have since been deprecated;
+    # those warnings are about MXNet's internals, not anything a user of scratchrnn can act on
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import mxnet as mx
+    from mxnet import autograd, gluon, np, npx
+    from mxnet.util import use_np
+
+from ..errors import UserError
+from .base import Backend
+
+# NumPy semantics for mxnet.np arrays, switched on as the chapter does before anything else. MXNet
+# keeps that switch per thread, so the backend class below is also wrapped in ``use_np``: a backend
+# made in one thread then still computes correctly when another thread calls it.
+npx.set_np()
+
+_DTYPES = ("float32", "float64")
+
+
+def grad_clipping(params, theta: float):
+    """The chapter's ``grad_clipping``: rescale all gradients so their global L2 norm is at most theta.
+
+    The chapter reads the norm into Python and branches on ``norm > theta``; multiplying by
+    min(1, theta / norm) gives the same numbers (a scale of exactly 1 when the norm is small enough)
+    while the norm stays inside MXNet, so the engine need not be waited for on every step.
+    """
+    # g * g rather than the chapter's g ** 2: the same numbers, and MXNet's power operator is slower
+    norm = np.sqrt(sum((p.grad * p.grad).sum() for p in params))
+    scale = np.minimum(theta / norm, 1.0)   # a zero norm gives theta / 0 = inf, so a scale of 1
+    for p in params:
+        grad = p.grad   # the gradient buffer itself, not a copy: scaling it in place is enough
+        grad *= scale
+    return norm
+
+
+@use_np
+class MXNetBackend(Backend):
+    name = "mxnet"
+    devices = ("cpu",)
+
+    def __init__(self, params, config, device="cpu", dtype="float32"):
+        super().__init__(params, config, device, dtype)
+        if device not in self.devices:
+            raise UserError(f"the mxnet backend runs on the CPU only, not {device!r} (MXNet 1.9.1 from "
+                            f"pip is a CPU build); use --backend torch for --device cuda")
+        if dtype not in _DTYPES:
+            raise UserError(f"the mxnet backend computes in {' or '.join(_DTYPES)}, not {dtype!r}")
+        self.ctx = mx.cpu()
+        self.params = {}
+        for name in config.param_shapes():
+            param = np.array(onp.asarray(params[name]), dtype=dtype, ctx=self.ctx)
+            param.attach_grad()   # grad_req "write": every backward() overwrites the last gradient
+            self.params[name] = param
+        self.loss = gluon.loss.SoftmaxCrossEntropyLoss()
+        # npx.relu has derivative 0 at z = 0, as the reference's (h > 0); np.maximum(z, 0) would give 1
+        self.activation = np.tanh if config.activation == "tanh" else npx.relu
+
+    # -- state ------------------------------------------------------------------------------------
+    def begin_state(self, batch_size):
+        return (np.zeros((batch_size, self.config.num_hiddens), dtype=self.dtype, ctx=self.ctx),)
+
+    def detach(self, state):
+        # detach() returns a new array. The chapter calls `s.detach()` and drops the result, which
+        # works there only because backward() without retain_graph frees the graph anyway; here
+        # graphs are retained (see _backward), so the new array is what cuts the history.
+        return tuple(s.detach() for s in state)
+
+    def state_to_numpy(self, state):
+        return tuple(s.asnumpy() for s in state)
+
+    def state_from_numpy(self, state):
+        return tuple(np.array(onp.asarray(s), dtype=self.dtype, ctx=self.ctx) for s in state)
+
+    # -- the chapter's model -------------------------------------------------------------------------
+    def _tokens(self, X):
+        """(batch, steps) token indices from the caller, as an MXNet integer array."""
+        return np.array(onp.asarray(X, dtype=onp.int64), dtype="int64", ctx=self.ctx)
+
+    def _inputs(self, X, weights):
+        """(steps, batch, input_size) inputs: one-hot vectors as in the chapter, or learned embeddings."""
+        X = self._tokens(X)
+        if self.config.embedding == "onehot":
+            return npx.one_hot(X.T, self.config.vocab_size, dtype=self.dtype)
+        return np.take(weights["W_emb"], X.T, axis=0)
+
+    def _rnn(self, inputs, state, weights):
+        """The chapter's ``rnn``: a Python loop over time steps, logits of every step stacked."""
+        W_xh, W_hh, b_h, W_hq, b_q = (weights[k] for k in ("W_xh", "W_hh", "b_h", "W_hq", "b_q"))
+        H, = state
+        outputs = []
+        for X in inputs:
+            H = self.activation(np.dot(X, W_xh) + np.dot(H, W_hh) + b_h)
+            outputs.append(np.dot(H, W_hq) + b_q)
+        return np.concatenate(outputs, axis=0), (H,)
+
+    def _graph_weights(self):
+        # The graph of a batch must keep the weights it was computed with: a state that is not
+        # detached carries that graph into the next batch, after the parameters were updated in
+        # place, and MXNet's graph holds the very arrays it was given. A recorded copy snapshots
+        # the values and still passes its gradient on to the parameter.
+        return {name: np.copy(p) for name, p in self.params.items()}
+
+    def forward(self, X, state):
+        # pause(): inference records nothing, even if a caller is inside autograd.record()
+        with autograd.pause():
+            logits, state = self._rnn(self._inputs(X, self.params), state, self.params)
+        return logits.asnumpy(), state
+
+    def _loss(self, X, Y, state):
+        y = self._tokens(onp.asarray(Y).T.reshape(-1))   # time-major, to line up with the logits
+        with autograd.record():
+            weights = self._graph_weights()
+            logits, new_state = self._rnn(self._inputs(X, weights), state, weights)
+            loss = self.loss(logits, y).mean()
+        return loss, new_state
+
+    def _backward(self, loss):
+        # retain_graph: a state that is not detached lets the next batch backpropagate into this
+        # one. Without it MXNet frees the graph, and a later backward() silently stops there.
+        loss.backward(retain_graph=True)
+
+    def loss_and_grads(self, X, Y, state):
+        loss, new_state = self._loss(X, Y, state)
+        self._backward(loss)
+        grads = {name: p.grad.asnumpy() for name, p in self.params.items()}
+        return float(loss), grads, new_state
+
+    def train_step(self, X, Y, state, lr, clip_theta):
+        loss, new_state = self._loss(X, Y, state)
+        self._backward(loss)
+        params = list(self.params.values())
+        if clip_theta is not None:
+            grad_clipping(params, clip_theta)
+        for param in params:
+            # the chapter's sgd with batch_size 1: the loss is already a mean over the batch
+            param[:] = param - lr * param.grad
+        return loss.detach(), new_state
+
+    def get_params(self):
+        return {name: p.asnumpy() for name, p in self.params.items()}
