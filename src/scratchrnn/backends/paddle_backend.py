@@ -1,0 +1,185 @@
+"""PaddlePaddle backend: the chapter's code in Paddle's dygraph (eager) style, with autograd.
+
+The pieces are the ones the Paddle edition of the chapter writes: parameters are plain tensors with
+``stop_gradient=False``, inputs are ``F.one_hot`` vectors, a Python loop over time steps calls
+``paddle.matmul`` and ``paddle.tanh``, ``loss.backward()`` fills ``.grad``, ``grad_clipping`` rescales
+the gradients by their global norm, and the SGD step runs under ``paddle.no_grad()`` followed by
+``clear_gradient()``.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+
+from ..errors import UserError
+from .base import Backend
+
+
+def _amd_cpu_with_avx2() -> bool:
+    """Whether this is an AMD processor with AVX2 and FMA (read from Linux's /proc/cpuinfo)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as cpuinfo:
+            text = cpuinfo.read()
+    except OSError:
+        return False
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines()
+                  if line.startswith("flags")), [])
+    return "AuthenticAMD" in text and "avx2" in flags and "fma" in flags
+
+
+def _import_paddle_quietly():
+    """Import paddle without the notices it prints, and with its CPU matrix products at full speed.
+
+    - Paddle warns on import that ``ccache`` is missing. That matters only for compiling C++
+      extensions, which this package never does.
+    - Its C++ core logs through GLOG, which reads its level from the environment when the core loads.
+    - Paddle's CPU matrix products run in the MKL it bundles, and that MKL, on an AMD processor,
+      takes a generic code path two to three times slower than its AVX2 one unless
+      ``MKL_DEBUG_CPU_TYPE=5`` is set when it first picks one. It picks at its first product, so
+      one tiny product runs here while the variable is set.
+
+    Each variable is set only if the user has not chosen a value, and removed again afterwards, so
+    programs this process starts see the environment the user gave it.
+    """
+    defaults = {"GLOG_minloglevel": "2"}     # GLOG: errors only
+    if _amd_cpu_with_avx2():
+        defaults["MKL_DEBUG_CPU_TYPE"] = "5"  # MKL: the AVX2 kernels
+    ours = [name for name in defaults if name not in os.environ]
+    for name in ours:
+        os.environ[name] = defaults[name]
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="No ccache found")
+            import paddle
+            import paddle.nn.functional as F
+        cpu = paddle.CPUPlace()
+        ones = paddle.to_tensor(np.ones((2, 2), dtype=np.float32), place=cpu)
+        paddle.matmul(ones, ones)
+    finally:
+        for name in ours:
+            os.environ.pop(name, None)
+    return paddle, F
+
+
+paddle, F = _import_paddle_quietly()
+
+
+def grad_clipping(params, theta: float) -> float:
+    """The chapter's ``grad_clipping``: rescale all gradients so their global L2 norm is at most theta."""
+    # paddle.square, not ``p.grad ** 2``: Paddle computes ``**`` with a general power function,
+    # a hundred times slower, and that alone cost a tenth of each training step
+    norm = float(paddle.sqrt(sum(paddle.sum(paddle.square(p.grad)) for p in params)))
+    if norm > theta:
+        with paddle.no_grad():
+            for p in params:
+                p.grad.scale_(theta / norm)
+    return norm
+
+
+def sgd(params, lr: float) -> None:
+    """The chapter's ``sgd`` (its batch_size is 1 there: the loss is already a mean), then clear the grads."""
+    with paddle.no_grad():
+        for p in params:
+            # in place: ``p -= ...`` would bind a new tensor and lose the parameter
+            p.subtract_(lr * p.grad)
+            p.clear_gradient()
+
+
+class PaddleBackend(Backend):
+    name = "paddle"
+    devices = ("cpu",)
+
+    def __init__(self, params, config, device="cpu", dtype="float32"):
+        super().__init__(params, config, device, dtype)
+        if device not in self.devices:
+            raise UserError(f"the paddle backend runs on the CPU only, not {device!r}; "
+                            "use --backend torch for --device cuda")
+        self.place = paddle.CPUPlace()
+        self.params = {}
+        for name in config.param_shapes():
+            tensor = paddle.to_tensor(np.asarray(params[name], dtype=dtype), place=self.place)
+            tensor.stop_gradient = False          # a parameter: backward() fills its .grad
+            self.params[name] = tensor
+
+    # -- state ------------------------------------------------------------------------------------
+    def begin_state(self, batch_size):
+        zeros = np.zeros((batch_size, self.config.num_hiddens), dtype=self.dtype)
+        return (paddle.to_tensor(zeros, place=self.place),)
+
+    def detach(self, state):
+        return tuple(s.detach() for s in state)
+
+    def state_to_numpy(self, state):
+        return tuple(np.array(s.detach().numpy()) for s in state)
+
+    def state_from_numpy(self, state):
+        return tuple(paddle.to_tensor(np.asarray(s, dtype=self.dtype), place=self.place) for s in state)
+
+    # -- the chapter's model -------------------------------------------------------------------------
+    def _tokens(self, X) -> "paddle.Tensor":
+        """(steps, batch) token indices: time-major, as the chapter's ``X.T``."""
+        return paddle.to_tensor(np.ascontiguousarray(np.asarray(X, dtype=np.int64).T), place=self.place)
+
+    def _inputs(self, tokens, weights):
+        """(steps, batch, input_size) inputs: one-hot vectors as in the chapter, or learned embeddings."""
+        if self.config.embedding == "onehot":
+            return F.one_hot(tokens, self.config.vocab_size).astype(self.dtype)
+        return F.embedding(tokens, weights["W_emb"])
+
+    def _activation(self, z):
+        return paddle.tanh(z) if self.config.activation == "tanh" else F.relu(z)
+
+    def _rnn(self, inputs, state, weights):
+        """The chapter's ``rnn``: one step of the recurrence and the output layer per time step."""
+        W_xh, W_hh, b_h, W_hq, b_q = (weights[k] for k in ("W_xh", "W_hh", "b_h", "W_hq", "b_q"))
+        H, = state
+        outputs = []
+        # unbind splits the steps in one op; iterating the tensor would run an indexing op (and
+        # its backward) per step
+        for X in paddle.unbind(inputs, axis=0):
+            H = self._activation(paddle.matmul(X, W_xh) + paddle.matmul(H, W_hh) + b_h)
+            outputs.append(paddle.matmul(H, W_hq) + b_q)
+        return paddle.concat(outputs, axis=0), (H,)
+
+    def _graph_weights(self):
+        # The graph of a batch must keep the weights it was computed with: a state that is not
+        # detached carries that graph into the next batch, after the parameters were updated in
+        # place. ``clone`` snapshots the values and still passes gradients back to the parameters.
+        return {name: p.clone() for name, p in self.params.items()}
+
+    def forward(self, X, state):
+        with paddle.no_grad():
+            logits, state = self._rnn(self._inputs(self._tokens(X), self.params), state, self.params)
+        return logits.numpy(), state
+
+    def _loss(self, X, Y, state):
+        weights = self._graph_weights()
+        logits, new_state = self._rnn(self._inputs(self._tokens(X), weights), state, weights)
+        targets = paddle.to_tensor(np.asarray(Y, dtype=np.int64).T.reshape(-1), place=self.place)
+        return F.cross_entropy(logits, targets), new_state
+
+    def _backward(self, loss):
+        for p in self.params.values():
+            p.clear_gradient()
+        # retain_graph: a state that is not detached lets the next batch backpropagate into this one
+        loss.backward(retain_graph=True)
+
+    def loss_and_grads(self, X, Y, state):
+        loss, new_state = self._loss(X, Y, state)
+        self._backward(loss)
+        grads = {name: np.array(p.grad.numpy()) for name, p in self.params.items()}
+        return float(loss), grads, new_state
+
+    def train_step(self, X, Y, state, lr, clip_theta):
+        loss, new_state = self._loss(X, Y, state)
+        self._backward(loss)
+        params = list(self.params.values())
+        if clip_theta is not None:
+            grad_clipping(params, clip_theta)
+        sgd(params, lr)
+        return float(loss), new_state
+
+    def get_params(self):
+        return {name: np.array(p.numpy()) for name, p in self.params.items()}
