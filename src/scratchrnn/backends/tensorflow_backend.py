@@ -1,0 +1,205 @@
+"""TensorFlow backend: the chapter's TensorFlow code, with ``tf.GradientTape`` computing the gradients.
+
+The pieces are the ones a reader of the TensorFlow version of D2L 8.5 knows: ``tf.one_hot`` inputs,
+``tf.Variable`` parameters, the state as a tuple, a Python loop of ``tanh`` steps in ``_rnn``, the
+output layer, ``grad_clipping`` by the global norm, and SGD with ``assign_sub``.
+
+Speed: a training step from a detached state (the normal case) -- forward, tape, clipping, update --
+is one ``tf.function``, traced once for the batch shape and reused for every step, so Python runs
+once per step rather than once per operation. A state that was not detached makes the step replay
+earlier batches (see ``TFState``); that step runs eagerly around compiled pieces instead, so a longer
+history never means a new trace.
+"""
+from __future__ import annotations
+
+import os
+
+# TensorFlow's C++ side logs info lines on import (CPU features and the like). Hide those, keep its
+# warnings, and leave alone a level the user chose. It must be set before tensorflow is imported.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from ..errors import UserError  # noqa: E402
+from .base import Backend  # noqa: E402
+
+_DTYPES = {"float32": tf.float32, "float64": tf.float64}
+
+
+class TFState(tuple):
+    """The hidden state tensors, plus -- until detached -- what is needed to recompute them.
+
+    PyTorch keeps the graph of earlier batches alive inside a state; a GradientTape cannot reach
+    into the tape of an earlier step. So a state that was not detached carries the recipe instead:
+    ``start``, the state its run of batches began from, and ``earlier``, each batch since then as
+    (tokens, weights it was computed with), oldest first. The next training step replays them
+    inside its own tape, so its loss backpropagates into those batches (the chapter's exercise).
+    """
+
+    start: tuple = ()
+    earlier: tuple = ()
+
+    def __new__(cls, tensors, start=(), earlier=()):
+        obj = super().__new__(cls, tensors)
+        obj.start, obj.earlier = tuple(start), tuple(earlier)
+        return obj
+
+
+def grad_clipping(grads, theta):
+    """The chapter's ``grad_clipping``: rescale all gradients so their global L2 norm is at most theta."""
+    # a gather (the learned embedding) has a sparse gradient; the norm needs it dense
+    grads = [tf.convert_to_tensor(g) for g in grads]
+    norm = tf.math.sqrt(tf.add_n([tf.reduce_sum(g ** 2) for g in grads]))
+    if norm > theta:  # inside tf.function, AutoGraph turns this into tf.cond
+        grads = [g * (theta / norm) for g in grads]
+    return grads
+
+
+class TensorFlowBackend(Backend):
+    name = "tensorflow"
+    devices = ("cpu",)
+
+    def __init__(self, params, config, device="cpu", dtype="float32"):
+        super().__init__(params, config, device, dtype)
+        if device not in self.devices:
+            raise UserError(f"the tensorflow backend runs on the CPU only, not {device!r}; "
+                            "use --backend torch for --device cuda")
+        if dtype not in _DTYPES:
+            raise UserError(f"dtype must be one of {', '.join(_DTYPES)}, not {dtype!r}")
+        self.tf_dtype = _DTYPES[dtype]
+        self.params = {name: tf.Variable(np.asarray(params[name], dtype=dtype), name=name)
+                       for name in config.param_shapes()}
+        # Each graph is traced once per input shape (the training loop feeds one shape throughout)
+        # and then reused. A detached training step is a single graph; ``forward`` stays eager:
+        # generation calls it with a new shape for every prompt length and batch size, and for
+        # those short inputs eager execution was as fast as a graph, without the half-second trace.
+        self._train_graph = tf.function(self._sgd_step)
+        self._loss_graph = tf.function(self._batch_loss)
+        self._replay_graph = tf.function(self._state_after)
+
+    # -- state ------------------------------------------------------------------------------------
+    def begin_state(self, batch_size):
+        return TFState((tf.zeros((batch_size, self.config.num_hiddens), dtype=self.tf_dtype),))
+
+    def detach(self, state):
+        # eager tensors hold no graph: forgetting the recipe of earlier batches is all it takes
+        return TFState(tuple(state))
+
+    def state_to_numpy(self, state):
+        return tuple(np.array(s) for s in state)
+
+    def state_from_numpy(self, state):
+        return TFState(tuple(tf.constant(np.asarray(s, dtype=self.dtype)) for s in state))
+
+    # -- the chapter's model -------------------------------------------------------------------------
+    def _inputs(self, tokens, weights):
+        """(steps, batch, input_size) inputs: one-hot vectors as in the chapter, or learned embeddings."""
+        if self.config.embedding == "onehot":
+            return tf.one_hot(tokens, self.config.vocab_size, dtype=self.tf_dtype)
+        return tf.gather(weights["W_emb"], tokens)
+
+    def _activation(self, z):
+        return tf.tanh(z) if self.config.activation == "tanh" else tf.nn.relu(z)
+
+    def _rnn(self, inputs, state, weights):
+        """The chapter's ``rnn``: logits (steps * batch, vocab), time-major, and the final state."""
+        W_xh, W_hh, b_h, W_hq, b_q = (weights[k] for k in ("W_xh", "W_hh", "b_h", "W_hq", "b_q"))
+        H, = state
+        outputs = []
+        # unstack: a Python list, so the loop is unrolled when traced (the number of steps is fixed)
+        for X in tf.unstack(inputs):
+            H = self._activation(tf.matmul(X, W_xh) + tf.matmul(H, W_hh) + b_h)
+            outputs.append(tf.matmul(H, W_hq) + b_q)
+        return tf.concat(outputs, axis=0), (H,)
+
+    def _forward(self, tokens, state):
+        return self._rnn(self._inputs(tokens, self.params), state, self.params)
+
+    def _batch_loss(self, tokens, targets, state):
+        """Mean cross-entropy of predicting the targets from the tokens, and the state after them."""
+        logits, new_state = self._forward(tokens, state)
+        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=logits))
+        return loss, new_state
+
+    def _state_after(self, tokens, state, weights):
+        """The state at the end of an earlier batch, recomputed with the weights that batch used."""
+        # its outputs are not needed: they were trained on when that batch ran
+        _, state = self._rnn(self._inputs(tokens, weights), state, weights)
+        return state
+
+    def _loss_and_grads(self, tokens, targets, start, earlier):
+        """Loss and gradients of one batch, replaying the ``earlier`` batches (see TFState) first."""
+        earlier_weights = [weights for _tokens, weights in earlier]
+        with tf.GradientTape() as tape:
+            tape.watch(earlier_weights)
+            state = start
+            for earlier_tokens, weights in earlier:
+                state = self._replay_graph(earlier_tokens, state, weights)
+            loss, new_state = self._loss_graph(tokens, targets, state)
+        grads, earlier_grads = tape.gradient(
+            loss, (self.params, earlier_weights), unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        # an earlier batch used older values of the same parameters: its gradients are theirs too
+        grads = {name: tf.convert_to_tensor(g) for name, g in grads.items()}
+        for batch_grads in earlier_grads:
+            grads = {name: g + tf.convert_to_tensor(batch_grads[name]) for name, g in grads.items()}
+        return loss, grads, new_state
+
+    def _sgd_step(self, tokens, targets, start, earlier, lr, theta):
+        loss, grads, new_state = self._loss_and_grads(tokens, targets, start, earlier)
+        grads = list(grads.values())
+        if theta is not None:
+            grads = grad_clipping(grads, theta)
+        for param, grad in zip(self.params.values(), grads):
+            param.assign_sub(lr * grad)
+        return loss, new_state
+
+    # -- between NumPy and the graphs ----------------------------------------------------------------
+    @staticmethod
+    def _time_major(X):
+        """(steps, batch) tokens from a (batch, steps) array: the chapter's ``tf.transpose(X)``.
+
+        Transposed in NumPy: TensorFlow's oneDNN build prints an error line to the terminal the
+        first time it transposes an integer tensor. One dtype for every call, so that int32 and
+        int64 batches share a trace.
+        """
+        return tf.constant(np.ascontiguousarray(np.asarray(X, dtype=np.int64).T))
+
+    @staticmethod
+    def _targets(Y):
+        """Y time-major and flattened, to line up with the (steps * batch) rows of the logits."""
+        return tf.constant(np.asarray(Y, dtype=np.int64).T.reshape(-1))
+
+    def _carry(self, state, tokens):
+        """What a step needs to replay ``state``'s history, and the history the new state will carry."""
+        start, earlier = (state.start, state.earlier) if getattr(state, "earlier", ()) else (tuple(state), ())
+        # read_value is a snapshot: the update after this step does not change it (copy on write)
+        weights_now = {name: param.read_value() for name, param in self.params.items()}
+        return start, earlier, (*earlier, (tokens, weights_now))
+
+    def forward(self, X, state):
+        logits, new_state = self._forward(self._time_major(X), tuple(state))
+        return logits.numpy(), TFState(new_state)
+
+    def loss_and_grads(self, X, Y, state):
+        tokens, targets = self._time_major(X), self._targets(Y)
+        start, earlier, history = self._carry(state, tokens)
+        loss, grads, new_state = self._loss_and_grads(tokens, targets, start, earlier)
+        grads = {name: g.numpy() for name, g in grads.items()}
+        return float(loss), grads, TFState(new_state, start, history)
+
+    def train_step(self, X, Y, state, lr, clip_theta):
+        tokens, targets = self._time_major(X), self._targets(Y)
+        start, earlier, history = self._carry(state, tokens)
+        # tensors, not Python floats: a new float value would trace the step again
+        lr = tf.constant(lr, dtype=self.tf_dtype)
+        theta = None if clip_theta is None else tf.constant(clip_theta, dtype=self.tf_dtype)
+        # A detached state: the whole step runs as one graph. A state carrying earlier batches: the
+        # step runs eagerly around the compiled pieces, because a single graph would be traced anew
+        # for every length of history.
+        sgd_step = self._sgd_step if earlier else self._train_graph
+        loss, new_state = sgd_step(tokens, targets, start, earlier, lr, theta)
+        return loss, TFState(new_state, start, history)
+
+    def get_params(self):
+        return {name: np.array(param.numpy()) for name, param in self.params.items()}
