@@ -10,6 +10,7 @@ import argparse
 import json
 import math
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -173,7 +174,63 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--stream", action="store_true",
                    help="print characters as they are generated (one prefix only)")
     g.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+    from .experiments import EXPERIMENTS, FULL, QUICK, describe_experiments
+    e = sub.add_parser(
+        "experiment", formatter_class=_ExperimentHelpFormatter,
+        help="run one of the chapter's exercises and write a Markdown report with plots",
+        description=textwrap.fill(
+            "Answer one of the chapter's six exercises by measurement: train the models it needs "
+            "(sequential batches, SGD, the chapter's Time Machine unless --data), then write "
+            "DIR/report.md (tables, PNG plots beside it) and DIR/results.json. A run that diverges is "
+            "recorded in the report ('diverged at epoch N'), it does not stop the experiment. Full "
+            "runs take minutes each; --quick takes seconds.", width=88),
+        epilog="experiments:\n" + describe_experiments())
+    e.add_argument("name", metavar="NAME", choices=tuple(EXPERIMENTS),
+                   help="which experiment: " + ", ".join(EXPERIMENTS))
+    e.add_argument("--out", metavar="DIR", default=None,
+                   help="where the report goes (default: runs/experiments/NAME); created if missing, "
+                        "files of an earlier report there are replaced")
+    e.add_argument("--quick", action="store_true",
+                   help=f"tiny runs ({QUICK.hidden} hidden units, {QUICK.max_tokens} tokens, "
+                        f"{QUICK.epochs} epochs): checks that the experiment runs, in seconds; the "
+                        f"numbers mean little")
+    e.add_argument("--backend", choices=BACKENDS, default="numpy", help="framework that trains the models")
+    e.add_argument("--data", metavar="PATH", default=None,
+                   help="UTF-8 text to train on instead of the Time Machine; required by other-text, "
+                        "where it is the text compared with the Time Machine")
+    e.add_argument("--epochs", type=_positive_int, default=None,
+                   help=f"epochs of every run (default: the experiment's own length, "
+                        f"{QUICK.epochs} with --quick)")
+    e.add_argument("--hidden", type=_positive_int, default=None,
+                   help=f"hidden units of the runs (default: {FULL.hidden}, {QUICK.hidden} with --quick); "
+                        f"the hyperparams sweep uses half and twice this too")
+    e.add_argument("--seed", type=int, default=0, help="seed of the weights, batches and sampling")
     return parser
+
+
+class _ExperimentHelpFormatter(argparse.ArgumentDefaultsHelpFormatter,
+                               argparse.RawDescriptionHelpFormatter):
+    """Option defaults in the help, and the list of experiments kept one per line."""
+
+    def _get_help_string(self, action):
+        # an option whose default is "not given" explains its default in its own words
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def cmd_experiment(args) -> int:
+    from .experiments import run_experiment
+
+    try:
+        report = run_experiment(args.name, args.out, quick=args.quick, backend=args.backend,
+                                data=args.data, seed=args.seed, epochs=args.epochs, hidden=args.hidden)
+    except KeyboardInterrupt:
+        print("scratchrnn: experiment interrupted, no report written", file=sys.stderr)
+        return 130
+    print(f"report: {report}")
+    return 0
 
 
 # -- train -------------------------------------------------------------------------------------------
@@ -345,6 +402,8 @@ def main(argv=None) -> int:
     try:
         if args.command == "train":
             return cmd_train(args)
+        if args.command == "experiment":
+            return cmd_experiment(args)
         return cmd_generate(args)
     except UserError as err:
         print(f"scratchrnn: error: {err}", file=sys.stderr)
