@@ -72,10 +72,21 @@ def main() -> int:
     meta = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "epochs": args.epochs,
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
             "command": " ".join([Path(sys.executable).name, *sys.argv])}
-    (args.record / "chapter.json").write_text(json.dumps({"meta": meta, "runs": rows}, indent=2) + "\n")
+    for row in rows:
+        row["date"] = meta["date"]
+    record = args.record / "chapter.json"
+    if args.backends is not None and record.exists():
+        # a partial rerun replaces its own rows and keeps the others, each row dated
+        done = {(row["backend"], row["sampling"]) for row in rows}
+        kept = [row for row in json.loads(record.read_text())["runs"]
+                if (row["backend"], row["sampling"]) not in done]
+        rows = sorted(kept + rows, key=lambda row: RUNS.index((row["backend"], row["sampling"])))
+    record.write_text(json.dumps({"meta": meta, "runs": rows}, indent=2) + "\n")
     table = markdown_table(rows, args.epochs)
+    dates = sorted({row.get("date", meta["date"])[:16] for row in rows})
     (args.record / "chapter.md").write_text(
-        f"Measured {meta['date']} on {meta['machine']} with `{meta['command']}`.\n\n{table}")
+        f"Measured {', '.join(dates)} on {meta['machine']} with `scripts/reproduce_chapter.py` "
+        f"(last: `{meta['command']}`), one run after the other.\n\n{table}")
     print(table)
     return 0 if all("error" not in row for row in rows) else 1
 
