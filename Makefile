@@ -58,7 +58,7 @@ test-mxnet: $(MXNET_VENV)/.test
 	$(MXPY) $(PYTEST) tests/test_backend_mxnet.py
 
 bench: $(VENV)/.test
-	$(PY) benchmarks/bench.py
+	$(PY) benchmarks/bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(MXNET_VENV) runs build src/*.egg-info

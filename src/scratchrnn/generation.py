@@ -101,30 +101,56 @@ def generate_ids(backend: Backend, prefixes: Sequence[Sequence[int]], num_tokens
                  on_step: Callable[[np.ndarray], None] | None = None) -> list[list[int]]:
     """Continue several prefixes at once; returns each prefix followed by its ``num_tokens`` tokens.
 
-    Each prefix is read on its own (they may differ in length); the continuations then advance
-    together as one batch, one forward step per token. ``on_step`` sees every new column of tokens.
+    Each prefix is read on its own (they may differ in length; prefixes of equal length share one
+    forward call); the continuations then advance together as one batch, one step per token.
+    ``on_step`` sees every new column of tokens.
+
+    A backend may offer ``decode(state, logits, num_tokens, pick, on_step)`` -- the same loop without
+    the per-token cost of ``forward`` (see ``NumpyBackend.decode``); backends without it are stepped
+    through ``forward`` one token at a time.
     """
     if num_tokens < 0:
         raise UserError(f"--num-chars must be zero or more, not {num_tokens}")
-    states, last_logits = [], []
-    for ids in prefixes:
-        state = backend.begin_state(1)
-        logits, state = backend.forward(np.asarray([ids], dtype=np.int64), state)
-        states.append(backend.state_to_numpy(state))
-        last_logits.append(logits[-1])
-    state = backend.state_from_numpy(tuple(np.concatenate(parts) for parts in zip(*states)))
-    logits = np.stack(last_logits)
+    state, logits = _read_prefixes(backend, prefixes)
     pick = TokenPicker(decoding)
-    outputs = [list(ids) for ids in prefixes]
+    decode = getattr(backend, "decode", None)
+    if decode is not None:
+        new_tokens = decode(state, logits, num_tokens, pick, on_step)
+    else:
+        new_tokens = _decode_by_forward(backend, state, logits, num_tokens, pick, on_step)
+    return [list(ids) + continuation for ids, continuation in zip(prefixes, np.asarray(new_tokens).tolist())]
+
+
+def _read_prefixes(backend: Backend, prefixes: Sequence[Sequence[int]]):
+    """The state after each prefix and the logits of its last token, stacked in the prefixes' order."""
+    states, last_logits = [None] * len(prefixes), [None] * len(prefixes)
+    rows_by_length: dict[int, list[int]] = {}
+    for row, ids in enumerate(prefixes):
+        rows_by_length.setdefault(len(ids), []).append(row)
+    for rows in rows_by_length.values():
+        X = np.asarray([prefixes[row] for row in rows], dtype=np.int64)
+        logits, state = backend.forward(X, backend.begin_state(len(rows)))
+        parts = backend.state_to_numpy(state)
+        last_step = logits[-len(rows):]                 # time-major: the last step's rows come last
+        for i, row in enumerate(rows):
+            states[row] = tuple(part[i:i + 1] for part in parts)
+            last_logits[row] = last_step[i]
+    state = backend.state_from_numpy(tuple(np.concatenate(parts) for parts in zip(*states)))
+    return state, np.stack(last_logits)
+
+
+def _decode_by_forward(backend: Backend, state, logits: np.ndarray, num_tokens: int, pick: TokenPicker,
+                       on_step: Callable[[np.ndarray], None] | None) -> np.ndarray:
+    """The generic generation loop: pick a token per row, feed it back through ``forward``."""
+    columns = []
     for step in range(num_tokens):
         tokens = pick(logits)
-        for out, tok in zip(outputs, tokens):
-            out.append(int(tok))
+        columns.append(tokens)
         if on_step is not None:
             on_step(tokens)
         if step + 1 < num_tokens:
             logits, state = backend.forward(tokens[:, None].astype(np.int64), state)
-    return outputs
+    return np.stack(columns, axis=1) if columns else np.empty((len(logits), 0), dtype=np.int64)
 
 
 def predict(backend: Backend, vocab: Vocab, prefix: str, num_chars: int = 50, *,

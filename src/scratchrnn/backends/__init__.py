@@ -44,6 +44,9 @@ def backend_class(name: str) -> type[Backend]:
     return getattr(module, class_name)
 
 
-def create(name: str, params, config, device: str = "cpu", dtype: str = "float32") -> Backend:
-    """A backend holding ``params`` (NumPy arrays) for a model of ``config``."""
-    return backend_class(name)(params, config, device=device, dtype=dtype)
+def create(name: str, params, config, device: str = "cpu", dtype: str = "float32", **options) -> Backend:
+    """A backend holding ``params`` (NumPy arrays) for a model of ``config``.
+
+    ``options`` go to the backend's constructor, e.g. ``impl="chapter"`` for the torch backend.
+    """
+    return backend_class(name)(params, config, device=device, dtype=dtype, **options)

@@ -1,10 +1,23 @@
-"""PyTorch backend: the chapter's code, with autograd computing the gradients.
+"""PyTorch backend: the scratch RNN, in two implementations of the same mathematics.
 
-``_rnn`` below is the chapter's ``rnn`` function: one-hot inputs, a Python loop over time steps,
-``torch.mm`` for every product. It is the plain path, kept for readers of the chapter and as the
-yardstick the fast path is tested against.
+``impl="chapter"`` is the chapter's code: ``_rnn`` below is its ``rnn`` function -- one-hot inputs, a
+Python loop over time steps, ``torch.mm`` for every product -- and autograd computes the gradients.
+It is kept for readers of the chapter and as the yardstick the fast path is tested against.
+
+``impl="fast"`` (the default) computes the same numbers with less work:
+- ``one_hot(x) @ W_xh`` is the row ``W_xh[x]``: a gather instead of a multiplication;
+- the output layer is one matrix product over all time steps, not one per step;
+- backpropagation through time is written out by hand inside a ``torch.autograd.Function``
+  (``_RNNLoss``): the step loop does one fused ``addmm`` and one multiply per step, and the weight
+  gradients are single large products over all steps instead of one small product per step;
+- inference and generation run without autograd; on the CPU, tanh and the generation loop run on
+  NumPy views of the same memory, where NumPy is measurably faster (see the comments there).
+Because ``_RNNLoss`` returns the gradient with respect to the state it started from, a state that is
+not detached still lets the next batch backpropagate into this one (the chapter's exercise).
 """
 from __future__ import annotations
+
+from typing import Callable
 
 import numpy as np
 import torch
@@ -12,8 +25,10 @@ import torch.nn.functional as F
 
 from ..errors import UserError
 from .base import Backend
+from .numpy_backend import decode_loop
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
+IMPLEMENTATIONS = ("fast", "chapter")
 
 
 def grad_clipping(params, theta: float) -> torch.Tensor:
@@ -27,16 +42,144 @@ def grad_clipping(params, theta: float) -> torch.Tensor:
     return norm
 
 
+# -- the fast path's pieces: plain tensor functions, no autograd inside -------------------------------
+def _run_recurrence(tokens, h0, W_xh, W_hh, b_h, W_emb, activation: str):
+    """Every hidden state, (steps + 1, batch, hidden) with hs[0] = h0; and the embeddings if learned.
+
+    h_t = act(x_t W_xh + b_h + h_{t-1} W_hh). hs[1:] first receives all input projections at once
+    (a row gather, or one product for a learned embedding); each step then adds h_{t-1} W_hh in place
+    (``addmm_``) and activates in place, so the loop allocates nothing.
+    """
+    num_steps, batch = tokens.shape
+    hidden = W_hh.shape[0]
+    hs = h0.new_empty((num_steps + 1, batch, hidden))
+    hs[0] = h0
+    projections = hs[1:].view(num_steps * batch, hidden)
+    flat_tokens = tokens.reshape(-1)
+    embedded = None
+    if W_emb is None:
+        torch.index_select(W_xh, 0, flat_tokens, out=projections)   # one_hot(x) @ W_xh == W_xh[x]
+    else:
+        embedded = torch.index_select(W_emb, 0, flat_tokens)
+        torch.mm(embedded, W_xh, out=projections)
+    projections += b_h
+    steps = hs.unbind(0)
+    for t in range(num_steps):
+        _activate_(steps[t + 1].addmm_(steps[t], W_hh), activation)
+    return hs, embedded
+
+
+def _activate_(z, activation: str):
+    """act(z), in place."""
+    if activation == "relu":
+        return z.relu_()
+    if z.device.type == "cpu" and not z.requires_grad:
+        # NumPy's SIMD tanh is about five times faster than ATen's on the CPUs measured (see
+        # benchmarks/README.md), and a CPU tensor's memory can be viewed as a NumPy array.
+        values = z.numpy()
+        np.tanh(values, out=values)
+        return z
+    return z.tanh_()
+
+
+def _activation_grad(hs, activation: str):
+    """d act(z) / dz in terms of the output h = act(z) (a new tensor)."""
+    if activation == "tanh":
+        return torch.addcmul(hs.new_ones(()), hs, hs, value=-1)     # 1 - h^2
+    return (hs > 0).to(hs.dtype)
+
+
+def _scatter_add_rows(indices, rows, num_rows: int):
+    """``out[i] = sum of rows whose index is i``: the gradient of a row gather."""
+    return rows.new_zeros((num_rows, rows.shape[1])).index_add_(0, indices, rows)
+
+
+class _RNNLoss(torch.autograd.Function):
+    """Mean cross-entropy of the scratch RNN over one minibatch, and the state after it.
+
+    forward(h0, W_xh, W_hh, b_h, W_hq, b_q, W_emb, tokens, targets, activation) -> (loss, h_last)
+    with ``tokens`` (steps, batch) time-major, ``targets`` flattened time-major, ``W_emb`` None for
+    one-hot inputs. backward is BPTT by hand, the same derivation as the NumPy reference.
+    """
+
+    @staticmethod
+    def forward(ctx, h0, W_xh, W_hh, b_h, W_hq, b_q, W_emb, tokens, targets, activation):
+        # Snapshot the weights the backward pass needs: the update changes parameters in place, and a
+        # later batch whose state was not detached still backpropagates through this batch with the
+        # weights as they were here.
+        W_hh, W_hq = W_hh.clone(), W_hq.clone()
+        W_xh_used = W_xh.clone() if W_emb is not None else None
+        hs, embedded = _run_recurrence(tokens, h0, W_xh, W_hh, b_h, W_emb, activation)
+        num_steps, batch, hidden = hs.shape[0] - 1, hs.shape[1], hs.shape[2]
+        logits = torch.addmm(b_q, hs[1:].view(num_steps * batch, hidden), W_hq)
+        log_probs = torch.log_softmax(logits, dim=1)
+        loss = -log_probs.gather(1, targets[:, None]).mean()
+        ctx.save_for_backward(hs, log_probs, W_hh, W_hq, W_xh_used, embedded, tokens, targets)
+        ctx.activation = activation
+        # unused outputs give None gradients (rather than zeros), so backward can skip their terms
+        ctx.set_materialize_grads(False)
+        return loss, hs[-1].clone()
+
+    @staticmethod
+    def backward(ctx, d_loss, d_h_last):
+        hs, log_probs, W_hh, W_hq, W_xh, embedded, tokens, targets = ctx.saved_tensors
+        num_steps, batch, hidden = hs.shape[0] - 1, hs.shape[1], hs.shape[2]
+        hs_flat = hs[1:].reshape(-1, hidden)
+        d_W_hq = d_b_q = dhs = None
+        if d_loss is not None:
+            # d mean-CE / d logits = (softmax - one_hot(y)) / n
+            dlogits = log_probs.exp()
+            dlogits[torch.arange(targets.numel(), device=targets.device), targets] -= 1
+            dlogits *= d_loss / targets.numel()
+            d_W_hq = hs_flat.T @ dlogits
+            d_b_q = dlogits.sum(dim=0)
+            dhs = (dlogits @ W_hq.T).view(num_steps, batch, hidden)
+
+        need_dh0 = ctx.needs_input_grad[0]
+        dz = _activation_grad(hs[1:], ctx.activation)  # becomes dL/dz_t step by step below
+        dz_steps = dz.unbind(0)
+        dhs_steps = dhs.unbind(0) if dhs is not None else None
+        W_hh_T = W_hh.T
+        # dL/dh_t for the last step: from its output and from later batches
+        if dhs is None:
+            dh = d_h_last
+        else:
+            dh = dhs_steps[-1] if d_h_last is None else dhs_steps[-1].add_(d_h_last)
+        for t in range(num_steps - 1, -1, -1):
+            dz_steps[t].mul_(dh)
+            if t > 0:
+                # dL/dh_{t-1}: its own output's gradient (dhs is scratch here) + dL/dz_t W_hh^T
+                dh = dz_steps[t] @ W_hh_T if dhs is None else dhs_steps[t - 1].addmm_(dz_steps[t], W_hh_T)
+        d_h0 = dz_steps[0] @ W_hh_T if need_dh0 else None
+
+        dz_flat = dz.view(-1, hidden)
+        d_W_hh = hs[:-1].view(-1, hidden).T @ dz_flat
+        d_b_h = dz_flat.sum(dim=0)
+        flat_tokens = tokens.reshape(-1)
+        vocab_size = log_probs.shape[1]
+        d_W_emb = None
+        if embedded is None:
+            d_W_xh = _scatter_add_rows(flat_tokens, dz_flat, vocab_size)
+        else:
+            d_W_xh = embedded.reshape(-1, embedded.shape[-1]).T @ dz_flat
+            d_W_emb = _scatter_add_rows(flat_tokens, dz_flat @ W_xh.T, vocab_size)
+        return d_h0, d_W_xh, d_W_hh, d_b_h, d_W_hq, d_b_q, d_W_emb, None, None, None
+
+
 class TorchBackend(Backend):
     name = "torch"
     devices = ("cpu", "cuda")
 
-    def __init__(self, params, config, device="cpu", dtype="float32"):
+    def __init__(self, params, config, device="cpu", dtype="float32", impl: str = "fast"):
         super().__init__(params, config, device, dtype)
         if device == "cuda" and not torch.cuda.is_available():
             raise UserError("--device cuda asked for, but this PyTorch sees no CUDA GPU")
         if device not in self.devices:
             raise UserError(f"the torch backend runs on {' or '.join(self.devices)}, not {device!r}")
+        if impl not in IMPLEMENTATIONS:
+            raise UserError(f"the torch backend's impl must be one of {', '.join(IMPLEMENTATIONS)}, "
+                            f"not {impl!r}")
+        self.impl = impl
         self.torch_device = torch.device(device)
         self.torch_dtype = _DTYPES[dtype]
         self.params = {
@@ -44,6 +187,9 @@ class TorchBackend(Backend):
                                device=self.torch_device).requires_grad_(True)
             for name in config.param_shapes()
         }
+
+    def __repr__(self) -> str:
+        return super().__repr__()[:-1] + f", impl={self.impl})"
 
     # -- state ------------------------------------------------------------------------------------
     def begin_state(self, batch_size):
@@ -60,7 +206,12 @@ class TorchBackend(Backend):
         return tuple(torch.as_tensor(np.asarray(s), dtype=self.torch_dtype, device=self.torch_device)
                      for s in state)
 
-    # -- the chapter's model -------------------------------------------------------------------------
+    def _tokens(self, X):
+        """(batch, steps) indices -> a (steps, batch) int64 tensor on the device: time-major."""
+        time_major = np.ascontiguousarray(np.asarray(X, dtype=np.int64).T)
+        return torch.as_tensor(time_major, device=self.torch_device)
+
+    # -- the chapter's model (impl="chapter") -------------------------------------------------------
     def _inputs(self, X, weights):
         """(steps, batch, input_size) inputs: one-hot vectors as in the chapter, or learned embeddings."""
         X = torch.as_tensor(np.asarray(X), device=self.torch_device)
@@ -86,16 +237,38 @@ class TorchBackend(Backend):
         # place. ``clone`` snapshots the values and still passes gradients to the parameters.
         return {name: p.clone() for name, p in self.params.items()}
 
-    def forward(self, X, state):
-        with torch.no_grad():
-            logits, state = self._rnn(self._inputs(X, self.params), state, self.params)
-        return logits.cpu().numpy(), state
-
-    def _loss(self, X, Y, state):
+    def _chapter_loss(self, X, Y, state):
         weights = self._graph_weights()
         logits, new_state = self._rnn(self._inputs(X, weights), state, weights)
         y = torch.as_tensor(np.asarray(Y), device=self.torch_device).T.reshape(-1)
         return F.cross_entropy(logits, y.long()), new_state
+
+    # -- the fast path (impl="fast") --------------------------------------------------------------
+    def _fast_loss(self, X, Y, state):
+        p = self.params
+        loss, h_last = _RNNLoss.apply(state[0], p["W_xh"], p["W_hh"], p["b_h"], p["W_hq"], p["b_q"],
+                                      p.get("W_emb"), self._tokens(X), self._tokens(Y).reshape(-1),
+                                      self.config.activation)
+        return loss, (h_last,)
+
+    def _fast_forward(self, X, state):
+        p = self.params
+        hs, _ = _run_recurrence(self._tokens(X), state[0], p["W_xh"], p["W_hh"], p["b_h"], p.get("W_emb"),
+                                self.config.activation)
+        logits = torch.addmm(p["b_q"], hs[1:].reshape(-1, self.config.num_hiddens), p["W_hq"])
+        return logits, (hs[-1].clone(),)
+
+    # -- the Backend interface --------------------------------------------------------------------
+    def forward(self, X, state):
+        with torch.no_grad():
+            if self.impl == "fast":
+                logits, state = self._fast_forward(X, state)
+            else:
+                logits, state = self._rnn(self._inputs(X, self.params), state, self.params)
+        return logits.cpu().numpy(), state
+
+    def _loss(self, X, Y, state):
+        return (self._fast_loss if self.impl == "fast" else self._chapter_loss)(X, Y, state)
 
     def _backward(self, loss):
         for p in self.params.values():
@@ -122,3 +295,50 @@ class TorchBackend(Backend):
 
     def get_params(self):
         return {name: p.detach().cpu().numpy().copy() for name, p in self.params.items()}
+
+    # -- generation -------------------------------------------------------------------------------
+    def decode(self, state, logits: np.ndarray, num_tokens: int, pick: Callable[[np.ndarray], np.ndarray],
+               on_step: Callable[[np.ndarray], None] | None = None) -> np.ndarray:
+        """Generate ``num_tokens`` tokens per row of ``state`` (the contract of ``NumpyBackend.decode``).
+
+        One product per token: ``h @ [W_hh | W_hq]`` gives the next recurrence term and the logits
+        together. On the CPU the loop runs on NumPy views of these tensors (no copies): with one token
+        per step, per-call overhead is most of the cost, and NumPy's is a fraction of PyTorch's (about
+        3.5x the speed for one stream, measured); on a GPU it runs in PyTorch.
+        """
+        with torch.no_grad():
+            input_rows, W_step = self._decode_weights()
+            h = state[0].detach().clone()
+            if self.torch_device.type == "cpu":
+                return decode_loop(h.numpy(), np.asarray(logits), input_rows.numpy(), W_step.numpy(),
+                                   self.params["b_q"].detach().numpy(), self.config.activation,
+                                   num_tokens, pick, on_step)
+            return self._decode_in_torch(h, logits, input_rows, W_step, num_tokens, pick, on_step)
+
+    def _decode_weights(self):
+        """Every token's input projection x W_xh + b_h (vocab, hidden), and [W_hh | W_hq]."""
+        p = self.params
+        if self.config.embedding == "onehot":
+            input_rows = p["W_xh"] + p["b_h"]
+        else:
+            input_rows = p["W_emb"] @ p["W_xh"] + p["b_h"]
+        return input_rows, torch.cat([p["W_hh"], p["W_hq"]], dim=1)
+
+    def _decode_in_torch(self, h, logits, input_rows, W_step, num_tokens, pick, on_step):
+        """``decode_loop`` written in PyTorch, for tensors on a GPU; ``h`` is overwritten."""
+        hidden = self.config.num_hiddens
+        tokens = np.empty((num_tokens, h.shape[0]), dtype=np.int64)
+        product = torch.mm(h, W_step)
+        logits = np.asarray(logits)
+        for step in range(num_tokens):
+            picked = pick(logits)
+            tokens[step] = picked
+            if on_step is not None:
+                on_step(tokens[step])
+            if step + 1 == num_tokens:
+                break
+            rows = input_rows.index_select(0, torch.from_numpy(tokens[step]).to(self.torch_device))
+            _activate_(torch.add(product[:, :hidden], rows, out=h), self.config.activation)
+            torch.mm(h, W_step, out=product)
+            logits = (product[:, hidden:] + self.params["b_q"]).cpu().numpy()
+        return tokens.T
