@@ -149,3 +149,9 @@ def test_chapter_names_work_as_the_chapter_uses_them(capsys):
     assert lines[1].startswith(f"perplexity {ppl:.1f}, ") and "tokens/sec" in lines[1]
     assert lines[-2].startswith("time traveller") and lines[-1].startswith("traveller")
     assert math.isfinite(ppl) and speed > 0
+
+
+def test_a_backend_refuses_an_option_it_does_not_have():
+    config = ModelConfig(28, 8)
+    with pytest.raises(scratchrnn.UserError, match="numpy backend has no option impl"):
+        backends.create("numpy", init_params(config), config, impl="chapter")

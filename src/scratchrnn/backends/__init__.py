@@ -6,6 +6,7 @@ framework that is not installed gives a message naming the pip extra that instal
 from __future__ import annotations
 
 import importlib
+import inspect
 import importlib.util
 
 from ..errors import BackendUnavailable, UserError
@@ -48,5 +49,11 @@ def create(name: str, params, config, device: str = "cpu", dtype: str = "float32
     """A backend holding ``params`` (NumPy arrays) for a model of ``config``.
 
     ``options`` go to the backend's constructor, e.g. ``impl="chapter"`` for the torch backend.
+    A backend that has no such option refuses it by name rather than with a TypeError.
     """
-    return backend_class(name)(params, config, device=device, dtype=dtype, **options)
+    cls = backend_class(name)
+    accepted = inspect.signature(cls.__init__).parameters
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise UserError(f"the {name} backend has no option {', '.join(unknown)}")
+    return cls(params, config, device=device, dtype=dtype, **options)

@@ -80,6 +80,10 @@ class Backend(ABC):
     def get_params(self) -> dict[str, np.ndarray]:
         """Current parameters as NumPy arrays (for checkpoints and comparisons)."""
 
+    # A backend may also define ``decode(state, logits, num_tokens, pick, on_step)``: generation's
+    # token-by-token loop without the per-call cost of ``forward`` (see NumpyBackend.decode).
+    # ``generation.generate_ids`` uses it when present and steps through ``forward`` otherwise.
+
     # -- shared helpers ---------------------------------------------------------------------------
     def numpy_dtype(self):
         return np.dtype(self.dtype)
