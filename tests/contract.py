@@ -58,6 +58,18 @@ def _run_steps(backend, batches, sampling, lr=1.0, clip=1.0, detach=True):
     return losses
 
 
+class ForwardOnly:
+    """A backend seen only through the methods every backend has: generation's generic loop."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def __getattr__(self, name):
+        if name == "decode":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+
 class BackendContract:
     backend_name = "numpy"
     device = "cpu"

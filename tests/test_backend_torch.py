@@ -6,7 +6,7 @@ fast path to the plain one directly, float64, including what the contract exerci
 import numpy as np
 import pytest
 import torch
-from contract import MODEL_VARIANTS, BackendContract, _boosted_params, _rel_err
+from contract import MODEL_VARIANTS, BackendContract, ForwardOnly, _boosted_params, _rel_err
 
 from scratchrnn import backends
 from scratchrnn.errors import UserError
@@ -103,19 +103,7 @@ def test_fast_training_without_detaching_equals_the_plain_path(config):
         assert _rel_err(results["fast"][1][key], value) < 1e-5, key
 
 
-class _ForwardOnly:
-    """A backend seen only through the methods every backend has (no decode): the generic loop."""
-
-    def __init__(self, inner):
-        self.inner = inner
-
-    def __getattr__(self, name):
-        if name == "decode":
-            raise AttributeError(name)
-        return getattr(self.inner, name)
-
-
-class _DecodeInTorch(_ForwardOnly):
+class _DecodeInTorch(ForwardOnly):
     """The PyTorch decode loop (what a GPU runs), forced on the CPU."""
 
     def decode(self, state, logits, num_tokens, pick, on_step=None):
@@ -133,7 +121,7 @@ def test_decode_fast_paths_equal_stepping_forward(strategy, config):
     backend = backends.create("torch", _boosted_params(config, seed=6), config, dtype="float64")
     decoding = Decoding(strategy, temperature=0.8, seed=3)
     prefixes = [[1, 2, 3], [4], [5, 6, 7]]
-    generic = generate_ids(_ForwardOnly(backend), prefixes, 30, decoding)
+    generic = generate_ids(ForwardOnly(backend), prefixes, 30, decoding)
     assert generate_ids(backend, prefixes, 30, decoding) == generic
     assert generate_ids(_DecodeInTorch(backend), prefixes, 30, decoding) == generic
     # and the tokens were not all the same, or the comparison proves little

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from contract import _boosted_params
+from contract import ForwardOnly, _boosted_params
 
 from scratchrnn import backends
 from scratchrnn.backends.numpy_backend import scatter_add_rows, softmax_cross_entropy
@@ -16,18 +16,6 @@ from scratchrnn.generation import Decoding, generate_ids, predict, vocab_text
 from scratchrnn.model import ModelConfig
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-class ForwardOnly:
-    """A backend seen only through the methods every backend has: generation's generic loop."""
-
-    def __init__(self, inner):
-        self.inner = inner
-
-    def __getattr__(self, name):
-        if name == "decode":
-            raise AttributeError(name)
-        return getattr(self.inner, name)
 
 
 VARIANTS = [ModelConfig(11, 16, "tanh"), ModelConfig(11, 16, "relu"),
