@@ -12,11 +12,12 @@ DEMO_DIR ?= runs/demo
 BACKEND ?= numpy
 FRAMEWORKS := torch tensorflow paddle mxnet
 
-.PHONY: demo test test-core test-torch test-tensorflow test-paddle test-mxnet bench clean help
+.PHONY: demo exercises test test-core test-torch test-tensorflow test-paddle test-mxnet bench clean help
 
 help:
 	@echo "make demo   train the chapter's RNN (500 epochs, batch 32, 35 steps, 512 hidden, lr 1) and generate"
 	@echo "make test   build the environments and run the whole test suite"
+	@echo "make exercises  rerun the experiments behind docs/exercises.md"
 	@echo "make bench  speed benchmark (see benchmarks/README.md)"
 	@echo "make clean  remove environments and runs"
 
@@ -56,6 +57,14 @@ test-torch test-tensorflow test-paddle: test-%: $(VENV)/.test
 
 test-mxnet: $(MXNET_VENV)/.test
 	$(MXPY) $(PYTEST) tests/test_backend_mxnet.py
+
+# the full runs behind docs/exercises.md (about 15 minutes on 2 cores)
+EXERCISES := onehot-vs-embedding hyperparams sampling no-clip no-detach relu
+OTHER_TEXT ?= ../shared/data/tinyshakespeare.txt
+exercises: $(VENV)/.base
+	for name in $(EXERCISES); do \
+		$(VENV)/bin/scratchrnn experiment $$name --out docs/experiments/$$name || exit 1; done
+	$(VENV)/bin/scratchrnn experiment other-text --data $(OTHER_TEXT) --out docs/experiments/other-text
 
 bench: $(VENV)/.test
 	$(PY) benchmarks/bench.py $(BENCH_ARGS)

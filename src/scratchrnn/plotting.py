@@ -7,15 +7,18 @@ from typing import Sequence
 
 def plot_perplexity(history: Sequence[float], path_stem: str | Path, title: str = "",
                     validation: Sequence[tuple[int, float]] = (),
-                    extra_curves: dict[str, Sequence[float]] | None = None) -> list[Path]:
+                    extra_curves: dict[str, Sequence[float]] | None = None,
+                    label: str = "train") -> list[Path]:
     """Save ``<path_stem>.png`` and ``<path_stem>.svg``; returns both paths."""
     import matplotlib
     matplotlib.use("Agg")  # files only: never needs a display
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    if len(extra_curves or {}) >= 10:
+        ax.set_prop_cycle(color=plt.cm.tab20.colors)  # the default cycle repeats after ten colours
     epochs = range(1, len(history) + 1)
-    ax.plot(epochs, history, label="train")
+    ax.plot(epochs, history, label=label)
     for label, curve in (extra_curves or {}).items():
         ax.plot(range(1, len(curve) + 1), curve, label=label)
     if validation:
@@ -26,7 +29,7 @@ def plot_perplexity(history: Sequence[float], path_stem: str | Path, title: str 
     ax.grid(True, which="both", alpha=0.3)
     if title:
         ax.set_title(title)
-    ax.legend()
+    ax.legend(fontsize="x-small" if len(extra_curves or {}) > 3 else None)  # many curves: keep them visible
     fig.tight_layout()
     stem = Path(path_stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
