@@ -11,6 +11,7 @@ import pytest
 from scratchrnn import backends
 from scratchrnn.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from scratchrnn.data import SeqDataLoader, load_corpus
+from scratchrnn.errors import UserError
 from scratchrnn.generation import predict
 from scratchrnn.model import ModelConfig, init_params
 
@@ -81,6 +82,17 @@ class BackendContract:
         return backends.create("numpy", params, config, dtype=dtype)
 
     # -- the chapter's shapes ----------------------------------------------------------------------
+    def test_refuses_a_device_or_dtype_it_lacks(self):
+        config = ModelConfig(7, 6)
+        params = init_params(config, 0)
+        if "cuda" not in backends.backend_class(self.backend_name).devices:
+            with pytest.raises(UserError, match="CPU only.*use --backend torch for --device cuda"):
+                backends.create(self.backend_name, params, config, device="cuda")
+        with pytest.raises(UserError, match=f"the {self.backend_name} backend runs on .*not 'tpu'"):
+            backends.create(self.backend_name, params, config, device="tpu")
+        with pytest.raises(UserError, match="computes in float32 or float64, not 'float16'"):
+            backends.create(self.backend_name, params, config, dtype="float16")
+
     def test_chapter_shapes(self):
         config = ModelConfig(28, 512)
         backend = self.make(init_params(config, 0), config)

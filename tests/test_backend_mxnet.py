@@ -8,19 +8,12 @@ import pytest
 from contract import BackendContract, _boosted_params, _chapter_batches
 
 from scratchrnn import backends
-from scratchrnn.errors import UserError
 from scratchrnn.model import ModelConfig, init_params
 from scratchrnn.training import TrainConfig, train_epoch
 
 
 class TestMXNetBackend(BackendContract):
     backend_name = "mxnet"
-
-
-def test_refuses_a_device_other_than_the_cpu():
-    config = ModelConfig(7, 6)
-    with pytest.raises(UserError, match="CPU only"):
-        backends.create("mxnet", init_params(config), config, device="cuda")
 
 
 def test_train_step_returns_an_mxnet_scalar_without_waiting_for_it():

@@ -7,18 +7,11 @@ import numpy as np
 import pytest
 from contract import BackendContract, _boosted_params, _chapter_batches, _run_steps
 
-from scratchrnn import backends
-from scratchrnn.errors import UserError
 from scratchrnn.model import ModelConfig, init_params
 
 
 class TestPaddleBackend(BackendContract):
     backend_name = "paddle"
-
-    def test_refuses_devices_other_than_the_cpu(self):
-        config = ModelConfig(7, 6)
-        with pytest.raises(UserError, match="CPU only"):
-            backends.create("paddle", init_params(config, 0), config, device="cuda")
 
     @pytest.mark.parametrize("config", [ModelConfig(28, 16, "relu", "learned", 5), ModelConfig(28, 16)],
                              ids=["relu-learned", "tanh-onehot"])

@@ -4,7 +4,6 @@ import pytest
 from contract import MODEL_VARIANTS, BackendContract, _boosted_params, _chapter_batches, _run_steps
 
 from scratchrnn import backends
-from scratchrnn.errors import UserError
 from scratchrnn.model import ModelConfig, init_params
 
 
@@ -39,8 +38,3 @@ def test_training_traces_each_graph_once():
     assert backend._train_graph.experimental_get_tracing_count() == 1
     assert backend._replay_graph.experimental_get_tracing_count() == 1
 
-
-def test_refuses_a_gpu_device():
-    config = ModelConfig(7, 6)
-    with pytest.raises(UserError, match="CPU only"):
-        backends.create("tensorflow", init_params(config, 0), config, device="cuda")

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import UserError
 from ..model import ModelConfig
 
 State = tuple
@@ -27,6 +28,8 @@ class Backend(ABC):
     name = "base"
     #: devices this backend can run on
     devices: tuple[str, ...] = ("cpu",)
+    #: floating-point types every backend computes in
+    dtypes: tuple[str, ...] = ("float32", "float64")
 
     def __init__(self, params: dict[str, np.ndarray], config: ModelConfig,
                  device: str = "cpu", dtype: str = "float32"):
@@ -36,6 +39,12 @@ class Backend(ABC):
         for name, shape in config.param_shapes().items():
             if tuple(params[name].shape) != shape:
                 raise ValueError(f"parameter {name} has shape {params[name].shape}, expected {shape}")
+        if device not in self.devices:
+            where = "the CPU only" if self.devices == ("cpu",) else " or ".join(self.devices)
+            hint = "; use --backend torch for --device cuda" if device == "cuda" else ""
+            raise UserError(f"the {self.name} backend runs on {where}, not {device!r}{hint}")
+        if dtype not in self.dtypes:
+            raise UserError(f"the {self.name} backend computes in {' or '.join(self.dtypes)}, not {dtype!r}")
         self.config = config
         self.device = device
         self.dtype = dtype

@@ -18,7 +18,6 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import UserError
 from ..model import ModelConfig, global_norm
 from .base import Backend
 
@@ -91,8 +90,6 @@ class NumpyBackend(Backend):
 
     def __init__(self, params, config: ModelConfig, device: str = "cpu", dtype: str = "float32"):
         super().__init__(params, config, device, dtype)
-        if device != "cpu":
-            raise UserError("the numpy backend runs on the CPU only; use --backend torch for --device cuda")
         self.params = {name: np.array(params[name], dtype=dtype, copy=True) for name in config.param_shapes()}
 
     # -- state ------------------------------------------------------------------------------------

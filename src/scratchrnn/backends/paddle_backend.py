@@ -13,7 +13,6 @@ import warnings
 
 import numpy as np
 
-from ..errors import UserError
 from .base import Backend
 
 
@@ -93,9 +92,6 @@ class PaddleBackend(Backend):
 
     def __init__(self, params, config, device="cpu", dtype="float32"):
         super().__init__(params, config, device, dtype)
-        if device not in self.devices:
-            raise UserError(f"the paddle backend runs on the CPU only, not {device!r}; "
-                            "use --backend torch for --device cuda")
         self.place = paddle.CPUPlace()
         self.params = {}
         for name in config.param_shapes():

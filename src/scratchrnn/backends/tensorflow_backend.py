@@ -21,7 +21,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from ..errors import UserError  # noqa: E402
 from .base import Backend  # noqa: E402
 
 _DTYPES = {"float32": tf.float32, "float64": tf.float64}
@@ -62,11 +61,6 @@ class TensorFlowBackend(Backend):
 
     def __init__(self, params, config, device="cpu", dtype="float32"):
         super().__init__(params, config, device, dtype)
-        if device not in self.devices:
-            raise UserError(f"the tensorflow backend runs on the CPU only, not {device!r}; "
-                            "use --backend torch for --device cuda")
-        if dtype not in _DTYPES:
-            raise UserError(f"dtype must be one of {', '.join(_DTYPES)}, not {dtype!r}")
         self.tf_dtype = _DTYPES[dtype]
         self.params = {name: tf.Variable(np.asarray(params[name], dtype=dtype), name=name)
                        for name in config.param_shapes()}

@@ -174,8 +174,6 @@ class TorchBackend(Backend):
         super().__init__(params, config, device, dtype)
         if device == "cuda" and not torch.cuda.is_available():
             raise UserError("--device cuda asked for, but this PyTorch sees no CUDA GPU")
-        if device not in self.devices:
-            raise UserError(f"the torch backend runs on {' or '.join(self.devices)}, not {device!r}")
         if impl not in IMPLEMENTATIONS:
             raise UserError(f"the torch backend's impl must be one of {', '.join(IMPLEMENTATIONS)}, "
                             f"not {impl!r}")
