@@ -46,9 +46,9 @@ def grad_clipping(params, theta: float) -> torch.Tensor:
 def _run_recurrence(tokens, h0, W_xh, W_hh, b_h, W_emb, activation: str):
     """Every hidden state, (steps + 1, batch, hidden) with hs[0] = h0; and the embeddings if learned.
 
-    h_t = act(x_t W_xh + b_h + h_{t-1} W_hh). hs[1:] first receives all input projections at once
-    (a row gather, or one product for a learned embedding); each step then adds h_{t-1} W_hh in place
-    (``addmm_``) and activates in place, so the loop allocates nothing.
+    h_t = act(x_t W_xh + b_h + h_{t-1} W_hh). hs[1:] first receives all input projections with their
+    bias at once (a row gather, or one product for a learned embedding); each step then adds
+    h_{t-1} W_hh in place (``addmm_``) and activates in place, so the loop allocates nothing.
     """
     num_steps, batch = tokens.shape
     hidden = W_hh.shape[0]
@@ -58,11 +58,11 @@ def _run_recurrence(tokens, h0, W_xh, W_hh, b_h, W_emb, activation: str):
     flat_tokens = tokens.reshape(-1)
     embedded = None
     if W_emb is None:
-        torch.index_select(W_xh, 0, flat_tokens, out=projections)   # one_hot(x) @ W_xh == W_xh[x]
+        # one_hot(x) @ W_xh + b_h == (W_xh + b_h)[x]: the bias added to vocab rows, not to every token
+        torch.index_select(W_xh + b_h, 0, flat_tokens, out=projections)
     else:
         embedded = torch.index_select(W_emb, 0, flat_tokens)
-        torch.mm(embedded, W_xh, out=projections)
-    projections += b_h
+        torch.addmm(b_h, embedded, W_xh, out=projections)
     steps = hs.unbind(0)
     for t in range(num_steps):
         _activate_(steps[t + 1].addmm_(steps[t], W_hh), activation)
@@ -106,15 +106,16 @@ class _RNNLoss(torch.autograd.Function):
     def forward(ctx, h0, W_xh, W_hh, b_h, W_hq, b_q, W_emb, tokens, targets, activation):
         # Snapshot the weights the backward pass needs: the update changes parameters in place, and a
         # later batch whose state was not detached still backpropagates through this batch with the
-        # weights as they were here.
-        W_hh, W_hq = W_hh.clone(), W_hq.clone()
+        # weights as they were here. W_hh's snapshot is stored transposed: backward's step products
+        # with a contiguous W_hh^T run about a third faster than with a transposed view (MKL, measured).
+        W_hh_T, W_hq = W_hh.T.contiguous(), W_hq.clone()
         W_xh_used = W_xh.clone() if W_emb is not None else None
         hs, embedded = _run_recurrence(tokens, h0, W_xh, W_hh, b_h, W_emb, activation)
         num_steps, batch, hidden = hs.shape[0] - 1, hs.shape[1], hs.shape[2]
         logits = torch.addmm(b_q, hs[1:].view(num_steps * batch, hidden), W_hq)
         log_probs = torch.log_softmax(logits, dim=1)
         loss = -log_probs.gather(1, targets[:, None]).mean()
-        ctx.save_for_backward(hs, log_probs, W_hh, W_hq, W_xh_used, embedded, tokens, targets)
+        ctx.save_for_backward(hs, log_probs, W_hh_T, W_hq, W_xh_used, embedded, tokens, targets)
         ctx.activation = activation
         # unused outputs give None gradients (rather than zeros), so backward can skip their terms
         ctx.set_materialize_grads(False)
@@ -122,7 +123,7 @@ class _RNNLoss(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, d_loss, d_h_last):
-        hs, log_probs, W_hh, W_hq, W_xh, embedded, tokens, targets = ctx.saved_tensors
+        hs, log_probs, W_hh_T, W_hq, W_xh, embedded, tokens, targets = ctx.saved_tensors
         num_steps, batch, hidden = hs.shape[0] - 1, hs.shape[1], hs.shape[2]
         hs_flat = hs[1:].reshape(-1, hidden)
         d_W_hq = d_b_q = dhs = None
@@ -131,7 +132,7 @@ class _RNNLoss(torch.autograd.Function):
             dlogits = log_probs.exp()
             dlogits[torch.arange(targets.numel(), device=targets.device), targets] -= 1
             dlogits *= d_loss / targets.numel()
-            d_W_hq = hs_flat.T @ dlogits
+            d_W_hq = (dlogits.T @ hs_flat).T     # as the transpose of a product: ~2.5x faster on MKL
             d_b_q = dlogits.sum(dim=0)
             dhs = (dlogits @ W_hq.T).view(num_steps, batch, hidden)
 
@@ -139,7 +140,6 @@ class _RNNLoss(torch.autograd.Function):
         dz = _activation_grad(hs[1:], ctx.activation)  # becomes dL/dz_t step by step below
         dz_steps = dz.unbind(0)
         dhs_steps = dhs.unbind(0) if dhs is not None else None
-        W_hh_T = W_hh.T
         # dL/dh_t for the last step: from its output and from later batches
         if dhs is None:
             dh = d_h_last
