@@ -47,6 +47,10 @@ def test_train_writes_checkpoint_plots_metrics_and_ends_with_the_chapter_line(tr
     metrics = json.loads((out / "metrics.json").read_text())
     assert len(metrics["perplexity_history"]) == 3
     assert f"perplexity {metrics['perplexity']:.1f}," in last
+    history = metrics["perplexity_history"]
+    lowest_epoch = history.index(min(history)) + 1
+    assert metrics["lowest_perplexity"] == {"epoch": lowest_epoch, "perplexity": min(history)}
+    assert f"lowest perplexity {min(history):.2f}, at epoch {lowest_epoch}" in proc.stdout.splitlines()[-2]
     assert (out / "perplexity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

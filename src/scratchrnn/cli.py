@@ -90,10 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="train a model and save a checkpoint, plots and metrics",
         description="Train the scratch RNN. Defaults are the chapter's settings. Writes DIR/checkpoint/ "
                     "(weights.npz + config.json), DIR/metrics.json and DIR/perplexity.{png,svg}. The "
-                    "last line printed gives the final training perplexity and tokens/s.")
+                    "line before the last gives the lowest perplexity and its epoch; the last line, "
+                    "the final training perplexity and tokens/s.")
     t.add_argument("--backend", choices=BACKENDS, default="numpy",
-                   help="framework that runs the model: numpy has the hand-written backward pass; the "
-                        "others use their framework's autograd")
+                   help="framework that runs the model: numpy has a hand-written backward pass, and so "
+                        "has torch's fast path inside a torch.autograd.Function; the others use their "
+                        "framework's autograd")
     t.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                    help="where to train (cuda: torch backend with a CUDA GPU)")
     t.add_argument("--dtype", choices=("float32", "float64"), default="float32",
@@ -349,6 +351,7 @@ def cmd_train(args) -> int:
         "perplexity": result.perplexity, "tokens_per_sec": result.tokens_per_sec,
         "seconds": sum(e.seconds for e in result.epochs),
         "perplexity_history": result.history,
+        "lowest_perplexity": {"epoch": result.lowest.epoch, "perplexity": result.lowest.perplexity},
         "validation_perplexity": [{"epoch": e, "perplexity": p} for e, p in result.validation],
         "samples": samples, "checkpoint": str(ckpt_dir), "plots": [str(p) for p in plots],
     }
@@ -361,6 +364,7 @@ def cmd_train(args) -> int:
     if result.validation:
         print(f"validation perplexity {result.validation[-1][1]:.2f}")
     print(f"checkpoint {ckpt_dir}, plot {plots[0]}")
+    print(f"lowest perplexity {result.lowest.perplexity:.2f}, at epoch {result.lowest.epoch}")
     print(f"perplexity {result.perplexity:.1f}, {result.tokens_per_sec:.1f} tokens/sec on {args.device} "
           f"({args.backend})")
     return 0

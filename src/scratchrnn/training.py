@@ -76,6 +76,11 @@ class TrainResult:
         return sum(e.tokens for e in self.epochs) / seconds if seconds > 0 else float("inf")
 
     @property
+    def lowest(self) -> EpochResult:
+        """The epoch of lowest training perplexity (with lr 1 the last one can sit on a late spike)."""
+        return min(self.epochs, key=lambda e: e.perplexity)
+
+    @property
     def history(self) -> list[float]:
         return [e.perplexity for e in self.epochs]
 
