@@ -95,6 +95,7 @@ def test_prefix_is_cleaned_like_the_training_text(trained_run):
 def _assert_user_error(proc, *fragments):
     assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
     assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr    # one line, not a usage block
     for fragment in fragments:
         assert fragment in proc.stderr, (fragment, proc.stderr)
 
