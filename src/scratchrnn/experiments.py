@@ -732,15 +732,24 @@ def exp_no_clip(ctx: Context) -> tuple[Report, dict]:
     lrs = (1.0, 100.0) if ctx.quick else (1.0, 3.0)
     specs = [ctx.base_spec(f"lr {lr:g}, {_clip_label(clip)}", 300, lr=lr, clip=clip)
              for lr in lrs for clip in (1.0, None)]
+    return _stability_experiment(
+        ctx, specs, corpus, vocab, "Training without gradient clipping",
+        "Exercise 4: run the code in this section without clipping the gradient. What happens?",
+        f" {ctx.hidden} hidden units, tanh. The gradient norm is measured on one fixed batch, before any "
+        "clipping, as training goes on.",
+        "no_clip.png", "Perplexity and gradient norm with and without clipping")
+
+
+def _stability_experiment(ctx: Context, specs, corpus, vocab, title: str, question: str, setup: str,
+                          figure_name: str, caption: str) -> tuple[Report, dict]:
+    """Train ``specs`` and report how each run went (the no-clip and relu exercises)."""
     outcomes = [train_run(ctx, s, corpus, vocab) for s in specs]
-    report = Report("Training without gradient clipping",
-                    "Exercise 4: run the code in this section without clipping the gradient. What happens?")
-    report.text(_setup_line(ctx, len(corpus), vocab) + f" {ctx.hidden} hidden units, tanh. The gradient "
-                "norm is measured on one fixed batch, before any clipping, as training goes on.")
+    report = Report(title, question)
+    report.text(_setup_line(ctx, len(corpus), vocab) + setup)
     report.table(STABILITY_HEADERS, _stability_rows(outcomes))
     report.text(_stability_summary(outcomes))
-    figure = plot_panels(ctx.out / "no_clip.png", _perplexity_panels(outcomes, norms=True))
-    report.figure(figure, "Perplexity and gradient norm with and without clipping")
+    figure = plot_panels(ctx.out / figure_name, _perplexity_panels(outcomes, norms=True))
+    report.figure(figure, caption)
     return report, {"runs": [o.to_dict() for o in outcomes]}
 
 
@@ -786,17 +795,12 @@ def exp_relu(ctx: Context) -> tuple[Report, dict]:
     specs = [ctx.base_spec("tanh, clip 1", 300, activation="tanh", clip=1.0)]
     specs += [ctx.base_spec(f"relu, lr {lr:g}, {_clip_label(clip)}", 300, activation="relu", lr=lr,
                             clip=clip) for lr in lrs for clip in (1.0, None)]
-    outcomes = [train_run(ctx, s, corpus, vocab) for s in specs]
-    report = Report("ReLU instead of tanh",
-                    "Exercise 6: replace the activation function used in this section with ReLU and "
-                    "repeat the experiments. Do we still need gradient clipping? Why?")
-    report.text(_setup_line(ctx, len(corpus), vocab) + f" {ctx.hidden} hidden units. The gradient norm "
-                "is measured on one fixed batch, before any clipping.")
-    report.table(STABILITY_HEADERS, _stability_rows(outcomes))
-    report.text(_stability_summary(outcomes))
-    figure = plot_panels(ctx.out / "relu.png", _perplexity_panels(outcomes, norms=True))
-    report.figure(figure, "tanh vs ReLU, with and without clipping")
-    return report, {"runs": [o.to_dict() for o in outcomes]}
+    return _stability_experiment(
+        ctx, specs, corpus, vocab, "ReLU instead of tanh",
+        "Exercise 6: replace the activation function used in this section with ReLU and repeat the "
+        "experiments. Do we still need gradient clipping? Why?",
+        f" {ctx.hidden} hidden units. The gradient norm is measured on one fixed batch, before any clipping.",
+        "relu.png", "tanh vs ReLU, with and without clipping")
 
 
 def exp_other_text(ctx: Context) -> tuple[Report, dict]:
