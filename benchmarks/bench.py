@@ -14,9 +14,10 @@ sequential batches with the state carried and detached):
 - a dense 512x512 float32 GEMM, the machine's practical limit: one training token costs about
   6 (H^2 + H V) FLOPs, so tokens/s times that, over the GEMM rate, is how near the limit training runs.
 
-Every implementation runs in a process of its own (two deep-learning frameworks must never share one,
-and a process's peak memory is then its own). A round runs every implementation once, in turn, each
-timing its work a few times after a warm-up; a reported rate is the median over all rounds and repeats,
+Every implementation runs in processes of its own (two deep-learning frameworks must never share one,
+and a process's peak memory is then its own): one trains, a fresh one generates, as `scratchrnn
+generate` would. A round runs every implementation once, in turn, each timing its work a few times
+after a warm-up; a reported rate is the median over all rounds and repeats,
 so a machine that slows down for a while slows every column alike.
 
 The baseline ("chapter") is the chapter's PyTorch code written out below, as close to the book as a
@@ -43,7 +44,8 @@ MXNET_PYTHON = ROOT / ".venv-mxnet" / "bin" / "python"
 IMPLEMENTATIONS = {
     "chapter": ("torch", "the chapter's code (baseline): one-hot inputs, torch.mm loop, train_epoch_ch8"),
     "nn.RNN": ("torch", "torch.nn.RNN with the same one-hot inputs, SGD and clipping (chapter 8.6)"),
-    "numpy": ("numpy", "scratchrnn, numpy backend (hand-written BPTT)"),
+    "numpy": ("numpy", "scratchrnn, numpy backend (hand-written BPTT); greedy generation compiled"),
+    "numpy-loop": ("numpy", "the same, generating by the NumPy loop (SCRATCHRNN_NO_KERNEL=1)"),
     "torch": ("torch", "scratchrnn, torch backend, fast path (the default)"),
     "torch-chapter": ("torch", "scratchrnn, torch backend, impl='chapter'"),
     "tensorflow": ("tensorflow", "scratchrnn, tensorflow backend"),
@@ -258,10 +260,17 @@ def run_worker(impl: str, spec: dict) -> dict:
         device = spec["device"] if framework == "torch" else "cpu"
         return {"gemm_gflops": [gemm_gflops(framework, device, spec["gemm_seconds"])]}
 
-    from scratchrnn.data import SeqDataLoader, load_corpus
+    from scratchrnn.data import load_corpus
     corpus, vocab = load_corpus(None, None)          # the whole bundled Time Machine
     runner = (_ChapterRunner if impl in ("chapter", "nn.RNN") else _ScratchRunner)(impl, spec, vocab)
-    repeats = range(spec["repeats"])
+    measure_part = _measure_training if spec["part"] == "train" else _measure_generation
+    results = measure_part(runner, spec, corpus, vocab, range(spec["repeats"]))
+    results["peak_rss_mb_all"] = peak_rss_mb()
+    return results
+
+
+def _measure_training(runner, spec, corpus, vocab, repeats) -> dict:
+    from scratchrnn.data import SeqDataLoader
     results = {}
     for batch_size in (32, 256):
         batches = list(SeqDataLoader(corpus, batch_size, spec["num_steps"], "sequential", seed=0))
@@ -272,7 +281,11 @@ def run_worker(impl: str, spec: dict) -> dict:
         if batch_size == 32:
             results["peak_rss_mb"] = peak_rss_mb()  # the chapter's run: what a process needs to train it
             results.update(runner.device_memory())
+    return results
 
+
+def _measure_generation(runner, spec, corpus, vocab, repeats) -> dict:
+    results = {}
     runner.generate_one(GENERATION_PREFIX, 10)     # warm-up
     results["gen_1_chars_per_s"] = []
     for _ in repeats:
@@ -292,7 +305,6 @@ def run_worker(impl: str, spec: dict) -> dict:
             runner.generate_many(prefixes, spec["gen_chars_batched"])
             elapsed = time.perf_counter() - start
             results[key].append(spec["gen_streams"] * spec["gen_chars_batched"] / elapsed)
-    results["peak_rss_mb_all"] = peak_rss_mb()
     return results
 
 
@@ -348,6 +360,9 @@ class _ScratchRunner:
         name, options = impl, {}
         if impl == "torch-chapter":
             name, options = "torch", {"impl": "chapter"}
+        if impl == "numpy-loop":
+            name = "numpy"
+            os.environ["SCRATCHRNN_NO_KERNEL"] = "1"
         device = spec["device"] if name == "torch" else "cpu"
         config = ModelConfig(len(vocab), spec["num_hiddens"])
         self.backend = backends.create(name, init_params(config, 0), config, device=device, **options)
@@ -390,6 +405,23 @@ def worker_command(impl: str, spec: dict) -> list[str]:
 
 
 def measure(impl: str, spec: dict) -> dict:
+    """Measure one implementation: training in one worker process, generation in another.
+
+    Generation gets a fresh process, as `scratchrnn generate` runs: in the process that has just
+    trained, generation's threads were measured at half speed (benchmarks/README.md)."""
+    if impl.startswith("gemm:"):
+        return run_worker_process(impl, spec)
+    merged: dict = {}
+    for part in ("train", "generate"):
+        result = run_worker_process(impl, {**spec, "part": part})
+        if "error" in result:
+            return result
+        peak = max(merged.get("peak_rss_mb_all", 0), result.pop("peak_rss_mb_all"))
+        merged.update(result, peak_rss_mb_all=peak)
+    return merged
+
+
+def run_worker_process(impl: str, spec: dict) -> dict:
     """Run one worker process; its last stdout line is its JSON result."""
     try:
         done = subprocess.run(worker_command(impl, spec), capture_output=True, text=True,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
+from . import __version__, fast_decode
 from .backends import BACKENDS
 from .errors import TrainingDiverged, UserError
 
@@ -61,7 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="scratchrnn",
         description="Character-level RNN language models from scratch (Dive into Deep Learning, 8.5).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--version", action="version", version=f"scratchrnn {__version__}")
+    parser.add_argument("--version", action="version",
+                        version=f"scratchrnn {__version__} (compiled greedy decoder: {fast_decode.status()})",
+                        help="show the version, and whether greedy generation runs compiled, then exit")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     t = sub.add_parser(
@@ -131,7 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser(
         "generate", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         help="continue a prefix with a trained model",
-        description="Load a checkpoint (written by any backend) and continue one or more prefixes.")
+        description="Load a checkpoint (written by any backend) and continue one or more prefixes. "
+                    "Greedy decoding in float32 of up to 32 prefixes runs on a small compiled decoder "
+                    "when the package was built with a C compiler (scratchrnn --version says; "
+                    "SCRATCHRNN_NO_KERNEL=1 turns it off); otherwise in the backend's own loop. Both "
+                    "compute the same sums in a different order, so their texts part only where two "
+                    "characters tie to within float32 rounding.")
     g.add_argument("checkpoint", metavar="CHECKPOINT_DIR",
                    help="a checkpoint directory, or a run directory that holds checkpoint/")
     g.add_argument("--prefix", action="append", default=None, metavar="TEXT",

@@ -91,6 +91,11 @@ class Backend(ABC):
 
     # A backend may also define ``decode(state, logits, num_tokens, pick, on_step)``: generation's
     # token-by-token loop without the per-call cost of ``forward`` (see NumpyBackend.decode).
+
+    def decode_weights(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The weights as generation uses them, in NumPy (see ``decode_weights_of``). For the compiled
+        decoder (scratchrnn.fast_decode), which so serves every backend."""
+        return decode_weights_of(self.get_params(), self.config)
     # ``generation.generate_ids`` uses it when present and steps through ``forward`` otherwise.
 
     # -- shared helpers ---------------------------------------------------------------------------
@@ -102,3 +107,15 @@ class Backend(ABC):
         return (f"{type(self).__name__}(vocab={c.vocab_size}, hidden={c.num_hiddens}, "
                 f"activation={c.activation}, embedding={c.embedding}, device={self.device}, "
                 f"dtype={self.dtype})")
+
+
+def decode_weights_of(params: dict[str, np.ndarray], config: ModelConfig
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every token's input term x W_xh + b_h (vocab, hidden), ``[W_hh | W_hq]`` (hidden, hidden + vocab)
+    and b_q: one row gather and one product per generated token."""
+    p = params
+    if config.embedding == "onehot":
+        input_rows = p["W_xh"] + p["b_h"]               # row v: one_hot(v) W_xh + b_h
+    else:
+        input_rows = p["W_emb"] @ p["W_xh"] + p["b_h"]
+    return input_rows, np.concatenate([p["W_hh"], p["W_hq"]], axis=1), p["b_q"]

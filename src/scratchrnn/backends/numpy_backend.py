@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 
 from ..model import ModelConfig, global_norm
-from .base import Backend
+from .base import Backend, decode_weights_of
 
 
 class NumpyState(tuple):
@@ -226,6 +226,10 @@ class NumpyBackend(Backend):
     def get_params(self):
         return {name: value.copy() for name, value in self.params.items()}
 
+    def decode_weights(self):
+        # Backend's, without copying every parameter first (updates replace arrays, never mutate them)
+        return decode_weights_of(self.params, self.config)
+
     # -- generation -------------------------------------------------------------------------------
     def decode(self, state, logits: np.ndarray, num_tokens: int, pick: Callable[[np.ndarray], np.ndarray],
                on_step: Callable[[np.ndarray], None] | None = None) -> np.ndarray:
@@ -235,14 +239,9 @@ class NumpyBackend(Backend):
         next tokens (greedy or sampled) and ``on_step`` sees each new column. Returns (batch, num_tokens).
         Same mathematics as calling ``forward`` one token at a time, without its per-call overhead.
         """
-        p = self.params
-        if self.config.embedding == "onehot":
-            input_rows = p["W_xh"] + p["b_h"]           # row v: one_hot(v) W_xh + b_h
-        else:
-            input_rows = p["W_emb"] @ p["W_xh"] + p["b_h"]
-        W_step = np.concatenate([p["W_hh"], p["W_hq"]], axis=1)
+        input_rows, W_step, b_q = self.decode_weights()
         return decode_loop(np.array(state[0], dtype=self.dtype), np.asarray(logits), input_rows, W_step,
-                           p["b_q"], self.config.activation, num_tokens, pick, on_step)
+                           b_q, self.config.activation, num_tokens, pick, on_step)
 
 
 def decode_loop(h: np.ndarray, logits: np.ndarray, input_rows: np.ndarray, W_step: np.ndarray,

@@ -1,0 +1,69 @@
+"""The compiled greedy decoder against NumPy's decode loop, step by step, at the chapter's size.
+
+    .venv/bin/python benchmarks/decode_kernel.py            # about half a minute
+
+For 1 to 64 streams: microseconds per step (one character for every stream) of
+- the compiled decoder with 1 thread and with 2 (``fast_decode.greedy_decode``),
+- ``numpy_backend.decode_loop`` (one BLAS product per step, Python around it).
+Each is the best of several runs, the machine's noise being all on one side. This is where
+``fast_decode.MAX_BATCH`` comes from: past it the BLAS product wins. No framework is imported.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+
+from scratchrnn import fast_decode
+from scratchrnn.backends.numpy_backend import decode_loop
+from scratchrnn.generation import Decoding, TokenPicker
+
+HIDDEN, VOCAB = 512, 28
+
+
+def best_seconds(run, repeats: int) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--streams", default="1,2,4,8,16,32,64", help="comma-separated batch sizes")
+    parser.add_argument("--repeats", type=int, default=5, help="runs per measurement; the best counts")
+    args = parser.parse_args()
+    if fast_decode._load() is None:
+        raise SystemExit(f"the compiled decoder is {fast_decode.status()}")
+    os.environ.pop("SCRATCHRNN_NO_KERNEL", None)
+    rng = np.random.default_rng(0)
+    W_step = rng.normal(0, 0.05, (HIDDEN, HIDDEN + VOCAB)).astype(np.float32)
+    input_rows = rng.normal(0, 0.5, (VOCAB, HIDDEN)).astype(np.float32)
+    b_q = rng.normal(0, 1, VOCAB).astype(np.float32)
+    greedy = TokenPicker(Decoding())
+    print(f"microseconds per step, hidden {HIDDEN}, vocabulary {VOCAB}, best of {args.repeats}")
+    print(f"{'streams':>7} {'kernel, 1 thread':>17} {'kernel, 2 threads':>18} {'numpy loop':>11}")
+    for batch in (int(b) for b in args.streams.split(",")):
+        steps = max(200, 20_000 // batch)
+        h0 = np.tanh(rng.normal(size=(batch, HIDDEN))).astype(np.float32)
+        logits0 = (h0 @ W_step[:, HIDDEN:] + b_q).astype(np.float32)
+
+        def kernel(threads):
+            h, logits = h0.copy(), logits0.copy()
+            fast_decode.greedy_decode(h, logits, input_rows, W_step, b_q, "tanh", steps, threads=threads)
+
+        def numpy_loop():
+            decode_loop(h0.copy(), logits0, input_rows, W_step, b_q, "tanh", steps, greedy, None)
+
+        times = [best_seconds(lambda: kernel(1), args.repeats), best_seconds(lambda: kernel(2), args.repeats),
+                 best_seconds(numpy_loop, args.repeats)]
+        print(f"{batch:>7} " + " ".join(f"{1e6 * t / steps:>{w}.2f}" for t, w in zip(times, (17, 18, 11))),
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()

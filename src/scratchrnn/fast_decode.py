@@ -1,0 +1,116 @@
+"""The compiled greedy decoder (``_greedy_decode.c``), loaded with ctypes when it was built.
+
+``pip install`` compiles it if a C compiler is at hand (setup.py marks it optional). It runs greedy
+generation (the chapter's ``predict_ch8``) in float32 on the CPU, for any backend, prompt included:
+``generation.generate_ids`` hands it the weights (``Backend.decode_weights``) when it applies. Where it
+does not (sampling, float64, a GPU, more than ``MAX_BATCH`` streams, no compiler), generation runs the
+backend's own loop, e.g. ``numpy_backend.decode_loop``; both compute the same sums in another order.
+
+Why: for one stream Python's per-step cost is most of NumPy's time, and that is what it removes; for
+many streams a BLAS matrix product is already the fastest way, and ``decode_loop`` keeps it.
+
+``SCRATCHRNN_DECODE_THREADS`` sets how many threads it uses (default: the CPUs this process may run on,
+up to 8); ``SCRATCHRNN_NO_KERNEL=1`` turns it off, e.g. to compare.
+"""
+from __future__ import annotations
+
+import ctypes
+import importlib.machinery
+import os
+from pathlib import Path
+
+import numpy as np
+
+MAX_BATCH = 32            # above this, decode_loop's BLAS product wins (benchmarks/README.md)
+MIN_COLUMNS_PER_THREAD = 64
+
+_library = None
+_load_error: str | None = None
+
+
+def _find_library() -> Path | None:
+    here = Path(__file__).parent
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        candidate = here / f"_greedy_decode{suffix}"
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def _load():
+    global _library, _load_error
+    if _library is not None or _load_error is not None:
+        return _library
+    path = _find_library()
+    if path is None:
+        _load_error = "not built (no C compiler at install time)"
+        return None
+    try:
+        library = ctypes.CDLL(str(path))
+    except OSError as error:
+        _load_error = f"cannot be loaded: {error}"
+        return None
+    floats = np.ctypeslib.ndpointer(np.float32, flags="C_CONTIGUOUS")
+    int64s = np.ctypeslib.ndpointer(np.int64, flags="C_CONTIGUOUS")
+    library.scratchrnn_greedy_decode.argtypes = [
+        ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+        int64s, floats, floats, floats, floats, floats, int64s,
+    ]
+    library.scratchrnn_greedy_decode.restype = ctypes.c_int
+    _library = library
+    return library
+
+
+def status() -> str:
+    """One line for ``scratchrnn info``: whether the kernel is in use, and if not, why."""
+    if os.environ.get("SCRATCHRNN_NO_KERNEL"):
+        return "off (SCRATCHRNN_NO_KERNEL is set)"
+    if _load() is None:
+        return _load_error
+    return f"compiled, {default_threads()} thread(s)"
+
+
+def default_threads() -> int:
+    configured = os.environ.get("SCRATCHRNN_DECODE_THREADS")
+    if configured:
+        return max(1, int(configured))
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:                      # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, 8))
+
+
+def can_decode(batch: int, dtype, device: str, greedy: bool) -> bool:
+    """Whether the compiled decoder can take this generation (and is built and not turned off)."""
+    return (greedy and 0 < batch <= MAX_BATCH and np.dtype(dtype) == np.float32 and device == "cpu"
+            and not os.environ.get("SCRATCHRNN_NO_KERNEL") and _load() is not None)
+
+
+def greedy_decode(h: np.ndarray, logits: np.ndarray, input_rows: np.ndarray, W_step: np.ndarray,
+                  b_q: np.ndarray, activation: str, num_tokens: int, forced: np.ndarray | None = None,
+                  threads: int | None = None) -> np.ndarray:
+    """Feed ``forced`` (batch, n) tokens if given, then pick and feed back ``num_tokens`` greedy tokens
+    per row; returns the picked ones as (batch, num_tokens).
+
+    ``h`` (batch, hidden) and ``logits`` (batch, vocab), float32 and C-contiguous, are the state and
+    its logits before the first step (the logits choose the first token when nothing is forced); they
+    are updated in place to those after the last step, so a second call continues the text.
+    ``input_rows`` (vocab, hidden) holds x W_xh + b_h for every token, ``W_step`` is [W_hh | W_hq].
+    ``threads`` defaults to ``default_threads()``, fewer for a small model (a thread's slice of the
+    columns must be worth the cost of meeting the others at every step).
+    """
+    library = _load()
+    batch, hidden = h.shape
+    vocab = logits.shape[1]
+    if threads is None:
+        threads = max(1, min(default_threads(), hidden // MIN_COLUMNS_PER_THREAD))
+    forced = np.zeros((batch, 0), np.int64) if forced is None else np.ascontiguousarray(forced, np.int64)
+    tokens = np.empty((batch, num_tokens), dtype=np.int64)
+    as_float32 = lambda a: np.ascontiguousarray(a, dtype=np.float32)  # noqa: E731
+    status = library.scratchrnn_greedy_decode(
+        batch, hidden, vocab, forced.shape[1], num_tokens, threads, int(activation == "relu"), forced,
+        as_float32(input_rows), as_float32(W_step), as_float32(b_q), h, logits, tokens)
+    if status != 0:
+        raise MemoryError("the compiled decoder ran out of memory")
+    return tokens
