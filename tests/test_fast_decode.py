@@ -150,7 +150,7 @@ def test_streamed_text_comes_in_chunks_and_is_the_returned_text(tmp_path):
     assert text == vocab_text(vocab, generate_ids(ForwardOnly(backend), [vocab[list("abc")]], num_chars)[0])
 
 
-def test_sampling_float64_and_many_streams_stay_on_the_numpy_loop():
+def test_sampling_float64_gpus_and_many_streams_stay_off_the_compiled_decoder():
     assert fast_decode.can_decode(1, np.float32, "cpu", greedy=True) == (fast_decode._load() is not None)
     assert not fast_decode.can_decode(1, np.float32, "cpu", greedy=False)
     assert not fast_decode.can_decode(1, np.float64, "cpu", greedy=True)

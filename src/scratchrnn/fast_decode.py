@@ -62,7 +62,7 @@ def _load():
 
 
 def status() -> str:
-    """One line for ``scratchrnn info``: whether the kernel is in use, and if not, why."""
+    """For ``scratchrnn --version``: whether greedy generation runs compiled, and if not, why."""
     if os.environ.get("SCRATCHRNN_NO_KERNEL"):
         return "off (SCRATCHRNN_NO_KERNEL is set)"
     if _load() is None:

@@ -91,12 +91,12 @@ class Backend(ABC):
 
     # A backend may also define ``decode(state, logits, num_tokens, pick, on_step)``: generation's
     # token-by-token loop without the per-call cost of ``forward`` (see NumpyBackend.decode).
+    # ``generation.generate_ids`` uses it when present and steps through ``forward`` otherwise.
 
     def decode_weights(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The weights as generation uses them, in NumPy (see ``decode_weights_of``). For the compiled
         decoder (scratchrnn.fast_decode), which so serves every backend."""
         return decode_weights_of(self.get_params(), self.config)
-    # ``generation.generate_ids`` uses it when present and steps through ``forward`` otherwise.
 
     # -- shared helpers ---------------------------------------------------------------------------
     def numpy_dtype(self):
