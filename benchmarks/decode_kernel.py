@@ -6,12 +6,16 @@ For 1 to 64 streams: microseconds per step (one character for every stream) of
 - the compiled decoder with 1 thread and with 2 (``fast_decode.greedy_decode``),
 - ``numpy_backend.decode_loop`` (one BLAS product per step, Python around it).
 Each is the best of several runs, the machine's noise being all on one side. This is where
-``fast_decode.MAX_BATCH`` comes from: past it the BLAS product wins. No framework is imported.
+``fast_decode.MAX_BATCH`` comes from: past it the BLAS product wins. Then, for the 64-stream goal, the
+(64 x 512) @ (512 x 540) product alone; and one stream again while another process keeps a core busy
+(the decoder's fallback when a thread keeps losing its core). No framework is imported.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -63,6 +67,24 @@ def main() -> None:
                  best_seconds(numpy_loop, args.repeats)]
         print(f"{batch:>7} " + " ".join(f"{1e6 * t / steps:>{w}.2f}" for t, w in zip(times, (17, 18, 11))),
               flush=True)
+
+    h64, product = rng.random((64, HIDDEN), dtype=np.float32), np.empty((64, HIDDEN + VOCAB), np.float32)
+    seconds = best_seconds(lambda: [np.matmul(h64, W_step, out=product) for _ in range(200)], args.repeats)
+    print(f"\n(64 x {HIDDEN}) @ ({HIDDEN} x {HIDDEN + VOCAB}) alone (NumPy's BLAS): {1e6 * seconds / 200:.1f} us")
+
+    h1 = np.tanh(rng.normal(size=(1, HIDDEN))).astype(np.float32)
+    logits1 = (h1 @ W_step[:, HIDDEN:] + b_q).astype(np.float32)
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        for threads in (1, 2):
+            seconds = best_seconds(lambda: fast_decode.greedy_decode(
+                h1.copy(), logits1.copy(), input_rows, W_step, b_q, "tanh", 20_000, threads=threads),
+                args.repeats)
+            print(f"one stream beside a process that keeps a core busy, {threads} thread(s): "
+                  f"{1e6 * seconds / 20_000:.2f} us per step")
+    finally:
+        busy.kill()
 
 
 if __name__ == "__main__":

@@ -298,7 +298,7 @@ static void *run_worker(void *arg)
         else if (w->thread == 0)
             for (int b = 0; b < B; b++) s->tokens[(size_t)b * s->num_tokens + generated] = token[b];
         /* h_t, mostly written by the other threads, fetched in one go rather than a cache line at a
-           time as the product reaches it: measured 10% faster */
+           time as the product reaches it (7.0 -> 6.2 us a step when it was written) */
         memcpy(h_copy, s->state[parity], sizeof(float) * (size_t)B * H);
         float *h_next = s->state[parity ^ 1], *shares = s->shares[parity];
         for (int t = alone ? 0 : w->thread; t < (alone ? T : w->thread + 1); t++)

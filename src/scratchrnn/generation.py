@@ -128,13 +128,18 @@ def generate_ids(backend: Backend, prefixes: Sequence[Sequence[int]], num_tokens
     return [list(ids) + continuation for ids, continuation in zip(prefixes, np.asarray(new_tokens).tolist())]
 
 
+def _rows_by_length(prefixes: Sequence[Sequence[int]]) -> list[list[int]]:
+    """The rows of the prefixes grouped by length: prefixes of one length are read together."""
+    groups: dict[int, list[int]] = {}
+    for row, ids in enumerate(prefixes):
+        groups.setdefault(len(ids), []).append(row)
+    return list(groups.values())
+
+
 def _read_prefixes(backend: Backend, prefixes: Sequence[Sequence[int]]):
     """The state after each prefix and the logits of its last token, stacked in the prefixes' order."""
     states, last_logits = [None] * len(prefixes), [None] * len(prefixes)
-    rows_by_length: dict[int, list[int]] = {}
-    for row, ids in enumerate(prefixes):
-        rows_by_length.setdefault(len(ids), []).append(row)
-    for rows in rows_by_length.values():
+    for rows in _rows_by_length(prefixes):
         X = np.asarray([prefixes[row] for row in rows], dtype=np.int64)
         logits, state = backend.forward(X, backend.begin_state(len(rows)))
         parts = backend.state_to_numpy(state)
@@ -162,13 +167,11 @@ def _generate_compiled(backend: Backend, prefixes: Sequence[Sequence[int]], num_
     activation = backend.config.activation
     h = np.array(backend.state_to_numpy(backend.begin_state(len(prefixes)))[0], dtype=np.float32)
     logits = np.zeros((len(prefixes), len(b_q)), np.float32)    # not read: every row starts forced
-    rows_by_length: dict[int, list[int]] = {}
-    for row, ids in enumerate(prefixes):
-        rows_by_length.setdefault(len(ids), []).append(row)
-    if len(rows_by_length) == 1:                # the usual case: the first call reads the prefixes
+    groups = _rows_by_length(prefixes)
+    if len(groups) == 1:                # the usual case: the first call reads the prefixes
         forced = np.asarray(prefixes, dtype=np.int64)
     else:                                       # read each length apart, then go on together
-        for rows in rows_by_length.values():
+        for rows in groups:
             h_rows, logits_rows = h[rows], logits[rows]             # copies, updated in place
             prompt = np.asarray([prefixes[row] for row in rows], dtype=np.int64)
             fast_decode.greedy_decode(h_rows, logits_rows, input_rows, W_step, b_q, activation, 0, prompt)
