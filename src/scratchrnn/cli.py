@@ -134,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
         "generate", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         help="continue a prefix with a trained model",
         description="Load a checkpoint (written by any backend) and continue one or more prefixes. "
-                    "Greedy decoding in float32 of up to 32 prefixes runs on a small compiled decoder "
+                    "Greedy decoding in float32 of up to 512 prefixes runs on a small compiled decoder "
                     "when the package was built with a C compiler (scratchrnn --version says; "
                     "SCRATCHRNN_NO_KERNEL=1 turns it off); otherwise in the backend's own loop. Both "
                     "compute the same sums in a different order, so their texts part only where two "

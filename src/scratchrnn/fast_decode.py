@@ -3,11 +3,13 @@
 ``pip install`` compiles it if a C compiler is at hand (setup.py marks it optional). It runs greedy
 generation (the chapter's ``predict_ch8``) in float32 on the CPU, for any backend, prompt included:
 ``generation.generate_ids`` hands it the weights (``Backend.decode_weights``) when it applies. Where it
-does not (sampling, float64, a GPU, more than ``MAX_BATCH`` streams, no compiler), generation runs the
+does not (sampling, float64, a GPU, more than ``max_batch()`` streams, no compiler), generation runs the
 backend's own loop, e.g. ``numpy_backend.decode_loop``; both compute the same sums in another order.
 
 Why: for one stream Python's per-step cost is most of NumPy's time, and that is what it removes; for
-many streams a BLAS matrix product is already the fastest way, and ``decode_loop`` keeps it.
+tens of streams its products, with the weights kept in each core's cache and no other work between
+them, beat a BLAS call per step (64 streams: 120 us a step against 160 us for the BLAS product alone,
+benchmarks/README.md). Past ``max_batch()`` streams the BLAS product in ``decode_loop`` is faster.
 
 ``SCRATCHRNN_DECODE_THREADS`` sets how many threads it uses (default: the CPUs this process may run on,
 up to 8); ``SCRATCHRNN_NO_KERNEL=1`` turns it off, e.g. to compare.
@@ -21,7 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-MAX_BATCH = 32            # above this, decode_loop's BLAS product wins (benchmarks/README.md)
+# Streams up to which the decoder beats decode_loop's BLAS product, by the width (in floats) of the
+# vectors it was compiled for: AVX-512 (-march=native on the machines measured), AVX2, and the SSE of a
+# portable build, whose products are four times narrower than those of the BLAS library
+# (benchmarks/README.md, "Generation: the compiled decoder").
+MAX_BATCH_BY_VECTOR_FLOATS = {16: 512, 8: 32, 4: 1}
 MIN_COLUMNS_PER_THREAD = 64
 
 _library = None
@@ -57,6 +63,7 @@ def _load():
         int64s, floats, floats, floats, floats, floats, int64s,
     ]
     library.scratchrnn_greedy_decode.restype = ctypes.c_int
+    library.scratchrnn_vector_floats.restype = ctypes.c_int
     _library = library
     return library
 
@@ -81,10 +88,16 @@ def default_threads() -> int:
     return max(1, min(cpus, 8))
 
 
+def max_batch() -> int:
+    """The most streams the compiled decoder takes (0 where it is not built)."""
+    library = _load()
+    return 0 if library is None else MAX_BATCH_BY_VECTOR_FLOATS.get(library.scratchrnn_vector_floats(), 1)
+
+
 def can_decode(batch: int, dtype, device: str, greedy: bool) -> bool:
     """Whether the compiled decoder can take this generation (and is built and not turned off)."""
-    return (greedy and 0 < batch <= MAX_BATCH and np.dtype(dtype) == np.float32 and device == "cpu"
-            and not os.environ.get("SCRATCHRNN_NO_KERNEL") and _load() is not None)
+    return (greedy and 0 < batch <= max_batch() and np.dtype(dtype) == np.float32 and device == "cpu"
+            and not os.environ.get("SCRATCHRNN_NO_KERNEL"))
 
 
 def greedy_decode(h: np.ndarray, logits: np.ndarray, input_rows: np.ndarray, W_step: np.ndarray,

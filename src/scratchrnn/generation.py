@@ -230,5 +230,7 @@ def predict_many(backend: Backend, vocab: Vocab, prefixes: Sequence[str], num_ch
 
 
 def vocab_text(vocab: Vocab, ids: Sequence[int]) -> str:
-    return "".join(vocab.idx_to_token[int(i)] for i in ids)
+    # the list's own __getitem__ (which takes NumPy integers too) rather than a generator of int(i):
+    # several times faster, which shows when 64 streams of text take 30 ms to generate
+    return "".join(map(vocab.idx_to_token.__getitem__, ids))
 
