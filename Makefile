@@ -22,7 +22,9 @@ help:
 	@echo "make clean  remove environments and runs"
 
 # -- environments -------------------------------------------------------------------------------------
-$(VENV)/.base: pyproject.toml setup.py src/scratchrnn/_greedy_decode.c constraints/test.txt
+C_SOURCES := $(wildcard src/scratchrnn/*.c src/scratchrnn/*.h)
+
+$(VENV)/.base: pyproject.toml setup.py $(C_SOURCES) constraints/test.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install $(PIP_FLAGS) -c constraints/test.txt -e .
 	touch $@
@@ -33,7 +35,7 @@ $(VENV)/.test: $(VENV)/.base
 		nbclient nbformat ipykernel
 	touch $@
 
-$(MXNET_VENV)/.test: pyproject.toml setup.py src/scratchrnn/_greedy_decode.c constraints/mxnet.txt
+$(MXNET_VENV)/.test: pyproject.toml setup.py $(C_SOURCES) constraints/mxnet.txt
 	$(PYTHON) -m venv $(MXNET_VENV)
 	$(MXPY) -m pip install $(PIP_FLAGS) -c constraints/mxnet.txt -e '.[mxnet,test]'
 	touch $@

@@ -44,15 +44,16 @@ MXNET_PYTHON = ROOT / ".venv-mxnet" / "bin" / "python"
 IMPLEMENTATIONS = {
     "chapter": ("torch", "the chapter's code (baseline): one-hot inputs, torch.mm loop, train_epoch_ch8"),
     "nn.RNN": ("torch", "torch.nn.RNN with the same one-hot inputs, SGD and clipping (chapter 8.6)"),
-    "numpy": ("numpy", "scratchrnn, numpy backend (hand-written BPTT); greedy generation compiled"),
-    "numpy-loop": ("numpy", "the same, generating by the NumPy loop (SCRATCHRNN_NO_KERNEL=1)"),
+    "numpy": ("numpy", "scratchrnn, numpy backend (hand-written BPTT); compiled step loops and decoder"),
+    "numpy-loop": ("numpy", "the same with the compiled library off: NumPy's loops (SCRATCHRNN_NO_KERNEL=1)"),
     "torch": ("torch", "scratchrnn, torch backend, fast path (the default)"),
+    "torch-loop": ("torch", "the same with the compiled library off: PyTorch's loops (SCRATCHRNN_NO_KERNEL=1)"),
     "torch-chapter": ("torch", "scratchrnn, torch backend, impl='chapter'"),
     "tensorflow": ("tensorflow", "scratchrnn, tensorflow backend"),
     "paddle": ("paddle", "scratchrnn, paddle backend"),
     "mxnet": ("mxnet", "scratchrnn, mxnet backend (run by .venv-mxnet's python)"),
 }
-TORCH_IMPLEMENTATIONS = ("chapter", "nn.RNN", "torch", "torch-chapter")
+TORCH_IMPLEMENTATIONS = ("chapter", "nn.RNN", "torch", "torch-loop", "torch-chapter")
 GENERATION_PREFIX = "time traveller "
 
 FULL = dict(rounds=3, repeats=3, train_tokens=20_000, warmup_batches=2, gen_chars=2_000, gen_streams=64,
@@ -360,8 +361,8 @@ class _ScratchRunner:
         name, options = impl, {}
         if impl == "torch-chapter":
             name, options = "torch", {"impl": "chapter"}
-        if impl == "numpy-loop":
-            name = "numpy"
+        if impl.endswith("-loop"):
+            name = impl[:-len("-loop")]
             os.environ["SCRATCHRNN_NO_KERNEL"] = "1"
         device = spec["device"] if name == "torch" else "cpu"
         config = ModelConfig(len(vocab), spec["num_hiddens"])

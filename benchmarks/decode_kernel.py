@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 
-from scratchrnn import fast_decode
+from scratchrnn import compiled, fast_decode
 from scratchrnn.backends.numpy_backend import decode_loop
 from scratchrnn.generation import Decoding, TokenPicker
 
@@ -43,15 +43,15 @@ def main() -> None:
     parser.add_argument("--streams", default="1,2,4,8,16,32,64,128,256,512,1024", help="comma-separated batch sizes")
     parser.add_argument("--repeats", type=int, default=5, help="runs per measurement; the best counts")
     args = parser.parse_args()
-    if fast_decode._load() is None:
-        raise SystemExit(f"the compiled decoder is {fast_decode.status()}")
+    if compiled.load() is None:
+        raise SystemExit(f"the compiled library is {compiled.status()}")
     os.environ.pop("SCRATCHRNN_NO_KERNEL", None)
     rng = np.random.default_rng(0)
     W_step = rng.normal(0, 0.05, (HIDDEN, HIDDEN + VOCAB)).astype(np.float32)
     input_rows = rng.normal(0, 0.5, (VOCAB, HIDDEN)).astype(np.float32)
     b_q = rng.normal(0, 1, VOCAB).astype(np.float32)
     greedy = TokenPicker(Decoding())
-    vector_floats = fast_decode._load().scratchrnn_vector_floats()
+    vector_floats = compiled.vector_floats()
     print(f"microseconds per step, hidden {HIDDEN}, vocabulary {VOCAB}, best of {args.repeats}; "
           f"decoder built for vectors of {vector_floats} floats (takes up to {fast_decode.max_batch()} streams)")
     print(f"{'streams':>7} {'kernel, 1 thread':>17} {'kernel, 2 threads':>18} {'numpy loop':>11}")

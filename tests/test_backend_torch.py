@@ -8,7 +8,7 @@ import pytest
 import torch
 from contract import MODEL_VARIANTS, BackendContract, ForwardOnly, _boosted_params, _rel_err
 
-from scratchrnn import backends
+from scratchrnn import backends, compiled, fast_recurrence
 from scratchrnn.errors import UserError
 from scratchrnn.generation import Decoding, generate_ids
 from scratchrnn.model import ModelConfig, init_params
@@ -126,3 +126,42 @@ def test_decode_fast_paths_equal_stepping_forward(strategy, config):
     assert generate_ids(_DecodeInTorch(backend), prefixes, 30, decoding) == generic
     # and the tokens were not all the same, or the comparison proves little
     assert len({tok for row in generic for tok in row[3:]}) > 1
+
+
+def _train_float32(config, params, monkeypatch, kernel: bool, batch: int):
+    """Three chained (never detached) batches on the fast path in float32: losses, weights, and whether
+    the compiled recurrences ran."""
+    if kernel:
+        monkeypatch.delenv("SCRATCHRNN_NO_KERNEL", raising=False)
+    else:
+        monkeypatch.setenv("SCRATCHRNN_NO_KERNEL", "1")
+    calls = []
+    for name in ("forward", "backward"):
+        real = getattr(fast_recurrence, name)
+        monkeypatch.setattr(fast_recurrence, name, lambda *a, _real=real, **k: calls.append(1) or _real(*a, **k))
+    backend = backends.create("torch", params, config, dtype="float32")
+    rng = np.random.default_rng(4)
+    state, losses = backend.begin_state(batch), []
+    for _ in range(3):
+        X, Y = rng.integers(0, config.vocab_size, (2, batch, 6))
+        loss, state = backend.train_step(X, Y, state, 0.1, 5.0)
+        losses.append(float(loss))
+    return losses, backend.get_params(), bool(calls)
+
+
+@pytest.mark.skipif(compiled.load() is None, reason="the compiled library is not built")
+@pytest.mark.parametrize("config", [ModelConfig(11, 40, "tanh"), ModelConfig(11, 40, "relu", "learned", 5)],
+                         ids=lambda c: f"{c.activation}-{c.embedding}")
+def test_cpu_float32_training_runs_compiled_on_torchs_own_threads(config, monkeypatch):
+    """The recurrences go to the compiled library, on PyTorch's OpenMP team, and train as PyTorch's
+    own step loops do; with the team, even a minibatch too large for threads of the library's own."""
+    params = _boosted_params(config, scale=10)
+    batch = fast_recurrence.OWN_THREADS_MAX_BATCH + 6
+    losses, weights, compiled_ran = _train_float32(config, params, monkeypatch, kernel=True, batch=batch)
+    if "parallel backend: OpenMP" in torch.__config__.parallel_info():
+        assert compiled.openmp_team() is not None and compiled_ran
+    ref_losses, ref_weights, ran = _train_float32(config, params, monkeypatch, kernel=False, batch=batch)
+    assert not ran
+    np.testing.assert_allclose(losses, ref_losses, rtol=1e-5)
+    for name, value in ref_weights.items():
+        assert _rel_err(weights[name], value) < 1e-5, name

@@ -18,29 +18,16 @@
    vectorises the inner loops for whatever the processor has; loaded with
    ctypes (scratchrnn/fast_decode.py), so there is no Python C-API here. Measurements behind the
    choices: benchmarks/README.md, "Generation: the compiled decoder". */
-#include <math.h>
-#include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
-#include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
 #include <time.h>
 
-#define LANES 16          /* floats in a 64-byte cache line (and in an AVX-512 register) */
+#include "_compiled.h"
 
 #define MIN_ROWS_PER_GROUP 8   /* rows a thread needs to decode them on its own: see scratchrnn_greedy_decode */
 #define WARM_UP_STEPS 32   /* waits before this step are the threads starting, not contention */
 #define MIN_LOSS_NS 1000000LL  /* waiting that calls for computing alone: more than this, and more than
                                   the work that would add (one short delay of the others does not) */
-
-static int round_up(int n, int m) { return (n + m - 1) / m * m; }
-
-/* n floats, starting on a cache line (C11 wants the size a multiple of the alignment) */
-static float *alloc_floats(size_t n)
-{
-    return aligned_alloc(64, (n * sizeof(float) + 63) / 64 * 64);
-}
 
 static void cpu_relax(void)
 {
@@ -49,51 +36,8 @@ static void cpu_relax(void)
 #endif
 }
 
-/* exp(y) for y >= 0: y = k ln2 + r with |r| <= ln2 / 2, exp(r) by its Taylor series to r^7 (error
-   below 1e-8, under float32's resolution), times 2^k built in the exponent bits. k stops at 64: beyond
-   that only "huge" matters to tanh, and the series of the larger r still gives it. */
-static inline float exp_nonnegative(float y)
-{
-    const float log2e = 1.44269504f, ln2_hi = 0.693145751953125f, ln2_lo = 1.428606765330187e-06f;
-    int k = (int)(y * log2e + 0.5f);
-    k = (unsigned)k > 64u ? 64 : k;                /* also catches the overflow of the conversion */
-    float r = (y - (float)k * ln2_hi) - (float)k * ln2_lo;
-    float p = 1.0f + r * (1.0f + r * (0.5f + r * (1.0f / 6 + r * (1.0f / 24 + r * (1.0f / 120
-              + r * (1.0f / 720 + r * (1.0f / 5040)))))));
-    int32_t bits = (k + 127) << 23;
-    float two_to_k;
-    memcpy(&two_to_k, &bits, sizeof two_to_k);
-    return p * two_to_k;
-}
-
-/* The bits of a if pick_a, else of b: a select written as integer masks, which GCC vectorises where
-   it does not vectorise a conditional expression around this much arithmetic. */
-static inline float select_float(int pick_a, float a, float b)
-{
-    int32_t ia, ib, mask = -(int32_t)(pick_a != 0);
-    memcpy(&ia, &a, sizeof ia);
-    memcpy(&ib, &b, sizeof ib);
-    int32_t bits = (ia & mask) | (ib & ~mask);
-    float out;
-    memcpy(&out, &bits, sizeof out);
-    return out;
-}
-
-/* tanh without a library call, so that a loop of them vectorises. For |x| < 1/4 its Taylor series to
-   x^11 (truncation error below 1e-10), where the other form would lose digits to cancellation;
-   elsewhere 1 - 2 / (exp(2|x|) + 1), which is exactly 1.0f from |x| = 9 on, as float32 tanh is.
-   Within a few units of the last place of NumPy's; NaN stays NaN. */
-static inline float tanh_float(float x)
-{
-    float a = fabsf(x), a2 = a * a;
-    float series = a * (1.0f + a2 * (-1.0f / 3 + a2 * (2.0f / 15 + a2 * (-17.0f / 315
-                   + a2 * (62.0f / 2835 + a2 * (-1382.0f / 155925))))));
-    float closed_form = 1.0f - 2.0f / (exp_nonnegative(2.0f * a) + 1.0f);
-    return copysignf(select_float(a < 0.25f, series, closed_form), x);
-}
-
-/* The width of the vectors this build computes with (see VEC below), for fast_decode.max_batch. */
-int scratchrnn_vector_floats(void);
+/* The width of the vectors this build computes with (VEC), for fast_decode.max_batch. */
+int scratchrnn_vector_floats(void) { return VEC; }
 
 /* The kernel's tanh over an array, for the tests to hold it to NumPy's. */
 void scratchrnn_tanh(int n, const float *x, float *out)
@@ -179,81 +123,6 @@ static void pick_tokens(const Shared *s, int step, const float *shares, float *l
         int best = 0;
         while (best < V - 1 && !(row[best] == largest)) best++;
         token[b] = best;
-    }
-}
-
-/* A vector of VEC floats, the width of the processor's registers; the packed weights' rows are whole
-   cache lines (LANES floats), so whole vectors of any of these widths.
-   The block of the product held in registers is TILE_ROWS rows by TILE_VECS vectors of columns: each
-   weight vector loaded serves TILE_ROWS rows, each broadcast entry of a row TILE_VECS vectors, so the
-   loads keep up with the multiply-adds; the accumulators take 24 of AVX-512's 32 registers, 12 of the
-   16 of AVX and SSE. */
-#if defined(__AVX512F__)
-#define VEC 16
-#define TILE_VECS 4
-#elif defined(__AVX__)
-#define VEC 8
-#define TILE_VECS 2
-#else
-#define VEC 4
-#define TILE_VECS 2
-#endif
-#define TILE_ROWS 6
-typedef float vec __attribute__((vector_size(VEC * sizeof(float))));
-typedef float vec_unaligned __attribute__((vector_size(VEC * sizeof(float)), aligned(sizeof(float))));
-
-int scratchrnn_vector_floats(void) { return VEC; }
-
-/* One row has no other rows to share a weight load with; it takes more vectors instead, so that enough
-   independent sums are in flight to hide the latency of a multiply-add. */
-#define SINGLE_ROW_VECS 8
-/* C[r, :] += A[r, 0:K] B[0:K, :] for r < rows and `vecs` vectors of columns; B's rows are aligned.
-   Called with constant rows and vecs, which the compiler unrolls into a block of registers. */
-static inline __attribute__((always_inline)) void product_block(
-    float *C, int ldc, const float *A, int lda, const float *B, int ldb, int K, const int rows,
-    const int vecs)
-{
-    vec acc[TILE_ROWS][SINGLE_ROW_VECS];
-    for (int r = 0; r < rows; r++)
-        for (int v = 0; v < vecs; v++) acc[r][v] = *(const vec_unaligned *)(C + (size_t)r * ldc + v * VEC);
-    for (int k = 0; k < K; k++) {
-        const vec *w = (const vec *)(B + (size_t)k * ldb);
-        for (int r = 0; r < rows; r++) {
-            const float a = A[(size_t)r * lda + k];
-            for (int v = 0; v < vecs; v++) acc[r][v] += a * w[v];
-        }
-    }
-    for (int r = 0; r < rows; r++)
-        for (int v = 0; v < vecs; v++) *(vec_unaligned *)(C + (size_t)r * ldc + v * VEC) = acc[r][v];
-}
-
-#define BLOCK_CASE(r, v) case (r) * 16 + (v): product_block(c, ldc, a, lda, b, ldb, K, r, v); break;
-
-/* C (M x vecs*VEC, rows ldc apart) += A (M x K, rows lda apart) B (K x vecs*VEC, rows ldb apart, each
-   on a cache line), in blocks of registers. */
-static void add_product(float *C, int ldc, const float *A, int lda, const float *B, int ldb, int K,
-                        int M, int vecs)
-{
-    const int vec_step = M == 1 ? SINGLE_ROW_VECS : TILE_VECS, row_blocks = (M + TILE_ROWS - 1) / TILE_ROWS;
-    for (int v0 = 0; v0 < vecs; v0 += vec_step) {
-        const int v_len = vecs - v0 < vec_step ? vecs - v0 : vec_step;
-        /* rows shared out evenly (32 rows as 6 6 5 5 5 5, not 6 6 6 6 6 2): a block of few rows
-           multiplies little per weight it loads */
-        for (int r0 = 0, left = row_blocks; left > 0; left--) {
-            const int r_len = (M - r0 + left - 1) / left;
-            float *c = C + (size_t)r0 * ldc + v0 * VEC;
-            const float *a = A + (size_t)r0 * lda, *b = B + v0 * VEC;
-            r0 += r_len;
-            switch (r_len * 16 + v_len) {
-                BLOCK_CASE(1, 1) BLOCK_CASE(1, 2) BLOCK_CASE(1, 3) BLOCK_CASE(1, 4)
-                BLOCK_CASE(1, 5) BLOCK_CASE(1, 6) BLOCK_CASE(1, 7) BLOCK_CASE(1, 8)
-                BLOCK_CASE(2, 1) BLOCK_CASE(2, 2) BLOCK_CASE(2, 3) BLOCK_CASE(2, 4)
-                BLOCK_CASE(3, 1) BLOCK_CASE(3, 2) BLOCK_CASE(3, 3) BLOCK_CASE(3, 4)
-                BLOCK_CASE(4, 1) BLOCK_CASE(4, 2) BLOCK_CASE(4, 3) BLOCK_CASE(4, 4)
-                BLOCK_CASE(5, 1) BLOCK_CASE(5, 2) BLOCK_CASE(5, 3) BLOCK_CASE(5, 4)
-                BLOCK_CASE(6, 1) BLOCK_CASE(6, 2) BLOCK_CASE(6, 3) BLOCK_CASE(6, 4)
-            }
-        }
     }
 }
 
@@ -484,37 +353,26 @@ int scratchrnn_greedy_decode(int batch, int hidden, int vocab, int num_forced, i
                              const float *input_rows, const float *W_step, const float *b_q,
                              float *state, float *logits, int64_t *tokens)
 {
-    int groups = num_threads < batch / MIN_ROWS_PER_GROUP ? num_threads : batch / MIN_ROWS_PER_GROUP;
-    if (groups <= 1)
+    const int groups = row_groups(batch, num_threads, MIN_ROWS_PER_GROUP);
+    if (groups == 1)
         return decode_columns(batch, hidden, vocab, num_forced, num_tokens, num_threads, relu, forced,
                               input_rows, W_step, b_q, state, logits, tokens);
     Request *requests = malloc(sizeof(Request) * (size_t)groups);
-    pthread_t *threads = malloc(sizeof(pthread_t) * (size_t)groups);
-    char *started = calloc((size_t)groups, 1);
-    int status = -1;
-    if (requests && threads && started) {
-        for (int g = 0, first = 0; g < groups; g++) {
-            const int rows = batch / groups + (g < batch % groups);
-            requests[g] = (Request){ .batch = rows, .hidden = hidden, .vocab = vocab,
-                                     .num_forced = num_forced, .num_tokens = num_tokens,
-                                     .num_threads = 1, .relu = relu,
-                                     .forced = forced + (size_t)first * num_forced,
-                                     .input_rows = input_rows, .W_step = W_step, .b_q = b_q,
-                                     .state = state + (size_t)first * hidden,
-                                     .logits = logits + (size_t)first * vocab,
-                                     .tokens = tokens + (size_t)first * num_tokens };
-            first += rows;
-        }
-        for (int g = 1; g < groups; g++)
-            started[g] = pthread_create(&threads[g], NULL, decode_request, &requests[g]) == 0;
-        decode_request(&requests[0]);
-        status = requests[0].status;
-        for (int g = 1; g < groups; g++) {
-            if (started[g]) pthread_join(threads[g], NULL);
-            else decode_request(&requests[g]);        /* no thread for it: this one does it after */
-            status = requests[g].status ? requests[g].status : status;
-        }
+    if (!requests) return -1;
+    for (int g = 0; g < groups; g++) {
+        int first;
+        const int rows = group_rows(batch, groups, g, &first);
+        requests[g] = (Request){ .batch = rows, .hidden = hidden, .vocab = vocab, .num_forced = num_forced,
+                                 .num_tokens = num_tokens, .num_threads = 1, .relu = relu,
+                                 .forced = forced + (size_t)first * num_forced,
+                                 .input_rows = input_rows, .W_step = W_step, .b_q = b_q,
+                                 .state = state + (size_t)first * hidden,
+                                 .logits = logits + (size_t)first * vocab,
+                                 .tokens = tokens + (size_t)first * num_tokens };
     }
-    free(requests); free(threads); free(started);
+    run_jobs(decode_request, requests, sizeof(Request), groups);
+    int status = 0;
+    for (int g = 0; g < groups; g++) status = requests[g].status ? requests[g].status : status;
+    free(requests);
     return status;
 }

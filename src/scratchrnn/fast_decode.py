@@ -1,27 +1,21 @@
-"""The compiled greedy decoder (``_greedy_decode.c``), loaded with ctypes when it was built.
+"""Greedy generation on the compiled decoder (``_greedy_decode.c``; see ``scratchrnn.compiled``).
 
-``pip install`` compiles it if a C compiler is at hand (setup.py marks it optional). It runs greedy
-generation (the chapter's ``predict_ch8``) in float32 on the CPU, for any backend, prompt included:
-``generation.generate_ids`` hands it the weights (``Backend.decode_weights``) when it applies. Where it
-does not (sampling, float64, a GPU, more than ``max_batch()`` streams, no compiler), generation runs the
-backend's own loop, e.g. ``numpy_backend.decode_loop``; both compute the same sums in another order.
+It runs greedy generation (the chapter's ``predict_ch8``) in float32 on the CPU, for any backend,
+prompt included: ``generation.generate_ids`` hands it the weights (``Backend.decode_weights``) when it
+applies. Where it does not (sampling, float64, a GPU, more than ``max_batch()`` streams, no compiler),
+generation runs the backend's own loop, e.g. ``numpy_backend.decode_loop``; both compute the same sums
+in another order.
 
 Why: for one stream Python's per-step cost is most of NumPy's time, and that is what it removes; for
 tens of streams its products, with the weights kept in each core's cache and no other work between
 them, beat a BLAS call per step (64 streams: 120 us a step against 160 us for the BLAS product alone,
 benchmarks/README.md). Past ``max_batch()`` streams the BLAS product in ``decode_loop`` is faster.
-
-``SCRATCHRNN_DECODE_THREADS`` sets how many threads it uses (default: the CPUs this process may run on,
-up to 8); ``SCRATCHRNN_NO_KERNEL=1`` turns it off, e.g. to compare.
 """
 from __future__ import annotations
 
-import ctypes
-import importlib.machinery
-import os
-from pathlib import Path
-
 import numpy as np
+
+from . import compiled
 
 # Streams up to which the decoder beats decode_loop's BLAS product, by the width (in floats) of the
 # vectors it was compiled for: AVX-512 (-march=native on the machines measured), AVX2, and the SSE of a
@@ -30,74 +24,16 @@ import numpy as np
 MAX_BATCH_BY_VECTOR_FLOATS = {16: 512, 8: 32, 4: 1}
 MIN_COLUMNS_PER_THREAD = 64
 
-_library = None
-_load_error: str | None = None
-
-
-def _find_library() -> Path | None:
-    here = Path(__file__).parent
-    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
-        candidate = here / f"_greedy_decode{suffix}"
-        if candidate.exists():
-            return candidate
-    return None
-
-
-def _load():
-    global _library, _load_error
-    if _library is not None or _load_error is not None:
-        return _library
-    path = _find_library()
-    if path is None:
-        _load_error = "not built (no C compiler at install time)"
-        return None
-    try:
-        library = ctypes.CDLL(str(path))
-    except OSError as error:
-        _load_error = f"cannot be loaded: {error}"
-        return None
-    floats = np.ctypeslib.ndpointer(np.float32, flags="C_CONTIGUOUS")
-    int64s = np.ctypeslib.ndpointer(np.int64, flags="C_CONTIGUOUS")
-    library.scratchrnn_greedy_decode.argtypes = [
-        ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int,
-        int64s, floats, floats, floats, floats, floats, int64s,
-    ]
-    library.scratchrnn_greedy_decode.restype = ctypes.c_int
-    library.scratchrnn_vector_floats.restype = ctypes.c_int
-    _library = library
-    return library
-
-
-def status() -> str:
-    """For ``scratchrnn --version``: whether greedy generation runs compiled, and if not, why."""
-    if os.environ.get("SCRATCHRNN_NO_KERNEL"):
-        return "off (SCRATCHRNN_NO_KERNEL is set)"
-    if _load() is None:
-        return _load_error
-    return f"compiled, {default_threads()} thread(s)"
-
-
-def default_threads() -> int:
-    configured = os.environ.get("SCRATCHRNN_DECODE_THREADS")
-    if configured:
-        return max(1, int(configured))
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:                      # not on Linux
-        cpus = os.cpu_count() or 1
-    return max(1, min(cpus, 8))
-
 
 def max_batch() -> int:
     """The most streams the compiled decoder takes (0 where it is not built)."""
-    library = _load()
-    return 0 if library is None else MAX_BATCH_BY_VECTOR_FLOATS.get(library.scratchrnn_vector_floats(), 1)
+    return MAX_BATCH_BY_VECTOR_FLOATS.get(compiled.vector_floats(), 1) if compiled.load() else 0
 
 
 def can_decode(batch: int, dtype, device: str, greedy: bool) -> bool:
     """Whether the compiled decoder can take this generation (and is built and not turned off)."""
     return (greedy and 0 < batch <= max_batch() and np.dtype(dtype) == np.float32 and device == "cpu"
-            and not os.environ.get("SCRATCHRNN_NO_KERNEL"))
+            and compiled.enabled())
 
 
 def greedy_decode(h: np.ndarray, logits: np.ndarray, input_rows: np.ndarray, W_step: np.ndarray,
@@ -110,14 +46,14 @@ def greedy_decode(h: np.ndarray, logits: np.ndarray, input_rows: np.ndarray, W_s
     its logits before the first step (the logits choose the first token when nothing is forced); they
     are updated in place to those after the last step, so a second call continues the text.
     ``input_rows`` (vocab, hidden) holds x W_xh + b_h for every token, ``W_step`` is [W_hh | W_hq].
-    ``threads`` defaults to ``default_threads()``, fewer for a small model (a thread's slice of the
-    columns must be worth the cost of meeting the others at every step).
+    ``threads`` defaults to ``compiled.default_threads()``, fewer for a small model (a thread's slice
+    of the columns must be worth the cost of meeting the others at every step).
     """
-    library = _load()
+    library = compiled.load()
     batch, hidden = h.shape
     vocab = logits.shape[1]
     if threads is None:
-        threads = max(1, min(default_threads(), hidden // MIN_COLUMNS_PER_THREAD))
+        threads = max(1, min(compiled.default_threads(), hidden // MIN_COLUMNS_PER_THREAD))
     forced = np.zeros((batch, 0), np.int64) if forced is None else np.ascontiguousarray(forced, np.int64)
     tokens = np.empty((batch, num_tokens), dtype=np.int64)
     as_float32 = lambda a: np.ascontiguousarray(a, dtype=np.float32)  # noqa: E731

@@ -10,6 +10,9 @@ Choices that make it fast without changing the mathematics:
 - the step-by-step loops write into preallocated buffers (``out=``), so a step allocates nothing;
 - generation (``decode``) multiplies the state by ``[W_hh | W_hq]`` once per token, which gives the
   next recurrence term and the logits together.
+In float32, where the compiled library is built, the two step-by-step loops (the forward recurrence
+and backpropagation through it) run compiled instead (``scratchrnn.fast_recurrence``); the loops
+written here stay the reference for float64 and where it is not.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from typing import Callable
 
 import numpy as np
 
+from .. import fast_recurrence
 from ..model import ModelConfig, global_norm
 from .base import Backend, decode_weights_of
 
@@ -138,10 +142,14 @@ class NumpyBackend(Backend):
         hs = np.empty((num_steps + 1, batch, self.config.num_hiddens), dtype=self.dtype)
         hs[0] = state[0]
         W_hh = p["W_hh"]
-        for t in range(num_steps):
-            h = np.matmul(hs[t], W_hh, out=hs[t + 1])   # h_t = act(x_t W_xh + b_h + h_{t-1} W_hh)
-            h += inputs[t]
-            self._activate_(h)
+        if fast_recurrence.can_run(batch, self.dtype):
+            hs[1:] = inputs
+            fast_recurrence.forward(hs, W_hh, self.config.activation)
+        else:
+            for t in range(num_steps):
+                h = np.matmul(hs[t], W_hh, out=hs[t + 1])   # h_t = act(x_t W_xh + b_h + h_{t-1} W_hh)
+                h += inputs[t]
+                self._activate_(h)
         logits = np.matmul(hs[1:].reshape(num_steps * batch, -1), p["W_hq"])
         logits += p["b_q"]
         return logits, _BatchRecord(tokens, hs, p, embedded)
@@ -162,8 +170,28 @@ class NumpyBackend(Backend):
         """
         p = record.params
         hs = record.hs
-        num_steps, batch, hidden = hs.shape[0] - 1, hs.shape[1], hs.shape[2]
+        hidden = hs.shape[2]
         W_hh_T = np.ascontiguousarray(p["W_hh"].T)
+        if fast_recurrence.can_run(hs.shape[1], self.dtype):
+            dz, dh0 = fast_recurrence.backward(hs, W_hh_T, dhs, dh_last, self.config.activation, need_dh0)
+        else:
+            dz, dh0 = self._backprop_steps(hs, W_hh_T, dhs, dh_last, need_dh0)
+        h_prev = hs[:-1].reshape(-1, hidden)
+        dz2 = dz.reshape(-1, hidden)
+        grads["W_hh"] += h_prev.T @ dz2
+        grads["b_h"] += dz2.sum(axis=0)
+        flat_tokens = record.tokens.reshape(-1)
+        if self.config.embedding == "onehot":
+            grads["W_xh"] += scatter_add_rows(flat_tokens, dz2, self.config.vocab_size)
+        else:
+            grads["W_xh"] += record.embedded.reshape(-1, self.config.embed_dim).T @ dz2
+            grads["W_emb"] += scatter_add_rows(flat_tokens, dz2 @ p["W_xh"].T, self.config.vocab_size)
+        return dh0
+
+    def _backprop_steps(self, hs: np.ndarray, W_hh_T: np.ndarray, dhs: np.ndarray | None,
+                        dh_last: np.ndarray | None, need_dh0: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """The step-by-step part of ``_backprop_recurrence``: dL/dz_t for every step, and dL/dh_0."""
+        num_steps, batch, hidden = hs.shape[0] - 1, hs.shape[1], hs.shape[2]
         dz = self._activation_grad(hs[1:])              # becomes dL/dz_t step by step below
         carried = np.empty((batch, hidden), dtype=self.dtype)   # dL/dh_t arriving from step t + 1
         for t in range(num_steps - 1, -1, -1):
@@ -178,17 +206,7 @@ class NumpyBackend(Backend):
             dz[t] *= dh
             if t > 0 or need_dh0:
                 np.matmul(dz[t], W_hh_T, out=carried)
-        h_prev = hs[:-1].reshape(-1, hidden)
-        dz2 = dz.reshape(-1, hidden)
-        grads["W_hh"] += h_prev.T @ dz2
-        grads["b_h"] += dz2.sum(axis=0)
-        flat_tokens = record.tokens.reshape(-1)
-        if self.config.embedding == "onehot":
-            grads["W_xh"] += scatter_add_rows(flat_tokens, dz2, self.config.vocab_size)
-        else:
-            grads["W_xh"] += record.embedded.reshape(-1, self.config.embed_dim).T @ dz2
-            grads["W_emb"] += scatter_add_rows(flat_tokens, dz2 @ p["W_xh"].T, self.config.vocab_size)
-        return carried if need_dh0 else None
+        return dz, carried if need_dh0 else None
 
     def loss_and_grads(self, X, Y, state):
         logits, record = self._run(X, state)

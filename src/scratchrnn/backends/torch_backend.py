@@ -11,7 +11,9 @@ It is kept for readers of the chapter and as the yardstick the fast path is test
   (``_RNNLoss``): the step loop does one fused ``addmm`` and one multiply per step, and the weight
   gradients are single large products over all steps instead of one small product per step;
 - inference and generation run without autograd; on the CPU, tanh and the generation loop run on
-  NumPy views of the same memory, where NumPy is measurably faster (see the comments there).
+  NumPy views of the same memory, where NumPy is measurably faster (see the comments there);
+- in float32 on the CPU, where the compiled library is built, the two step loops (forward, and
+  backpropagation through time) run compiled on those views (``scratchrnn.fast_recurrence``).
 Because ``_RNNLoss`` returns the gradient with respect to the state it started from, a state that is
 not detached still lets the next batch backpropagate into this one (the chapter's exercise).
 """
@@ -23,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .. import compiled, fast_recurrence
 from ..errors import UserError
 from .base import Backend
 from .numpy_backend import decode_loop
@@ -63,10 +66,26 @@ def _run_recurrence(tokens, h0, W_xh, W_hh, b_h, W_emb, activation: str):
     else:
         embedded = torch.index_select(W_emb, 0, flat_tokens)
         torch.addmm(b_h, embedded, W_xh, out=projections)
+    if _runs_compiled(hs):
+        fast_recurrence.forward(hs.numpy(), W_hh.detach().numpy(), activation)
+        return hs, embedded
     steps = hs.unbind(0)
     for t in range(num_steps):
         _activate_(steps[t + 1].addmm_(steps[t], W_hh), activation)
     return hs, embedded
+
+
+def _runs_compiled(hs) -> bool:
+    """Whether the step loops over the states ``hs`` (steps + 1, batch, hidden) run compiled."""
+    return (hs.device.type == "cpu" and hs.dtype == torch.float32
+            and fast_recurrence.can_run(hs.shape[1], np.float32))
+
+
+def _share_openmp_team() -> None:
+    """Have the compiled recurrences run on PyTorch's own OpenMP threads (see
+    ``compiled.share_openmp_team``): GNU OpenMP in PyTorch's wheels for Linux, Intel's in some others."""
+    if "parallel backend: OpenMP" in torch.__config__.parallel_info():
+        compiled.share_openmp_team("libgomp") or compiled.share_openmp_team("libiomp5")
 
 
 def _activate_(z, activation: str):
@@ -92,6 +111,27 @@ def _activation_grad(hs, activation: str):
 def _scatter_add_rows(indices, rows, num_rows: int):
     """``out[i] = sum of rows whose index is i``: the gradient of a row gather."""
     return rows.new_zeros((num_rows, rows.shape[1])).index_add_(0, indices, rows)
+
+
+def _backprop_steps(hs, W_hh_T, dhs, d_h_last, activation: str, need_dh0: bool):
+    """dL/dz_t for every step, (steps, batch, hidden), and dL/dh_0 if ``need_dh0``: the step loop of
+    backpropagation through time. ``dhs`` (the gradient reaching each state from its output, or None)
+    is used as scratch space."""
+    num_steps = hs.shape[0] - 1
+    dz = _activation_grad(hs[1:], activation)  # becomes dL/dz_t step by step below
+    dz_steps = dz.unbind(0)
+    dhs_steps = dhs.unbind(0) if dhs is not None else None
+    # dL/dh_t for the last step: from its output and from later batches
+    if dhs is None:
+        dh = d_h_last
+    else:
+        dh = dhs_steps[-1] if d_h_last is None else dhs_steps[-1].add_(d_h_last)
+    for t in range(num_steps - 1, -1, -1):
+        dz_steps[t].mul_(dh)
+        if t > 0:
+            # dL/dh_{t-1}: its own output's gradient (dhs is scratch here) + dL/dz_t W_hh^T
+            dh = dz_steps[t] @ W_hh_T if dhs is None else dhs_steps[t - 1].addmm_(dz_steps[t], W_hh_T)
+    return dz, dz_steps[0] @ W_hh_T if need_dh0 else None
 
 
 class _RNNLoss(torch.autograd.Function):
@@ -137,20 +177,13 @@ class _RNNLoss(torch.autograd.Function):
             dhs = (dlogits @ W_hq.T).view(num_steps, batch, hidden)
 
         need_dh0 = ctx.needs_input_grad[0]
-        dz = _activation_grad(hs[1:], ctx.activation)  # becomes dL/dz_t step by step below
-        dz_steps = dz.unbind(0)
-        dhs_steps = dhs.unbind(0) if dhs is not None else None
-        # dL/dh_t for the last step: from its output and from later batches
-        if dhs is None:
-            dh = d_h_last
+        if _runs_compiled(hs):
+            dz, d_h0 = fast_recurrence.backward(
+                hs.numpy(), W_hh_T.numpy(), None if dhs is None else dhs.numpy(),
+                None if d_h_last is None else d_h_last.numpy(), ctx.activation, need_dh0)
+            dz, d_h0 = torch.from_numpy(dz), None if d_h0 is None else torch.from_numpy(d_h0)
         else:
-            dh = dhs_steps[-1] if d_h_last is None else dhs_steps[-1].add_(d_h_last)
-        for t in range(num_steps - 1, -1, -1):
-            dz_steps[t].mul_(dh)
-            if t > 0:
-                # dL/dh_{t-1}: its own output's gradient (dhs is scratch here) + dL/dz_t W_hh^T
-                dh = dz_steps[t] @ W_hh_T if dhs is None else dhs_steps[t - 1].addmm_(dz_steps[t], W_hh_T)
-        d_h0 = dz_steps[0] @ W_hh_T if need_dh0 else None
+            dz, d_h0 = _backprop_steps(hs, W_hh_T, dhs, d_h_last, ctx.activation, need_dh0)
 
         dz_flat = dz.view(-1, hidden)
         d_W_hh = hs[:-1].view(-1, hidden).T @ dz_flat
@@ -178,6 +211,8 @@ class TorchBackend(Backend):
             raise UserError(f"the torch backend's impl must be one of {', '.join(IMPLEMENTATIONS)}, "
                             f"not {impl!r}")
         self.impl = impl
+        if device == "cpu" and dtype == "float32" and impl == "fast":
+            _share_openmp_team()
         self.torch_device = torch.device(device)
         self.torch_dtype = _DTYPES[dtype]
         self.params = {

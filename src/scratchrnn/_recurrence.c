@@ -1,0 +1,185 @@
+/* The step-by-step part of training the scratch RNN, compiled: the recurrence of the forward pass and
+   that of backpropagation through time, for float32 on the CPU.
+
+   Everything else in a training step is a few large matrix products over all time steps at once,
+   which the BLAS library already computes near the processor's peak. These two loops are not: each
+   step is a (batch x hidden) @ (hidden x hidden) product that must wait for the one before, small
+   enough that a multithreaded BLAS call spends a good part of it starting and joining its threads,
+   with Python and an elementwise pass around every one. Here the rows of the minibatch, which never
+   look at each other, are shared out among the threads once for the whole sequence: each keeps W_hh
+   (1 MB at the chapter's size) in its own core's cache and walks all the steps of its rows alone,
+   applying the activation as it goes (see row_groups in _compiled.h).
+
+   Same mathematics as the NumPy backend's _run and _backprop_recurrence:
+     forward   h_t = act(z_t),  z_t = (x_t W_xh + b_h) + h_{t-1} W_hh
+     backward  dL/dz_t = (dL/dh_t from the output + dL/dz_{t+1} W_hh^T) * act'(z_t)
+   with act' written in terms of h_t: 1 - h_t^2 for tanh, [h_t > 0] for ReLU. */
+#include "_compiled.h"
+
+#define MIN_ROWS_PER_GROUP 8
+
+typedef struct {
+    int steps, batch, hidden, relu, first, rows;
+    const float *W;                /* W_hh for the forward pass, W_hh^T for the backward one */
+    float *hs;                     /* (steps + 1, batch, hidden) */
+    const float *dhs, *dh_last;    /* backward: (steps, batch, hidden) and (batch, hidden), or NULL */
+    float *dz, *dh0;               /* backward: (steps, batch, hidden) and (batch, hidden) or NULL */
+    int status;
+} Job;
+
+/* W (hidden x hidden) with rows on cache lines and padded to whole vectors: W itself where it already
+   is so, else a copy (*copy, to be freed). The copy is made by the thread that uses it, so it lands in
+   that thread's core's cache. */
+static const float *weights_as_rows(const float *W, int hidden, int padded, float **copy)
+{
+    *copy = NULL;
+    if (padded == hidden && (uintptr_t)W % 64 == 0) return W;
+    *copy = alloc_floats((size_t)hidden * padded);
+    if (!*copy) return NULL;
+    for (int i = 0; i < hidden; i++) {
+        memcpy(*copy + (size_t)i * padded, W + (size_t)i * hidden, sizeof(float) * hidden);
+        memset(*copy + (size_t)i * padded + hidden, 0, sizeof(float) * (padded - hidden));
+    }
+    return *copy;
+}
+
+/* Where this group's rows of step t begin in a (steps, batch, hidden) array */
+static size_t rows_at(const Job *j, int t)
+{
+    return ((size_t)t * j->batch + j->first) * j->hidden;
+}
+
+static void *forward_rows(void *arg)
+{
+    Job *j = arg;
+    const int H = j->hidden, P = round_up(H, LANES), R = j->rows;
+    float *copy, *acc = alloc_floats((size_t)R * P);
+    const float *W = weights_as_rows(j->W, H, P, &copy);
+    j->status = -1;
+    if (W && acc) {
+        memset(acc, 0, sizeof(float) * (size_t)R * P);
+        for (int t = 0; t < j->steps; t++) {
+            float *h = j->hs + rows_at(j, t + 1);          /* comes in holding x_t W_xh + b_h */
+            for (int r = 0; r < R; r++) memcpy(acc + (size_t)r * P, h + (size_t)r * H, sizeof(float) * H);
+            add_product(acc, P, j->hs + rows_at(j, t), H, W, P, H, R, P / VEC);
+            for (int r = 0; r < R; r++) {
+                const float *restrict z = acc + (size_t)r * P;
+                float *restrict out = h + (size_t)r * H;
+                if (j->relu) for (int c = 0; c < H; c++) out[c] = z[c] > 0.0f ? z[c] : 0.0f;
+                else for (int c = 0; c < H; c++) out[c] = tanh_float(z[c]);
+            }
+        }
+        j->status = 0;
+    }
+    free(copy);
+    free(acc);
+    return NULL;
+}
+
+static void *backward_rows(void *arg)
+{
+    Job *j = arg;
+    const int H = j->hidden, P = round_up(H, LANES), R = j->rows;
+    float *copy, *carried = alloc_floats((size_t)R * P);   /* dL/dz_{t+1} W_hh^T: what reaches h_t */
+    const float *W_T = weights_as_rows(j->W, H, P, &copy);
+    j->status = -1;
+    if (W_T && carried) {
+        memset(carried, 0, sizeof(float) * (size_t)R * P);
+        if (j->dh_last)
+            for (int r = 0; r < R; r++)
+                memcpy(carried + (size_t)r * P, j->dh_last + (size_t)(j->first + r) * H, sizeof(float) * H);
+        for (int t = j->steps - 1; t >= 0; t--) {
+            const float *h = j->hs + rows_at(j, t + 1);
+            const float *from_output = j->dhs ? j->dhs + rows_at(j, t) : NULL;
+            float *dz = j->dz + rows_at(j, t);
+            for (int r = 0; r < R; r++) {
+                const float *restrict later = carried + (size_t)r * P, *restrict hr = h + (size_t)r * H;
+                const float *restrict own = from_output ? from_output + (size_t)r * H : NULL;
+                float *restrict d = dz + (size_t)r * H;
+                for (int c = 0; c < H; c++) d[c] = own ? later[c] + own[c] : later[c];
+                if (j->relu) for (int c = 0; c < H; c++) d[c] = hr[c] > 0.0f ? d[c] : 0.0f;
+                else for (int c = 0; c < H; c++) d[c] *= 1.0f - hr[c] * hr[c];
+            }
+            if (t == 0 && !j->dh0) break;
+            memset(carried, 0, sizeof(float) * (size_t)R * P);
+            add_product(carried, P, dz, H, W_T, P, H, R, P / VEC);
+        }
+        if (j->dh0)
+            for (int r = 0; r < R; r++)
+                memcpy(j->dh0 + (size_t)(j->first + r) * H, carried + (size_t)r * P, sizeof(float) * H);
+        j->status = 0;
+    }
+    free(copy);
+    free(carried);
+    return NULL;
+}
+
+/* An OpenMP runtime's entry points (libgomp's ABI), when a framework in this process already keeps a
+   team of threads busy-waiting for work: see scratchrnn_use_openmp_team. */
+static void (*team_parallel)(void (*)(void *), void *, unsigned, unsigned);
+static int (*team_thread_num)(void), (*team_num_threads)(void);
+
+typedef struct { void *(*loop)(void *); Job *jobs; int count; } TeamWork;
+
+static void team_member(void *arg)
+{
+    TeamWork *work = arg;
+    for (int g = team_thread_num(); g < work->count; g += team_num_threads()) work->loop(&work->jobs[g]);
+}
+
+/* PyTorch runs its operations on a team of GNU OpenMP threads, which spin for milliseconds after each
+   operation waiting for the next; threads of our own would share a core with one of them, at half
+   speed. Given the runtime's GOMP_parallel, omp_get_thread_num and omp_get_num_threads, the groups
+   run on that team instead. */
+void scratchrnn_use_openmp_team(void *parallel, void *thread_num, void *num_threads)
+{
+    team_parallel = (void (*)(void (*)(void *), void *, unsigned, unsigned))parallel;
+    team_thread_num = (int (*)(void))thread_num;
+    team_num_threads = (int (*)(void))num_threads;
+}
+
+/* Runs one of the two loops over groups of rows, one thread each; 0, or -1 if memory ran out. */
+static int run_in_groups(void *(*loop)(void *), Job whole, int num_threads)
+{
+    const int groups = row_groups(whole.batch, num_threads, MIN_ROWS_PER_GROUP);
+    Job *jobs = malloc(sizeof(Job) * (size_t)groups);
+    if (!jobs) return -1;
+    for (int g = 0; g < groups; g++) {
+        jobs[g] = whole;
+        jobs[g].rows = group_rows(whole.batch, groups, g, &jobs[g].first);
+    }
+    if (team_parallel && groups > 1) {
+        TeamWork work = { loop, jobs, groups };
+        team_parallel(team_member, &work, (unsigned)groups, 0);
+    } else {
+        run_jobs(loop, jobs, sizeof(Job), groups);
+    }
+    int status = 0;
+    for (int g = 0; g < groups; g++) status = jobs[g].status ? jobs[g].status : status;
+    free(jobs);
+    return status;
+}
+
+/* The forward pass's recurrence over a minibatch. hs (steps + 1, batch, hidden) comes in with hs[0]
+   the state before the batch and hs[t + 1] holding x_t W_xh + b_h; it goes out with hs[t + 1] = h_t.
+   Returns 0, or -1 if memory ran out (hs is then undefined). */
+int scratchrnn_recurrence_forward(int steps, int batch, int hidden, int num_threads, int relu,
+                                  const float *W_hh, float *hs)
+{
+    Job whole = { .steps = steps, .batch = batch, .hidden = hidden, .relu = relu, .W = W_hh, .hs = hs };
+    return run_in_groups(forward_rows, whole, num_threads);
+}
+
+/* Backpropagation through the recurrence of one minibatch, given the hs of its forward pass and W_hh^T
+   (contiguous). dhs (steps, batch, hidden): the loss gradient reaching each h_t from its own output, or
+   NULL (an earlier batch, reached only through its last state); dh_last (batch, hidden): the gradient
+   reaching the last state from later batches, or NULL. Writes dz (steps, batch, hidden) = dL/dz_t, and
+   dh0 = dL/dh_0 unless it is NULL. Returns 0, or -1 if memory ran out (outputs undefined). */
+int scratchrnn_recurrence_backward(int steps, int batch, int hidden, int num_threads, int relu,
+                                   const float *W_hh_T, const float *hs, const float *dhs,
+                                   const float *dh_last, float *dz, float *dh0)
+{
+    Job whole = { .steps = steps, .batch = batch, .hidden = hidden, .relu = relu, .W = W_hh_T,
+                  .hs = (float *)hs, .dhs = dhs, .dh_last = dh_last, .dz = dz, .dh0 = dh0 };
+    return run_in_groups(backward_rows, whole, num_threads);
+}

@@ -1,0 +1,77 @@
+"""The recurrences of a training step on the compiled library (``_recurrence.c``; see
+``scratchrnn.compiled``), for float32 on the CPU.
+
+The NumPy and PyTorch backends hand them the two loops that must walk the minibatch step by step: the
+forward recurrence, and backpropagation through it. Each thread takes a group of the minibatch's rows
+and walks all steps of those rows alone, with W_hh in its own core's cache: at the chapter's size
+(batch 32, 512 hidden) 2.3 ms for each loop, where a BLAS call and an elementwise pass per step take
+about 3.2 (benchmarks/README.md). The backends keep their own loops for float64, GPUs, and where the
+library is not built; those are the code the tests hold this to.
+
+Threads: under PyTorch they are the threads of its own OpenMP team (``compiled.share_openmp_team``).
+Elsewhere they are the library's own, and those share the cores with the BLAS library's threads, which
+spin for a while after every product the backend computes; measured with NumPy's OpenBLAS, that halves
+their speed, and past ``OWN_THREADS_MAX_BATCH`` rows the backend's loops are faster.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import compiled
+
+
+OWN_THREADS_MAX_BATCH = 64
+
+
+def can_run(batch: int, dtype, device: str = "cpu") -> bool:
+    """Whether the compiled recurrences take a minibatch of ``batch`` rows (and are built and on)."""
+    return (np.dtype(dtype) == np.float32 and device == "cpu" and compiled.enabled()
+            and (batch <= OWN_THREADS_MAX_BATCH or compiled.openmp_team() is not None))
+
+
+def _check(array: np.ndarray, name: str) -> None:
+    if array.dtype != np.float32 or not array.flags.c_contiguous:
+        raise ValueError(f"{name} must be a C-contiguous float32 array")
+
+
+def forward(hs: np.ndarray, W_hh: np.ndarray, activation: str, threads: int | None = None) -> None:
+    """``hs[t + 1] = act(hs[t + 1] + hs[t] @ W_hh)`` for every step t, in place.
+
+    ``hs`` (steps + 1, batch, hidden) comes in with the state before the minibatch in ``hs[0]`` and
+    each step's input term ``x_t W_xh + b_h`` in ``hs[t + 1]``, and goes out holding every state.
+    """
+    _check(hs, "hs")
+    steps, batch, hidden = hs.shape[0] - 1, hs.shape[1], hs.shape[2]
+    status = compiled.load().scratchrnn_recurrence_forward(
+        steps, batch, hidden, threads or compiled.default_threads(), int(activation == "relu"),
+        np.ascontiguousarray(W_hh, dtype=np.float32), hs)
+    if status != 0:
+        raise MemoryError("the compiled recurrence ran out of memory")
+
+
+def backward(hs: np.ndarray, W_hh_T: np.ndarray, dhs: np.ndarray | None, dh_last: np.ndarray | None,
+             activation: str, need_dh0: bool, threads: int | None = None
+             ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Backpropagation through the recurrence of one minibatch: ``(dz, dh0)``.
+
+    ``hs`` are the states of its forward pass (``forward``'s output) and ``W_hh_T`` is W_hh transposed.
+    ``dhs`` (steps, batch, hidden) is the loss gradient reaching each state from its own output (None
+    for an earlier minibatch, which is reached through its last state only); ``dh_last`` is the
+    gradient reaching the last state from later minibatches (None: nothing). Returns dL/dz_t for every
+    step, (steps, batch, hidden), and dL/dh_0 when ``need_dh0``, else None.
+    """
+    _check(hs, "hs")
+    steps, batch, hidden = hs.shape[0] - 1, hs.shape[1], hs.shape[2]
+    if dhs is not None:
+        _check(dhs, "dhs")
+    if dh_last is not None:
+        dh_last = np.ascontiguousarray(dh_last, dtype=np.float32)
+    dz = np.empty((steps, batch, hidden), dtype=np.float32)
+    dh0 = np.empty((batch, hidden), dtype=np.float32) if need_dh0 else None
+    status = compiled.load().scratchrnn_recurrence_backward(
+        steps, batch, hidden, threads or compiled.default_threads(), int(activation == "relu"),
+        np.ascontiguousarray(W_hh_T, dtype=np.float32), hs, compiled.address(dhs),
+        compiled.address(dh_last), dz, compiled.address(dh0))
+    if status != 0:
+        raise MemoryError("the compiled recurrence ran out of memory")
+    return dz, dh0
