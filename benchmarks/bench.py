@@ -293,7 +293,8 @@ def _measure_generation(runner, spec, corpus, vocab, repeats) -> dict:
         start = time.perf_counter()
         text = runner.generate_one(GENERATION_PREFIX, spec["gen_chars"])
         results["gen_1_chars_per_s"].append(spec["gen_chars"] / (time.perf_counter() - start))
-        assert len(text) == len(GENERATION_PREFIX) + spec["gen_chars"], "generation returned the wrong length"
+        # at least: an untrained model may pick <unk>, which the chapter's predict_ch8 writes as 5 characters
+        assert len(text) >= len(GENERATION_PREFIX) + spec["gen_chars"], "generation returned too little"
     if runner.batched_generation:
         # different prefixes of equal length: 12-character slices of the book
         prefixes = ["".join(vocab.to_tokens(list(corpus[i * 97:i * 97 + 12])))
@@ -319,6 +320,7 @@ class _ChapterRunner:
         from torch import nn
         self.torch = torch
         self.device = torch.device(spec["device"])
+        torch.manual_seed(0)     # the same weights in every process, and so the same generated text
         self.ch = chapter_code(torch, self.device)
         self.vocab = vocab
         hidden = spec["num_hiddens"]

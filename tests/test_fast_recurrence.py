@@ -8,6 +8,9 @@ from scratchrnn import backends, compiled, fast_recurrence
 from scratchrnn.model import ModelConfig
 
 needs_library = pytest.mark.skipif(compiled.load() is None, reason=f"compiled library {compiled.status()}")
+trains_compiled = pytest.mark.skipif(
+    compiled.load() is None or compiled.vector_floats() < fast_recurrence.MIN_VECTOR_FLOATS,
+    reason="the backends train with the compiled recurrences only where they are built for AVX-512")
 
 SHAPES = [  # hidden, batch, threads, activation
     (512, 32, 2, "tanh"),       # the chapter's: two groups of 16 rows
@@ -101,7 +104,7 @@ def _train_chained(config, params, monkeypatch, kernel: bool):
     return losses, backend.get_params()
 
 
-@needs_library
+@trains_compiled
 @pytest.mark.parametrize("config", [ModelConfig(11, 40, "tanh"), ModelConfig(11, 40, "relu", "learned", 5)],
                          ids=lambda c: f"{c.activation}-{c.embedding}")
 def test_numpy_training_with_the_compiled_recurrences_equals_training_without(config, monkeypatch):
@@ -115,7 +118,7 @@ def test_numpy_training_with_the_compiled_recurrences_equals_training_without(co
 
 
 def test_what_the_compiled_recurrences_take():
-    on = compiled.enabled()
+    on = compiled.enabled() and compiled.vector_floats() >= fast_recurrence.MIN_VECTOR_FLOATS
     assert fast_recurrence.can_run(32, np.float32) == on
     assert not fast_recurrence.can_run(32, np.float64)
     assert not fast_recurrence.can_run(32, np.float32, "cuda")

@@ -73,7 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train the scratch RNN. Defaults are the chapter's settings. Writes DIR/checkpoint/ "
                     "(weights.npz + config.json), DIR/metrics.json and DIR/perplexity.{png,svg}. The "
                     "line before the last gives the lowest perplexity and its epoch; the last line, "
-                    "the final training perplexity and tokens/s.")
+                    "the final training perplexity and tokens/s. In float32 on the CPU the numpy and "
+                    "torch backends run the step-by-step loops of each training step compiled, where "
+                    "the package was built with a C compiler (scratchrnn --version says; "
+                    "SCRATCHRNN_NO_KERNEL=1 turns it off).")
     t.add_argument("--backend", choices=BACKENDS, default="numpy",
                    help="framework that runs the model: numpy has a hand-written backward pass, and so "
                         "has torch's fast path inside a torch.autograd.Function; the others use their "

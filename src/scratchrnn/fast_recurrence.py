@@ -4,14 +4,14 @@
 The NumPy and PyTorch backends hand them the two loops that must walk the minibatch step by step: the
 forward recurrence, and backpropagation through it. Each thread takes a group of the minibatch's rows
 and walks all steps of those rows alone, with W_hh in its own core's cache: at the chapter's size
-(batch 32, 512 hidden) 2.3 ms for each loop, where a BLAS call and an elementwise pass per step take
-about 3.2 (benchmarks/README.md). The backends keep their own loops for float64, GPUs, and where the
-library is not built; those are the code the tests hold this to.
+(batch 32, 35 steps, 512 hidden) about 2.2 ms for each loop, where NumPy's, a BLAS call and an
+elementwise pass per step, take about 5 (benchmarks/recurrence_kernel.py). The backends keep their own
+loops for float64, GPUs, and where the library is not built; those are the code the tests hold this to.
 
 Threads: under PyTorch they are the threads of its own OpenMP team (``compiled.share_openmp_team``).
 Elsewhere they are the library's own, and those share the cores with the BLAS library's threads, which
-spin for a while after every product the backend computes; measured with NumPy's OpenBLAS, that halves
-their speed, and past ``OWN_THREADS_MAX_BATCH`` rows the backend's loops are faster.
+spin for a while after every product the backend computes; inside NumPy training steps that nearly
+halves their speed, and past ``OWN_THREADS_MAX_BATCH`` rows NumPy's own loops are faster there.
 """
 from __future__ import annotations
 
@@ -20,12 +20,17 @@ import numpy as np
 from . import compiled
 
 
-OWN_THREADS_MAX_BATCH = 64
+OWN_THREADS_MAX_BATCH = 32
+# Built for narrower vectors than AVX-512's (a portable build, or a processor without it), the compiled
+# loops were no faster than the BLAS library's, which chooses its instructions when it runs
+# (benchmarks/results/recurrence-kernel-cpu-2core-avx2.txt).
+MIN_VECTOR_FLOATS = 16
 
 
 def can_run(batch: int, dtype, device: str = "cpu") -> bool:
     """Whether the compiled recurrences take a minibatch of ``batch`` rows (and are built and on)."""
     return (np.dtype(dtype) == np.float32 and device == "cpu" and compiled.enabled()
+            and compiled.vector_floats() >= MIN_VECTOR_FLOATS
             and (batch <= OWN_THREADS_MAX_BATCH or compiled.openmp_team() is not None))
 
 
