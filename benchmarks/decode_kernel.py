@@ -1,16 +1,19 @@
 """The compiled greedy decoder against NumPy's decode loop, step by step, at the chapter's size.
 
-    .venv/bin/python benchmarks/decode_kernel.py            # about half a minute
+    .venv/bin/python benchmarks/decode_kernel.py            # about a minute
 
 For 1 to 1024 streams: microseconds per step (one character for every stream) of
 - the compiled decoder with 1 thread and with 2 (``fast_decode.greedy_decode``),
 - ``numpy_backend.decode_loop`` (one BLAS product per step, Python around it).
 Each is the best of several runs, the machine's noise being all on one side. This is where
-``fast_decode.MAX_BATCH_BY_VECTOR_FLOATS`` comes from: past it the BLAS product wins. (To measure a
-build for narrower vectors: ``SCRATCHRNN_PORTABLE=1 .venv/bin/pip install -e .`` builds for SSE, with
-``CFLAGS="-mavx2 -mfma"`` as well for AVX2; ``make -B .venv/.base`` restores the native build.) Then, for the 64-stream goal, the
-(64 x 512) @ (512 x 540) product alone; and one stream again while another process keeps a core busy
-(the decoder's fallback when a thread keeps losing its core). No framework is imported.
+``fast_decode.MAX_BATCH_BY_VECTOR_FLOATS`` comes from: past it the BLAS product wins. Then, for the
+64-stream goal, the (64 x 512) @ (512 x 540) product alone; and one stream again while another process
+keeps a core busy (the decoder's fallback when a thread keeps losing its core). No framework is
+imported.
+
+To measure a build for narrower vectors: ``SCRATCHRNN_PORTABLE=1 .venv/bin/pip install -e .`` builds
+for SSE, with ``CFLAGS="-mavx2 -mfma"`` as well for AVX2; ``make -B .venv/.base`` restores the native
+build.
 """
 from __future__ import annotations
 
@@ -40,7 +43,8 @@ def best_seconds(run, repeats: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--streams", default="1,2,4,8,16,32,64,128,256,512,1024", help="comma-separated batch sizes")
+    parser.add_argument("--streams", default="1,2,4,8,16,32,64,128,256,512,1024",
+                        help="comma-separated batch sizes")
     parser.add_argument("--repeats", type=int, default=5, help="runs per measurement; the best counts")
     args = parser.parse_args()
     if compiled.load() is None:
@@ -53,7 +57,8 @@ def main() -> None:
     greedy = TokenPicker(Decoding())
     vector_floats = compiled.vector_floats()
     print(f"microseconds per step, hidden {HIDDEN}, vocabulary {VOCAB}, best of {args.repeats}; "
-          f"decoder built for vectors of {vector_floats} floats (takes up to {fast_decode.max_batch()} streams)")
+          f"decoder built for vectors of {vector_floats} floats "
+          f"(takes up to {fast_decode.max_batch()} streams)")
     print(f"{'streams':>7} {'kernel, 1 thread':>17} {'kernel, 2 threads':>18} {'numpy loop':>11}")
     for batch in (int(b) for b in args.streams.split(",")):
         steps = max(200, 20_000 // batch)

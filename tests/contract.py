@@ -32,6 +32,22 @@ def _boosted_params(config: ModelConfig, seed: int = 3, scale: float = 40) -> di
     return params
 
 
+def switch_compiled_loops(monkeypatch, on: bool) -> list:
+    """Turns the compiled library on or off for this test; returns a list to which every call of the
+    compiled training loops (scratchrnn.fast_recurrence) appends, to tell whether they ran."""
+    from scratchrnn import fast_recurrence
+    if on:
+        monkeypatch.delenv("SCRATCHRNN_NO_KERNEL", raising=False)
+    else:
+        monkeypatch.setenv("SCRATCHRNN_NO_KERNEL", "1")
+    calls = []
+    for name in ("forward", "backward"):
+        real = getattr(fast_recurrence, name)
+        monkeypatch.setattr(fast_recurrence, name,
+                            lambda *a, _real=real, **k: calls.append(1) or _real(*a, **k))
+    return calls
+
+
 def _rel_err(a, b) -> float:
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30))

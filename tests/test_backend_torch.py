@@ -6,7 +6,8 @@ fast path to the plain one directly, float64, including what the contract exerci
 import numpy as np
 import pytest
 import torch
-from contract import MODEL_VARIANTS, BackendContract, ForwardOnly, _boosted_params, _rel_err
+from contract import (MODEL_VARIANTS, BackendContract, ForwardOnly, _boosted_params, _rel_err,
+                      switch_compiled_loops)
 
 from scratchrnn import backends, compiled, fast_recurrence
 from scratchrnn.errors import UserError
@@ -131,14 +132,7 @@ def test_decode_fast_paths_equal_stepping_forward(strategy, config):
 def _train_float32(config, params, monkeypatch, kernel: bool, batch: int):
     """Three chained (never detached) batches on the fast path in float32: losses, weights, and whether
     the compiled recurrences ran."""
-    if kernel:
-        monkeypatch.delenv("SCRATCHRNN_NO_KERNEL", raising=False)
-    else:
-        monkeypatch.setenv("SCRATCHRNN_NO_KERNEL", "1")
-    calls = []
-    for name in ("forward", "backward"):
-        real = getattr(fast_recurrence, name)
-        monkeypatch.setattr(fast_recurrence, name, lambda *a, _real=real, **k: calls.append(1) or _real(*a, **k))
+    calls = switch_compiled_loops(monkeypatch, kernel)
     backend = backends.create("torch", params, config, dtype="float32")
     rng = np.random.default_rng(4)
     state, losses = backend.begin_state(batch), []

@@ -2,7 +2,7 @@
 and the NumPy backend with them held to itself without them. Runs in the core process."""
 import numpy as np
 import pytest
-from contract import _boosted_params, _rel_err
+from contract import _boosted_params, _rel_err, switch_compiled_loops
 
 from scratchrnn import backends, compiled, fast_recurrence
 from scratchrnn.model import ModelConfig
@@ -85,14 +85,7 @@ def test_backward_equals_the_plain_recurrence(hidden, batch, threads, activation
 
 def _train_chained(config, params, monkeypatch, kernel: bool):
     """Three batches, never detached, with updates between them: losses and the final weights."""
-    if kernel:
-        monkeypatch.delenv("SCRATCHRNN_NO_KERNEL", raising=False)
-    else:
-        monkeypatch.setenv("SCRATCHRNN_NO_KERNEL", "1")
-    calls = []
-    for name in ("forward", "backward"):
-        real = getattr(fast_recurrence, name)
-        monkeypatch.setattr(fast_recurrence, name, lambda *a, _real=real, **k: calls.append(1) or _real(*a, **k))
+    calls = switch_compiled_loops(monkeypatch, kernel)
     backend = backends.create("numpy", params, config, dtype="float32")
     rng = np.random.default_rng(4)
     state, losses = backend.begin_state(19), []

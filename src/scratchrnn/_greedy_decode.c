@@ -24,7 +24,7 @@
 
 #include "_compiled.h"
 
-#define MIN_ROWS_PER_GROUP 8   /* rows a thread needs to decode them on its own: see scratchrnn_greedy_decode */
+#define MIN_ROWS_PER_GROUP 8   /* rows a thread needs to decode them on its own (scratchrnn_greedy_decode) */
 #define WARM_UP_STEPS 32   /* waits before this step are the threads starting, not contention */
 #define MIN_LOSS_NS 1000000LL  /* waiting that calls for computing alone: more than this, and more than
                                   the work that would add (one short delay of the others does not) */
