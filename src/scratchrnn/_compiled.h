@@ -9,6 +9,7 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -157,21 +158,40 @@ static int group_rows(int batch, int groups, int g, int *first)
     return base + (g < extra);
 }
 
-/* Calls fn on each of `count` jobs laid out `size` bytes apart: job 0 in the calling thread, the
-   others in threads of their own (one that cannot be started runs here afterwards). */
-static void run_jobs(void *(*fn)(void *), void *jobs, size_t size, int count)
+/* Jobs that threads take one at a time, each the next not yet taken, until none is left. */
+typedef struct {
+    void *(*fn)(void *);
+    char *jobs;                 /* `count` jobs, `size` bytes apart */
+    size_t size;
+    int count;
+    atomic_int next;
+} JobQueue;
+
+static void *take_jobs(void *arg)
 {
-    pthread_t *threads = count > 1 ? malloc(sizeof(pthread_t) * (size_t)count) : NULL;
-    char *started = count > 1 ? calloc((size_t)count, 1) : NULL;
-    for (int j = 1; j < count && threads && started; j++)
-        started[j] = pthread_create(&threads[j], NULL, fn, (char *)jobs + j * size) == 0;
-    fn(jobs);
-    for (int j = 1; j < count; j++) {
-        if (started && started[j]) pthread_join(threads[j], NULL);
-        else fn((char *)jobs + j * size);
-    }
-    free(threads);
-    free(started);
+    JobQueue *queue = arg;
+    for (int j; (j = atomic_fetch_add(&queue->next, 1)) < queue->count;)
+        queue->fn(queue->jobs + (size_t)j * queue->size);
+    return NULL;
+}
+
+/* Calls fn on each of `count` jobs laid out `size` bytes apart, on `threads` threads: the calling one
+   and threads - 1 started here. Each takes the next job when it is free, so a thread that loses its
+   core for a while (to another program, or in a virtual machine to the host) takes fewer; where no
+   thread can be started, the calling one does them all. */
+static void run_jobs(void *(*fn)(void *), void *jobs, size_t size, int count, int threads)
+{
+    JobQueue queue = { .fn = fn, .jobs = jobs, .size = size, .count = count };
+    atomic_init(&queue.next, 0);
+    if (threads > count) threads = count;
+    pthread_t *helpers = threads > 1 ? malloc(sizeof(pthread_t) * (size_t)(threads - 1)) : NULL;
+    int started = 0;
+    while (helpers && started < threads - 1
+           && pthread_create(&helpers[started], NULL, take_jobs, &queue) == 0)
+        started++;
+    take_jobs(&queue);
+    for (int t = 0; t < started; t++) pthread_join(helpers[t], NULL);
+    free(helpers);
 }
 
 #endif

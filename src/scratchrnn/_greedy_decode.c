@@ -25,6 +25,7 @@
 #include "_compiled.h"
 
 #define MIN_ROWS_PER_GROUP 8   /* rows a thread needs to decode them on its own (scratchrnn_greedy_decode) */
+#define CHUNK_ROWS 16          /* rows of the groups the threads take in turn, when there are many */
 #define WARM_UP_STEPS 32   /* waits before this step are the threads starting, not contention */
 #define MIN_LOSS_NS 1000000LL  /* waiting that calls for computing alone: more than this, and more than
                                   the work that would add (one short delay of the others does not) */
@@ -344,19 +345,23 @@ static void *decode_request(void *arg)
    first step (the logits pick the first token when nothing is forced), and go out as those after the
    last step. Returns 0, or -1 if memory ran out (the rows' state, logits and tokens are then
    undefined).
-   Rows never look at each other, so with enough of them every thread takes a group of rows and
+   Rows never look at each other, so with enough of them each thread takes a group of rows and
    decodes it alone, with all the weights in its own core's cache (1.1 MB at the chapter's size): no
    meeting at every step, no state to fetch from another core, each picking only its own tokens. With
-   few rows a group would multiply too little per weight it loads, and the threads split the columns. */
+   many rows the groups are smaller than a thread's share, and a thread that finishes one takes the
+   next, so that one slowed down by another program does fewer. With few rows a group would multiply
+   too little per weight it loads, and the threads split the columns. */
 int scratchrnn_greedy_decode(int batch, int hidden, int vocab, int num_forced, int num_tokens,
                              int num_threads, int relu, const int64_t *forced,
                              const float *input_rows, const float *W_step, const float *b_q,
                              float *state, float *logits, int64_t *tokens)
 {
-    const int groups = row_groups(batch, num_threads, MIN_ROWS_PER_GROUP);
-    if (groups == 1)
+    const int threads = row_groups(batch, num_threads, MIN_ROWS_PER_GROUP);
+    if (threads == 1)
         return decode_columns(batch, hidden, vocab, num_forced, num_tokens, num_threads, relu, forced,
                               input_rows, W_step, b_q, state, logits, tokens);
+    /* groups of about CHUNK_ROWS rows, several per thread when there are many rows (see run_jobs) */
+    const int groups = batch / CHUNK_ROWS > threads ? batch / CHUNK_ROWS : threads;
     Request *requests = malloc(sizeof(Request) * (size_t)groups);
     if (!requests) return -1;
     for (int g = 0; g < groups; g++) {
@@ -370,7 +375,7 @@ int scratchrnn_greedy_decode(int batch, int hidden, int vocab, int num_forced, i
                                  .logits = logits + (size_t)first * vocab,
                                  .tokens = tokens + (size_t)first * num_tokens };
     }
-    run_jobs(decode_request, requests, sizeof(Request), groups);
+    run_jobs(decode_request, requests, sizeof(Request), groups, threads);
     int status = 0;
     for (int g = 0; g < groups; g++) status = requests[g].status ? requests[g].status : status;
     free(requests);

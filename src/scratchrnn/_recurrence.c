@@ -114,28 +114,22 @@ static void *backward_rows(void *arg)
     return NULL;
 }
 
-/* An OpenMP runtime's entry points (libgomp's ABI), when a framework in this process already keeps a
-   team of threads busy-waiting for work: see scratchrnn_use_openmp_team. */
+/* GOMP_parallel of an OpenMP runtime (GNU's ABI) whose team of threads a framework in this process
+   keeps busy-waiting for work: see scratchrnn_use_openmp_team. */
 static void (*team_parallel)(void (*)(void *), void *, unsigned, unsigned);
-static int (*team_thread_num)(void), (*team_num_threads)(void);
 
-typedef struct { void *(*loop)(void *); Job *jobs; int count; } TeamWork;
-
-static void team_member(void *arg)
+static void team_member(void *queue)
 {
-    TeamWork *work = arg;
-    for (int g = team_thread_num(); g < work->count; g += team_num_threads()) work->loop(&work->jobs[g]);
+    take_jobs(queue);
 }
 
 /* PyTorch runs its operations on a team of GNU OpenMP threads, which spin for milliseconds after each
    operation waiting for the next; threads of our own would share a core with one of them, at half
-   speed. Given the runtime's GOMP_parallel, omp_get_thread_num and omp_get_num_threads, the groups
-   run on that team instead. */
-void scratchrnn_use_openmp_team(void *parallel, void *thread_num, void *num_threads)
+   speed. Given the runtime's GOMP_parallel, the groups run on that team instead, every member taking
+   groups from the same queue. */
+void scratchrnn_use_openmp_team(void *parallel)
 {
     team_parallel = (void (*)(void (*)(void *), void *, unsigned, unsigned))parallel;
-    team_thread_num = (int (*)(void))thread_num;
-    team_num_threads = (int (*)(void))num_threads;
 }
 
 /* Runs one of the two loops over groups of rows, one thread each; 0, or -1 if memory ran out. */
@@ -149,10 +143,11 @@ static int run_in_groups(void *(*loop)(void *), Job whole, int num_threads)
         jobs[g].rows = group_rows(whole.batch, groups, g, &jobs[g].first);
     }
     if (team_parallel && groups > 1) {
-        TeamWork work = { loop, jobs, groups };
-        team_parallel(team_member, &work, (unsigned)groups, 0);
+        JobQueue queue = { .fn = loop, .jobs = (char *)jobs, .size = sizeof(Job), .count = groups };
+        atomic_init(&queue.next, 0);
+        team_parallel(team_member, &queue, (unsigned)groups, 0);
     } else {
-        run_jobs(loop, jobs, sizeof(Job), groups);
+        run_jobs(loop, jobs, sizeof(Job), groups, groups);
     }
     int status = 0;
     for (int g = 0; g < groups; g++) status = jobs[g].status ? jobs[g].status : status;

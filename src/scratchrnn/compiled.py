@@ -54,7 +54,7 @@ def load():
     library.scratchrnn_recurrence_forward.argtypes = [*ints, floats, floats]
     library.scratchrnn_recurrence_backward.argtypes = [*ints, floats, floats, optional_floats,
                                                        optional_floats, floats, optional_floats]
-    library.scratchrnn_use_openmp_team.argtypes = [ctypes.c_void_p] * 3
+    library.scratchrnn_use_openmp_team.argtypes = [ctypes.c_void_p]
     library.scratchrnn_use_openmp_team.restype = None
     for function in (library.scratchrnn_greedy_decode, library.scratchrnn_recurrence_forward,
                      library.scratchrnn_recurrence_backward, library.scratchrnn_vector_floats):
@@ -100,8 +100,8 @@ def share_openmp_team(runtime_name: str) -> bool:
     A framework that computes on an OpenMP team (PyTorch) keeps its threads spinning for milliseconds
     after each operation, waiting for the next; threads of our own would then share a core with one of
     them, at half speed, where the team's own threads take the work at once (_recurrence.c). Found by
-    the mapped files of this process (Linux); the runtime must offer GNU OpenMP's entry points, as GNU's
-    libgomp and Intel's libiomp5 do.
+    the mapped files of this process (Linux); the runtime must offer GNU OpenMP's ``GOMP_parallel``, as
+    GNU's libgomp and Intel's libiomp5 do.
     """
     global _openmp_team
     library = load()
@@ -117,11 +117,10 @@ def share_openmp_team(runtime_name: str) -> bool:
     for path in sorted(paths):
         try:
             runtime = ctypes.CDLL(path)     # the same copy as is loaded: no second runtime
-            entry_points = [ctypes.cast(getattr(runtime, name), ctypes.c_void_p).value
-                            for name in ("GOMP_parallel", "omp_get_thread_num", "omp_get_num_threads")]
+            parallel = ctypes.cast(runtime.GOMP_parallel, ctypes.c_void_p).value
         except (OSError, AttributeError):
             continue
-        library.scratchrnn_use_openmp_team(*entry_points)
+        library.scratchrnn_use_openmp_team(parallel)
         _openmp_team = path
         return True
     return False
