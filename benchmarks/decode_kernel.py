@@ -7,9 +7,9 @@ For 1 to 1024 streams: microseconds per step (one character for every stream) of
 - ``numpy_backend.decode_loop`` (one BLAS product per step, Python around it).
 Each is the best of several runs, the machine's noise being all on one side. This is where
 ``fast_decode.MAX_BATCH_BY_VECTOR_FLOATS`` comes from: past it the BLAS product wins. Then, for the
-64-stream goal, the (64 x 512) @ (512 x 540) product alone; and one stream again while another process
-keeps a core busy (the decoder's fallback when a thread keeps losing its core). No framework is
-imported.
+64-stream goal, the (64 x 512) @ (512 x 540) product alone; and 1 and 64 streams again while another
+process keeps a core busy (the decoder's fallback when a thread keeps losing its core, and its groups
+of streams taken in turn). No framework is imported.
 
 To measure a build for narrower vectors: ``SCRATCHRNN_PORTABLE=1 .venv/bin/pip install -e .`` builds
 for SSE, with ``CFLAGS="-mavx2 -mfma"`` as well for AVX2; ``make -B .venv/.base`` restores the native
@@ -81,17 +81,18 @@ def main() -> None:
     seconds = best_seconds(lambda: [np.matmul(h64, W_step, out=product) for _ in range(200)], args.repeats)
     print(f"\n(64 x {HIDDEN}) @ ({HIDDEN} x {HIDDEN + VOCAB}) alone (NumPy's BLAS): {1e6 * seconds / 200:.1f} us")
 
-    h1 = np.tanh(rng.normal(size=(1, HIDDEN))).astype(np.float32)
-    logits1 = (h1 @ W_step[:, HIDDEN:] + b_q).astype(np.float32)
     busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
         time.sleep(0.3)
-        for threads in (1, 2):
-            seconds = best_seconds(lambda: fast_decode.greedy_decode(
-                h1.copy(), logits1.copy(), input_rows, W_step, b_q, "tanh", 20_000, threads=threads),
-                args.repeats)
-            print(f"one stream beside a process that keeps a core busy, {threads} thread(s): "
-                  f"{1e6 * seconds / 20_000:.2f} us per step")
+        for batch, steps in ((1, 20_000), (64, 400)):
+            h = np.tanh(rng.normal(size=(batch, HIDDEN))).astype(np.float32)
+            logits = (h @ W_step[:, HIDDEN:] + b_q).astype(np.float32)
+            for threads in (1, 2):
+                seconds = best_seconds(lambda: fast_decode.greedy_decode(
+                    h.copy(), logits.copy(), input_rows, W_step, b_q, "tanh", steps, threads=threads),
+                    args.repeats)
+                print(f"{batch} stream(s) beside a process that keeps a core busy, {threads} thread(s): "
+                      f"{1e6 * seconds / steps:.2f} us per step")
     finally:
         busy.kill()
 
