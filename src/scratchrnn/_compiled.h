@@ -67,6 +67,13 @@ static inline float tanh_float(float x)
     return copysignf(select_float(a < 0.25f, series, closed_form), x);
 }
 
+/* out[c] = act(z[c]) for c < n: tanh, or ReLU if relu (out may be z) */
+static void activate(float *out, const float *z, int n, int relu)
+{
+    if (relu) for (int c = 0; c < n; c++) out[c] = z[c] > 0.0f ? z[c] : 0.0f;
+    else for (int c = 0; c < n; c++) out[c] = tanh_float(z[c]);
+}
+
 /* A vector of VEC floats, the width of the processor's registers; the packed weights' rows are whole
    cache lines (LANES floats), so whole vectors of any of these widths.
    The block of the product held in registers is TILE_ROWS rows by TILE_VECS vectors of columns: each

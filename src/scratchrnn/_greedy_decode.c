@@ -153,9 +153,8 @@ static void advance_slice(const Shared *s, const Slice *c, int index, const floa
     }
     add_product(c->acc, wp, h, H, c->W_hh, wp, H, B, wp / VEC);
     for (int b = 0; b < B; b++) {
-        float *restrict a = c->acc + (size_t)b * wp;
-        if (s->relu) for (int j = 0; j < wp; j++) a[j] = a[j] > 0.0f ? a[j] : 0.0f;
-        else for (int j = 0; j < wp; j++) a[j] = tanh_float(a[j]);       /* padding stays 0 */
+        float *a = c->acc + (size_t)b * wp;
+        activate(a, a, wp, s->relu);                                 /* padding stays 0 */
         memcpy(h_next + (size_t)b * H + c->first, a, sizeof(float) * c->width);
     }
     float *share = shares + (size_t)index * B * VP;

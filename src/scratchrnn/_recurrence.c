@@ -62,12 +62,7 @@ static void *forward_rows(void *arg)
             float *h = j->hs + rows_at(j, t + 1);          /* comes in holding x_t W_xh + b_h */
             for (int r = 0; r < R; r++) memcpy(acc + (size_t)r * P, h + (size_t)r * H, sizeof(float) * H);
             add_product(acc, P, j->hs + rows_at(j, t), H, W, P, H, R, P / VEC);
-            for (int r = 0; r < R; r++) {
-                const float *restrict z = acc + (size_t)r * P;
-                float *restrict out = h + (size_t)r * H;
-                if (j->relu) for (int c = 0; c < H; c++) out[c] = z[c] > 0.0f ? z[c] : 0.0f;
-                else for (int c = 0; c < H; c++) out[c] = tanh_float(z[c]);
-            }
+            for (int r = 0; r < R; r++) activate(h + (size_t)r * H, acc + (size_t)r * P, H, j->relu);
         }
         j->status = 0;
     }

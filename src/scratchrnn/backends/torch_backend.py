@@ -84,7 +84,7 @@ def _runs_compiled(hs) -> bool:
 def _share_openmp_team() -> None:
     """Have the compiled recurrences run on PyTorch's own OpenMP threads (see
     ``compiled.share_openmp_team``): GNU OpenMP in PyTorch's wheels for Linux, Intel's in some others."""
-    if "parallel backend: OpenMP" in torch.__config__.parallel_info():
+    if compiled.openmp_team() is None and "parallel backend: OpenMP" in torch.__config__.parallel_info():
         compiled.share_openmp_team("libgomp") or compiled.share_openmp_team("libiomp5")
 
 
