@@ -13,6 +13,7 @@ import numpy as np
 
 ACTIVATIONS = ("tanh", "relu")
 EMBEDDINGS = ("onehot", "learned")
+CELLS = ("rnn",)
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,9 @@ class ModelConfig:
     activation: str = "tanh"
     embedding: str = "onehot"
     embed_dim: int = 0
+    cell: str = "rnn"
+    num_layers: int = 1
+    dropout: float = 0.0
 
     def __post_init__(self):
         if self.vocab_size < 2:
@@ -40,6 +44,14 @@ class ModelConfig:
             raise ValueError(f"embedding must be one of {EMBEDDINGS}, not {self.embedding!r}")
         if self.embedding == "learned" and self.embed_dim < 1:
             raise ValueError("a learned embedding needs embed_dim >= 1")
+        if self.cell not in CELLS:
+            raise ValueError(f"cell must be one of {CELLS}, not {self.cell!r}")
+        if self.num_layers != 1:
+            raise ValueError(f"num_layers must be 1 (deep models are not built yet), not {self.num_layers}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), not {self.dropout}")
+        if self.dropout:
+            raise ValueError(f"dropout must be 0.0 (no cell applies dropout yet), not {self.dropout}")
 
     @property
     def input_size(self) -> int:
