@@ -92,10 +92,20 @@ def plot_training(records: Sequence[dict], path_stem: str | Path, title: str = "
     the later record wins. Values that are missing, infinite, NaN or not positive (a diverged epoch)
     are left out of the curves.
     """
+    return _save(_training_figure(records, title), path_stem)
+
+
+def _pyplot():
     import matplotlib
     matplotlib.use("Agg")  # files only: never needs a display
     import matplotlib.pyplot as plt
+    return plt
 
+
+def _training_figure(records: Sequence[dict], title: str = ""):
+    import matplotlib.ticker
+
+    plt = _pyplot()
     by_epoch: dict[int, dict] = {}
     for record in records:
         by_epoch[int(record["epoch"])] = record
@@ -103,7 +113,8 @@ def plot_training(records: Sequence[dict], path_stem: str | Path, title: str = "
         raise ValueError("records is empty: there is no epoch to plot")
     epochs = sorted(by_epoch)
     rows = [by_epoch[e] for e in epochs]
-    lrs = [r.get("lr") for r in rows]
+    lrs = [r.get("lr") if isinstance(r.get("lr"), (int, float)) and math.isfinite(r["lr"]) else None
+           for r in rows]
     show_lr = len({lr for lr in lrs if lr is not None}) > 1
 
     if show_lr:
@@ -139,7 +150,7 @@ def plot_training(records: Sequence[dict], path_stem: str | Path, title: str = "
     bottom.set_xlabel("epoch")
     _integer_epochs(bottom)
     fig.tight_layout()
-    return _save(fig, path_stem)
+    return fig
 
 
 def plot_perplexity(history: Sequence[float], path_stem: str | Path, title: str = "",
@@ -152,10 +163,11 @@ def plot_perplexity(history: Sequence[float], path_stem: str | Path, title: str 
     ``extra_curves`` further labelled per-epoch curves (several runs compared in one figure).
     ``plot_training`` draws a run's ``metrics.jsonl`` records instead.
     """
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    return _save(_perplexity_figure(history, title, validation, extra_curves, label), path_stem)
 
+
+def _perplexity_figure(history, title, validation, extra_curves, label):
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     if len(extra_curves or {}) >= 10:
         ax.set_prop_cycle(color=plt.cm.tab20.colors)  # the default cycle repeats after ten colours
@@ -183,4 +195,4 @@ def plot_perplexity(history: Sequence[float], path_stem: str | Path, title: str 
     if title:
         ax.set_title(title)
     fig.tight_layout()
-    return _save(fig, path_stem)
+    return fig
