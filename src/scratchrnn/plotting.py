@@ -5,15 +5,20 @@ from pathlib import Path
 from typing import Sequence
 
 
+def pyplot():
+    """matplotlib's pyplot, drawing into files only (never needs a display); imported when first plotted."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
 def plot_perplexity(history: Sequence[float], path_stem: str | Path, title: str = "",
                     validation: Sequence[tuple[int, float]] = (),
                     extra_curves: dict[str, Sequence[float]] | None = None,
                     label: str = "train") -> list[Path]:
     """Save ``<path_stem>.png`` and ``<path_stem>.svg``; returns both paths."""
-    import matplotlib
-    matplotlib.use("Agg")  # files only: never needs a display
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     if len(extra_curves or {}) >= 10:
         ax.set_prop_cycle(color=plt.cm.tab20.colors)  # the default cycle repeats after ten colours

@@ -261,8 +261,3 @@ def train_run(ctx: Context, spec: RunSpec, corpus: Sequence[int], vocab: Vocab,
             f"{sum(outcome.epoch_seconds):.1f} s")
     return outcome
 
-
-def split_validation(corpus: Sequence[int], fraction: float) -> tuple[list[int], np.ndarray]:
-    """Keep the last ``fraction`` of the tokens for held-out perplexity (as ``train --val-fraction``)."""
-    cut = int(len(corpus) * (1 - fraction))
-    return list(corpus[:cut]), np.asarray(corpus[cut:], dtype=np.int64)

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..data import load_corpus
-from .harness import Context, RunOutcome, split_validation, train_run
+from ..data import load_corpus, split_heldout
+from .harness import Context, RunOutcome, train_run
 from .report import (Panel, Report, best_val_cell, curve, fmt, plot_panels, setup_line,
                      val_curve)
 
@@ -12,7 +12,7 @@ from .report import (Panel, Report, best_val_cell, curve, fmt, plot_panels, setu
 def run(ctx: Context) -> tuple[Report, dict]:
     """Exercise 2: a one-factor-at-a-time sweep of hidden size, time steps and learning rate."""
     corpus, vocab = ctx.corpus()
-    train_tokens, held_out = split_validation(corpus, ctx.scale.val_fraction)
+    train_tokens, held_out = split_heldout(corpus, ctx.scale.val_fraction)
     full_epochs = 120
     base = ctx.base_spec("baseline", full_epochs)
     H, S = base.hidden, base.num_steps

@@ -4,15 +4,16 @@ from __future__ import annotations
 import numpy as np
 
 from .. import backends
+from ..data import split_heldout
 from ..model import ModelConfig, init_params
-from .harness import Context, split_validation, train_run
+from .harness import Context, train_run
 from .report import Report, best_val_cell, perplexity_panels, plot_panels, setup_line
 
 
 def run(ctx: Context) -> tuple[Report, dict]:
     """Measure the identity one_hot(x) @ W_xh == W_xh[x], then train one-hot against embeddings."""
     corpus, vocab = ctx.corpus()
-    train_tokens, held_out = split_validation(corpus, ctx.scale.val_fraction)
+    train_tokens, held_out = split_heldout(corpus, ctx.scale.val_fraction)
     V = len(vocab)
     report = Report("One-hot inputs vs. a learned embedding",
                     "Exercise 1: show that one-hot encoding is equivalent to picking a different "

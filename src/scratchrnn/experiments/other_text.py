@@ -5,13 +5,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import load_corpus
+from ..data import load_corpus, split_heldout
 from ..errors import UserError
-from ..generation import Decoding, encode_prefix, generate_ids, vocab_text
+from ..generation import Decoding, default_prefix, encode_prefix, generate_ids, vocab_text
 from ..training import evaluate_perplexity
-from .harness import Context, split_validation, train_run
+from .harness import Context, train_run
 from .report import Report, perplexity_panels, plot_panels
-from .sampling import pick_prefix
 
 
 def run(ctx: Context) -> tuple[Report, dict]:
@@ -25,7 +24,7 @@ def run(ctx: Context) -> tuple[Report, dict]:
     texts = {"Time Machine": reference, Path(ctx.data).name: other}
     runs, held = {}, {}
     for name, (corpus, vocab) in texts.items():
-        train_tokens, held_out = split_validation(corpus, scale.val_fraction)
+        train_tokens, held_out = split_heldout(corpus, scale.val_fraction)
         if len(held_out) < scale.batch_size + 1:
             raise UserError(f"{name}: {len(corpus)} tokens leave too little held-out text; "
                             f"give a longer text")
@@ -59,7 +58,7 @@ def run(ctx: Context) -> tuple[Report, dict]:
     samples = []
     for name, outcome in runs.items():
         corpus, vocab = texts[name]
-        prefix = pick_prefix(vocab, corpus)
+        prefix = default_prefix(corpus, vocab, bundled=texts[name] is reference)
         ids = generate_ids(outcome.backend, [encode_prefix(prefix, vocab)], 60, Decoding("greedy"))
         samples.append([name, vocab_text(vocab, ids[0])])
     report.text("Greedy continuations:")

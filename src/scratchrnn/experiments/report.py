@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from ..plotting import pyplot
+
 if TYPE_CHECKING:
     from ..data import Vocab
     from .harness import Context, RunOutcome
@@ -83,13 +85,6 @@ def finite(value):
 
 
 # -- plots ---------------------------------------------------------------------------------------------
-def _pyplot():
-    import matplotlib
-    matplotlib.use("Agg")  # files only: never needs a display
-    import matplotlib.pyplot as plt
-    return plt
-
-
 @dataclass
 class Panel:
     """One subplot: named curves of (x values, y values)."""
@@ -106,7 +101,7 @@ class Panel:
 
 def plot_panels(path: Path, panels: Sequence[Panel]) -> Path:
     """Save the panels in a grid as one PNG; a diverged curve ends in an ``x``."""
-    plt = _pyplot()
+    plt = pyplot()
     columns = 2 if len(panels) == 4 else min(3, len(panels))
     rows = math.ceil(len(panels) / columns)
     fig, axes = plt.subplots(rows, columns, figsize=(5.2 * columns, 3.8 * rows), dpi=110, squeeze=False)

@@ -7,9 +7,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ..data import Vocab
-from ..errors import UserError
-from ..generation import Decoding, encode_prefix, generate_ids, vocab_text
+from ..generation import Decoding, default_prefix, encode_prefix, generate_ids, vocab_text
+from ..losses import token_nll
 from .harness import Context, train_run
 from .report import Panel, Report, fmt, plot_panels, setup_line
 
@@ -26,24 +25,13 @@ SAMPLING_DECODERS = [
 ]
 
 
-def pick_prefix(vocab: Vocab, corpus: Sequence[int]) -> str:
-    try:
-        encode_prefix("time traveller", vocab)
-        return "time traveller"
-    except UserError:
-        return vocab_text(vocab, corpus[:10])
-
-
 def continuation_perplexity(backend, sequences: np.ndarray, prefix_len: int) -> float:
     """Perplexity the model itself (at T = 1) assigns to the generated part of each sequence."""
     logits, _ = backend.forward(sequences[:, :-1], backend.begin_state(sequences.shape[0]))
-    logits = np.asarray(logits, dtype=np.float64)
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
     targets = sequences[:, 1:].T.reshape(-1)                       # time-major like the logits
-    picked = log_probs[np.arange(targets.size), targets].reshape(sequences.shape[1] - 1, -1)
-    generated = picked[prefix_len - 1:]                            # row t predicts token t + 1
-    return float(np.exp(-generated.mean()))
+    nll = token_nll(logits, targets).reshape(sequences.shape[1] - 1, -1)
+    generated = nll[prefix_len - 1:]                               # row t predicts token t + 1
+    return float(np.exp(generated.mean()))
 
 
 def text_statistics(texts: Sequence[str], prefix: str, known_words: set[str]) -> tuple[float, float]:
@@ -70,7 +58,7 @@ def run(ctx: Context) -> tuple[Report, dict]:
     spec = ctx.base_spec("model", 200)
     outcome = train_run(ctx, spec, corpus, vocab)
     backend = outcome.backend
-    prefix = pick_prefix(vocab, corpus)
+    prefix = default_prefix(corpus, vocab, bundled=ctx.data is None)
     prefix_ids = encode_prefix(prefix, vocab)
     known_words = set(vocab_text(vocab, corpus).split())
     n, k = ctx.scale.num_chars, ctx.scale.samples
