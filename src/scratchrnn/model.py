@@ -97,3 +97,9 @@ def global_norm(grads) -> float:
     """L2 norm of all gradients taken together, as one long vector."""
     values = grads.values() if isinstance(grads, dict) else grads
     return float(np.sqrt(sum(float(np.sum(np.square(g, dtype=np.float64))) for g in values)))
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """log softmax of each row, computed stably (shifted by the row's maximum before exponentiating)."""
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
