@@ -1,5 +1,5 @@
-"""The helpers several modules share, each written once: the held-out split, the loss, the default
-prompt, matplotlib's set-up."""
+"""The helpers several modules share, each written once: the held-out split, the log-softmax, the
+default prompt, matplotlib's set-up."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,7 +8,7 @@ import pytest
 from scratchrnn.data import load_corpus, split_heldout
 from scratchrnn.generation import (CHAPTER_PREFIX, PROMPT_CHARS, PROMPT_WORDS, default_prefix,
                                    encode_prefix)
-from scratchrnn.losses import softmax_cross_entropy, token_nll
+from scratchrnn.model import log_softmax
 from scratchrnn.plotting import pyplot
 
 
@@ -29,39 +29,13 @@ def test_split_heldout_refuses_a_fraction_outside_0_1(fraction):
 
 
 # -- the loss ---------------------------------------------------------------------------------------------
-def _textbook_nll(logits, targets):
-    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-    return -np.log(probs[np.arange(len(targets)), targets])
-
-
-def test_token_nll_is_minus_log_softmax_of_the_target_and_leaves_the_logits_alone():
+def test_log_softmax_is_the_textbook_formula_and_does_not_overflow():
     rng = np.random.default_rng(0)
-    logits = rng.normal(0, 3, (50, 7)).astype(np.float32)
-    targets = rng.integers(0, 7, 50)
-    before = logits.copy()
-    nll = token_nll(logits, targets)
-    assert nll.dtype == np.float64
-    np.testing.assert_allclose(nll, _textbook_nll(logits.astype(np.float64), targets), rtol=1e-12)
-    np.testing.assert_array_equal(logits, before)
-    # targets may come as a (batch, steps) array read time-major, as the backends' logits are
-    np.testing.assert_array_equal(token_nll(logits, targets.reshape(5, 10)), nll)
-
-
-def test_token_nll_does_not_overflow_and_uniform_logits_give_the_vocabulary_size():
-    huge = np.array([[1000.0, 0.0], [0.0, 1000.0]])
-    np.testing.assert_allclose(token_nll(huge, [0, 0]), [0.0, 1000.0])
-    uniform = np.zeros((4, 28))
-    assert np.exp(token_nll(uniform, [0, 5, 9, 27]).mean()) == pytest.approx(28)
-
-
-def test_softmax_cross_entropy_is_the_mean_of_token_nll_with_its_gradient():
-    rng = np.random.default_rng(1)
-    logits = rng.normal(0, 2, (12, 5))
-    targets = rng.integers(0, 5, 12)
-    loss, grad = softmax_cross_entropy(logits.copy(), targets)
-    assert loss == pytest.approx(token_nll(logits, targets).mean(), rel=1e-12)
-    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-    np.testing.assert_allclose(grad, (probs - np.eye(5)[targets]) / 12, atol=1e-15)
+    logits = rng.normal(0, 3, (50, 7))
+    textbook = np.log(np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True))
+    np.testing.assert_allclose(log_softmax(logits), textbook, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(log_softmax(np.array([[1000.0, 0.0]])), [[0.0, -1000.0]])
+    assert np.exp(-log_softmax(np.zeros((4, 28)))[:, 3].mean()) == pytest.approx(28)
 
 
 # -- the default prompt -----------------------------------------------------------------------------------

@@ -176,14 +176,6 @@ class RunOutcome:
         }
 
 
-class _RanAway(Exception):
-    """Raised from the epoch callback to stop a run whose perplexity is far above uniform guessing."""
-
-    def __init__(self, epoch: int, perplexity: float):
-        super().__init__(epoch, perplexity)
-        self.epoch, self.perplexity = epoch, perplexity
-
-
 class _TimedBatches:
     """Wraps a loader and records how long each batch of the latest epoch took to train.
 
@@ -229,32 +221,37 @@ def train_run(ctx: Context, spec: RunSpec, corpus: Sequence[int], vocab: Vocab,
     # one fixed batch on which the (unclipped) gradient norm is measured as training goes on
     probe_X, probe_Y = next(iter(SeqDataLoader(corpus, spec.batch_size, spec.num_steps, seed=ctx.seed)))
     probe_every = probe_every or max(1, spec.epochs // 60)
-    validate_every = max(1, spec.epochs // 30)
+
+    def running_away(stats) -> bool:
+        return stats.perplexity > outcome.runaway_perplexity
 
     def on_epoch(stats):
         outcome.history.append(stats.perplexity)
         outcome.epoch_seconds.append(stats.seconds)
         outcome.tokens_per_epoch = stats.tokens
         last = stats.epoch == spec.epochs
-        running_away = stats.perplexity > outcome.runaway_perplexity
-        if stats.epoch % probe_every == 0 or last or running_away:
+        if stats.epoch % probe_every == 0 or last or running_away(stats):
             _, grads, _ = backend.loss_and_grads(probe_X, probe_Y, backend.begin_state(spec.batch_size))
             outcome.grad_norms.append((stats.epoch, global_norm(grads)))
-        if validation is not None and (stats.epoch % validate_every == 0 or last or running_away):
-            outcome.validation.append((stats.epoch, evaluate_perplexity(
-                backend, validation, spec.batch_size, spec.num_steps)))
-        if running_away:
-            raise _RanAway(stats.epoch, stats.perplexity)
+        held_out = stats.val_perplexity
+        if validation is not None and held_out is None and running_away(stats):
+            # the held-out curve, too, should end where the run left
+            held_out = evaluate_perplexity(backend, validation, spec.batch_size, spec.num_steps)
+        if held_out is not None:
+            outcome.validation.append((stats.epoch, held_out))
 
     ctx.log(f"[{ctx.name}] {spec.label}: {spec.describe()}, {spec.epochs} epochs")
     try:
-        train(backend, loader, config, on_epoch=on_epoch)
+        # held-out perplexity about 30 times a run and after its last epoch; a run far above uniform
+        # guessing is stopped after that epoch
+        train(backend, loader, config, on_epoch=on_epoch, validation=validation,
+              eval_every=max(1, spec.epochs // 30), stop_when=running_away)
     except TrainingDiverged as err:
         outcome.diverged_epoch = err.epoch
         outcome.diverged_reason = f"the loss became {err.loss}"
-    except _RanAway as err:
-        outcome.diverged_epoch = err.epoch
-        outcome.diverged_reason = (f"perplexity {fmt(err.perplexity)}, over {BLOWUP_FACTOR}x the "
+    if not outcome.diverged and outcome.history and outcome.history[-1] > outcome.runaway_perplexity:
+        outcome.diverged_epoch = len(outcome.history)
+        outcome.diverged_reason = (f"perplexity {fmt(outcome.history[-1])}, over {BLOWUP_FACTOR}x the "
                                    f"{len(vocab)} of uniform guessing")
     outcome.batch_seconds = list(loader.last_epoch)
     ctx.log(f"[{ctx.name}]   -> {outcome.status()}, perplexity {fmt(outcome.final_perplexity)}, "

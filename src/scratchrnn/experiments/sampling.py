@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 
 from ..generation import Decoding, default_prefix, encode_prefix, generate_ids, vocab_text
-from ..losses import token_nll
+from ..model import log_softmax
 from .harness import Context, train_run
 from .report import Panel, Report, fmt, plot_panels, setup_line
 
@@ -28,10 +28,11 @@ SAMPLING_DECODERS = [
 def continuation_perplexity(backend, sequences: np.ndarray, prefix_len: int) -> float:
     """Perplexity the model itself (at T = 1) assigns to the generated part of each sequence."""
     logits, _ = backend.forward(sequences[:, :-1], backend.begin_state(sequences.shape[0]))
+    log_probs = log_softmax(np.asarray(logits, dtype=np.float64))
     targets = sequences[:, 1:].T.reshape(-1)                       # time-major like the logits
-    nll = token_nll(logits, targets).reshape(sequences.shape[1] - 1, -1)
-    generated = nll[prefix_len - 1:]                               # row t predicts token t + 1
-    return float(np.exp(generated.mean()))
+    picked = log_probs[np.arange(targets.size), targets].reshape(sequences.shape[1] - 1, -1)
+    generated = picked[prefix_len - 1:]                            # row t predicts token t + 1
+    return float(np.exp(-generated.mean()))
 
 
 def text_statistics(texts: Sequence[str], prefix: str, known_words: set[str]) -> tuple[float, float]:
