@@ -117,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sequential sampling only: do not detach the state between batches, so "
                         "gradients flow back to the start of the epoch; time and memory then grow "
                         "with the number of batches in an epoch")
-    t.add_argument("--seed", type=int, default=0, help="seed of the initial weights and the batch order")
+    t.add_argument("--seed", type=_non_negative_int, default=0,
+                   help="seed of the initial weights and the batch order")
     t.add_argument("--out", metavar="DIR", default=None,
                    help="run directory (default: runs/<backend>-<sampling>)")
     t.add_argument("--overwrite", action="store_true",
@@ -162,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--top-k", type=_positive_int, default=None, help="sample only among the K likeliest")
     g.add_argument("--top-p", type=float, default=None,
                    help="sample only among the likeliest characters whose mass reaches P")
-    g.add_argument("--seed", type=int, default=None, help="seed for sampling (same seed, same text)")
+    g.add_argument("--seed", type=_non_negative_int, default=None,
+                   help="seed for sampling (same seed, same text)")
     g.add_argument("--stream", action="store_true",
                    help="print characters as they are generated (one prefix only)")
     g.add_argument("--json", action="store_true", help="print one JSON object on stdout")
@@ -197,7 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--hidden", type=_positive_int, default=None,
                    help=f"hidden units of the runs (default: {FULL.hidden}, {QUICK.hidden} with --quick); "
                         f"the hyperparams sweep uses half and twice this too")
-    e.add_argument("--seed", type=int, default=0, help="seed of the weights, batches and sampling")
+    e.add_argument("--seed", type=_non_negative_int, default=0,
+                   help="seed of the weights, batches and sampling")
     return parser
 
 
@@ -258,7 +261,7 @@ def cmd_train(args) -> int:
     from .checkpoint import CHECKPOINT_SUBDIR, Checkpoint, save_checkpoint
     from .data import SeqDataLoader, check_corpus_fits, load_corpus
     from .generation import predict
-    from .model import ModelConfig, init_params
+    from .model import ModelConfig, check_fits_in_memory, init_params
     from .plotting import plot_perplexity
     from .training import TrainConfig, train
 
@@ -285,6 +288,8 @@ def cmd_train(args) -> int:
     check_corpus_fits(len(corpus), config.batch_size, config.num_steps, config.sampling)
     model = ModelConfig(len(vocab), args.hidden, args.activation, args.embedding,
                         args.embed_dim if args.embedding == "learned" else 0)
+    # a size the machine cannot hold is refused now, with the estimate, not by a MemoryError later
+    check_fits_in_memory(model, config.batch_size, config.num_steps, args.dtype)
     backend = backends.create(args.backend, init_params(model, args.seed), model,
                               device=args.device, dtype=args.dtype)
     loader = SeqDataLoader(corpus, config.batch_size, config.num_steps, config.sampling, seed=args.seed)

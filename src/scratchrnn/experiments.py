@@ -267,10 +267,10 @@ def train_run(ctx: Context, spec: RunSpec, corpus: Sequence[int], vocab: Vocab,
     return outcome
 
 
-def split_validation(corpus: Sequence[int], fraction: float) -> tuple[list[int], np.ndarray]:
+def split_validation(corpus: Sequence[int], fraction: float) -> tuple[np.ndarray, np.ndarray]:
     """Keep the last ``fraction`` of the tokens for held-out perplexity (as ``train --val-fraction``)."""
     cut = int(len(corpus) * (1 - fraction))
-    return list(corpus[:cut]), np.asarray(corpus[cut:], dtype=np.int64)
+    return np.asarray(corpus[:cut]), np.asarray(corpus[cut:], dtype=np.int64)
 
 
 # -- reports -------------------------------------------------------------------------------------------
@@ -515,10 +515,14 @@ def exp_hyperparams(ctx: Context) -> tuple[Report, dict]:
 
     # what limits every held-out number above is the amount of text: train once more on the rest of
     # the book (all of it but the held-out stretch; the one seam where the two parts meet is noise)
-    whole, _ = load_corpus(ctx.data, 4 * ctx.scale.max_tokens if ctx.quick else None, cleaning="chapter")
+    whole, whole_vocab = load_corpus(ctx.data, 4 * ctx.scale.max_tokens if ctx.quick else None,
+                                     cleaning="chapter")
+    # in this run's vocabulary (the two agree for any book-length text; a longer one may count its
+    # characters in another order)
+    whole = np.array([vocab[token] for token in whole_vocab.idx_to_token])[whole]
     more_text = None
     if len(whole) > len(corpus):
-        more_tokens = list(whole[:len(train_tokens)]) + list(whole[len(corpus):])
+        more_tokens = np.concatenate([whole[:len(train_tokens)], whole[len(corpus):]])
         spec = replace(base, label=f"{len(more_tokens)} training tokens", epochs=ctx.epochs(15))
         more_text = train_run(ctx, spec, more_tokens, vocab, held_out)
 
