@@ -118,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sequential sampling only: do not detach the state between batches, so "
                         "gradients flow back to the start of the epoch; time and memory then grow "
                         "with the number of batches in an epoch")
-    t.add_argument("--seed", type=int, default=0, help="seed of the initial weights and the batch order")
+    t.add_argument("--seed", type=_non_negative_int, default=0,
+                   help="seed of the initial weights and the batch order")
     t.add_argument("--out", metavar="DIR", default=None,
                    help="run directory (default: runs/<backend>-<sampling>)")
     t.add_argument("--overwrite", action="store_true",
@@ -167,7 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--hidden", type=_positive_int, default=None,
                    help=f"hidden units of the runs (default: {FULL.hidden}, {QUICK.hidden} with --quick); "
                         f"the hyperparams sweep uses half and twice this too")
-    e.add_argument("--seed", type=int, default=0, help="seed of the weights, batches and sampling")
+    e.add_argument("--seed", type=_non_negative_int, default=0,
+                   help="seed of the weights, batches and sampling")
     return parser
 
 

@@ -44,6 +44,8 @@ class Decoding:
             raise UserError(f"--top-k must be a positive integer, not {self.top_k}")
         if self.top_p is not None and not 0 < self.top_p <= 1:
             raise UserError(f"--top-p must be in (0, 1], not {self.top_p}")
+        if self.seed is not None and not (isinstance(self.seed, (int, np.integer)) and self.seed >= 0):
+            raise UserError(f"seed must be an integer >= 0, not {self.seed!r}")
 
 
 def next_token_probs(logits: np.ndarray, decoding: Decoding) -> np.ndarray:

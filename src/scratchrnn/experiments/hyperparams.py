@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
+
 from ..data import load_corpus, split_heldout
 from .harness import Context, RunOutcome, train_run
 from .report import (Panel, Report, best_val_cell, curve, fmt, plot_panels, setup_line,
@@ -49,10 +51,14 @@ def run(ctx: Context) -> tuple[Report, dict]:
 
     # what limits every held-out number above is the amount of text: train once more on the rest of
     # the book (all of it but the held-out stretch; the one seam where the two parts meet is noise)
-    whole, _ = load_corpus(ctx.data, 4 * ctx.scale.max_tokens if ctx.quick else None, cleaning="chapter")
+    whole, whole_vocab = load_corpus(ctx.data, 4 * ctx.scale.max_tokens if ctx.quick else None,
+                                     cleaning="chapter")
+    # in this run's vocabulary (the two agree for any book-length text; a longer one may count its
+    # characters in another order)
+    whole = np.array([vocab[token] for token in whole_vocab.idx_to_token])[whole]
     more_text = None
     if len(whole) > len(corpus):
-        more_tokens = list(whole[:len(train_tokens)]) + list(whole[len(corpus):])
+        more_tokens = np.concatenate([whole[:len(train_tokens)], whole[len(corpus):]])
         spec = replace(base, label=f"{len(more_tokens)} training tokens", epochs=ctx.epochs(15))
         more_text = train_run(ctx, spec, more_tokens, vocab, held_out)
 
