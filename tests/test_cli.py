@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from scratchrnn import backends, cli
+from scratchrnn.checkpoint import load_checkpoint
 from scratchrnn.data import num_batches
 
 TINY = ["--epochs", "3", "--hidden", "16", "--batch-size", "4", "--num-steps", "5", "--no-progress",
@@ -39,7 +40,7 @@ def trained_run(tiny_text, tmp_path_factory):
 
 def test_train_writes_checkpoint_plots_metrics_and_ends_with_the_chapter_line(trained_run):
     out, proc = trained_run
-    for name in ["checkpoint/weights.npz", "checkpoint/config.json", "perplexity.png", "perplexity.svg",
+    for name in ["checkpoint/model.safetensors", "checkpoint/config.json", "perplexity.png", "perplexity.svg",
                  "metrics.json"]:
         assert (out / name).is_file(), name
     last = proc.stdout.strip().splitlines()[-1]
@@ -129,10 +130,10 @@ def test_bad_data_files(tmp_path, content, fragment):
 
 def test_existing_checkpoint_is_not_overwritten_without_overwrite(trained_run, tiny_text):
     out, _ = trained_run
-    before = (out / "checkpoint" / "weights.npz").read_bytes()
+    before = (out / "checkpoint" / "model.safetensors").read_bytes()
     proc = run_cli("train", "--data", tiny_text, "--out", out, *TINY)
     _assert_user_error(proc, "already holds a checkpoint", "--overwrite")
-    assert (out / "checkpoint" / "weights.npz").read_bytes() == before
+    assert (out / "checkpoint" / "model.safetensors").read_bytes() == before
 
 
 @pytest.mark.parametrize("args, fragments", [
@@ -160,7 +161,7 @@ def test_missing_and_corrupt_checkpoints(trained_run, tmp_path):
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "config.json").write_text((out / "checkpoint" / "config.json").read_text())
-    (broken / "weights.npz").write_bytes(b"PK garbage")
+    (broken / "model.safetensors").write_bytes(b"garbage")
     _assert_user_error(run_cli("generate", broken), "corrupt")
 
 
@@ -199,8 +200,8 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(monkeypatch, tmp_pa
     assert "diverged at epoch 3" in err and "epoch 2" in err
     config = json.loads((out / "checkpoint" / "config.json").read_text())
     assert config["info"]["epoch"] == 2
-    weights = np.load(out / "checkpoint" / "weights.npz")
-    assert all(np.isfinite(weights[name]).all() for name in weights.files)
+    weights = load_checkpoint(out / "checkpoint").params
+    assert all(np.isfinite(value).all() for value in weights.values())
 
 
 def test_import_scratchrnn_imports_no_framework():
