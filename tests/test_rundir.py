@@ -321,3 +321,21 @@ def test_leftovers_of_interrupted_saves_are_cleaned_and_a_mid_swap_copy_restored
     notes = run.open("resume")
     assert any("removed leftovers" in n for n in notes) and any("restored checkpoint/" in n for n in notes)
     assert _listing(run.path) == ["checkpoint", "ckpt-1", "last", "run.lock"]
+
+
+def test_a_real_directory_at_last_is_replaced_by_a_pointer(tmp_path):
+    save_checkpoint(tmp_path / "run" / "last", _ckpt(1))
+    run = RunDirectory(tmp_path / "run")
+    run.open("resume")
+    run.save("last", _ckpt(2))
+    run.close()
+    assert (tmp_path / "run" / "last").is_symlink()
+    assert load_checkpoint(tmp_path / "run", "last").info["epoch"] == 2
+    assert _listing(tmp_path / "run") == ["ckpt-1", "last"]
+
+
+def test_metrics_that_cannot_be_written_raise_save_failed(run):
+    run.open("new")
+    run.metrics_path.mkdir()
+    with pytest.raises(SaveFailed, match="could not append to .*metrics.jsonl"):
+        run.append_metrics({"epoch": 1})

@@ -179,6 +179,8 @@ def save_checkpoint(directory: str | Path, ckpt: Checkpoint) -> Path:
         _remove(staging)
         if moved_aside and not os.path.lexists(directory):
             os.rename(retired, directory)     # the new copy never arrived: put the old one back
+        elif os.path.lexists(directory):
+            _remove(retired)
     return directory
 
 

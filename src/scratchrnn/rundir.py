@@ -317,15 +317,19 @@ class RunDirectory:
     def append_metrics(self, record: dict) -> None:
         """Append one JSON line to metrics.jsonl and make it durable before returning."""
         line = json.dumps(record, ensure_ascii=False) + "\n"
-        fd = os.open(self.metrics_path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            size = os.fstat(fd).st_size
-            if size and os.pread(fd, 1, size - 1) != b"\n":
-                line = "\n" + line   # a line torn by a kill stays alone and is skipped when read
-            os.write(fd, line.encode("utf-8"))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            fd = os.open(self.metrics_path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                size = os.fstat(fd).st_size
+                if size and os.pread(fd, 1, size - 1) != b"\n":
+                    line = "\n" + line   # a line torn by a kill stays alone and is skipped when read
+                os.write(fd, line.encode("utf-8"))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as err:
+            raise SaveFailed(f"could not append to {self.metrics_path} ({err.strerror or err}); "
+                             "the checkpoints are not affected") from None
 
     def read_metrics(self) -> list[dict]:
         """The records of metrics.jsonl in order; a line torn by a kill (not JSON) is skipped."""
@@ -347,11 +351,16 @@ class RunDirectory:
         """Keep the records up to ``last_epoch`` (on resume, the epochs after the checkpoint are redone)."""
         kept = [r for r in self.read_metrics() if not (isinstance(r.get("epoch"), int) and r["epoch"] > last_epoch)]
         temporary = self.path / f".saving-metrics-{os.getpid()}"
-        with open(temporary, "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in kept)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, self.metrics_path)
+        try:
+            with open(temporary, "w", encoding="utf-8") as f:
+                f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in kept)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(temporary, self.metrics_path)
+        except OSError as err:
+            _remove(temporary)
+            raise SaveFailed(f"could not rewrite {self.metrics_path} ({err.strerror or err}); "
+                             "it is left as it was") from None
         _fsync_dir(self.path)
 
     # -- loading and closing -------------------------------------------------------------------------
