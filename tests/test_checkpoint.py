@@ -234,3 +234,13 @@ def test_ctrl_c_at_any_step_of_save_checkpoint_keeps_a_copy_and_no_debris(tmp_pa
     monkeypatch.delenv("SCRATCHRNN_FAULT")
     assert load_checkpoint(tmp_path / "ckpt").info["epoch"] in (1, 2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+
+
+def test_the_size_estimate_covers_what_a_save_writes(tmp_path, trained):
+    from scratchrnn.checkpoint import estimate_checkpoint_bytes
+    params = trained[0].get_params()
+    optimizer = {f"{slot}/{k}": v for k, v in params.items() for slot in ("exp_avg", "exp_avg_sq")}
+    path = save_checkpoint(tmp_path / "ckpt", _ckpt(trained, optimizer_state=optimizer, train_state={"epoch": 1}))
+    written = sum(p.stat().st_size for p in path.iterdir())
+    estimate = estimate_checkpoint_bytes(trained[2], 4, optimizer_slots=2)
+    assert written <= estimate < 2 * written + (1 << 17)

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from scratchrnn import backends
-from scratchrnn.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from scratchrnn.checkpoint import load_checkpoint, save_checkpoint
 from scratchrnn.errors import UserError
 from scratchrnn.generation import predict
 
