@@ -15,7 +15,7 @@ from scratchrnn.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from scratchrnn.data import Vocab
 from scratchrnn.errors import UserError
 from scratchrnn.model import ModelConfig, init_params
-from scratchrnn.rundir import RunDirectory, SaveFailed
+from scratchrnn.rundir import NothingToResume, RunDirectory, RunExists, SaveFailed
 
 SRC = Path(__file__).parents[1] / "src" / "scratchrnn"
 FIXTURE_V1 = Path(__file__).parent / "fixtures" / "v1-checkpoint"
@@ -115,8 +115,9 @@ def test_new_refuses_a_directory_that_holds_a_run(tmp_path, existing):
         (tmp_path / "run" / existing).write_text('{"epoch": 1}\n')
     else:
         save_checkpoint(tmp_path / "run" / existing, _ckpt(1))
-    with pytest.raises(UserError, match="already holds a run.*overwrite it, resume it"):
+    with pytest.raises(RunExists, match="already holds a run.*overwrite it, resume it") as info:
         RunDirectory(tmp_path / "run").open("new")
+    assert info.value.found == [existing] and isinstance(info.value, UserError)
     assert not (tmp_path / "run" / "run.lock").exists()
 
 
@@ -133,7 +134,7 @@ def test_overwrite_removes_the_previous_runs_checkpoints_metrics_and_plots(run):
 
 
 def test_resume_needs_last(run):
-    with pytest.raises(UserError, match="cannot resume.*no last/"):
+    with pytest.raises(NothingToResume, match="cannot resume.*no last/"):
         run.open("resume")
     run.open("new")
     run.save("last", _ckpt(5))

@@ -43,6 +43,23 @@ class SaveFailed(UserError):
     """A checkpoint could not be written (a full disk, a lost permission); the previous one is kept."""
 
 
+class RunExists(UserError):
+    """``open("new")`` found a run in the directory; ``found`` names what (the CLI names its flags)."""
+
+    def __init__(self, path: Path, found: list[str]):
+        super().__init__(f"{path} already holds a run ({', '.join(found)}); overwrite it, resume it, "
+                         "or use another directory")
+        self.path, self.found = path, found
+
+
+class NothingToResume(UserError):
+    """``open("resume")`` found no ``last`` checkpoint to continue from."""
+
+    def __init__(self, path: Path):
+        super().__init__(f"cannot resume: {path} has no last/ checkpoint")
+        self.path = path
+
+
 class RunDirectory:
     """One training run's directory. Use: ``open(mode)``, ``save``/``append_metrics`` while training,
     ``close()`` at the end (or ``with RunDirectory(path) as run:`` after ``open``)."""
@@ -202,12 +219,11 @@ class RunDirectory:
                 raise UserError(f"{link} is a dangling symlink (to {os.readlink(link)}); remove it or "
                                 "overwrite the run")
         if mode == "new" and self.holds_run():
-            raise UserError(f"{self.path} already holds a run ({', '.join(self.holds_run())}); "
-                            "overwrite it, resume it, or use another directory")
+            raise RunExists(self.path, self.holds_run())
         if mode == "overwrite":
             self._clear()
         if mode == "resume" and not os.path.lexists(self.path / "last"):
-            raise UserError(f"cannot resume: {self.path} has no last/ checkpoint")
+            raise NothingToResume(self.path)
 
     def _clear(self) -> None:
         # Pointers and metrics first: killed half-way, nothing left looks like a finished run.
