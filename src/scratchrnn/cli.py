@@ -17,6 +17,7 @@ import numpy as np
 
 from . import __version__, compiled
 from .backends import BACKENDS
+from .cli_generate import DEFAULT_PREFIX, cmd_generate
 from .errors import TrainingDiverged, UserError
 
 EXIT_USER_ERROR = 2
@@ -60,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="scratchrnn",
         description="Character-level RNN language models from scratch (Dive into Deep Learning, 8.5).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=_HelpFormatter)
     parser.add_argument("--version", action="version",
                         version=f"scratchrnn {__version__} (compiled kernels: {compiled.status()})",
                         help="show the version, and whether the compiled kernels (greedy generation, the "
@@ -68,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     t = sub.add_parser(
-        "train", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        "train", formatter_class=_HelpFormatter,
         help="train a model and save a checkpoint, plots and metrics",
         description="Train the scratch RNN. Defaults are the chapter's settings. Writes DIR/checkpoint/ "
                     "(weights.npz + config.json), DIR/metrics.json and DIR/perplexity.{png,svg}. The "
@@ -117,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sequential sampling only: do not detach the state between batches, so "
                         "gradients flow back to the start of the epoch; time and memory then grow "
                         "with the number of batches in an epoch")
-    t.add_argument("--seed", type=int, default=0, help="seed of the initial weights and the batch order")
+    t.add_argument("--seed", type=_non_negative_int, default=0,
+                   help="seed of the initial weights and the batch order")
     t.add_argument("--out", metavar="DIR", default=None,
                    help="run directory (default: runs/<backend>-<sampling>)")
     t.add_argument("--overwrite", action="store_true",
@@ -126,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also save the checkpoint every N epochs, so a diverged or interrupted run "
                         "keeps its last good weights")
     t.add_argument("--predict-every", type=_non_negative_int, default=10, metavar="N",
-                   help="print a greedy continuation of 'time traveller' every N epochs (0: never)")
+                   help="print a greedy continuation of the first prefix (--prefix) every N epochs (0: never)")
     t.add_argument("--prefix", action="append", default=None, metavar="TEXT",
                    help="prefixes continued after training (repeatable; default: 'time traveller' "
                         "and 'traveller')")
@@ -134,42 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--json", action="store_true",
                    help="print one JSON object with the results on stdout, nothing else")
 
-    g = sub.add_parser(
-        "generate", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        help="continue a prefix with a trained model",
-        description="Load a checkpoint (written by any backend) and continue one or more prefixes. "
-                    "Greedy decoding in float32 of up to 512 prefixes runs on a small compiled decoder "
-                    "when the package was built with a C compiler (scratchrnn --version says; "
-                    "SCRATCHRNN_NO_KERNEL=1 turns it off); otherwise in the backend's own loop. Both "
-                    "compute the same sums in a different order, so their texts part only where two "
-                    "characters tie to within float32 rounding.")
-    g.add_argument("checkpoint", metavar="CHECKPOINT_DIR",
-                   help="a checkpoint directory, or a run directory that holds checkpoint/")
-    g.add_argument("--prefix", action="append", default=None, metavar="TEXT",
-                   help="text to continue; repeat to continue several at once as one batch "
-                        "(default: 'time traveller'). It is cleaned like the training text")
-    g.add_argument("--num-chars", type=_non_negative_int, default=50, help="characters to generate")
-    g.add_argument("--backend", choices=BACKENDS, default="numpy",
-                   help="framework that runs the model (any backend reads any checkpoint)")
-    g.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to run")
-    g.add_argument("--strategy", choices=("greedy", "sample"), default="greedy",
-                   help="greedy: most likely character (the chapter); sample: draw from the model")
-    temp = g.add_mutually_exclusive_group()
-    temp.add_argument("--temperature", type=_positive_float, default=1.0,
-                      help="sample from softmax(logits / T): below 1 sharper, above 1 flatter")
-    temp.add_argument("--alpha", type=_positive_float, default=None,
-                      help="the chapter's exercise form q ~ P^alpha, i.e. temperature 1/alpha")
-    g.add_argument("--top-k", type=_positive_int, default=None, help="sample only among the K likeliest")
-    g.add_argument("--top-p", type=float, default=None,
-                   help="sample only among the likeliest characters whose mass reaches P")
-    g.add_argument("--seed", type=int, default=None, help="seed for sampling (same seed, same text)")
-    g.add_argument("--stream", action="store_true",
-                   help="print characters as they are generated (one prefix only)")
-    g.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    _add_generate_parser(sub)
 
     from .experiments import EXPERIMENTS, FULL, QUICK, describe_experiments
     e = sub.add_parser(
-        "experiment", formatter_class=_ExperimentHelpFormatter,
+        "experiment", formatter_class=_HelpFormatter,
         help="run one of the chapter's exercises and write a Markdown report with plots",
         description=textwrap.fill(
             "Answer one of the chapter's six exercises by measurement: train the models it needs "
@@ -197,19 +168,26 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--hidden", type=_positive_int, default=None,
                    help=f"hidden units of the runs (default: {FULL.hidden}, {QUICK.hidden} with --quick); "
                         f"the hyperparams sweep uses half and twice this too")
-    e.add_argument("--seed", type=int, default=0, help="seed of the weights, batches and sampling")
+    e.add_argument("--seed", type=_non_negative_int, default=0,
+                   help="seed of the weights, batches and sampling")
     return parser
 
 
-class _ExperimentHelpFormatter(argparse.ArgumentDefaultsHelpFormatter,
-                               argparse.RawDescriptionHelpFormatter):
-    """Option defaults in the help, and the list of experiments kept one per line."""
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """The help of every command: "(default: X)" after an option's text where X says something, and
+    descriptions laid out as written where they hold line breaks (the list of experiments)."""
 
     def _get_help_string(self, action):
-        # an option whose default is "not given" explains its default in its own words
-        if action.default is None or action.default is False:
+        # "not given" (None, a flag's False) explains itself, and a text that names its default in
+        # its own words would otherwise say it twice
+        if action.default is None or action.default is False or "default" in (action.help or ""):
             return action.help
         return super()._get_help_string(action)
+
+    def _fill_text(self, text, width, indent):
+        if "\n" in text:
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
 
 
 def cmd_experiment(args) -> int:
@@ -360,35 +338,60 @@ def cmd_train(args) -> int:
     return 0
 
 
-# -- generate ----------------------------------------------------------------------------------------
-def cmd_generate(args) -> int:
-    from . import backends
-    from .checkpoint import load_checkpoint
-    from .generation import Decoding, predict, predict_many
+# -- generate (the command itself is in cli_generate.py) --------------------------------------------
+_probability = _checked(float, lambda v: 0 < v <= 1, "a number in (0, 1]")
+# flags that only mean something when characters are drawn: each implies --strategy sample
 
-    decoding = Decoding(args.strategy, 1 / args.alpha if args.alpha else args.temperature,
-                        args.top_k, args.top_p, args.seed)
-    prefixes = args.prefix or ["time traveller"]
-    if args.stream and (len(prefixes) > 1 or args.json):
-        raise UserError("--stream prints one continuation as it is made: give one --prefix, no --json")
-    ckpt = load_checkpoint(args.checkpoint)
-    backend = backends.create(args.backend, ckpt.params, ckpt.model, device=args.device)
-    if args.stream:
-        predict(backend, ckpt.vocab, prefixes[0], args.num_chars, cleaning=ckpt.cleaning,
-                decoding=decoding, stream=sys.stdout)
-        return 0
-    texts = predict_many(backend, ckpt.vocab, prefixes, args.num_chars, cleaning=ckpt.cleaning,
-                         decoding=decoding)
-    if args.json:
-        print(json.dumps({"checkpoint": str(ckpt.path), "backend": args.backend,
-                          "strategy": decoding.strategy, "temperature": decoding.temperature,
-                          "seed": decoding.seed,
-                          "results": [{"prefix": p, "text": t} for p, t in zip(prefixes, texts)]},
-                         ensure_ascii=False))
-    else:
-        for text in texts:
-            print(text)
-    return 0
+
+def _add_generate_parser(sub) -> None:
+    g = sub.add_parser(
+        "generate", formatter_class=_HelpFormatter,
+        help="continue a prefix with a trained model",
+        description="Load a checkpoint (written by any backend) and continue one or more prefixes. "
+                    "Greedy decoding in float32 of up to 512 prefixes runs on a small compiled decoder "
+                    "when the package was built with a C compiler (scratchrnn --version says; "
+                    "SCRATCHRNN_NO_KERNEL=1 turns it off); otherwise in the backend's own loop. Both "
+                    "compute the same sums in a different order, so their texts part only where two "
+                    "characters tie to within float32 rounding. One continuation is printed as it is "
+                    "made, so its length is not bounded by memory; several are printed one per line "
+                    "when all are done, and a request too big for the memory is refused with an "
+                    "estimate.")
+    g.add_argument("checkpoint", metavar="CHECKPOINT_DIR",
+                   help="a checkpoint directory, or a run directory that holds one")
+    g.add_argument("--prefix", action="append", default=None, metavar="TEXT",
+                   help=f"text to continue; repeat to continue several at once as one batch (default: "
+                        f"'{DEFAULT_PREFIX}' when neither --prefix nor --prefix-file is given). It is "
+                        f"cleaned like the training text")
+    g.add_argument("--prefix-file", metavar="PATH", default=None,
+                   help="UTF-8 text file with one prefix per line (empty lines are skipped), continued "
+                        "after those of --prefix")
+    g.add_argument("--num-chars", type=_non_negative_int, default=50, metavar="N",
+                   help="characters to generate after each prefix")
+    g.add_argument("--num-samples", type=_positive_int, default=1, metavar="N",
+                   help="continuations of each prefix, one per line; more than 1 implies --strategy sample")
+    g.add_argument("--backend", choices=BACKENDS, default="numpy",
+                   help="framework that runs the model (any backend reads any checkpoint)")
+    g.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to run")
+    g.add_argument("--strategy", choices=("greedy", "sample"), default=None,
+                   help="greedy: the most likely character (the chapter's predict_ch8); sample: draw from "
+                        "the model's distribution. By default greedy, or sample as soon as any of "
+                        "--temperature, --alpha, --top-k, --top-p, --seed or --num-samples above 1 is "
+                        "given; with an explicit --strategy greedy those options are refused")
+    temp = g.add_mutually_exclusive_group()
+    temp.add_argument("--temperature", type=_positive_float, default=None, metavar="T",
+                      help="sample from softmax(logits / T): below 1 sharper, above 1 flatter (default: 1)")
+    temp.add_argument("--alpha", type=_positive_float, default=None, metavar="A",
+                      help="the chapter's exercise form q ~ P^alpha, i.e. temperature 1/alpha")
+    g.add_argument("--top-k", type=_positive_int, default=None, metavar="K",
+                   help="sample only among the K likeliest characters (default: all)")
+    g.add_argument("--top-p", type=_probability, default=None, metavar="P",
+                   help="sample only among the likeliest characters whose mass reaches P (default: all)")
+    g.add_argument("--seed", type=_non_negative_int, default=None, metavar="S",
+                   help="seed of the sampling: the same seed gives the same text (default: a new text "
+                        "every run)")
+    g.add_argument("--stream", action="store_true",
+                   help="flush every character as it is generated (one prefix and one sample, no --json)")
+    g.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
 
 def main(argv=None) -> int:
