@@ -56,6 +56,10 @@ MAX_PARAMETERS = 1 << 32
 MAX_LAYERS = 64
 MAX_WORD_CHARS = 256
 MAX_OPTIMIZER_SLOTS = 16
+# An interrupted epoch also keeps the hidden state it carried into its next batch, under the keys
+# "carried/0", "carried/1", ... (one per state tensor), each (batch, num_hiddens).
+CARRIED_SLOT = "carried"
+MAX_CARRIED_ROWS = 1 << 16
 _SLOT = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
@@ -145,6 +149,19 @@ def write_checkpoint_files(directory: Path, ckpt: Checkpoint) -> None:
     faults.point("checkpoint.files-synced")
 
 
+def estimate_checkpoint_bytes(model: ModelConfig, itemsize: int = 4, optimizer_slots: int = 0,
+                              extra_json_bytes: int = 1 << 16) -> int:
+    """About how many bytes one checkpoint of ``model`` takes on disk (for a free-space check).
+
+    ``itemsize``: 4 for float32 weights, 8 for float64; ``optimizer_slots``: arrays per parameter
+    the optimizer keeps (0 for SGD, 1 for momentum, 2 for Adam); ``extra_json_bytes``: room for
+    config.json beyond the vocabulary (info, train_state).
+    """
+    params = sum(math.prod(shape) for shape in model.param_shapes().values())
+    headers = 2 * 4096
+    return params * itemsize * (1 + optimizer_slots) + headers + 16 * model.vocab_size + extra_json_bytes
+
+
 def save_checkpoint(directory: str | Path, ckpt: Checkpoint) -> Path:
     """Write ``ckpt`` to ``directory`` (created if needed), replacing an older checkpoint atomically.
 
@@ -179,6 +196,8 @@ def save_checkpoint(directory: str | Path, ckpt: Checkpoint) -> Path:
         _remove(staging)
         if moved_aside and not os.path.lexists(directory):
             os.rename(retired, directory)     # the new copy never arrived: put the old one back
+        elif os.path.lexists(directory):
+            _remove(retired)
     return directory
 
 
@@ -358,10 +377,16 @@ def _read_optimizer(directory: Path, files: dict, shapes) -> dict[str, np.ndarra
     path = directory / OPTIMIZER_FILE
     if OPTIMIZER_FILE not in files:
         return {}
-    data = _read_verified(path, files[OPTIMIZER_FILE], MAX_OPTIMIZER_SLOTS * _max_bytes(shapes))
+    hidden = shapes["W_hq"][0]        # the output layer reads the (last) hidden state, whatever the cell
+    carried_bytes = MAX_CARRIED_ROWS * hidden * 8 * 2
+    data = _read_verified(path, files[OPTIMIZER_FILE], MAX_OPTIMIZER_SLOTS * _max_bytes(shapes) + carried_bytes)
     header = safetensors_header(data, path)
     for key, (_, shape) in header.items():
         slot, _, param = key.partition("/")
+        if slot == CARRIED_SLOT and param.isdigit() and len(param) < 3:
+            if len(shape) != 2 or shape[1] != hidden or not 1 <= shape[0] <= MAX_CARRIED_ROWS:
+                raise corrupt(path, f"{short(key)} should have shape (batch, {hidden}), found {shape}")
+            continue
         if not _SLOT.fullmatch(slot) or param not in shapes:
             raise corrupt(path, f"key {short(key)} is not slot/parameter")
         if shape not in (shapes[param], ()):

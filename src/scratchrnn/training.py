@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
+from . import faults
 from .backends.base import Backend
 from .data import num_batches
 from .errors import TrainingDiverged
@@ -134,12 +135,31 @@ class TrainState:
     history: list = field(default_factory=list)   # EpochResult.record() of every epoch done
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        data["loader_rng"] = _json_ints(self.loader_rng, to_text=True)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainState":
         known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in data.items() if k in known})
+        state = cls(**{k: v for k, v in data.items() if k in known})
+        state.loader_rng = _json_ints(state.loader_rng, to_text=False)
+        return state
+
+
+def _json_ints(value, to_text: bool):
+    """A generator's state with its 128-bit integers as hexadecimal text (``to_text``) or back.
+
+    Checkpoints refuse JSON integers of more than a few digits (a hostile file could hold millions),
+    and PCG64's state and increment are 39-digit numbers.
+    """
+    if isinstance(value, dict):
+        return {k: _json_ints(v, to_text) for k, v in value.items()}
+    if to_text and isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**53:
+        return f"int:{value:x}"
+    if not to_text and isinstance(value, str) and value.startswith("int:"):
+        return int(value[4:], 16)
+    return value
 
 
 @dataclass
@@ -227,6 +247,7 @@ def train_epoch(backend: Backend, batches: Iterable, config: TrainConfig, epoch:
                 state.batch += 1
                 loss_sum = loss_sum + loss * Y.size     # may stay a device scalar until the epoch ends
                 tokens += Y.size
+                faults.point("train.batch-end")
                 if should_stop is not None and should_stop():
                     raise _Interrupted(carried)
     except _Interrupted:
