@@ -284,3 +284,42 @@ class GradientAverager:
 
     def should_stop(self) -> bool:
         return self.stop_agreed
+
+
+# -- scratchrnn train --nproc N ----------------------------------------------------------------------------
+def launch(nproc: int, argv: list[str], threads: int | None = None) -> int:
+    """Start ``nproc`` ranks of ``python -m scratchrnn ARGV`` on this machine, as ``torchrun --standalone
+    --nproc-per-node NPROC -m scratchrnn ARGV`` would, and wait for them. Returns the exit status.
+
+    A rank that fails stops the others (torchrun's agent); the ranks' own one-line messages (a user
+    error, Ctrl-C) are theirs to print, and a rank killed from outside is reported here in one line.
+    """
+    import logging
+    import sys
+    import uuid
+
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    # the agent's own log lines repeat, at length, what the line below says
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    os.environ["OMP_NUM_THREADS"] = str(threads or default_threads(nproc))
+    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()),
+                          rdzv_backend="c10d", rdzv_endpoint="127.0.0.1:0", max_restarts=0)
+    try:
+        elastic_launch(config, sys.executable)("-m", "scratchrnn", *argv)
+    except ChildFailedError as err:
+        failures = sorted(err.failures.items(), key=lambda item: (item[1].exitcode >= 0, item[0]))
+        codes = {failure.exitcode for _, failure in failures}
+        if codes <= {2, 130}:
+            return max(codes)        # the ranks said why themselves
+        rank, failure = failures[0]
+        how = (f"was killed by signal {-failure.exitcode}" if failure.exitcode < 0
+               else f"exited with status {failure.exitcode}")
+        print(f"scratchrnn: error: rank {rank} {how}; the other ranks were stopped. The run directory "
+              f"keeps its last saved epoch: continue with --resume", file=sys.stderr)
+        return 1
+    except SignalException:
+        return 130
+    return 0
