@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
+import signal
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -241,8 +243,10 @@ def _collective(name: str, *args, **kwargs):
 
 
 def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0][:200] if text else type(err).__name__
+    """The gist of a collective's error: its first sentence, without gloo's source location."""
+    text = re.sub(r"\[[^\]]*\.(cc|cpp|h):\d+\]\s*", "", str(err)).strip()
+    text = re.split(r"(?<=\.)\s|\n", text, maxsplit=1)[0] if text else type(err).__name__
+    return text[:160]
 
 
 class GradientAverager:
@@ -310,12 +314,14 @@ def launch(nproc: int, argv: list[str], threads: int | None = None) -> int:
     try:
         elastic_launch(config, sys.executable)("-m", "scratchrnn", *argv)
     except ChildFailedError as err:
-        failures = sorted(err.failures.items(), key=lambda item: (item[1].exitcode >= 0, item[0]))
-        codes = {failure.exitcode for _, failure in failures}
+        codes = {failure.exitcode for failure in err.failures.values()}
         if codes <= {2, 130}:
             return max(codes)        # the ranks said why themselves
-        rank, failure = failures[0]
-        how = (f"was killed by signal {-failure.exitcode}" if failure.exitcode < 0
+        # the cause first: a rank killed from outside, then one that crashed; SIGTERM is the agent
+        # stopping the others, and 2 a rank that saw its peer vanish
+        rank, failure = min(err.failures.items(), key=lambda item: (
+            (item[1].exitcode == -signal.SIGTERM, item[1].exitcode in (2, 130), item[0])))
+        how = (f"was killed by {_signal_name(-failure.exitcode)}" if failure.exitcode < 0
                else f"exited with status {failure.exitcode}")
         print(f"scratchrnn: error: rank {rank} {how}; the other ranks were stopped. The run directory "
               f"keeps its last saved epoch: continue with --resume", file=sys.stderr)
@@ -323,3 +329,10 @@ def launch(nproc: int, argv: list[str], threads: int | None = None) -> int:
     except SignalException:
         return 130
     return 0
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"

@@ -187,9 +187,9 @@ class _StopRequests:
     reaches every rank twice, from the terminal and forwarded by torchrun's agent.
     """
 
-    def __init__(self, grace: float = 0.0):
+    def __init__(self, grace: float = 0.0, quiet: bool = False):
         self.requested = False
-        self.grace = grace
+        self.grace, self.quiet = grace, quiet
         self._first = 0.0
         self._previous = None
 
@@ -210,7 +210,8 @@ class _StopRequests:
         self.requested = True
         self._first = time.monotonic()
         # os.write: safe inside a signal handler, unlike print
-        os.write(2, b"\nscratchrnn: stopping after this batch and saving (Ctrl-C again: stop at once)\n")
+        if not self.quiet:
+            os.write(2, b"\nscratchrnn: stopping after this batch and saving (Ctrl-C again: stop at once)\n")
 
     def __call__(self) -> bool:
         return self.requested
@@ -420,7 +421,7 @@ def _train_run(cfg, corpus, model, prefixes, optimizer, backend, state, carried,
         + f"{train_cfg.optimizer} lr {train_cfg.lr:g}, {train_cfg.epochs} epochs of {train_cfg.sampling} "
         f"batches {train_cfg.batch_size} x {train_cfg.num_steps}; best by {cfg.best_by}"
         + (f"; {world.size} ranks of {train_cfg.batch_size // world.size} rows each" if world.distributed else ""))
-    stop = _StopRequests(grace=2.0 if world.distributed else 0.0)
+    stop = _StopRequests(grace=2.0 if world.distributed else 0.0, quiet=not world.is_main)
     # several ranks must stop after the same batch: the request travels with the gradients
     reduce = GradientAverager(world, wants_stop=stop) if world.distributed else None
     try:
