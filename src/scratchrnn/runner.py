@@ -23,10 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
-import signal
-import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -39,6 +35,7 @@ from .data import SeqDataLoader, check_corpus_fits, load_corpus, split_heldout
 from .distributed import SINGLE, GradientAverager, World
 from .errors import RunInterrupted, TrainingDiverged, UserError
 from .generation import default_prefix, encode_prefix, predict
+from .interrupts import StopRequests
 from .model import ModelConfig, check_fits_in_memory, init_params
 from .plotting import plot_training
 from .rundir import RunDirectory
@@ -179,51 +176,14 @@ def _prefixes(config: RunConfig, corpus: Corpus) -> list[str]:
     return prompts
 
 
-# -- Ctrl-C ---------------------------------------------------------------------------------------------------
-class _StopRequests:
-    """The first SIGINT asks training to stop after the current batch; the second stops at once.
-
-    ``grace`` seconds after the first, a SIGINT counts as the same request: under torchrun a Ctrl-C
-    reaches every rank twice, from the terminal and forwarded by torchrun's agent.
-    """
-
-    def __init__(self, grace: float = 0.0, quiet: bool = False):
-        self.requested = False
-        self.grace, self.quiet = grace, quiet
-        self._first = 0.0
-        self._previous = None
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-
-    def _handle(self, signum, frame):
-        if self.requested:
-            if time.monotonic() - self._first < self.grace:
-                return
-            raise KeyboardInterrupt
-        self.requested = True
-        self._first = time.monotonic()
-        # os.write: safe inside a signal handler, unlike print
-        if not self.quiet:
-            os.write(2, b"\nscratchrnn: stopping after this batch and saving (Ctrl-C again: stop at once)\n")
-
-    def __call__(self) -> bool:
-        return self.requested
-
-
 # -- the run --------------------------------------------------------------------------------------------------
 def run(config: RunConfig, mode: str = "new", *, say: Callable[[str], None] = print,
         progress: bool = True, world: World = SINGLE) -> RunOutcome:
     """Train as ``config`` says into ``config.out``; ``mode`` is "new", "overwrite" or "resume".
 
     For "resume" (see also ``resume``), ``config`` gives the directory and may raise ``train.epochs``
-    (0: as many as the run was started with); every other setting is the saved run's. ``say`` prints a line; ``progress`` shows a progress bar on stderr.
+    (0: as many as the run was started with); every other setting is the saved run's. ``say`` prints
+    a line; ``progress`` shows a progress bar on stderr.
     ``world``: this rank's place when several train together (every rank calls ``run``; only rank 0
     touches the directory, says anything or shows progress).
     Raises UserError for anything wrong before training (nothing on disk touched then), training
@@ -421,7 +381,7 @@ def _train_run(cfg, corpus, model, prefixes, optimizer, backend, state, carried,
         + f"{train_cfg.optimizer} lr {train_cfg.lr:g}, {train_cfg.epochs} epochs of {train_cfg.sampling} "
         f"batches {train_cfg.batch_size} x {train_cfg.num_steps}; best by {cfg.best_by}"
         + (f"; {world.size} ranks of {train_cfg.batch_size // world.size} rows each" if world.distributed else ""))
-    stop = _StopRequests(grace=2.0 if world.distributed else 0.0, quiet=not world.is_main)
+    stop = StopRequests(grace=2.0 if world.distributed else 0.0, quiet=not world.is_main)
     # several ranks must stop after the same batch: the request travels with the gradients
     reduce = GradientAverager(world, wants_stop=stop) if world.distributed else None
     try:
