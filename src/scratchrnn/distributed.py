@@ -77,7 +77,9 @@ class World:
         if not self.distributed:
             return [float(v) for v in values]
         import torch
-        buffer = torch.tensor([float(v) for v in values], dtype=torch.float64)
+        import torch.distributed as dist
+        device = "cuda" if dist.get_backend() == "nccl" else "cpu"      # NCCL reduces GPU tensors only
+        buffer = torch.tensor([float(v) for v in values], dtype=torch.float64, device=device)
         _collective("all_reduce", buffer)
         return buffer.tolist()
 
@@ -190,7 +192,7 @@ def init_world(backend: str, device: str = "cpu", threads: int | None = None, en
     world = world_from_env(env)
     if not world.distributed:
         if threads is not None:
-            _set_threads(threads)
+            _set_threads(threads, with_torch=backend == "torch")
         return world
     if backend not in BACKENDS:
         raise UserError(f"the {backend} backend trains in one process only; several ranks need "
@@ -200,7 +202,7 @@ def init_world(backend: str, device: str = "cpu", threads: int | None = None, en
     import torch
     import torch.distributed as dist
 
-    _set_threads(threads or default_threads(world.local_size))
+    _set_threads(threads or default_threads(world.local_size), with_torch=True)
     if device == "cuda":
         torch.cuda.set_device(world.local_rank)
     timeout = datetime.timedelta(seconds=timeout_seconds(env))
@@ -223,13 +225,12 @@ def shutdown_world() -> None:
         dist.destroy_process_group()
 
 
-def _set_threads(threads: int) -> None:
-    os.environ["SCRATCHRNN_THREADS"] = str(threads)       # the compiled step loops' own threads
-    try:
+def _set_threads(threads: int, with_torch: bool) -> None:
+    """The compiled step loops' threads, and PyTorch's (not imported for another framework's sake)."""
+    os.environ["SCRATCHRNN_THREADS"] = str(threads)
+    if with_torch:
         import torch
-    except ImportError:
-        return
-    torch.set_num_threads(threads)
+        torch.set_num_threads(threads)
 
 
 def _collective(name: str, *args, **kwargs):
@@ -306,8 +307,11 @@ def launch(nproc: int, argv: list[str], threads: int | None = None) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    # the agent's own log lines repeat, at length, what the line below says
-    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    # the agent's own log lines repeat, at length, what the line below says (its loggers set their
+    # own levels, so each is quietened by name)
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith("torch.distributed"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     os.environ["OMP_NUM_THREADS"] = str(threads or default_threads(nproc))
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()),
                           rdzv_backend="c10d", rdzv_endpoint="127.0.0.1:0", max_restarts=0)
