@@ -127,6 +127,8 @@ def test_refusals_come_before_any_process_starts(capsys, tmp_path):
     from scratchrnn.cli import main
     assert main(["train", "--backend", "tensorflow", "--nproc", "2", "--out", str(tmp_path / "a")]) == 2
     assert "--nproc needs --backend torch or numpy" in capsys.readouterr().err
+    assert main(["train", "--backend", "torch", "--nproc", "2", "--batch-size", "5", "--out", str(tmp_path / "a")]) == 2
+    assert "--batch-size 5 is not a multiple of --nproc 2" in capsys.readouterr().err
     assert not (tmp_path / "a").exists()
 
 

@@ -81,6 +81,9 @@ def cmd_train(args) -> int:
         if backend not in distributed.BACKENDS:
             raise UserError(f"--nproc needs --backend {' or '.join(distributed.BACKENDS)}; the {backend} "
                             f"backend trains in one process")
+        if args.resume is None and args.batch_size % args.nproc:
+            raise UserError(f"--batch-size {args.batch_size} is not a multiple of --nproc {args.nproc}: every "
+                            f"process reads an equal share of each batch")
         _check_torch()
         return distributed.launch(args.nproc, args._argv, args.threads)
     world = distributed.init_world(backend, device, args.threads)
