@@ -30,7 +30,7 @@ def run(tmp_path_factory):
     data = tmp_path_factory.mktemp("data") / "tiny.txt"
     data.write_text("the time traveller was expounding a recondite matter to us\n" * 12, encoding="utf-8")
     out = tmp_path_factory.mktemp("runs") / "tiny"
-    proc = run_cli("train", "--data", data, "--out", out, *TINY)
+    proc = run_cli("train", "--data", data, "--cleaning", "chapter", "--out", out, *TINY)
     assert proc.returncode == 0, proc.stderr
     return out
 
