@@ -3,6 +3,7 @@ crashes (a closed pipe, an ASCII terminal, a length no memory holds)."""
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -146,6 +147,17 @@ def test_a_closed_pipe_ends_quietly_with_status_0(run):
         assert time.monotonic() - started < 30
 
 
+def test_ctrl_c_during_generation_is_one_line_and_status_130(run):
+    proc = subprocess.Popen([sys.executable, "-m", "scratchrnn", "generate", str(run), "--num-chars",
+                             "1000000000000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert len(proc.stdout.read(1000)) == 1000
+    proc.send_signal(signal.SIGINT)
+    proc.stdout.read()                  # keep reading so that the process is never blocked on the pipe
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 130
+    assert err.strip() == "scratchrnn: generation interrupted", err
+
+
 def test_one_long_continuation_streams_in_bounded_memory(run):
     """A trillion characters are not held: the first hundred thousand arrive at once and memory
     stays small (the process is read while it runs, then the pipe is closed)."""
@@ -201,6 +213,19 @@ def test_safe_writer():
     closed = io.StringIO()
     closed.close()
     assert console.SafeWriter(closed).write("x") is False
+
+
+
+def test_safe_writer_without_a_stdout(monkeypatch):
+    monkeypatch.setattr(sys, "stdout", None)
+    nowhere = console.stdout()
+    assert nowhere.closed and nowhere.print("lost") is False and nowhere.flush() is False
+
+
+def test_a_closed_stdout_from_the_start(run):
+    proc = subprocess.run(f"{sys.executable} -m scratchrnn generate {run} --num-chars 20 >&-", shell=True,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
 
 
 def test_memory_require(monkeypatch):
