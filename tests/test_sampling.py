@@ -202,8 +202,9 @@ def test_cli_sampling_is_reproducible_and_alpha_means_temperature(tiny_checkpoin
 
 
 def test_cli_refuses_bad_sampling_options(tiny_checkpoint, capsys):
-    assert main(["generate", str(tiny_checkpoint), "--strategy", "sample", "--top-p", "1.5"]) == 2
-    assert "top-p" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:        # refused by the parser, before any loading
+        main(["generate", str(tiny_checkpoint), "--strategy", "sample", "--top-p", "1.5"])
+    assert exit_info.value.code == 2 and "top-p" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
         main(["generate", str(tiny_checkpoint), "--temperature", "0"])
     assert exit_info.value.code == 2
