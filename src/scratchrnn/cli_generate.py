@@ -60,7 +60,7 @@ def _read_prefix_file(path: str) -> list[str]:
         raise UserError(f"--prefix-file {path} is not UTF-8 text") from None
     except OSError as err:
         raise UserError(f"--prefix-file {path}: {err.strerror or err}") from None
-    prefixes = [line for line in text.splitlines() if line]
+    prefixes = [line for line in text.split("\n") if line]      # read_text made every line end "\n"
     if not prefixes:
         raise UserError(f"--prefix-file {path} holds no prefix (no non-empty line)")
     return prefixes
@@ -74,7 +74,9 @@ def cmd_generate(args) -> int:
     from .memory import require
 
     decoding = _decoding_from(args)
-    prefixes = list(args.prefix or []) + (_read_prefix_file(args.prefix_file) if args.prefix_file else [])
+    prefixes = list(args.prefix or [])
+    if args.prefix_file is not None:
+        prefixes += _read_prefix_file(args.prefix_file)
     prefixes = prefixes or [DEFAULT_PREFIX]
     rows = len(prefixes) * args.num_samples
     if args.stream and (rows > 1 or args.json):
