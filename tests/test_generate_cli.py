@@ -166,7 +166,8 @@ def test_one_long_continuation_streams_in_bounded_memory(run):
     got = 0
     while got < 300_000:
         got += len(proc.stdout.read1(1 << 16))
-    rss_kib = int(next(line for line in open(f"/proc/{proc.pid}/status") if line.startswith("VmRSS")).split()[1])
+    with open(f"/proc/{proc.pid}/status") as status:
+        rss_kib = int(next(line for line in status if line.startswith("VmRSS")).split()[1])
     proc.stdout.close()
     assert proc.wait(timeout=60) == 0
     assert rss_kib < 400 * 1024, rss_kib
@@ -234,7 +235,8 @@ def test_memory_require(monkeypatch):
     assert memory.available_bytes() is None or memory.available_bytes() > 0
     monkeypatch.setattr(memory, "available_bytes", lambda: 1 << 30)
     memory.require(1 << 29, "a half")
-    with pytest.raises(UserError, match=r"doing it needs about 2.0 GiB of memory, more than the 1.0 GiB available; try less"):
+    with pytest.raises(UserError, match=r"^doing it needs about 2.0 GiB of memory, more than the 1.0 GiB "
+                                        r"available; try less$"):
         memory.require(2 << 30, "doing it", "try less")
 
 

@@ -45,9 +45,9 @@ def test_the_wheel_installs_trains_and_generates_in_a_fresh_environment(tmp_path
 
     work = tmp_path / "elsewhere"
     work.mkdir()
-    probe = _run([python, "-c", "import importlib.metadata as m, scratchrnn; print(scratchrnn.__file__); "
-                                "print(sorted(r.split('>')[0] for r in m.requires('scratchrnn') if 'extra' not in r))"],
-                 env=env, cwd=work).stdout.splitlines()
+    code = ("import importlib.metadata as m, scratchrnn; print(scratchrnn.__file__); "
+            "print(sorted(r.split('>')[0] for r in m.requires('scratchrnn') if 'extra' not in r))")
+    probe = _run([python, "-c", code], env=env, cwd=work).stdout.splitlines()
     assert Path(probe[0]).is_relative_to(site), probe          # the installed copy, not the source tree
     assert probe[1] == "['matplotlib', 'numpy', 'tqdm']"
     assert (site / "scratchrnn-0.1.0.dist-info" / "licenses" / "LICENSE").is_file()
