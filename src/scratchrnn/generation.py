@@ -7,6 +7,7 @@ backend: the same recurrence, without Python's cost per character.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
@@ -43,6 +44,8 @@ class Decoding:
             raise UserError(f"--top-k must be a positive integer, not {self.top_k}")
         if self.top_p is not None and not 0 < self.top_p <= 1:
             raise UserError(f"--top-p must be in (0, 1], not {self.top_p}")
+        if self.seed is not None and not (isinstance(self.seed, (int, np.integer)) and self.seed >= 0):
+            raise UserError(f"seed must be an integer >= 0, not {self.seed!r}")
 
 
 def next_token_probs(logits: np.ndarray, decoding: Decoding) -> np.ndarray:
@@ -97,6 +100,40 @@ def encode_prefix(prefix: str, vocab: Vocab, cleaning: str = "chapter") -> list[
         raise UserError(f"the prefix has characters the model's vocabulary lacks: "
                         f"{', '.join(repr(ch) for ch in unknown)}")
     return [vocab[ch] for ch in cleaned]
+
+
+CHAPTER_PREFIX = "time traveller"     # the chapter's prompt, for its book
+PROMPT_WORDS = 4                        # a prompt taken from a text: at most this many words ...
+PROMPT_CHARS = 40                       # ... and this many characters
+_PROMPT_SCAN = 400                      # tokens read to find the text's first line
+
+
+def default_prefix(corpus: Sequence[int], vocab: Vocab, *, bundled: bool = False) -> str:
+    """The prompt continued when the user gives none, for a text of character tokens.
+
+    The chapter's "time traveller" for the bundled book (``bundled``). For any other text, its own
+    first words: the first line that is not blank, up to ``PROMPT_WORDS`` words and ``PROMPT_CHARS``
+    characters, as the text writes them. So the prompt is always in the model's vocabulary and in the
+    text's style: a model of Shakespeare is not asked to continue "time traveller".
+    """
+    if bundled:
+        return CHAPTER_PREFIX
+    text = vocab_text(vocab, [i for i in corpus[:_PROMPT_SCAN] if i != vocab.unk])
+    words = re.compile(r"\s*(\S+(?:\s+\S+){0,%d})" % (PROMPT_WORDS - 1))
+    for line in text.splitlines():
+        match = words.match(line)
+        if match:
+            prefix = match.group(1)
+            break
+    else:
+        return text[:10]                # nothing but whitespace: the text's first characters
+    if len(prefix) > PROMPT_CHARS:
+        head = prefix[:PROMPT_CHARS]
+        # whole words where the cut falls inside one, unless the line has no space to cut at
+        if not prefix[PROMPT_CHARS].isspace() and head.split(maxsplit=1)[1:]:
+            head = head.rsplit(maxsplit=1)[0]
+        prefix = head.rstrip()
+    return prefix
 
 
 def generate_ids(backend: Backend, prefixes: Sequence[Sequence[int]], num_tokens: int,

@@ -97,7 +97,8 @@ def plot_training(records: Sequence[dict], path_stem: str | Path, title: str = "
     return _save(_training_figure(records, title), path_stem)
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib's pyplot, drawing into files only (never needs a display); imported when first plotted."""
     import matplotlib
     matplotlib.use("Agg")  # files only: never needs a display
     import matplotlib.pyplot as plt
@@ -107,7 +108,7 @@ def _pyplot():
 def _training_figure(records: Sequence[dict], title: str = ""):
     import matplotlib.ticker
 
-    plt = _pyplot()
+    plt = pyplot()
     by_epoch: dict[int, dict] = {}
     for record in records:
         by_epoch[int(record["epoch"])] = record
@@ -169,7 +170,7 @@ def plot_perplexity(history: Sequence[float], path_stem: str | Path, title: str 
 
 
 def _perplexity_figure(history, title, validation, extra_curves, label):
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     if len(extra_curves or {}) >= 10:
         ax.set_prop_cycle(color=plt.cm.tab20.colors)  # the default cycle repeats after ten colours
