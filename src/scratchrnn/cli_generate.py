@@ -77,12 +77,19 @@ def cmd_generate(args) -> int:
     prefixes = list(args.prefix or [])
     if args.prefix_file is not None:
         prefixes += _read_prefix_file(args.prefix_file)
-    prefixes = prefixes or [DEFAULT_PREFIX]
+    ckpt = load_checkpoint(args.checkpoint, args.which)
+    # the prompt training used for this text (its own first words), else the chapter's
+    saved_prompts = ckpt.info.get("prefixes")
+    default = saved_prompts[0] if isinstance(saved_prompts, list) and saved_prompts and \
+        isinstance(saved_prompts[0], str) and saved_prompts[0] else DEFAULT_PREFIX
+    prefixes = prefixes or [default]
     rows = len(prefixes) * args.num_samples
     if args.stream and (rows > 1 or args.json):
         raise UserError("--stream prints one continuation as it is made: give one prefix and one sample, "
                         "no --json")
-    ckpt = load_checkpoint(args.checkpoint)
+    if not args.json and isinstance(ckpt.info.get("epoch"), int):
+        # stderr: which weights speak (a run's best/ or last/, and their epoch), out of the text's way
+        print(f"scratchrnn: {ckpt.path} (epoch {ckpt.info['epoch']})", file=sys.stderr)
     encoded = [encode_prefix(p, ckpt.vocab, ckpt.cleaning) for p in prefixes]
     one_line = rows == 1 and not args.json          # printed as it is made, a block at a time
     needed = generation_bytes(rows, args.num_chars, max(map(len, encoded)), len(ckpt.vocab),

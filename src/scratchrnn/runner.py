@@ -309,8 +309,8 @@ def _run(config, mode, run_dir, resume, say, progress) -> RunOutcome:
         train_state = {"run": cfg.to_dict(), "progress": state.to_dict(),
                        "optimizer_steps": optimizer.step_count, "data_fingerprint": corpus.fingerprint,
                        "world_size": 1}
-        info = {"backend": cfg.backend, "epoch": state.epoch, "world_size": 1,
-                "best": state.best, "train": train_cfg.to_dict()}
+        info = {"backend": cfg.backend, "epoch": state.epoch, "world_size": 1, "best": state.best,
+                "train": train_cfg.to_dict(), "prefixes": prefixes}
         run_dir.save(which, Checkpoint(backend.get_params(), corpus.vocab, model, cfg.cleaning, "char",
                                        info=info, train_state=train_state, optimizer_state=arrays))
         if "last" in which:
