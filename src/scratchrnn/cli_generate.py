@@ -87,9 +87,6 @@ def cmd_generate(args) -> int:
     if args.stream and (rows > 1 or args.json):
         raise UserError("--stream prints one continuation as it is made: give one prefix and one sample, "
                         "no --json")
-    if not args.json and isinstance(ckpt.info.get("epoch"), int):
-        # stderr: which weights speak (a run's best/ or last/, and their epoch), out of the text's way
-        print(f"scratchrnn: {ckpt.path} (epoch {ckpt.info['epoch']})", file=sys.stderr)
     encoded = [encode_prefix(p, ckpt.vocab, ckpt.cleaning) for p in prefixes]
     one_line = rows == 1 and not args.json          # printed as it is made, a block at a time
     needed = generation_bytes(rows, args.num_chars, max(map(len, encoded)), len(ckpt.vocab),
@@ -99,6 +96,10 @@ def cmd_generate(args) -> int:
             "ask for fewer (--num-chars), or print one continuation as it is made (one prefix, one "
             "sample, no --json)")
     backend = backends.create(args.backend, ckpt.params, ckpt.model, device=args.device)
+    # only once every check has passed, so that a refusal stays one line
+    if not args.json and isinstance(ckpt.info.get("epoch"), int):
+        # stderr: which weights speak (a run's best/ or last/, and their epoch), out of the text's way
+        print(f"scratchrnn: {ckpt.path} (epoch {ckpt.info['epoch']})", file=sys.stderr)
     out = SafeWriter(sys.stdout)
     try:
         if one_line:
