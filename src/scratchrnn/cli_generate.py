@@ -13,10 +13,10 @@ import sys
 from pathlib import Path
 
 from .errors import UserError
+from .generation import CHAPTER_PREFIX as DEFAULT_PREFIX
 
 # flags that only mean something when characters are drawn: each implies --strategy sample
 _SAMPLING_FLAGS = ("--temperature", "--alpha", "--top-k", "--top-p", "--seed", "--num-samples")
-DEFAULT_PREFIX = "time traveller"
 MAX_PREFIX_FILE_BYTES = 16 << 20     # prefixes are read whole; a file this big is not a list of prompts
 OUTPUT_BLOCK = 1 << 14               # tokens made between two writes when one continuation is printed
 
