@@ -236,12 +236,12 @@ def train_epoch(backend: Backend, batches: Iterable, config: TrainConfig, epoch:
     partial = state.partial
     start = time.perf_counter()
     lr = schedule(state.step)
-    # a diverging run overflows before it turns NaN; that is reported below as TrainingDiverged,
-    # so NumPy's per-operation overflow warnings would only bury the message
     # this rank's own sums from here on; the ranks' are added up (and to what a resumed epoch had
     # done already) when the epoch ends or stops
     loss_sum, tokens = 0.0, 0
     step_options = {} if reduce is None else {"reduce": reduce}
+    # a diverging run overflows before it turns NaN; that is reported below as TrainingDiverged,
+    # so NumPy's per-operation overflow warnings would only bury the message
     try:
         with np.errstate(over="ignore", invalid="ignore"):
             for X, Y in batches:
@@ -328,7 +328,6 @@ def train(backend: Backend, loader: Iterable, config: TrainConfig, *,
     - ``stop_when(stats)``: end training after an epoch for which it returns True.
     - ``should_stop()``: asked after every batch; True stops inside the epoch, and the result says
       ``interrupted`` with the carried state, while ``state`` records how far the epoch got.
-
     - ``world`` and ``reduce``: training on several ranks (``scratchrnn.distributed``): ``loader``
       yields this rank's rows, ``reduce`` averages gradients, losses and validation are summed over
       the ranks; every rank gets the same results. ``should_stop`` must then agree on all ranks.
