@@ -68,7 +68,7 @@ def _given_flags(args) -> list[str]:
 
 
 def cmd_train(args) -> int:
-    from . import console, distributed
+    from . import distributed
 
     _check_flags(args)
     backend, device = _backend_and_device(args)
