@@ -10,8 +10,9 @@ units, 35 steps, 28 tokens, SGD with clipping, sequential batches with the state
   both at global batch 32 and 256 (the 2 ranks read 16 or 128 rows each);
 - the all-reduce's share of a 2-rank step: the time inside ``GradientAverager`` (flatten, all_reduce,
   divide) over the step's time;
-- gloo's all_reduce on its own on 2 ranks: of one number (the latency a) and of the gradients' bytes
-  (the bandwidth b, from t = 2a + bytes/b for a ring of 2).
+- gloo's all_reduce on its own on 2 ranks, at four sizes from one number to the gradients' bytes:
+  a straight line through them gives the latency a and the bandwidth b (t = 2a + bytes/b for a ring
+  of 2).
 
 The prediction for N ranks, each on a core of its own like this machine's and joined like these two
 (so an optimistic network: loopback), with the global batch B fixed (each rank B/N rows):
@@ -87,14 +88,20 @@ def worker(batch: int, threads: int, timed: int, warmup: int, out: str) -> None:
               "grad_bytes": grad_bytes}
     if world.distributed:
         import torch.distributed as dist
-        for name, numel in (("latency_s", 1), ("gradients_allreduce_s", grad_bytes // 4)):
-            buffer, times = torch.zeros(numel), []
+        # all_reduce alone at four sizes around the gradients' (fastest of the repeats: the machine's
+        # other work only ever adds), for t = fixed + bytes / bandwidth
+        sizes, fastest = [1, grad_bytes // 16, grad_bytes // 4, grad_bytes], []
+        for nbytes in sizes:
+            buffer, times = torch.zeros(max(1, nbytes // 4)), []
             for _ in range(warmup + timed):
                 dist.barrier()
                 start = time.perf_counter()
                 dist.all_reduce(buffer)
                 times.append(time.perf_counter() - start)
-            result[name] = statistics.median(times[warmup:])
+            fastest.append(min(times[warmup:]))
+        result["allreduce_sizes_bytes"], result["allreduce_s"] = sizes, fastest
+        slope, intercept = np.polyfit(np.array(sizes, dtype=float), np.array(fastest), 1)
+        result["allreduce_fixed_s"], result["allreduce_s_per_byte"] = float(intercept), float(slope)
         # every rank's share of its step: the slowest decides
         result["step_s_ranks"] = world.gather_rows((np.array([result["step_s"]]),))
     if world.is_main:
@@ -130,9 +137,10 @@ def predict(two_rank: dict, batches: dict, ranks_list=(4, 8, 16, 32, 64)) -> dic
     c0 = y0 - c1 * x0
     if c0 < 0:             # noise on a busy machine: a step's fixed cost cannot be negative
         c0, c1 = 0.0, y1 / x1
-    latency = two_rank["latency_s"] / 2                  # a ring of 2 takes 2 latencies
+    # a ring of 2 ranks: t = 2 a + bytes / b (each rank sends half the buffer, twice)
+    latency = max(0.0, two_rank["allreduce_fixed_s"]) / 2
     grad_bytes = two_rank["grad_bytes"]
-    bandwidth = grad_bytes / max(1e-9, two_rank["gradients_allreduce_s"] - 2 * latency)
+    bandwidth = 1.0 / max(1e-15, two_rank["allreduce_s_per_byte"])
     table = {}
     for batch in batches:
         rows = {}
