@@ -2,7 +2,7 @@
 
 Works for every backend through ``Backend.forward`` only; the choice of the next token (greedy, or
 sampled with temperature / top-k / top-p) is plain NumPy and so identical everywhere. Greedy float32
-generation on the CPU goes to the compiled decoder when it is built (``fast_decode``), whatever the
+generation on the CPU goes to the compiled decoder when it is built (``kernels.decode``), whatever the
 backend: the same recurrence, without Python's cost per character.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from . import fast_decode
+from . import kernels
 from .backends.base import Backend
 from .data import Vocab, clean_prefix
 from .errors import UserError
@@ -115,8 +115,9 @@ def generate_ids(backend: Backend, prefixes: Sequence[Sequence[int]], num_tokens
     if num_tokens < 0:
         raise UserError(f"--num-chars must be zero or more, not {num_tokens}")
     if (hasattr(backend, "decode_weights") and all(len(ids) > 0 for ids in prefixes)
-            and fast_decode.can_decode(len(prefixes), backend.dtype, backend.device,
-                                       decoding.strategy == "greedy")):
+            and decoding.strategy == "greedy"
+            and kernels.supports(getattr(backend.config, "cell", "rnn"), backend.dtype, backend.device,
+                                 "decode", batch=len(prefixes))):
         return _generate_compiled(backend, prefixes, num_tokens, on_step)
     state, logits = _read_prefixes(backend, prefixes)
     pick = TokenPicker(decoding)
@@ -156,7 +157,7 @@ STREAM_CHUNK = 64       # tokens the compiled decoder makes between two calls of
 
 def _generate_compiled(backend: Backend, prefixes: Sequence[Sequence[int]], num_tokens: int,
                        on_step: Callable[[np.ndarray], None] | None) -> list[list[int]]:
-    """``generate_ids`` for greedy float32 decoding on the CPU, by the compiled decoder (fast_decode).
+    """``generate_ids`` for greedy float32 decoding on the CPU, by the compiled decoder (kernels.decode).
 
     It reads the prefixes too (those of equal length together), so that no BLAS call comes between
     two generations: a multithreaded one leaves the BLAS library's threads spinning for a while on the
@@ -165,6 +166,7 @@ def _generate_compiled(backend: Backend, prefixes: Sequence[Sequence[int]], num_
     """
     input_rows, W_step, b_q = backend.decode_weights()
     activation = backend.config.activation
+    framework = backend.name            # no more threads than it is told to use (kernels.threads)
     h = np.array(backend.state_to_numpy(backend.begin_state(len(prefixes)))[0], dtype=np.float32)
     logits = np.zeros((len(prefixes), len(b_q)), np.float32)    # not read: every row starts forced
     groups = _rows_by_length(prefixes)
@@ -174,14 +176,16 @@ def _generate_compiled(backend: Backend, prefixes: Sequence[Sequence[int]], num_
         for rows in groups:
             h_rows, logits_rows = h[rows], logits[rows]             # copies, updated in place
             prompt = np.asarray([prefixes[row] for row in rows], dtype=np.int64)
-            fast_decode.greedy_decode(h_rows, logits_rows, input_rows, W_step, b_q, activation, 0, prompt)
+            kernels.decode.greedy_decode(h_rows, logits_rows, input_rows, W_step, b_q, activation, 0, prompt,
+                                         framework=framework)
             h[rows], logits[rows] = h_rows, logits_rows
         forced = None
     chunk = num_tokens if on_step is None else STREAM_CHUNK
     blocks = [np.empty((len(prefixes), 0), np.int64)]
     for start in range(0, num_tokens, max(chunk, 1)):
-        block = fast_decode.greedy_decode(h, logits, input_rows, W_step, b_q, activation,
-                                          min(chunk, num_tokens - start), forced if start == 0 else None)
+        block = kernels.decode.greedy_decode(h, logits, input_rows, W_step, b_q, activation,
+                                             min(chunk, num_tokens - start), forced if start == 0 else None,
+                                             framework=framework)
         blocks.append(block)
         if on_step is not None:
             for column in block.T:
