@@ -183,3 +183,64 @@ def test_the_kernels_use_no_more_threads_than_torch_is_told(monkeypatch):
             assert kernels.last_threads() == told
     finally:
         torch.set_num_threads(before)
+
+
+_RANK = """
+import numpy as np, torch
+from scratchrnn import backends, kernels
+from scratchrnn.model import ModelConfig, init_params
+config = ModelConfig(11, 128)
+backend = backends.create("torch", init_params(config, 0), config, dtype="float32")
+X, Y = np.random.default_rng(0).integers(0, 11, (2, 32, 6))
+backend.train_step(X, Y, backend.begin_state(32), 0.1, 5.0)
+print(torch.get_num_threads(), kernels.last_threads())
+"""
+
+
+@trains_compiled
+def test_two_ranks_of_one_thread_use_one_thread_each():
+    """torchrun starts each rank with OMP_NUM_THREADS=1 (when it starts more than one): two such
+    processes at once each run the compiled loops on one thread, two in all."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(kernels.__file__).parents[2])}
+    env.pop("SCRATCHRNN_THREADS", None)
+    ranks = [subprocess.Popen([sys.executable, "-c", _RANK], stdout=subprocess.PIPE, text=True, env=env)
+             for _ in range(2)]
+    outputs = [rank.communicate(timeout=300)[0].split() for rank in ranks]
+    assert [rank.returncode for rank in ranks] == [0, 0]
+    assert outputs == [["1", "1"], ["1", "1"]]
+
+
+@trains_compiled
+def test_numpy_training_is_the_same_whether_or_not_torch_was_loaded(monkeypatch):
+    """The NumPy backend's compiled loops take their threads from the environment, not from PyTorch:
+    the same bits in this process (torch loaded, with a torch backend made) as in one without torch."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    script = """
+import numpy as np
+from scratchrnn import backends
+from scratchrnn.model import ModelConfig, init_params
+config = ModelConfig(11, 128)
+backend = backends.create("numpy", init_params(config, 0), config, dtype="float32")
+X, Y = np.random.default_rng(0).integers(0, 11, (2, 32, 6))
+loss, _ = backend.train_step(X, Y, backend.begin_state(32), 0.1, 5.0)
+print(float(loss).hex(), backend.get_params()["W_hh"].astype(np.float32).tobytes().hex()[:4000])
+"""
+    backends.create("torch", init_params(ModelConfig(11, 128), 0), ModelConfig(11, 128), dtype="float32")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        here = {}
+        exec(script.replace("print(", "here['out'] = ("), {"here": here})
+    finally:
+        torch.set_num_threads(before)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          env={**__import__("os").environ,
+                               "PYTHONPATH": str(Path(kernels.__file__).parents[2])})
+    assert done.returncode == 0, done.stderr
+    assert " ".join(here["out"]) == done.stdout.strip()
