@@ -17,6 +17,7 @@
 #include "kernels.h"
 
 #define MIN_ROWS_PER_GROUP 8
+#define MAX_ROWS_PER_GROUP 16
 
 typedef struct {
     int steps, batch, hidden, relu, first, rows;
@@ -112,14 +113,22 @@ static void *backward_rows(void *arg)
 /* Runs one of the two loops over groups of rows, one thread each; 0, or -1 if memory ran out. */
 static int run_in_groups(void *(*loop)(void *), Job whole, int num_threads)
 {
-    const int groups = row_groups(whole.batch, num_threads, MIN_ROWS_PER_GROUP);
+    /* two groups per thread, of 8 to 16 rows, that the threads take one at a time: a thread that
+       gets its core late (beside a framework's or BLAS library's threads, which spin for a while
+       after each of their operations) takes fewer, instead of the others waiting for it */
+    const int threads = row_groups(whole.batch, num_threads, MIN_ROWS_PER_GROUP);
+    int rows_per_group = whole.batch / (2 * threads);
+    rows_per_group = rows_per_group < MIN_ROWS_PER_GROUP ? MIN_ROWS_PER_GROUP
+                     : rows_per_group > MAX_ROWS_PER_GROUP ? MAX_ROWS_PER_GROUP : rows_per_group;
+    const int groups = threads == 1 ? 1 : (whole.batch / rows_per_group > threads
+                                           ? whole.batch / rows_per_group : threads);
     Job *jobs = malloc(sizeof(Job) * (size_t)groups);
     if (!jobs) return -1;
     for (int g = 0; g < groups; g++) {
         jobs[g] = whole;
         jobs[g].rows = group_rows(whole.batch, groups, g, &jobs[g].first);
     }
-    scratchrnn_pool_run(loop, jobs, sizeof(Job), groups, groups);
+    scratchrnn_pool_run(loop, jobs, sizeof(Job), groups, threads);
     int status = 0;
     for (int g = 0; g < groups; g++) status = jobs[g].status ? jobs[g].status : status;
     free(jobs);
