@@ -250,3 +250,22 @@ def test_the_library_runs_on_an_emulated_older_processor(cpu):
     assert done.returncode == 0, done.stdout + done.stderr[-1500:]
     assert done.stdout.split()[:2] == ["variant", EMULATED[cpu]], done.stdout
     assert "agree" in done.stdout
+
+
+@needs_kernels
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork() here")
+def test_a_forked_child_starts_its_own_threads():
+    """Only the forking thread survives fork(): the child's first call must not wait for the parent's
+    helper threads (it would hang), and it computes what the parent computes."""
+    rng = np.random.default_rng(5)
+    W = rng.normal(0, 0.05, (64, 64)).astype(np.float32)
+    inputs = rng.normal(0, 0.5, (6, 32, 64)).astype(np.float32)
+    parent = inputs.copy()
+    fast_recurrence.forward(parent, W, "tanh", threads=2)           # the helpers exist now
+    pid = os.fork()
+    if pid == 0:                                                    # the child
+        child = inputs.copy()
+        fast_recurrence.forward(child, W, "tanh", threads=2)
+        os._exit(0 if np.array_equal(child, parent) and kernels.last_threads() == 2 else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
