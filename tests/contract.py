@@ -35,8 +35,8 @@ def _boosted_params(config: ModelConfig, seed: int = 3, scale: float = 40) -> di
 
 def switch_compiled_loops(monkeypatch, on: bool) -> list:
     """Turns the compiled library on or off for this test; returns a list to which every call of the
-    compiled training loops (scratchrnn.fast_recurrence) appends, to tell whether they ran."""
-    from scratchrnn import fast_recurrence
+    compiled training loops (scratchrnn.kernels.recurrence) appends, to tell whether they ran."""
+    from scratchrnn.kernels import recurrence as fast_recurrence
     if on:
         monkeypatch.delenv("SCRATCHRNN_NO_KERNEL", raising=False)
     else:
@@ -232,6 +232,6 @@ class BackendContract:
         text = predict(backend, vocab, "time traveller", 40)
         assert predict(numpy_model, ckpt.vocab, "time traveller", 40) == text
         assert predict(reloaded_here, ckpt.vocab, "time traveller", 40) == text
-        # greedy float32 generation may run compiled (fast_decode); through this framework's own
+        # greedy float32 generation may run compiled (kernels.decode); through this framework's own
         # forward, step by step, the text is the same
         assert predict(ForwardOnly(backend), vocab, "time traveller", 40) == text

@@ -11,7 +11,7 @@ Choices that make it fast without changing the mathematics:
 - generation (``decode``) multiplies the state by ``[W_hh | W_hq]`` once per token, which gives the
   next recurrence term and the logits together.
 In float32, where the compiled library is built, the two step-by-step loops (the forward recurrence
-and backpropagation through it) run compiled instead (``scratchrnn.fast_recurrence``); the loops
+and backpropagation through it) run compiled instead (``scratchrnn.kernels``); the loops
 written here stay the reference for float64 and where it is not.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Callable
 
 import numpy as np
 
-from .. import fast_recurrence
+from .. import kernels
 from ..model import ModelConfig
 from .base import Backend, decode_weights_of
 
@@ -142,9 +142,9 @@ class NumpyBackend(Backend):
         hs = np.empty((num_steps + 1, batch, self.config.num_hiddens), dtype=self.dtype)
         hs[0] = state[0]
         W_hh = p["W_hh"]
-        if fast_recurrence.can_run(batch, self.dtype):
+        if kernels.supports(self.config.cell, self.dtype, "cpu", "forward", batch=batch, framework="numpy"):
             hs[1:] = inputs
-            fast_recurrence.forward(hs, W_hh, self.config.activation)
+            kernels.recurrence.forward(hs, W_hh, self.config.activation)
         else:
             for t in range(num_steps):
                 h = np.matmul(hs[t], W_hh, out=hs[t + 1])   # h_t = act(x_t W_xh + b_h + h_{t-1} W_hh)
@@ -172,8 +172,9 @@ class NumpyBackend(Backend):
         hs = record.hs
         hidden = hs.shape[2]
         W_hh_T = np.ascontiguousarray(p["W_hh"].T)
-        if fast_recurrence.can_run(hs.shape[1], self.dtype):
-            dz, dh0 = fast_recurrence.backward(hs, W_hh_T, dhs, dh_last, self.config.activation, need_dh0)
+        if kernels.supports(self.config.cell, self.dtype, "cpu", "backward", batch=hs.shape[1],
+                            framework="numpy"):
+            dz, dh0 = kernels.recurrence.backward(hs, W_hh_T, dhs, dh_last, self.config.activation, need_dh0)
         else:
             dz, dh0 = self._backprop_steps(hs, W_hh_T, dhs, dh_last, need_dh0)
         h_prev = hs[:-1].reshape(-1, hidden)
