@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from . import fast_decode
-from .backends.base import Backend
+from .backends.base import Backend, has_decode_weights
 from .data import Vocab, clean_prefix
 from .errors import UserError
 
@@ -114,7 +114,8 @@ def generate_ids(backend: Backend, prefixes: Sequence[Sequence[int]], num_tokens
     """
     if num_tokens < 0:
         raise UserError(f"--num-chars must be zero or more, not {num_tokens}")
-    if (hasattr(backend, "decode_weights") and all(len(ids) > 0 for ids in prefixes)
+    if (hasattr(backend, "decode_weights") and has_decode_weights(backend.config)
+            and all(len(ids) > 0 for ids in prefixes)
             and fast_decode.can_decode(len(prefixes), backend.dtype, backend.device,
                                        decoding.strategy == "greedy")):
         return _generate_compiled(backend, prefixes, num_tokens, on_step)

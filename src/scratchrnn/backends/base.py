@@ -109,10 +109,19 @@ class Backend(ABC):
                 f"dtype={self.dtype})")
 
 
+def has_decode_weights(config: ModelConfig) -> bool:
+    """Whether a model's generation fits ``decode_weights_of`` (and so the compiled decoder): the
+    chapter's one-layer RNN. Gated cells and deeper models step through their own loops."""
+    return config.cell == "rnn" and config.num_layers == 1
+
+
 def decode_weights_of(params: dict[str, np.ndarray], config: ModelConfig
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every token's input term x W_xh + b_h (vocab, hidden), ``[W_hh | W_hq]`` (hidden, hidden + vocab)
-    and b_q: one row gather and one product per generated token."""
+    and b_q: one row gather and one product per generated token. The one-layer RNN's only."""
+    if not has_decode_weights(config):
+        raise ValueError(f"decode weights exist for one rnn layer only, not for {config.num_layers} "
+                         f"{config.cell} layer(s)")
     p = params
     if config.embedding == "onehot":
         input_rows = p["W_xh"] + p["b_h"]               # row v: one_hot(v) W_xh + b_h
