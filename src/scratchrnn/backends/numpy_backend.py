@@ -25,9 +25,8 @@ from typing import Callable
 
 import numpy as np
 
-from .. import cells
-from ..cells import CellWeights
-from ..model import ModelConfig, global_norm
+from ..cells import CellWeights, dropout_mask, get_cell
+from ..model import ModelConfig
 from .base import Backend, decode_weights_of
 
 
@@ -115,12 +114,13 @@ def softmax_cross_entropy(logits: np.ndarray, targets: np.ndarray) -> tuple[floa
 
 class NumpyBackend(Backend):
     name = "numpy"
+    cells = ("rnn", "gru", "lstm")
 
     def __init__(self, params, config: ModelConfig, device: str = "cpu", dtype: str = "float32",
                  dropout_seed: int = 0):
         super().__init__(params, config, device, dtype)
         self.params = {name: np.array(params[name], dtype=dtype, copy=True) for name in config.param_shapes()}
-        self.cell = cells.get_cell(config.cell)
+        self.cell = get_cell(config.cell)
         self._layer_names = [config.layer_param_names(layer) for layer in range(config.num_layers)]
         self._dropout_rng = dropout_generator(dropout_seed)
 
@@ -182,7 +182,7 @@ class NumpyBackend(Backend):
             final_state.extend(final)
             mask = None
             if rate:
-                mask = cells.dropout_mask(self._dropout_rng, outputs.shape, rate, outputs.dtype)
+                mask = dropout_mask(self._dropout_rng, outputs.shape, rate, outputs.dtype)
                 outputs = outputs * mask
             layers.append(_LayerRecord(weights, cache, x, mask))
             x = outputs
@@ -255,21 +255,13 @@ class NumpyBackend(Backend):
         new_state = NumpyState(record.final_state, history=(*history, record))
         return loss, grads, new_state
 
-    def loss_and_grads(self, X, Y, state):
-        return self.gradients(X, Y, state)
+    def parameters(self):
+        return dict(self.params)
 
-    def train_step(self, X, Y, state, lr, clip_theta):
-        loss, grads, new_state = self.gradients(X, Y, state)
-        if clip_theta is not None:
-            clip_gradients(grads, clip_theta)
-        # new arrays rather than in-place updates: records of earlier batches keep the weights they used
-        new_params = {}
-        for name, value in self.params.items():
-            step = grads[name]
-            step *= lr
-            new_params[name] = np.subtract(value, step, out=step)
-        self.params = new_params
-        return loss, new_state
+    def assign(self, name, value):
+        # a new dict rather than an update in place: the records of earlier batches (a state that was
+        # not detached) keep the dict of weights they were computed with
+        self.params = {**self.params, name: np.asarray(value, dtype=self.dtype)}
 
     def get_params(self):
         return {name: value.copy() for name, value in self.params.items()}
@@ -334,13 +326,3 @@ def decode_loop(h: np.ndarray, logits: np.ndarray, input_rows: np.ndarray, W_ste
         np.matmul(h, W_step, out=product)
         logits = np.add(logits_less_bias, b_q, out=logits_buffer)
     return tokens.T
-
-
-def clip_gradients(grads: dict[str, np.ndarray], theta: float) -> float:
-    """Scale all gradients together so their global L2 norm is at most ``theta``; return the old norm."""
-    norm = global_norm(grads)
-    if norm > theta:
-        scale = theta / norm
-        for g in grads.values():
-            g *= scale
-    return norm
