@@ -23,8 +23,8 @@ MODEL_VARIANTS = [
 ]
 
 # Models beyond the chapter's (the book's 9.1-9.3): a backend runs those whose cell it lists in
-# ``Backend.cells``; one that lists the gated cells builds stacked layers and dropout too. With
-# dropout both backends draw the same masks (the same generator, seeded alike: ``dropout_seed``).
+# ``Backend.cells``, and stacked layers and dropout where it says ``layers_and_dropout``. With dropout
+# both backends draw the same masks (the same generator, seeded alike: ``dropout_seed``).
 GATED_VARIANTS = [
     ModelConfig(7, 6, cell="gru"),
     ModelConfig(7, 6, cell="lstm"),
@@ -145,13 +145,20 @@ class BackendContract:
     # -- gradients equal the reference, float64 ------------------------------------------------------
     def supports(self, config: ModelConfig) -> bool:
         """Whether this backend builds ``config``'s model (see GATED_VARIANTS)."""
-        implemented = backends.backend_class(self.backend_name).cells
+        cls = backends.backend_class(self.backend_name)
         chapter_like = config.num_layers == 1 and not config.dropout
-        return config.cell in implemented and (chapter_like or set(implemented) > {"rnn"})
+        return config.cell in cls.cells and (chapter_like or cls.layers_and_dropout)
 
     def skip_unless_supported(self, config: ModelConfig) -> None:
         if not self.supports(config):
             pytest.skip(f"the {self.backend_name} backend does not build {variant_id(config)} models")
+
+    @pytest.mark.parametrize("config", GATED_VARIANTS, ids=variant_id)
+    def test_refuses_a_model_it_does_not_build(self, config):
+        if self.supports(config):
+            pytest.skip(f"the {self.backend_name} backend builds {variant_id(config)} models")
+        with pytest.raises(UserError, match=f"the {self.backend_name} backend (implements|builds one layer)"):
+            self.make(init_params(config, 0), config)
 
     @pytest.mark.parametrize("config", MODEL_VARIANTS, ids=lambda c: f"{c.activation}-{c.embedding}")
     def test_loss_and_gradients_match_numpy_float64(self, config):

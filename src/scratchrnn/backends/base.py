@@ -65,6 +65,8 @@ class Backend(ABC):
     dtypes: tuple[str, ...] = ("float32", "float64")
     #: recurrent cells this backend implements
     cells: tuple[str, ...] = ("rnn",)
+    #: whether this backend builds more than one layer and dropout (ModelConfig.num_layers, .dropout)
+    layers_and_dropout: bool = False
     #: the framework's tensor operations, for the optimizers and clipping
     ops = TensorOps()
 
@@ -85,6 +87,9 @@ class Backend(ABC):
         if config.cell not in self.cells:
             raise UserError(f"the {self.name} backend implements the {' and '.join(self.cells)} cell, "
                             f"not {config.cell!r}")
+        if not self.layers_and_dropout and (config.num_layers > 1 or config.dropout):
+            raise UserError(f"the {self.name} backend builds one layer without dropout, not num_layers "
+                            f"{config.num_layers} with dropout {config.dropout}")
         self.config = config
         self.device = device
         self.dtype = dtype

@@ -115,6 +115,7 @@ def softmax_cross_entropy(logits: np.ndarray, targets: np.ndarray) -> tuple[floa
 class NumpyBackend(Backend):
     name = "numpy"
     cells = ("rnn", "gru", "lstm")
+    layers_and_dropout = True
 
     def __init__(self, params, config: ModelConfig, device: str = "cpu", dtype: str = "float32",
                  dropout_seed: int = 0):

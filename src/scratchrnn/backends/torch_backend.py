@@ -227,6 +227,7 @@ class TorchBackend(Backend):
     name = "torch"
     devices = ("cpu", "cuda")
     cells = ("rnn", "gru", "lstm")
+    layers_and_dropout = True
     ops = TorchOps()
 
     def __init__(self, params, config, device="cpu", dtype="float32", impl: str = "fast",
