@@ -208,3 +208,39 @@ def test_missing_checkpoint_is_refused(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="no config.json"):
         load_checkpoint(tmp_path / "empty")
+
+
+def test_a_train_state_with_numpy_rng_states_round_trips(tmp_path, trained):
+    state = {"loader_rng": np.random.default_rng(7).bit_generator.state,
+             "legacy_rng": [int(x) for x in np.random.RandomState(3).get_state()[1][:8]],
+             "best": float("inf"), "epoch": 4}
+    save_checkpoint(tmp_path / "ckpt", _ckpt(trained, train_state=state))
+    loaded = load_checkpoint(tmp_path / "ckpt").train_state
+    assert loaded == state
+    rng = np.random.default_rng()
+    rng.bit_generator.state = loaded["loader_rng"]
+    assert rng.integers(1 << 30) == np.random.default_rng(7).integers(1 << 30)
+
+
+@pytest.mark.parametrize("point", ["checkpoint.staging-created", "checkpoint.model-written",
+                                   "checkpoint.config-written", "checkpoint.files-synced",
+                                   "checkpoint.old-moved-aside", "checkpoint.new-in-place",
+                                   "checkpoint.old-removed"])
+def test_ctrl_c_at_any_step_of_save_checkpoint_keeps_a_copy_and_no_debris(tmp_path, trained, monkeypatch, point):
+    save_checkpoint(tmp_path / "ckpt", _ckpt(trained, info={"epoch": 1}))
+    monkeypatch.setenv("SCRATCHRNN_FAULT", f"{point}:interrupt")
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(tmp_path / "ckpt", _ckpt(trained, info={"epoch": 2}))
+    monkeypatch.delenv("SCRATCHRNN_FAULT")
+    assert load_checkpoint(tmp_path / "ckpt").info["epoch"] in (1, 2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+
+
+def test_the_size_estimate_covers_what_a_save_writes(tmp_path, trained):
+    from scratchrnn.checkpoint import estimate_checkpoint_bytes
+    params = trained[0].get_params()
+    optimizer = {f"{slot}/{k}": v for k, v in params.items() for slot in ("exp_avg", "exp_avg_sq")}
+    path = save_checkpoint(tmp_path / "ckpt", _ckpt(trained, optimizer_state=optimizer, train_state={"epoch": 1}))
+    written = sum(p.stat().st_size for p in path.iterdir())
+    estimate = estimate_checkpoint_bytes(trained[2], 4, optimizer_slots=2)
+    assert written <= estimate < 2 * written + (1 << 17)

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from scratchrnn import backends
-from scratchrnn.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from scratchrnn.checkpoint import load_checkpoint, save_checkpoint
 from scratchrnn.errors import UserError
 from scratchrnn.generation import predict
 
@@ -495,3 +495,23 @@ def test_the_cli_refuses_hostile_checkpoints_in_one_line_without_hanging(base, t
     ok = subprocess.run([sys.executable, "-m", "scratchrnn", "generate", str(base), "--num-chars", "5",
                          "--prefix", "the"], capture_output=True, text=True, timeout=60, env=env)
     assert ok.returncode == 0, ok.stderr
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(replaced=st.lists(st.tuples(st.sampled_from(["config.json", "model.safetensors", "optimizer.safetensors"]),
+                                   st.sampled_from(["directory", "fifo", "/dev/zero", "dangling symlink"])),
+                         max_size=2, unique_by=lambda item: item[0]),
+       whole=st.sampled_from([None, "fifo", "file", "/dev/zero"]))
+def test_fuzz_files_replaced_by_special_files_load_or_refuse(base, tmp_path_factory, replaced, whole):
+    d = Path(shutil.copytree(base, tmp_path_factory.mktemp("fuzz") / "ckpt"))
+    for name, kind in replaced:
+        _make_special(d / name, kind)
+    if whole is not None:
+        shutil.rmtree(d)
+        if whole == "fifo":
+            os.mkfifo(d)
+        elif whole == "file":
+            d.write_bytes(b"{}")
+        else:
+            d.symlink_to("/dev/zero")
+    assert _load_or_refuse(d) is (not replaced and whole is None)

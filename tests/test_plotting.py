@@ -10,7 +10,7 @@ from scratchrnn.plotting import plain_number, plot_perplexity, plot_training
 @pytest.fixture(autouse=True)
 def _close_figures():
     yield
-    plotting._pyplot().close("all")
+    plotting.pyplot().close("all")
 
 
 def _records(epochs, lr=lambda e: 1.0, val_every=1):

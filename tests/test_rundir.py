@@ -15,7 +15,7 @@ from scratchrnn.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from scratchrnn.data import Vocab
 from scratchrnn.errors import UserError
 from scratchrnn.model import ModelConfig, init_params
-from scratchrnn.rundir import RunDirectory, SaveFailed
+from scratchrnn.rundir import NothingToResume, RunDirectory, RunExists, SaveFailed
 
 SRC = Path(__file__).parents[1] / "src" / "scratchrnn"
 FIXTURE_V1 = Path(__file__).parent / "fixtures" / "v1-checkpoint"
@@ -115,8 +115,9 @@ def test_new_refuses_a_directory_that_holds_a_run(tmp_path, existing):
         (tmp_path / "run" / existing).write_text('{"epoch": 1}\n')
     else:
         save_checkpoint(tmp_path / "run" / existing, _ckpt(1))
-    with pytest.raises(UserError, match="already holds a run.*overwrite it, resume it"):
+    with pytest.raises(RunExists, match="already holds a run.*overwrite it, resume it") as info:
         RunDirectory(tmp_path / "run").open("new")
+    assert info.value.found == [existing] and isinstance(info.value, UserError)
     assert not (tmp_path / "run" / "run.lock").exists()
 
 
@@ -133,7 +134,7 @@ def test_overwrite_removes_the_previous_runs_checkpoints_metrics_and_plots(run):
 
 
 def test_resume_needs_last(run):
-    with pytest.raises(UserError, match="cannot resume.*no last/"):
+    with pytest.raises(NothingToResume, match="cannot resume.*no last/"):
         run.open("resume")
     run.open("new")
     run.save("last", _ckpt(5))
@@ -321,3 +322,21 @@ def test_leftovers_of_interrupted_saves_are_cleaned_and_a_mid_swap_copy_restored
     notes = run.open("resume")
     assert any("removed leftovers" in n for n in notes) and any("restored checkpoint/" in n for n in notes)
     assert _listing(run.path) == ["checkpoint", "ckpt-1", "last", "run.lock"]
+
+
+def test_a_real_directory_at_last_is_replaced_by_a_pointer(tmp_path):
+    save_checkpoint(tmp_path / "run" / "last", _ckpt(1))
+    run = RunDirectory(tmp_path / "run")
+    run.open("resume")
+    run.save("last", _ckpt(2))
+    run.close()
+    assert (tmp_path / "run" / "last").is_symlink()
+    assert load_checkpoint(tmp_path / "run", "last").info["epoch"] == 2
+    assert _listing(tmp_path / "run") == ["ckpt-1", "last"]
+
+
+def test_metrics_that_cannot_be_written_raise_save_failed(run):
+    run.open("new")
+    run.metrics_path.mkdir()
+    with pytest.raises(SaveFailed, match="could not append to .*metrics.jsonl"):
+        run.append_metrics({"epoch": 1})

@@ -14,12 +14,14 @@ from scratchrnn.plotting import pyplot
 
 # -- the held-out split -----------------------------------------------------------------------------------
 def test_split_heldout_keeps_the_end_of_the_text_in_order():
-    corpus = list(range(100))
-    train, held = split_heldout(corpus, 0.1)
-    assert train == list(range(90)) and held.tolist() == list(range(90, 100))
-    assert held.dtype == np.int64 and isinstance(train, list)
-    train, held = split_heldout(corpus, 0.0)
-    assert train == corpus and held.size == 0
+    for corpus in (list(range(100)), np.arange(100, dtype=np.uint8)):
+        train, held = split_heldout(corpus, 0.1)
+        assert train.tolist() == list(range(90)) and held.tolist() == list(range(90, 100))
+        assert train.dtype.kind in "iu" and held.dtype == np.int64
+        train, held = split_heldout(corpus, 0.0)
+        assert train.tolist() == list(range(100)) and held.size == 0
+    # a compact corpus (1 byte per token) stays compact
+    assert split_heldout(np.arange(100, dtype=np.uint8), 0.1)[0].dtype == np.uint8
 
 
 @pytest.mark.parametrize("fraction", [-0.1, 1.0, 2.0])

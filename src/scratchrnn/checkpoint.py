@@ -149,6 +149,19 @@ def write_checkpoint_files(directory: Path, ckpt: Checkpoint) -> None:
     faults.point("checkpoint.files-synced")
 
 
+def estimate_checkpoint_bytes(model: ModelConfig, itemsize: int = 4, optimizer_slots: int = 0,
+                              extra_json_bytes: int = 1 << 16) -> int:
+    """About how many bytes one checkpoint of ``model`` takes on disk (for a free-space check).
+
+    ``itemsize``: 4 for float32 weights, 8 for float64; ``optimizer_slots``: arrays per parameter
+    the optimizer keeps (0 for SGD, 1 for momentum, 2 for Adam); ``extra_json_bytes``: room for
+    config.json beyond the vocabulary (info, train_state).
+    """
+    params = sum(math.prod(shape) for shape in model.param_shapes().values())
+    headers = 2 * 4096
+    return params * itemsize * (1 + optimizer_slots) + headers + 16 * model.vocab_size + extra_json_bytes
+
+
 def save_checkpoint(directory: str | Path, ckpt: Checkpoint) -> Path:
     """Write ``ckpt`` to ``directory`` (created if needed), replacing an older checkpoint atomically.
 
@@ -183,6 +196,8 @@ def save_checkpoint(directory: str | Path, ckpt: Checkpoint) -> Path:
         _remove(staging)
         if moved_aside and not os.path.lexists(directory):
             os.rename(retired, directory)     # the new copy never arrived: put the old one back
+        elif os.path.lexists(directory):
+            _remove(retired)
     return directory
 
 

@@ -26,7 +26,7 @@ from .errors import UserError
 
 MAX_JSON_BYTES = 16 << 20     # config.json: a char vocabulary and a long history fit many times over
 MAX_JSON_DEPTH = 64           # our own files nest four levels deep
-MAX_INT_DIGITS = 24           # int("9" * 5000) costs quadratic time and means nothing here
+MAX_INT_DIGITS = 80           # a 128-bit RNG state fits; int("9" * 5000) costs quadratic time
 MAX_SAFETENSORS_HEADER = 1 << 20
 MAX_NPY_HEADER = 1 << 16      # the .npy format's own limit for version 1 headers
 FLOAT_DTYPES = {"F32": np.dtype("<f4"), "F64": np.dtype("<f8")}

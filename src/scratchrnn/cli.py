@@ -271,11 +271,16 @@ def _add_generate_parser(sub) -> None:
                     "when all are done, and a request too big for the memory is refused with an "
                     "estimate.")
     g.add_argument("checkpoint", metavar="CHECKPOINT_DIR",
-                   help="a checkpoint directory, or a run directory that holds one")
+                   help="a checkpoint directory, or a run directory (its best/ or last/, see --which)")
+    g.add_argument("--which", choices=("best", "last"), default="best",
+                   help="in a run directory: the best epoch's weights or the newest")
     g.add_argument("--prefix", action="append", default=None, metavar="TEXT",
-                   help=f"text to continue; repeat to continue several at once as one batch (default: "
-                        f"'{DEFAULT_PREFIX}' when neither --prefix nor --prefix-file is given). It is "
-                        f"cleaned like the training text")
+                   help=f"text to continue; repeat to continue several at once as one batch (default, "
+                        f"when neither --prefix nor --prefix-file is given: the prompt training used, the "
+                        f"text's first words, or '{DEFAULT_PREFIX}'). It is cleaned like the training "
+                        f"text; a character the model's vocabulary lacks is refused, naming it (the "
+                        f"book's predict_ch8 would read it as <unk>, which the model never learned to "
+                        f"read; predict_ch8 here refuses it too)")
     g.add_argument("--prefix-file", metavar="PATH", default=None,
                    help="UTF-8 text file with one prefix per line (empty lines are skipped), continued "
                         "after those of --prefix")

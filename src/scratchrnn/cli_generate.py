@@ -13,10 +13,10 @@ import sys
 from pathlib import Path
 
 from .errors import UserError
+from .generation import CHAPTER_PREFIX as DEFAULT_PREFIX
 
 # flags that only mean something when characters are drawn: each implies --strategy sample
 _SAMPLING_FLAGS = ("--temperature", "--alpha", "--top-k", "--top-p", "--seed", "--num-samples")
-DEFAULT_PREFIX = "time traveller"
 MAX_PREFIX_FILE_BYTES = 16 << 20     # prefixes are read whole; a file this big is not a list of prompts
 OUTPUT_BLOCK = 1 << 14               # tokens made between two writes when one continuation is printed
 
@@ -75,12 +75,19 @@ def cmd_generate(args) -> int:
 
     decoding = _decoding_from(args)
     prefixes = list(args.prefix or []) + (_read_prefix_file(args.prefix_file) if args.prefix_file else [])
-    prefixes = prefixes or [DEFAULT_PREFIX]
+    ckpt = load_checkpoint(args.checkpoint, args.which)
+    # the prompt training used for this text (its own first words), else the chapter's
+    saved_prompts = ckpt.info.get("prefixes")
+    default = saved_prompts[0] if isinstance(saved_prompts, list) and saved_prompts and \
+        isinstance(saved_prompts[0], str) and saved_prompts[0] else DEFAULT_PREFIX
+    prefixes = prefixes or [default]
     rows = len(prefixes) * args.num_samples
     if args.stream and (rows > 1 or args.json):
         raise UserError("--stream prints one continuation as it is made: give one prefix and one sample, "
                         "no --json")
-    ckpt = load_checkpoint(args.checkpoint)
+    if not args.json and isinstance(ckpt.info.get("epoch"), int):
+        # stderr: which weights speak (a run's best/ or last/, and their epoch), out of the text's way
+        print(f"scratchrnn: {ckpt.path} (epoch {ckpt.info['epoch']})", file=sys.stderr)
     encoded = [encode_prefix(p, ckpt.vocab, ckpt.cleaning) for p in prefixes]
     one_line = rows == 1 and not args.json          # printed as it is made, a block at a time
     needed = generation_bytes(rows, args.num_chars, max(map(len, encoded)), len(ckpt.vocab),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 from .errors import UserError
 
@@ -43,6 +44,13 @@ def _check_flags(args) -> None:
         raise UserError("--no-detach needs --sampling sequential (random batches reset the state anyway)")
     if args.best_by == "val" and args.val_fraction == 0:
         raise UserError("--best-by val needs held-out text: drop --val-fraction 0")
+    out = args.out or f"runs/{args.backend}-{args.sampling}"
+    if args.resume is None and not args.overwrite and os.path.isdir(out):
+        from .rundir import RunDirectory
+        held = RunDirectory(out).holds_run()
+        if held:
+            raise UserError(f"{out} already holds a run ({', '.join(held)}); pass --overwrite to replace "
+                            f"it, --resume {out} to continue it, or choose another --out")
     if args.resume is not None:
         given = [flag for flag in _given_flags(args) if flag.lstrip("-").replace("-", "_") not in _RESUME_FLAGS]
         if given:

@@ -43,6 +43,23 @@ class SaveFailed(UserError):
     """A checkpoint could not be written (a full disk, a lost permission); the previous one is kept."""
 
 
+class RunExists(UserError):
+    """``open("new")`` found a run in the directory; ``found`` names what (the CLI names its flags)."""
+
+    def __init__(self, path: Path, found: list[str]):
+        super().__init__(f"{path} already holds a run ({', '.join(found)}); overwrite it, resume it, "
+                         "or use another directory")
+        self.path, self.found = path, found
+
+
+class NothingToResume(UserError):
+    """``open("resume")`` found no ``last`` checkpoint to continue from."""
+
+    def __init__(self, path: Path):
+        super().__init__(f"cannot resume: {path} has no last/ checkpoint")
+        self.path = path
+
+
 class RunDirectory:
     """One training run's directory. Use: ``open(mode)``, ``save``/``append_metrics`` while training,
     ``close()`` at the end (or ``with RunDirectory(path) as run:`` after ``open``)."""
@@ -202,12 +219,11 @@ class RunDirectory:
                 raise UserError(f"{link} is a dangling symlink (to {os.readlink(link)}); remove it or "
                                 "overwrite the run")
         if mode == "new" and self.holds_run():
-            raise UserError(f"{self.path} already holds a run ({', '.join(self.holds_run())}); "
-                            "overwrite it, resume it, or use another directory")
+            raise RunExists(self.path, self.holds_run())
         if mode == "overwrite":
             self._clear()
         if mode == "resume" and not os.path.lexists(self.path / "last"):
-            raise UserError(f"cannot resume: {self.path} has no last/ checkpoint")
+            raise NothingToResume(self.path)
 
     def _clear(self) -> None:
         # Pointers and metrics first: killed half-way, nothing left looks like a finished run.
@@ -317,15 +333,19 @@ class RunDirectory:
     def append_metrics(self, record: dict) -> None:
         """Append one JSON line to metrics.jsonl and make it durable before returning."""
         line = json.dumps(record, ensure_ascii=False) + "\n"
-        fd = os.open(self.metrics_path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            size = os.fstat(fd).st_size
-            if size and os.pread(fd, 1, size - 1) != b"\n":
-                line = "\n" + line   # a line torn by a kill stays alone and is skipped when read
-            os.write(fd, line.encode("utf-8"))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            fd = os.open(self.metrics_path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                size = os.fstat(fd).st_size
+                if size and os.pread(fd, 1, size - 1) != b"\n":
+                    line = "\n" + line   # a line torn by a kill stays alone and is skipped when read
+                os.write(fd, line.encode("utf-8"))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as err:
+            raise SaveFailed(f"could not append to {self.metrics_path} ({err.strerror or err}); "
+                             "the checkpoints are not affected") from None
 
     def read_metrics(self) -> list[dict]:
         """The records of metrics.jsonl in order; a line torn by a kill (not JSON) is skipped."""
@@ -347,11 +367,16 @@ class RunDirectory:
         """Keep the records up to ``last_epoch`` (on resume, the epochs after the checkpoint are redone)."""
         kept = [r for r in self.read_metrics() if not (isinstance(r.get("epoch"), int) and r["epoch"] > last_epoch)]
         temporary = self.path / f".saving-metrics-{os.getpid()}"
-        with open(temporary, "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in kept)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, self.metrics_path)
+        try:
+            with open(temporary, "w", encoding="utf-8") as f:
+                f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in kept)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(temporary, self.metrics_path)
+        except OSError as err:
+            _remove(temporary)
+            raise SaveFailed(f"could not rewrite {self.metrics_path} ({err.strerror or err}); "
+                             "it is left as it was") from None
         _fsync_dir(self.path)
 
     # -- loading and closing -------------------------------------------------------------------------

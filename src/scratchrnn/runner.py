@@ -25,7 +25,7 @@ from typing import Callable
 import numpy as np
 
 from . import backends, faults
-from .checkpoint import CARRIED_SLOT, Checkpoint
+from .checkpoint import CARRIED_SLOT, Checkpoint, estimate_checkpoint_bytes
 from .data import SeqDataLoader, check_corpus_fits, load_corpus, split_heldout
 from .errors import RunInterrupted, TrainingDiverged, UserError
 from .generation import default_prefix, encode_prefix, predict
@@ -287,12 +287,14 @@ def _run(config, mode, run_dir, resume, say, progress) -> RunOutcome:
                            seed=train_cfg.seed)
 
     # the directory last: everything above could still refuse the run without touching the disk
-    checkpoint_bytes = estimate.parameters * (2 + len(optimizer.slots)) + (1 << 20)
+    checkpoint_bytes = estimate_checkpoint_bytes(model, np.dtype(cfg.dtype).itemsize, len(optimizer.slots),
+                                                 extra_json_bytes=1 << 16)
     if resume is None:
         notes = run_dir.open(mode, need_bytes=checkpoint_bytes)
     else:
         notes = []
         run_dir.trim_metrics(state.epoch)
+        state.history = run_dir.read_metrics()
     for note in notes:
         say(f"note: {note}")
 
@@ -306,11 +308,13 @@ def _run(config, mode, run_dir, resume, say, progress) -> RunOutcome:
         if carried_now is not None:
             for i, tensor in enumerate(backend.state_to_numpy(carried_now)):
                 arrays[f"{CARRIED_SLOT}/{i}"] = tensor
-        train_state = {"run": cfg.to_dict(), "progress": state.to_dict(),
+        # the per-epoch history is the run directory's metrics.jsonl: a checkpoint that carried it
+        # would grow by a line every epoch and be rewritten every epoch
+        train_state = {"run": cfg.to_dict(), "progress": state.to_dict(with_history=False),
                        "optimizer_steps": optimizer.step_count, "data_fingerprint": corpus.fingerprint,
                        "world_size": 1}
-        info = {"backend": cfg.backend, "epoch": state.epoch, "world_size": 1,
-                "best": state.best, "train": train_cfg.to_dict()}
+        info = {"backend": cfg.backend, "epoch": state.epoch, "world_size": 1, "best": state.best,
+                "train": train_cfg.to_dict(), "prefixes": prefixes}
         run_dir.save(which, Checkpoint(backend.get_params(), corpus.vocab, model, cfg.cleaning, "char",
                                        info=info, train_state=train_state, optimizer_state=arrays))
         if "last" in which:

@@ -134,9 +134,11 @@ class TrainState:
     best: dict | None = None         # {"epoch", "score", "by"}: the best perplexity and where it was
     history: list = field(default_factory=list)   # EpochResult.record() of every epoch done
 
-    def to_dict(self) -> dict:
+    def to_dict(self, with_history: bool = True) -> dict:
         data = asdict(self)
         data["loader_rng"] = _json_ints(self.loader_rng, to_text=True)
+        if not with_history:
+            del data["history"]
         return data
 
     @classmethod

@@ -180,8 +180,7 @@ def has_decode_weights(config: ModelConfig) -> bool:
     return config.cell == "rnn" and config.num_layers == 1
 
 
-def decode_weights_of(params: dict[str, np.ndarray], config: ModelConfig
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def decode_weights_of(params: dict, config: ModelConfig, concat=np.concatenate) -> tuple:
     """Every token's input term x W_xh + b_h (vocab, hidden), ``[W_hh | W_hq]`` (hidden, hidden + vocab)
     and b_q: one row gather and one product per generated token. The one-layer RNN's only."""
     if not has_decode_weights(config):
@@ -192,4 +191,4 @@ def decode_weights_of(params: dict[str, np.ndarray], config: ModelConfig
         input_rows = p["W_xh"] + p["b_h"]               # row v: one_hot(v) W_xh + b_h
     else:
         input_rows = p["W_emb"] @ p["W_xh"] + p["b_h"]
-    return input_rows, np.concatenate([p["W_hh"], p["W_hq"]], axis=1), p["b_q"]
+    return input_rows, concat([p["W_hh"], p["W_hq"]], axis=1), p["b_q"]

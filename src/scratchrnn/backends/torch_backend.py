@@ -34,7 +34,7 @@ from .. import compiled, fast_recurrence
 from ..errors import UserError
 from ..cells import dropout_mask
 from . import torch_chapter
-from .base import Backend, TensorOps, has_decode_weights
+from .base import Backend, TensorOps, decode_weights_of, has_decode_weights
 from .numpy_backend import decode_loop, dropout_generator
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -418,13 +418,9 @@ class TorchBackend(Backend):
         return tokens.T
 
     def _decode_weights(self):
-        """Every token's input projection x W_xh + b_h (vocab, hidden), and [W_hh | W_hq]."""
-        p = self.params
-        if self.config.embedding == "onehot":
-            input_rows = p["W_xh"] + p["b_h"]
-        else:
-            input_rows = p["W_emb"] @ p["W_xh"] + p["b_h"]
-        return input_rows, torch.cat([p["W_hh"], p["W_hq"]], dim=1)
+        """``decode_weights_of`` in torch tensors: x W_xh + b_h for every token, and [W_hh | W_hq]."""
+        input_rows, W_step, _ = decode_weights_of(self.params, self.config, _torch_concat)
+        return input_rows, W_step
 
     def _decode_in_torch(self, h, logits, input_rows, W_step, num_tokens, pick, on_step):
         """``decode_loop`` written in PyTorch, for tensors on a GPU; ``h`` is overwritten."""
@@ -444,3 +440,8 @@ class TorchBackend(Backend):
             torch.mm(h, W_step, out=product)
             logits = (product[:, hidden:] + self.params["b_q"]).cpu().numpy()
         return tokens.T
+
+
+def _torch_concat(tensors, axis: int):
+    """``np.concatenate``'s signature over ``torch.cat``, for ``decode_weights_of``."""
+    return torch.cat(tensors, dim=axis)
