@@ -14,7 +14,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from . import kernels
-from .backends.base import Backend
+from .backends.base import Backend, has_decode_weights
 from .data import Vocab, clean_prefix
 from .errors import UserError
 
@@ -179,7 +179,8 @@ def generate_blocks(backend: Backend, prefixes: Sequence[Sequence[int]], num_tok
     block = max(num_tokens, 1) if block is None else block
     if block < 1:
         raise ValueError(f"block must be a positive number of tokens, not {block}")
-    if (hasattr(backend, "decode_weights") and all(len(ids) > 0 for ids in prefixes)
+    if (hasattr(backend, "decode_weights") and has_decode_weights(backend.config)
+            and all(len(ids) > 0 for ids in prefixes)
             and decoding.strategy == "greedy"
             and kernels.supports(getattr(backend.config, "cell", "rnn"), backend.dtype, backend.device,
                                  "decode", batch=len(prefixes))):
