@@ -23,7 +23,7 @@ help:
 	@echo "make clean  remove environments and runs"
 
 # -- environments -------------------------------------------------------------------------------------
-C_SOURCES := $(wildcard src/scratchrnn/*.c src/scratchrnn/*.h)
+C_SOURCES := $(wildcard src/scratchrnn/kernels/*.c src/scratchrnn/kernels/*.h src/scratchrnn/kernels/_sources.py)
 
 $(VENV)/.base: pyproject.toml setup.py $(C_SOURCES) constraints/test.txt
 	$(PYTHON) -m venv $(VENV)

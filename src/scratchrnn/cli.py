@@ -11,7 +11,7 @@ import math
 import sys
 import textwrap
 
-from . import __version__, compiled
+from . import __version__, kernels
 from .backends import BACKENDS
 from .cli_generate import DEFAULT_PREFIX, cmd_generate
 from .cli_train import cmd_train
@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Character-level RNN language models from scratch (Dive into Deep Learning, 8.5).",
         formatter_class=_HelpFormatter)
     parser.add_argument("--version", action="version",
-                        version=f"scratchrnn {__version__} (compiled kernels: {compiled.status()})",
+                        version=f"scratchrnn {__version__} (compiled kernels: {kernels.status()})",
                         help="show the version, and whether the compiled kernels (greedy generation, the "
                              "recurrences of a training step) are built and on, then exit")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
