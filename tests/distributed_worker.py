@@ -12,19 +12,21 @@ from scratchrnn.distributed import SINGLE, GradientAverager, init_world, shutdow
 from scratchrnn.model import ModelConfig, init_params
 from scratchrnn.training import TrainConfig, train
 
-# (backend, optimizer, lr, sampling): every cell type there is (the RNN) with SGD and Adam
-CASES = [("torch", "sgd", 1.0, "sequential"), ("torch", "adam", 0.01, "sequential"),
-         ("torch", "sgd", 1.0, "random"), ("torch", "adam", 0.01, "random"),
-         ("numpy", "adam", 0.01, "sequential")]
+# (backend, cell, optimizer, lr, sampling): every cell type with SGD and Adam, sequential and random
+CASES = [("torch", "rnn", "sgd", 1.0, "sequential"), ("torch", "rnn", "adam", 0.01, "sequential"),
+         ("torch", "rnn", "sgd", 1.0, "random"), ("torch", "rnn", "adam", 0.01, "random"),
+         ("torch", "gru", "sgd", 1.0, "sequential"), ("torch", "gru", "adam", 0.01, "random"),
+         ("torch", "lstm", "adam", 0.01, "sequential"), ("torch", "lstm", "sgd", 1.0, "random"),
+         ("numpy", "rnn", "adam", 0.01, "sequential"), ("numpy", "lstm", "sgd", 1.0, "sequential")]
 TOKENS, BATCH, STEPS, HIDDEN, EPOCHS = 400, 4, 5, 8, 2
 
 
 def train_case(case, world=SINGLE):
     """Per-epoch training and held-out perplexities and the final weights of one case."""
-    backend_name, optimizer, lr, sampling = case
+    backend_name, cell, optimizer, lr, sampling = case
     corpus, vocab = load_corpus(None, 2 * TOKENS)
     text, heldout = corpus[:TOKENS], np.asarray(corpus[TOKENS:], dtype=np.int64)
-    model = ModelConfig(len(vocab), HIDDEN)
+    model = ModelConfig(len(vocab), HIDDEN, cell=cell)
     backend = backends.create(backend_name, init_params(model, 3), model, dtype="float64")
     loader = SeqDataLoader(text, BATCH, STEPS, sampling, seed=5, rank=world.rank, world_size=world.size)
     config = TrainConfig(epochs=EPOCHS, lr=lr, batch_size=BATCH, num_steps=STEPS, sampling=sampling,

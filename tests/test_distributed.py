@@ -87,8 +87,9 @@ def test_gather_rows_in_the_world_of_one_is_the_identity():
 
 # -- 2 ranks against one process -------------------------------------------------------------------------
 def test_two_ranks_take_the_same_steps_as_one_process_with_the_whole_batch(tmp_path):
-    """Per-epoch training and held-out perplexities and final weights to 1e-9 (float64), SGD and Adam,
-    sequential and random partitioning, torch and numpy; both ranks end with identical weights."""
+    """Per-epoch training and held-out perplexities and final weights to 1e-9 (float64): RNN, GRU and
+    LSTM, SGD and Adam, sequential and random partitioning, torch and numpy; both ranks end with
+    identical weights."""
     out = tmp_path / "ranks.npz"
     done = subprocess.run([*TORCHRUN, "--standalone", "--nproc-per-node", "2",
                            str(HERE / "distributed_worker.py"), str(out)],

@@ -280,9 +280,11 @@ def _prepare(config, resume, world):
     prefixes = _prefixes(cfg, corpus)
 
     optimizer = train_cfg.make_optimizer()
+    # dropout on several ranks: a stream of masks per rank, not the same masks on every rank's rows
+    options = {"dropout_seed": world.rank} if world.distributed and model.dropout else {}
     if resume is None:
         backend = backends.create(cfg.backend, init_params(model, train_cfg.seed), model,
-                                  device=cfg.device, dtype=cfg.dtype)
+                                  device=cfg.device, dtype=cfg.dtype, **options)
         state, carried = TrainState(), None
     else:
         ckpt, state = resume["ckpt"], resume["state"]
@@ -290,7 +292,8 @@ def _prepare(config, resume, world):
                 list(ckpt.vocab.idx_to_token) != list(corpus.vocab.idx_to_token):
             raise UserError(f"the training text is not the one the run in {cfg.out} was saved with "
                             f"({cfg.data or 'the bundled book'} changed); resume needs the same text")
-        backend = backends.create(cfg.backend, ckpt.params, model, device=cfg.device, dtype=cfg.dtype)
+        backend = backends.create(cfg.backend, ckpt.params, model, device=cfg.device, dtype=cfg.dtype,
+                                  **options)
         arrays = dict(ckpt.optimizer_state)
         carried_arrays = [arrays.pop(f"{CARRIED_SLOT}/{i}") for i in range(len(arrays))
                           if f"{CARRIED_SLOT}/{i}" in arrays]
