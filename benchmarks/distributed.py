@@ -4,8 +4,9 @@
     python benchmarks/distributed.py --quick         # a smoke test
     python benchmarks/distributed.py --out benchmarks/results/distributed-cpu-2core.json
 
-Measured side by side, for the torch backend (fast path, float32, the chapter's model: 512 hidden
-units, 35 steps, 28 tokens, SGD with clipping, sequential batches with the state carried):
+Measured side by side, for the torch backend (float32, 512 hidden units, 35 steps, the book's 28
+tokens, SGD with clipping, sequential batches with the state carried; the RNN on its fast path, the
+LSTM in its autograd form):
 - training tokens/s of 1 process with 2 threads, and of 2 ranks (torchrun, gloo) with 1 thread each,
   both at global batch 32 and 256 (the 2 ranks read 16 or 128 rows each);
 - the all-reduce's share of a 2-rank step: the time inside ``GradientAverager`` (flatten, all_reduce,
@@ -41,7 +42,7 @@ QUICK = dict(rounds=1, timed_steps=4, warmup_steps=1)
 
 
 # -- one measurement (run as a worker: one process, or each rank under torchrun) ------------------------
-def worker(batch: int, threads: int, timed: int, warmup: int, out: str) -> None:
+def worker(cell: str, batch: int, threads: int, timed: int, warmup: int, out: str) -> None:
     import numpy as np
     import torch
 
@@ -53,7 +54,7 @@ def worker(batch: int, threads: int, timed: int, warmup: int, out: str) -> None:
 
     world = init_world("torch", threads=threads)
     corpus, vocab = load_corpus(None)
-    model = ModelConfig(len(vocab), HIDDEN)
+    model = ModelConfig(len(vocab), HIDDEN, cell=cell)
     backend = backends.create("torch", init_params(model, 0), model)
     loader = SeqDataLoader(corpus, batch, STEPS, "sequential", seed=0, rank=world.rank, world_size=world.size)
     optimizer = create_optimizer("sgd")
@@ -81,7 +82,7 @@ def worker(batch: int, threads: int, timed: int, warmup: int, out: str) -> None:
         step_seconds.append(time.perf_counter() - start)
     step_seconds, reduce_seconds = step_seconds[warmup:], reduce_seconds[warmup:]
     grad_bytes = sum(p.numel() * p.element_size() for p in backend.parameters().values())
-    result = {"batch": batch, "ranks": world.size, "threads": torch.get_num_threads(),
+    result = {"cell": cell, "batch": batch, "ranks": world.size, "threads": torch.get_num_threads(),
               "step_s": statistics.median(step_seconds),
               "tokens_per_sec": batch * STEPS / statistics.median(step_seconds),
               "reduce_s": statistics.median(reduce_seconds) if reduce_seconds else 0.0,
@@ -112,12 +113,12 @@ def worker(batch: int, threads: int, timed: int, warmup: int, out: str) -> None:
 
 
 # -- the driver -------------------------------------------------------------------------------------------
-def _measure(batch: int, ranks: int, settings: dict) -> dict:
+def _measure(cell: str, batch: int, ranks: int, settings: dict) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
         env = dict(os.environ, PYTHONPATH=str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""),
                    OMP_NUM_THREADS=str(2 // ranks))
-        args = ["--worker", "--batch", str(batch), "--threads", str(2 // ranks), "--timed",
+        args = ["--worker", "--cell", cell, "--batch", str(batch), "--threads", str(2 // ranks), "--timed",
                 str(settings["timed_steps"]), "--warmup", str(settings["warmup_steps"]), "--result", str(out)]
         if ranks == 1:
             command = [sys.executable, __file__, *args]
@@ -160,6 +161,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
+    parser.add_argument("--cells", default="rnn,lstm", help="cells to measure, comma-separated")
+    parser.add_argument("--cell", default="rnn", help=argparse.SUPPRESS)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, default=32, help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
@@ -168,53 +171,59 @@ def main() -> None:
     parser.add_argument("--result", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        worker(args.batch, args.threads, args.timed, args.warmup, args.result)
+        worker(args.cell, args.batch, args.threads, args.timed, args.warmup, args.result)
         return
     settings = QUICK if args.quick else FULL
-    runs = {(b, r): [] for b in (32, 256) for r in (1, 2)}
+    cells = args.cells.split(",")
+    runs = {(c, b, r): [] for c in cells for b in (32, 256) for r in (1, 2)}
     for round_ in range(settings["rounds"]):
         for key in runs:                         # interleaved: a machine slowing down slows every column
             runs[key].append(_measure(*key, settings))
-            print(f"round {round_ + 1}: batch {key[0]}, {key[1]} rank(s): "
+            print(f"round {round_ + 1}: {key[0]}, batch {key[1]}, {key[2]} rank(s): "
                   f"{runs[key][-1]['tokens_per_sec']:,.0f} tokens/s", file=sys.stderr)
 
     def median_run(results):
         return sorted(results, key=lambda r: r["tokens_per_sec"])[len(results) // 2]
 
-    summary = {f"batch{b}_ranks{r}": median_run(results) for (b, r), results in runs.items()}
-    two = {b: summary[f"batch{b}_ranks2"] for b in (32, 256)}
-    model = predict(two[256], two)
+    summary = {f"{c}_batch{b}_ranks{r}": median_run(results) for (c, b, r), results in runs.items()}
+    predictions = {}
+    for c in cells:
+        two = {b: summary[f"{c}_batch{b}_ranks2"] for b in (32, 256)}
+        predictions[c] = predict(two[256], two)
     report = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                           "processor": platform.processor(), "gpu": "none in this session"},
               "settings": {"hidden": HIDDEN, "num_steps": STEPS, "dtype": "float32", **settings},
-              "runs": {f"batch{b}_ranks{r}": results for (b, r), results in runs.items()},
-              "median": summary, "prediction": model}
-    print(table(report))
+              "runs": {f"{c}_batch{b}_ranks{r}": results for (c, b, r), results in runs.items()},
+              "median": summary, "prediction": predictions}
+    print(table(report, cells))
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1))
 
 
-def table(report: dict) -> str:
+def table(report: dict, cells: list) -> str:
     m = report["median"]
-    lines = ["| global batch | 1 process x 2 threads | 2 ranks x 1 thread | 2 ranks / 1 | all-reduce share (2 ranks) |",
-             "|---:|---:|---:|---:|---:|"]
-    for b in (32, 256):
-        one, two = m[f"batch{b}_ranks1"], m[f"batch{b}_ranks2"]
-        lines.append(f"| {b} | {one['tokens_per_sec']:,.0f} | {two['tokens_per_sec']:,.0f} | "
-                     f"{two['tokens_per_sec'] / one['tokens_per_sec']:.2f}x | "
-                     f"{two['reduce_s'] / two['step_s']:.1%} |")
-    p = report["prediction"]
-    lines += ["", f"model: compute(rows) = {p['c0_s'] * 1e3:.2f} ms + {p['c1_s_per_row'] * 1e3:.3f} ms/row; "
-              f"all_reduce latency {p['latency_s'] * 1e6:.0f} us per hop, bandwidth "
-              f"{p['bandwidth_bytes_per_s'] / 1e9:.2f} GB/s", "",
-              "| ranks | " + " | ".join(f"batch {b}: tokens/s (all-reduce share)" for b in p["by_batch"]) + " |",
-              "|---:|" + "---:|" * len(p["by_batch"])]
-    for n in (4, 8, 16, 32, 64):
-        cells = []
-        for b, rows in p["by_batch"].items():
-            row = rows.get(n)
-            cells.append(f"{row['tokens_per_sec']:,.0f} ({row['allreduce_share']:.0%})" if row else "-")
-        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    lines = ["| cell | global batch | 1 process x 2 threads | 2 ranks x 1 thread | 2 ranks / 1 | "
+             "all-reduce share (2 ranks) |", "|---|---:|---:|---:|---:|---:|"]
+    for c in cells:
+        for b in (32, 256):
+            one, two = m[f"{c}_batch{b}_ranks1"], m[f"{c}_batch{b}_ranks2"]
+            lines.append(f"| {c} | {b} | {one['tokens_per_sec']:,.0f} | {two['tokens_per_sec']:,.0f} | "
+                         f"{two['tokens_per_sec'] / one['tokens_per_sec']:.2f}x | "
+                         f"{two['reduce_s'] / two['step_s']:.1%} |")
+    for c in cells:
+        p = report["prediction"][c]
+        lines += ["", f"{c}: compute(rows) = {p['c0_s'] * 1e3:.2f} ms + {p['c1_s_per_row'] * 1e3:.3f} ms/row "
+                  f"on 1 thread; all_reduce latency {p['latency_s'] * 1e6:.0f} us per hop, bandwidth "
+                  f"{p['bandwidth_bytes_per_s'] / 1e9:.2f} GB/s", "",
+                  "| ranks | " + " | ".join(f"{c}, batch {b}: tokens/s (all-reduce share)"
+                                          for b in p["by_batch"]) + " |",
+                  "|---:|" + "---:|" * len(p["by_batch"])]
+        for n in (4, 8, 16, 32, 64):
+            row_cells = []
+            for b, rows in p["by_batch"].items():
+                row = rows.get(n)
+                row_cells.append(f"{row['tokens_per_sec']:,.0f} ({row['allreduce_share']:.0%})" if row else "-")
+            lines.append(f"| {n} | " + " | ".join(row_cells) + " |")
     return "\n".join(lines)
 
 
