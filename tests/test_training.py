@@ -156,3 +156,14 @@ def test_a_backend_refuses_an_option_it_does_not_have():
     config = ModelConfig(28, 8)
     with pytest.raises(scratchrnn.UserError, match="numpy backend has no option impl"):
         backends.create("numpy", init_params(config), config, impl="chapter")
+
+
+def test_the_books_gated_and_deep_models_by_their_chapter_names():
+    import scratchrnn
+    train_iter, vocab = scratchrnn.load_data_time_machine(8, 10, max_tokens=1500)
+    for cls, cell in ((scratchrnn.GRUModelScratch, "gru"), (scratchrnn.LSTMModelScratch, "lstm")):
+        net = cls(len(vocab), 16, num_layers=2, dropout=0.1)
+        assert net.config.cell == cell and net.config.num_layers == 2
+        ppl, speed = scratchrnn.train_epoch_ch8(net, train_iter, lr=1.0)
+        assert 1 < ppl < 2 * len(vocab) and speed > 0
+        assert scratchrnn.predict_ch8("time ", 5, net, vocab).startswith("time ")
