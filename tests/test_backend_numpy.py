@@ -8,7 +8,11 @@ from scratchrnn import backends
 from scratchrnn.model import ModelConfig
 
 
-class TestNumpyBackend(BackendContract):
+class TestNumpyContractAgainstItself(BackendContract):
+    """Here subject and reference are the same code, so the contract's comparisons with "numpy" only
+    check the contract's own plumbing; the hand-written gradients are held to finite differences
+    below, and the trained model's text to the compiled decoder and the generic loop."""
+
     backend_name = "numpy"
 
 
