@@ -383,6 +383,18 @@ def as_ids(corpus: Sequence[int]) -> np.ndarray:
     return ids
 
 
+def split_heldout(corpus: Sequence[int], fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """The tokens to train on, and the last ``fraction`` of them held out for validation perplexity.
+
+    The held-out part is the end of the text in one piece, so that it is read in order like the
+    training text. ``scratchrnn train --val-fraction`` and the experiments split this way.
+    """
+    if not 0 <= fraction < 1:
+        raise ValueError(f"fraction must be in [0, 1), not {fraction}")
+    cut = int(len(corpus) * (1 - fraction))
+    return as_ids(corpus[:cut]), np.asarray(corpus[cut:], dtype=np.int64)
+
+
 def seq_data_iter_random(corpus: Sequence[int], batch_size: int, num_steps: int,
                          rng: np.random.Generator) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Random partitioning: disjoint subsequences, shuffled, so adjacent batches are unrelated.

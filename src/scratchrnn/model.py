@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from .errors import UserError
+from .memory import available_bytes, format_bytes
 
 ACTIVATIONS = ("tanh", "relu")
 EMBEDDINGS = ("onehot", "learned")
@@ -103,7 +103,7 @@ def init_params(config: ModelConfig, seed: int = 0, dtype=np.float32) -> dict[st
     sizes = [int(np.prod(shape, dtype=object)) for shape in config.param_shapes().values()]
     # the draw is float64 before its cast, one matrix at a time
     needed = sum(sizes) * np.dtype(dtype).itemsize + max(sizes) * 8
-    available = available_memory()
+    available = available_bytes()
     if available is not None and needed > available:
         raise UserError(f"the weights of a model with vocab_size {config.vocab_size}, num_hiddens "
                         f"{config.num_hiddens} need about {format_bytes(needed)}, more than the "
@@ -156,29 +156,16 @@ def estimate_training_bytes(config: ModelConfig, batch_size: int, num_steps: int
                           activations=(hidden + inputs + outputs) * itemsize)
 
 
-def available_memory(meminfo: str | Path = "/proc/meminfo") -> int | None:
-    """Bytes of memory the system says it can give without swapping (MemAvailable); None if unknown."""
-    try:
-        with open(meminfo, encoding="ascii") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    value, unit = line.split()[1:3]
-                    return int(value) * {"kB": 1024}.get(unit, 1)
-    except (OSError, ValueError, IndexError, UnicodeDecodeError):
-        return None
-    return None
-
-
 def check_fits_in_memory(config: ModelConfig, batch_size: int, num_steps: int, dtype="float32",
                          available: int | None = None) -> MemoryEstimate:
     """Refuse (UserError) a training run whose estimate exceeds the memory available, naming both.
 
-    ``available`` defaults to /proc/meminfo's MemAvailable; where that cannot be read, nothing is
-    refused. Returns the estimate.
+    ``available`` defaults to what the system says it can give (``memory.available_bytes``); where
+    that cannot be read, nothing is refused. Returns the estimate.
     """
     estimate = estimate_training_bytes(config, batch_size, num_steps, dtype)
     if available is None:
-        available = available_memory()
+        available = available_bytes()
     if available is not None and estimate.total > available:
         raise UserError(
             f"training num_hiddens {config.num_hiddens}, vocab_size {config.vocab_size}, batch_size "
@@ -190,17 +177,13 @@ def check_fits_in_memory(config: ModelConfig, batch_size: int, num_steps: int, d
     return estimate
 
 
-def format_bytes(count: int) -> str:
-    """A byte count in GiB (or the binary unit that keeps it readable)."""
-    value, unit = float(count) / 2**30, "GiB"
-    for bigger in ("TiB", "PiB", "EiB"):
-        if value < 1024:
-            break
-        value, unit = value / 1024, bigger
-    return f"{value:,.1f} {unit}" if value >= 0.1 or unit != "GiB" else f"{count / 2**20:,.1f} MiB"
-
-
 def global_norm(grads) -> float:
     """L2 norm of all gradients taken together, as one long vector."""
     values = grads.values() if isinstance(grads, dict) else grads
     return float(np.sqrt(sum(float(np.sum(np.square(g, dtype=np.float64))) for g in values)))
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """log softmax of each row, computed stably (shifted by the row's maximum before exponentiating)."""
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
