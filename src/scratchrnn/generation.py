@@ -49,8 +49,13 @@ class Decoding:
 
 
 def next_token_probs(logits: np.ndarray, decoding: Decoding) -> np.ndarray:
-    """Sampling distribution over the vocabulary for each row of logits (batch, vocab)."""
+    """Sampling distribution over the vocabulary for each row of logits (batch, vocab).
+
+    ``<unk>`` (index 0 of every vocabulary) is never drawn: it stands for characters the model never
+    saw, so a sample would print a placeholder where the text has a character.
+    """
     z = np.asarray(logits, dtype=np.float64) / decoding.temperature
+    z[..., UNK_INDEX] = -np.inf
     z = z - z.max(axis=-1, keepdims=True)
     probs = np.exp(z)
     probs /= probs.sum(axis=-1, keepdims=True)
@@ -67,6 +72,9 @@ def next_token_probs(logits: np.ndarray, decoding: Decoding) -> np.ndarray:
         np.put_along_axis(keep, order, keep_sorted, axis=-1)
         probs = np.where(keep, probs, 0.0)
     return probs / probs.sum(axis=-1, keepdims=True)
+
+
+UNK_INDEX = 0          # data.Vocab puts <unk> first
 
 
 class TokenPicker:
