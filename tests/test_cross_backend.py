@@ -52,7 +52,7 @@ def checkpoints(tmp_path_factory):
             continue
         out = root / backend
         _run(python, "-m", "scratchrnn", "train", "--backend", backend, "--out", out, *TRAIN)
-        trained[backend] = out / "checkpoint"
+        trained[backend] = out          # a run directory: its best/ checkpoint
     return pythons, trained, missing
 
 

@@ -341,7 +341,7 @@ class _CharCounter:
 
 def _load_chars(path, keep: int | None, cleaning: str) -> tuple[np.ndarray, Vocab]:
     scan = None if keep is None else max(keep, VOCAB_SCAN_TOKENS)
-    counter, kept, seen = _CharCounter(), [], 0
+    counter, held, seen = _CharCounter(), _Held(), 0
     blank = {"so far": True}
 
     def noting_text(pieces):
@@ -356,9 +356,11 @@ def _load_chars(path, keep: int | None, cleaning: str) -> tuple[np.ndarray, Voca
         if len(piece):
             places = counter.add(piece)
             if keep is None or seen < keep:
-                # held compactly already: places are below the number of distinct characters so far
-                places = places if keep is None else places[:keep - seen]
-                kept.append(places.astype(id_dtype(len(counter.first_seen) + 1)))
+                if held.ids is None:
+                    # a text has no more characters than its file has bytes
+                    size = (time_machine_path() if path is None else Path(path)).stat().st_size
+                    held.start(size if keep is None else min(size, keep))
+                held.append(places if keep is None else places[:keep - seen], len(counter.first_seen))
             seen += len(piece)
         if scan is not None and seen >= scan:
             break      # the rest of the file is never read
@@ -366,14 +368,37 @@ def _load_chars(path, keep: int | None, cleaning: str) -> tuple[np.ndarray, Voca
         raise UserError(f"data file is empty: {path or time_machine_path()}")
     counts = {chr(code): int(n) for code, n in zip(counter.first_seen, counter.counts)}
     vocab = Vocab.from_counts(counts)
-    # places in order of appearance -> the vocabulary's ids, written piece by piece into one array
+    # places in order of appearance -> the vocabulary's ids, in place, a block at a time
     to_id = np.array([vocab.token_to_idx.get(ch, vocab.unk) for ch in counts], dtype=np.int64)
-    corpus = np.empty(sum(len(k) for k in kept), dtype=id_dtype(len(vocab)))
-    at = 0
-    for places in kept:
-        corpus[at:at + len(places)] = to_id[places]
-        at += len(places)
-    return corpus, vocab
+    corpus = held.ids[:held.length] if held.ids is not None else np.zeros(0, dtype=np.uint8)
+    for at in range(0, len(corpus), READ_CHUNK_BYTES):
+        corpus[at:at + READ_CHUNK_BYTES] = to_id[corpus[at:at + READ_CHUNK_BYTES]]
+    return corpus.astype(id_dtype(len(vocab)), copy=False), vocab
+
+
+class _Held:
+    """The kept characters' places, in one array as narrow as their number allows.
+
+    The array is sized for the most characters the file can hold but only what is written to is
+    ever given memory by the system, so the text is held once, at 1 byte per character for up to
+    255 distinct characters (widened, once, if more appear).
+    """
+
+    def __init__(self):
+        self.ids: np.ndarray | None = None
+        self.length = 0
+
+    def start(self, capacity: int) -> None:
+        self.ids = np.empty(capacity, dtype=np.uint8)
+
+    def append(self, places: np.ndarray, distinct: int) -> None:
+        wanted = id_dtype(distinct + 1)     # + 1: the vocabulary's <unk> comes first
+        if wanted.itemsize > self.ids.dtype.itemsize:
+            wider = np.empty(len(self.ids), dtype=wanted)
+            wider[:self.length] = self.ids[:self.length]
+            self.ids = wider
+        self.ids[self.length:self.length + len(places)] = places
+        self.length += len(places)
 
 
 def num_batches(corpus_len: int, batch_size: int, num_steps: int, sampling: str) -> int:
