@@ -21,152 +21,27 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import hashlib
 import json
 import os
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--hidden", "8", "--epochs", "2", "--max-tokens", "2000", "--batch-size", "4", "--num-steps", "5",
-        "--no-progress", "--predict-every", "0"]
+from probe_damage import (big_config, deep_json, fill, flip, garbage_config, huge_header_length,
+                          huge_shape, long_integer, other_shapes, replace_with, retype, set_cleaning,
+                          set_model, set_model_field, set_vocab_entry, to_v1, truncate, zip_bomb)
+from probe_run import (MiB, TINY, Broke, Skip, cli, env_for, expect, finish, kill_group, loadable, start,
+                       train_tiny)
+
 CHECKPOINT_POINTS = ["checkpoint.staging-created", "checkpoint.model-written", "checkpoint.optimizer-written",
                      "checkpoint.config-written", "checkpoint.files-synced", "checkpoint.version-named",
                      "checkpoint.pointer-created", "checkpoint.pointer-swapped", "checkpoint.old-moved-aside",
                      "checkpoint.new-in-place", "checkpoint.old-removed", "checkpoint.dir-synced"]
-MiB = 1 << 20
-
-
-class Broke(Exception):
-    """What should have held did not; the message says what happened instead."""
-
-
-class Skip(Exception):
-    """This machine cannot set the case up (the message says why)."""
-
-
-@dataclass
-class Proc:
-    rc: int | None
-    out: str
-    err: str
-    seconds: float
-    max_rss: int          # bytes, of the command's own process
-    timed_out: bool
-
-    def last_err(self) -> str:
-        lines = [line for line in self.err.splitlines() if line.strip()]
-        return lines[-1][:200] if lines else "(nothing on stderr)"
-
-
-# -- running the command ------------------------------------------------------------------------------
-def _env(extra: dict | None = None) -> dict:
-    env = dict(os.environ, PYTHONWARNINGS="ignore", PYTHONPATH=str(ROOT / "src"))
-    for name in ("SCRATCHRNN_FAULT", "SCRATCHRNN_NO_KERNEL", "SCRATCHRNN_THREADS", "PYTHONIOENCODING"):
-        env.pop(name, None)
-    env.update(extra or {})
-    return env
-
-
-def start(args, env=None, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, cwd=None):
-    return subprocess.Popen([sys.executable, "-m", "scratchrnn", *map(str, args)], stdin=stdin,
-                            stdout=stdout, stderr=subprocess.PIPE, env=_env(env), cwd=cwd,
-                            start_new_session=True)
-
-
-def finish(proc: subprocess.Popen, timeout: float, began: float | None = None,
-           read_stdout: bool = True) -> Proc:
-    """Wait for ``proc`` (killing its process group past ``timeout``), reading its output as it comes
-    and taking its peak memory from wait4."""
-    began = time.monotonic() if began is None else began
-    chunks = {"out": [], "err": []}
-
-    def drain(stream, key):
-        for block in iter(lambda: stream.read(65536), b""):
-            chunks[key].append(block)
-
-    readers = [threading.Thread(target=drain, args=(proc.stderr, "err"), daemon=True)]
-    if read_stdout and proc.stdout is not None:
-        readers.append(threading.Thread(target=drain, args=(proc.stdout, "out"), daemon=True))
-    for reader in readers:
-        reader.start()
-    timed_out, status, usage = False, None, None
-    # a process already reaped by Popen.poll() keeps its exit status; its peak memory is lost
-    while status is None and proc.returncode is None:
-        pid, raw, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            status = raw
-            break
-        if time.monotonic() - began > timeout:
-            timed_out = True
-            _kill_group(proc.pid, signal.SIGKILL)
-            _, status, usage = os.wait4(proc.pid, 0)
-            break
-        time.sleep(0.02)
-    if status is not None:
-        proc.returncode = os.waitstatus_to_exitcode(status)
-    for reader in readers:
-        reader.join(timeout=5)
-    return Proc(proc.returncode, b"".join(chunks["out"]).decode("utf-8", "replace"),
-                b"".join(chunks["err"]).decode("utf-8", "replace"), time.monotonic() - began,
-                usage.ru_maxrss * 1024 if usage else 0, timed_out)
-
-
-def _kill_group(pid: int, sig) -> None:
-    try:
-        os.killpg(pid, sig)
-    except ProcessLookupError:
-        pass
-
-
-def cli(*args, env=None, timeout=120, stdin=subprocess.DEVNULL, cwd=None) -> Proc:
-    return finish(start(args, env=env, stdin=stdin, cwd=cwd), timeout)
-
-
-def expect(proc: Proc, codes=(2,), one_line=None, seconds=None, max_rss=None) -> Proc:
-    """The rules every case shares: no traceback, an expected exit status, a one-line refusal."""
-    if proc.timed_out:
-        raise Broke(f"still running after {proc.seconds:.0f} s (killed)")
-    if "Traceback (most recent call last)" in proc.err:
-        raise Broke(f"traceback, ending: {proc.last_err()}")
-    if proc.rc not in codes:
-        raise Broke(f"exit status {proc.rc}, expected {' or '.join(map(str, codes))}: {proc.last_err()}")
-    if one_line is None:
-        one_line = proc.rc == 2
-    if one_line:
-        # the refusal is one line, the last; a line before it may say which checkpoint was read
-        lines = [line for line in proc.err.splitlines() if line.strip()]
-        errors = [line for line in lines if "error" in line.lower()]
-        if not lines or len(errors) != 1 or errors[0] != lines[-1] or not lines[-1].startswith("scratchrnn"):
-            raise Broke(f"not one line of refusal on stderr: {proc.err[-300:]!r}")
-    if seconds is not None and proc.seconds > seconds:
-        raise Broke(f"took {proc.seconds:.1f} s, more than {seconds} s")
-    if max_rss is not None and proc.max_rss > max_rss:
-        raise Broke(f"peak memory {proc.max_rss / MiB:.0f} MiB, more than {max_rss / MiB:.0f} MiB")
-    return proc
-
-
-def loadable(path: Path, what: str = "the run directory") -> None:
-    """``generate`` reads a checkpoint from ``path`` (a run or checkpoint directory)."""
-    proc = cli("generate", path, "--num-chars", "5", timeout=120)
-    if proc.rc != 0 and (Path(path) / "last").exists():
-        # a run stopped before its first best/ (Ctrl-C in the first epoch) keeps last/
-        proc = cli("generate", path, "--which", "last", "--num-chars", "5", timeout=120)
-    if proc.rc != 0:
-        raise Broke(f"{what} is not loadable afterwards (generate: exit {proc.rc}: {proc.last_err()})")
-
-
-def train_tiny(out: Path, *extra, env=None, timeout=180) -> Proc:
-    return cli("train", "--out", out, *TINY, *extra, env=env, timeout=timeout)
 
 
 # -- the cases -----------------------------------------------------------------------------------------
@@ -363,234 +238,32 @@ def _(ws):
 
 
 # hostile checkpoints: generate refuses each at once, in one line, in bounded memory
-def _config(ckpt: Path) -> dict:
-    return json.loads((ckpt / "config.json").read_text(encoding="utf-8"))
-
-
-def _write_config(ckpt: Path, config) -> None:
-    (ckpt / "config.json").write_text(json.dumps(config), encoding="utf-8")
-
-
-def _reseal(ckpt: Path, filename: str = "model.safetensors") -> None:
-    """Recompute the weights file's checksum and size in config.json, as an attacker would."""
-    config = _config(ckpt)
-    data = (ckpt / filename).read_bytes()
-
-    def walk(node):
-        if isinstance(node, dict):
-            for key, value in node.items():
-                if key == filename and isinstance(value, dict) and "sha256" in value:
-                    value["sha256"] = hashlib.sha256(data).hexdigest()
-                    if "bytes" in value:
-                        value["bytes"] = len(data)
-                walk(value)
-        elif isinstance(node, list):
-            for item in node:
-                walk(item)
-    walk(config)
-    if config.get("weights_sha256"):
-        config["weights_sha256"] = hashlib.sha256(data).hexdigest()
-    _write_config(ckpt, config)
-
-
-def _safetensors(ckpt: Path) -> tuple[dict, bytes]:
-    raw = (ckpt / "model.safetensors").read_bytes()
-    size = struct.unpack("<Q", raw[:8])[0]
-    return json.loads(raw[8:8 + size]), raw[8 + size:]
-
-
-def _write_safetensors(ckpt: Path, header: dict, data: bytes, reseal=True) -> None:
-    blob = json.dumps(header).encode()
-    (ckpt / "model.safetensors").write_bytes(struct.pack("<Q", len(blob)) + blob + data)
-    if reseal:
-        _reseal(ckpt)
-
-
-def _retype(dtype: str, itemsize: int):
-    def damage(ckpt):
-        header, data = _safetensors(ckpt)
-        out, offset = {}, 0
-        for name, entry in header.items():
-            if name == "__metadata__":
-                out[name] = entry
-                continue
-            count = 1
-            for dim in entry["shape"]:
-                count *= dim
-            out[name] = {"dtype": dtype, "shape": entry["shape"], "data_offsets": [offset, offset + count * itemsize]}
-            offset += count * itemsize
-        _write_safetensors(ckpt, out, b"\x01" * offset)
-    return damage
-
-
-def _fill(value: float):
-    def damage(ckpt):
-        header, data = _safetensors(ckpt)
-        _write_safetensors(ckpt, header, struct.pack("<f", value) * (len(data) // 4))
-    return damage
-
-
-def _huge_shape(ckpt):
-    header, data = _safetensors(ckpt)
-    header["W_hh"]["shape"] = [10**9, 10**9]
-    _write_safetensors(ckpt, header, data)
-
-
-def _huge_header_length(ckpt):
-    raw = (ckpt / "model.safetensors").read_bytes()
-    (ckpt / "model.safetensors").write_bytes(struct.pack("<Q", 1 << 60) + raw[8:])
-    _reseal(ckpt)
-
-
-def _truncate(ckpt):
-    path = ckpt / "model.safetensors"
-    path.write_bytes(path.read_bytes()[:-100])
-
-
-def _flip(ckpt):
-    path = ckpt / "model.safetensors"
-    raw = bytearray(path.read_bytes())
-    raw[-50] ^= 0x40
-    path.write_bytes(bytes(raw))
-
-
-def _other_shapes(ckpt):
-    header, data = _safetensors(ckpt)
-    header["W_hh"]["shape"] = [4, 16]
-    _write_safetensors(ckpt, header, data)
-
-
-def _set_model(value):
-    def damage(ckpt):
-        config = _config(ckpt)
-        config["model"] = value
-        _write_config(ckpt, config)
-    return damage
-
-
-def _set_model_field(field, value):
-    def damage(ckpt):
-        config = _config(ckpt)
-        config["model"][field] = value
-        _write_config(ckpt, config)
-    return damage
-
-
-def _set_vocab_entry(index, value):
-    def damage(ckpt):
-        config = _config(ckpt)
-        config["vocab"][index] = value
-        _write_config(ckpt, config)
-    return damage
-
-
-def _set_cleaning(ckpt):
-    config = _config(ckpt)
-    if isinstance(config.get("data"), dict):
-        config["data"]["cleaning"] = "shout"
-    else:
-        config["cleaning"] = "shout"
-    _write_config(ckpt, config)
-
-
-def _deep_json(ckpt):
-    (ckpt / "config.json").write_text("[" * 200_000 + "]" * 200_000)
-
-
-def _long_integer(ckpt):
-    text = (ckpt / "config.json").read_text()
-    config = _config(ckpt)
-    hidden = config["model"]["num_hiddens"]
-    (ckpt / "config.json").write_text(text.replace(f'"num_hiddens": {hidden}', '"num_hiddens": ' + "9" * 5000, 1))
-
-
-def _replace_with(kind, filename):
-    def damage(ckpt):
-        path = ckpt / filename
-        path.unlink()
-        if kind == "dir":
-            path.mkdir()
-        elif kind == "fifo":
-            os.mkfifo(path)
-        elif kind == "zero":
-            path.symlink_to("/dev/zero")
-    return damage
-
-
-def _big_config(ckpt):
-    config = _config(ckpt)
-    config["padding"] = " " * (40 * MiB)
-    _write_config(ckpt, config)
-
-
-def _garbage_config(ckpt):
-    (ckpt / "config.json").write_bytes(b"\x89PNG\r\n\x1a\n not json at all")
-
-
-def _v1(ckpt: Path, members: dict[str, bytes] | None = None) -> None:
-    """Rewrite the checkpoint in the version-1 layout (weights.npz), with ``members`` replacing the
-    real .npy members when given."""
-    from io import BytesIO
-
-    import numpy as np
-    sys.path.insert(0, str(ROOT / "src"))
-    from scratchrnn.checkpoint_files import safetensors_arrays  # noqa: E402 -- the tree under test
-    config = _config(ckpt)
-    path = ckpt / "model.safetensors"
-    params = safetensors_arrays(path.read_bytes(), path)
-    with zipfile.ZipFile(ckpt / "weights.npz", "w", zipfile.ZIP_DEFLATED) as npz:
-        for name, value in params.items():
-            if members and f"{name}.npy" in members:
-                continue
-            buffer = BytesIO()
-            np.save(buffer, value, allow_pickle=False)
-            npz.writestr(f"{name}.npy", buffer.getvalue())
-        for name, blob in (members or {}).items():
-            with npz.open(name, "w", force_zip64=True) as member:
-                for block in blob:
-                    member.write(block)
-    (ckpt / "model.safetensors").unlink()
-    old = {"format": config.get("format"), "version": 1, "model": config["model"], "vocab": config["vocab"],
-           "data": config.get("data", {}),
-           "weights_sha256": hashlib.sha256((ckpt / "weights.npz").read_bytes()).hexdigest()}
-    _write_config(ckpt, old)
-
-
-def _zip_bomb(ckpt):
-    # a W_hh member whose header declares 8 GiB of float32 zeros, deflated to a few MB
-    header = "{'descr': '<f4', 'fortran_order': False, 'shape': (65536, 32768), }"
-    header = header + " " * (63 - (len(header) + 10) % 64) + "\n"
-    start = b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode()
-    zeros = bytes(4 * MiB)
-    _v1(ckpt, {"W_hh.npy": [start, *([zeros] * 128)]})
-
-
 for _name, _damage in [
-        ("truncated-weights", _truncate), ("flipped-byte", _flip),
-        ("declared-shape-1e9-by-1e9", _huge_shape), ("header-length-2-to-60", _huge_header_length),
-        ("int8-weights", _retype("I8", 1)), ("bool-weights", _retype("BOOL", 1)),
-        ("float16-weights", _retype("F16", 2)), ("complex-weights", _retype("C64", 8)),
-        ("nan-weights", _fill(float("nan"))), ("inf-weights", _fill(float("inf"))),
-        ("weights-of-other-shapes", _other_shapes),
-        ("model-a-list", _set_model([1, 2])), ("model-null", _set_model(None)),
-        ("model-a-string", _set_model("rnn")),
-        ("num-hiddens-float", _set_model_field("num_hiddens", 8.0)),
-        ("num-hiddens-string", _set_model_field("num_hiddens", "8")),
-        ("vocab-size-mismatch", _set_model_field("vocab_size", 29)),
-        ("vocab-entry-int", _set_vocab_entry(3, 7)), ("vocab-entry-null", _set_vocab_entry(3, None)),
-        ("vocab-entry-bool", _set_vocab_entry(3, True)), ("vocab-duplicate", _set_vocab_entry(3, "e")),
-        ("vocab-empty-token", _set_vocab_entry(3, "")), ("vocab-800-characters", _set_vocab_entry(3, "x" * 800)),
-        ("vocab-ansi-escape", _set_vocab_entry(3, "\x1b[2J")), ("unknown-cleaning", _set_cleaning),
-        ("json-200000-deep", _deep_json), ("integer-5000-digits", _long_integer),
-        ("config-a-directory", _replace_with("dir", "config.json")),
-        ("config-a-fifo", _replace_with("fifo", "config.json")),
-        ("config-dev-zero", _replace_with("zero", "config.json")),
-        ("weights-a-directory", _replace_with("dir", "model.safetensors")),
-        ("weights-a-fifo", _replace_with("fifo", "model.safetensors")),
-        ("weights-dev-zero", _replace_with("zero", "model.safetensors")),
-        ("config-40-mib", _big_config), ("config-not-json", _garbage_config),
+        ("truncated-weights", truncate), ("flipped-byte", flip),
+        ("declared-shape-1e9-by-1e9", huge_shape), ("header-length-2-to-60", huge_header_length),
+        ("int8-weights", retype("I8", 1)), ("bool-weights", retype("BOOL", 1)),
+        ("float16-weights", retype("F16", 2)), ("complex-weights", retype("C64", 8)),
+        ("nan-weights", fill(float("nan"))), ("inf-weights", fill(float("inf"))),
+        ("weights-of-other-shapes", other_shapes),
+        ("model-a-list", set_model([1, 2])), ("model-null", set_model(None)),
+        ("model-a-string", set_model("rnn")),
+        ("num-hiddens-float", set_model_field("num_hiddens", 8.0)),
+        ("num-hiddens-string", set_model_field("num_hiddens", "8")),
+        ("vocab-size-mismatch", set_model_field("vocab_size", 29)),
+        ("vocab-entry-int", set_vocab_entry(3, 7)), ("vocab-entry-null", set_vocab_entry(3, None)),
+        ("vocab-entry-bool", set_vocab_entry(3, True)), ("vocab-duplicate", set_vocab_entry(3, "e")),
+        ("vocab-empty-token", set_vocab_entry(3, "")), ("vocab-800-characters", set_vocab_entry(3, "x" * 800)),
+        ("vocab-ansi-escape", set_vocab_entry(3, "\x1b[2J")), ("unknown-cleaning", set_cleaning),
+        ("json-200000-deep", deep_json), ("integer-5000-digits", long_integer),
+        ("config-a-directory", replace_with("dir", "config.json")),
+        ("config-a-fifo", replace_with("fifo", "config.json")),
+        ("config-dev-zero", replace_with("zero", "config.json")),
+        ("weights-a-directory", replace_with("dir", "model.safetensors")),
+        ("weights-a-fifo", replace_with("fifo", "model.safetensors")),
+        ("weights-dev-zero", replace_with("zero", "model.safetensors")),
+        ("config-40-mib", big_config), ("config-not-json", garbage_config),
         ("config-missing", lambda ckpt: (ckpt / "config.json").unlink()),
-        ("v1-npz-zip-bomb", _zip_bomb)]:
+        ("v1-npz-zip-bomb", zip_bomb)]:
     def _hostile(ws, _damage=_damage, _name=_name):
         ckpt = ws.checkpoint_copy(_name)
         _damage(ckpt)
@@ -611,7 +284,7 @@ def _(ws):
 @case("hostile checkpoints", "v1-layout-still-loads")
 def _(ws):
     ckpt = ws.checkpoint_copy("v1")
-    _v1(ckpt)
+    to_v1(ckpt)
     expect(cli("generate", ckpt, "--num-chars", "5", timeout=60), codes=(0,), one_line=False)
 
 
@@ -720,7 +393,7 @@ def _(ws):
     proc = subprocess.Popen([sys.executable, "-c", "import os, runpy, sys; os.close(1); sys.argv = "
                              "['scratchrnn', 'generate', sys.argv[1], '--num-chars', '10']; "
                              "runpy.run_module('scratchrnn', run_name='__main__')", str(ws.base_run())],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env_for(),
                             start_new_session=True)
     expect(finish(proc, 60), codes=(0, 1, 2), one_line=False)
 
@@ -740,7 +413,7 @@ def _(ws):
     proc = start(["train", "--out", ws.dir("early") / "run", *TINY])
     began = time.monotonic()
     time.sleep(0.3)
-    _kill_group(proc.pid, signal.SIGINT)
+    kill_group(proc.pid, signal.SIGINT)
     expect(finish(proc, 60, began), codes=(130,), one_line=False)
 
 
@@ -752,7 +425,7 @@ def _(ws):
     began = time.monotonic()
     proc.stdout.readline()
     time.sleep(0.5)
-    _kill_group(proc.pid, signal.SIGINT)
+    kill_group(proc.pid, signal.SIGINT)
     expect(finish(proc, 120, began), codes=(130,), one_line=False)
     loadable(out)
 
@@ -791,7 +464,7 @@ def _(ws):
         proc = start(["train", "--out", out, *TINY, "--epochs", "30", "--checkpoint-every", "1"])
         began = time.monotonic()
         time.sleep(delay)
-        _kill_group(proc.pid, signal.SIGINT)
+        kill_group(proc.pid, signal.SIGINT)
         result = expect(finish(proc, 120, began), codes=(130, 0), one_line=False)
         if (out / "last").exists() or result.rc == 0:
             loadable(out)
@@ -803,7 +476,7 @@ def _(ws):
     proc = start(["train", "--out", out, *TINY, "--epochs", "30", "--checkpoint-every", "1"])
     began = time.monotonic()
     time.sleep(2.0)
-    _kill_group(proc.pid, signal.SIGTERM)
+    kill_group(proc.pid, signal.SIGTERM)
     result = finish(proc, 120, began)
     if "Traceback (most recent call last)" in result.err:
         raise Broke(f"traceback, ending: {result.last_err()}")
