@@ -254,7 +254,6 @@ def _add_train_parser(sub) -> None:
 
 # -- generate (the command itself is in cli_generate.py) --------------------------------------------
 _probability = _checked(float, lambda v: 0 < v <= 1, "a number in (0, 1]")
-# flags that only mean something when characters are drawn: each implies --strategy sample
 
 
 def _add_generate_parser(sub) -> None:

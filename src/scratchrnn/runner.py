@@ -260,7 +260,7 @@ def _run(config, mode, run_dir, resume, say, progress) -> RunOutcome:
     corpus = load_run_corpus(cfg)
     model = ModelConfig(len(corpus.vocab), **cfg.model)
     train_cfg = cfg.train
-    estimate = check_fits_in_memory(model, train_cfg.batch_size, train_cfg.num_steps, cfg.dtype)
+    check_fits_in_memory(model, train_cfg.batch_size, train_cfg.num_steps, cfg.dtype)
     prefixes = _prefixes(cfg, corpus)
 
     optimizer = train_cfg.make_optimizer()
