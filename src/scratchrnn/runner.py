@@ -39,7 +39,7 @@ from .interrupts import StopRequests
 from .model import ModelConfig, check_fits_in_memory, init_params
 from .plotting import plot_training
 from .rundir import RunDirectory
-from .training import BEST_BY, TrainConfig, TrainState, train
+from .training import BEST_BY, TrainConfig, TrainState, json_safe_ints, train
 
 CHAPTER_MAX_TOKENS = 10000       # the chapter trains on the first 10,000 characters of its book
 DEFAULT_VAL_FRACTION = 0.1       # a text of one's own: the last 10% held out, as nanoGPT splits
@@ -274,14 +274,19 @@ def _prepare(config, resume, world):
         raise UserError(f"batch_size {cfg.train.batch_size} is not a multiple of the {world.size} ranks: "
                         f"every rank reads an equal share of each batch")
     corpus = load_run_corpus(cfg)
-    model = ModelConfig(len(corpus.vocab), **cfg.model)
+    try:
+        model = ModelConfig(len(corpus.vocab), **cfg.model)
+    except (TypeError, ValueError) as err:
+        raise UserError(str(err)) from None
     train_cfg = cfg.train
     check_fits_in_memory(model, train_cfg.batch_size, train_cfg.num_steps, cfg.dtype)
     prefixes = _prefixes(cfg, corpus)
 
     optimizer = train_cfg.make_optimizer()
-    # dropout on several ranks: a stream of masks per rank, not the same masks on every rank's rows
-    options = {"dropout_seed": world.rank} if world.distributed and model.dropout else {}
+    # dropout masks come from the backend's own generator, seeded from the run's seed; on several
+    # ranks a stream of its own for each (the same masks on every rank's rows would be correlated)
+    dropout_seed = train_cfg.seed * world.size + world.rank
+    options = {"dropout_seed": dropout_seed} if model.dropout else {}
     if resume is None:
         backend = backends.create(cfg.backend, init_params(model, train_cfg.seed), model,
                                   device=cfg.device, dtype=cfg.dtype, **options)
@@ -294,6 +299,10 @@ def _prepare(config, resume, world):
                             f"({cfg.data or 'the bundled book'} changed); resume needs the same text")
         backend = backends.create(cfg.backend, ckpt.params, model, device=cfg.device, dtype=cfg.dtype,
                                   **options)
+        dropout_rng = resume["saved"].get("dropout_rng")
+        # saved from rank 0's stream: the other ranks go on with streams of their own
+        if dropout_rng is not None and world.is_main and hasattr(backend, "set_dropout_rng_state"):
+            backend.set_dropout_rng_state(json_safe_ints(dropout_rng, to_text=False))
         arrays = dict(ckpt.optimizer_state)
         carried_arrays = [arrays.pop(f"{CARRIED_SLOT}/{i}") for i in range(len(arrays))
                           if f"{CARRIED_SLOT}/{i}" in arrays]
@@ -343,6 +352,8 @@ def _train_run(cfg, corpus, model, prefixes, optimizer, backend, state, carried,
         train_state = {"run": cfg.to_dict(), "progress": state.to_dict(with_history=False),
                        "optimizer_steps": optimizer.step_count, "data_fingerprint": corpus.fingerprint,
                        "world_size": world.size}
+        if model.dropout and hasattr(backend, "dropout_rng_state"):
+            train_state["dropout_rng"] = json_safe_ints(backend.dropout_rng_state(), to_text=True)
         info = {"backend": cfg.backend, "epoch": state.epoch, "world_size": world.size, "best": state.best,
                 "train": train_cfg.to_dict(), "prefixes": prefixes}
         run_dir.save(which, Checkpoint(backend.get_params(), corpus.vocab, model, cfg.cleaning, "char",
