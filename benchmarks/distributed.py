@@ -162,6 +162,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     parser.add_argument("--cells", default="rnn,lstm", help="cells to measure, comma-separated")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds (default 3, 1 with --quick)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="timed training steps per measurement (default 20, 4 with --quick)")
     parser.add_argument("--cell", default="rnn", help=argparse.SUPPRESS)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, default=32, help=argparse.SUPPRESS)
@@ -173,7 +176,11 @@ def main() -> None:
     if args.worker:
         worker(args.cell, args.batch, args.threads, args.timed, args.warmup, args.result)
         return
-    settings = QUICK if args.quick else FULL
+    settings = dict(QUICK if args.quick else FULL)
+    if args.rounds:
+        settings["rounds"] = args.rounds
+    if args.steps:
+        settings["timed_steps"] = args.steps
     cells = args.cells.split(",")
     runs = {(c, b, r): [] for c in cells for b in (32, 256) for r in (1, 2)}
     for round_ in range(settings["rounds"]):
