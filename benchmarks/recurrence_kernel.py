@@ -22,6 +22,7 @@ import numpy as np
 from decode_kernel import best_seconds     # this script's folder is on the path when it runs
 
 from scratchrnn import backends, kernels
+from scratchrnn.cells.rnn import backprop_steps
 from scratchrnn.kernels import recurrence as fast_recurrence
 from scratchrnn.data import load_corpus, seq_data_iter_sequential
 from scratchrnn.model import ModelConfig, init_params
@@ -56,7 +57,6 @@ def loops_alone(batches: list[int], repeats: int) -> None:
             rows[batch].append(best_ms(lambda: fast_recurrence.backward(hs, W_T, dhs, None, "tanh", True,
                                                                         threads=threads), repeats))
     os.environ["SCRATCHRNN_NO_KERNEL"] = "1"
-    reference = backends.create("numpy", init_params(config, 0), config)
     for batch, (inputs, hs, dhs) in problems.items():
         work = inputs.copy()
 
@@ -66,7 +66,7 @@ def loops_alone(batches: list[int], repeats: int) -> None:
                 h += inputs[t + 1]
                 np.tanh(h, out=h)
         rows[batch].insert(2, best_ms(numpy_forward, repeats))
-        rows[batch].append(best_ms(lambda: reference._backprop_steps(hs, W_T, dhs.copy(), None, True),
+        rows[batch].append(best_ms(lambda: backprop_steps(hs, W_T, dhs.copy(), None, "tanh", True),
                                    repeats))
     os.environ.pop("SCRATCHRNN_NO_KERNEL")
     print(f"ms per minibatch of {STEPS} steps, hidden {HIDDEN}, best of {repeats}")

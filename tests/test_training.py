@@ -6,10 +6,11 @@ import pytest
 
 import scratchrnn
 from scratchrnn import backends
-from scratchrnn.backends.numpy_backend import clip_gradients
-from scratchrnn.data import SeqDataLoader, load_corpus
+from scratchrnn.backends.base import TensorOps
+from scratchrnn.data import SeqDataLoader, load_corpus, num_batches
 from scratchrnn.errors import TrainingDiverged
 from scratchrnn.model import ModelConfig, global_norm, init_params
+from scratchrnn.optim import clip_by_global_norm
 from scratchrnn.training import TrainConfig, evaluate_perplexity, train
 
 
@@ -28,7 +29,7 @@ def test_clipping_caps_the_global_norm_and_keeps_the_direction():
     rng = np.random.default_rng(0)
     grads = {"a": rng.normal(size=(4, 3)), "b": rng.normal(size=5)}
     before = {k: v.copy() for k, v in grads.items()}
-    norm = clip_gradients(grads, 0.5)
+    grads, norm = clip_by_global_norm(grads, 0.5, TensorOps())
     assert norm == pytest.approx(global_norm(before))
     assert global_norm(grads) == pytest.approx(0.5)
     flat_before = np.concatenate([v.ravel() for v in before.values()])
@@ -38,7 +39,7 @@ def test_clipping_caps_the_global_norm_and_keeps_the_direction():
 
 def test_clipping_below_theta_changes_nothing():
     grads = {"a": np.array([0.3, -0.4])}
-    clip_gradients(grads, 1.0)
+    grads, _ = clip_by_global_norm(grads, 1.0, TensorOps())
     np.testing.assert_array_equal(grads["a"], [0.3, -0.4])
     as_list = [np.array([3.0, 4.0])]
     assert scratchrnn.grad_clipping(as_list, 1.0) == pytest.approx(5.0)   # the chapter's name
@@ -83,7 +84,13 @@ def test_state_is_reset_for_random_batches_and_detached_between_sequential_ones(
 def test_training_lowers_perplexity():
     result, _ = _small_run()
     assert result.history[-1] < 0.8 * result.history[0]
-    assert result.tokens_per_sec > 0
+    # every epoch counts the tokens of its batches (8 x 12 each; the random offset decides how many
+    # batches fit), and the speed is all tokens over all seconds
+    fewest, most = num_batches(3000, 8, 12, "sequential"), (3000 - 1) // 8 // 12
+    for epoch in result.epochs:
+        assert fewest * 96 <= epoch.tokens <= most * 96 and epoch.tokens % 96 == 0
+    seconds = sum(e.seconds for e in result.epochs)
+    assert result.tokens_per_sec == pytest.approx(sum(e.tokens for e in result.epochs) / seconds)
 
 
 def test_same_seed_same_numbers_other_seed_other_numbers():
@@ -125,7 +132,7 @@ def test_validation_perplexity_is_recorded():
     backend = backends.create("numpy", init_params(config), config)
     loader = SeqDataLoader(corpus[:2500], 8, 10, "sequential")
     result = train(backend, loader, TrainConfig(epochs=4, batch_size=8, num_steps=10),
-                   validation=np.asarray(corpus[2500:]), validate_every=2)
+                   validation=np.asarray(corpus[2500:]), eval_every=2)
     assert [epoch for epoch, _ in result.validation] == [2, 4]
     assert all(1 < ppl < 28 for _, ppl in result.validation)
 
@@ -155,3 +162,14 @@ def test_a_backend_refuses_an_option_it_does_not_have():
     config = ModelConfig(28, 8)
     with pytest.raises(scratchrnn.UserError, match="numpy backend has no option impl"):
         backends.create("numpy", init_params(config), config, impl="chapter")
+
+
+def test_the_books_gated_and_deep_models_by_their_chapter_names():
+    import scratchrnn
+    train_iter, vocab = scratchrnn.load_data_time_machine(8, 10, max_tokens=1500)
+    for cls, cell in ((scratchrnn.GRUModelScratch, "gru"), (scratchrnn.LSTMModelScratch, "lstm")):
+        net = cls(len(vocab), 16, num_layers=2, dropout=0.1)
+        assert net.config.cell == cell and net.config.num_layers == 2
+        ppl, speed = scratchrnn.train_epoch_ch8(net, train_iter, lr=1.0)
+        assert 1 < ppl < 2 * len(vocab) and speed > 0
+        assert scratchrnn.predict_ch8("time ", 5, net, vocab).startswith("time ")

@@ -17,6 +17,11 @@ It is kept for readers of the chapter and as the yardstick the fast path is test
   ``torch.get_num_threads()`` threads.
 Because ``_RNNLoss`` returns the gradient with respect to the state it started from, a state that is
 not detached still lets the next batch backpropagate into this one (the chapter's exercise).
+
+The fast path is the chapter's model's only (one RNN layer, no dropout). GRU and LSTM cells, stacked
+layers and dropout run the book's own code (chapters 9.1-9.3, ``torch_chapter``) under either
+``impl``, with autograd; their dropout masks are drawn from a NumPy generator exactly as the NumPy
+backend draws them, so the two backends train alike from the same seed.
 """
 from __future__ import annotations
 
@@ -28,22 +33,36 @@ import torch.nn.functional as F
 
 from .. import kernels
 from ..errors import UserError
-from .base import Backend
-from .numpy_backend import decode_loop
+from ..cells import dropout_mask
+from . import torch_chapter
+from .base import Backend, TensorOps, decode_weights_of, has_decode_weights
+from .numpy_backend import decode_loop, dropout_generator
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 IMPLEMENTATIONS = ("fast", "chapter")
 
 
-def grad_clipping(params, theta: float) -> torch.Tensor:
-    """The chapter's ``grad_clipping``: rescale all gradients so their global L2 norm is at most theta."""
-    norm = torch.sqrt(sum(torch.sum(p.grad ** 2) for p in params))
-    # multiply by min(1, theta/norm) rather than branching on `norm > theta`: same numbers, but no
-    # device-to-host copy of the norm on every step
-    scale = torch.clamp(theta / (norm + 1e-30), max=1.0)
-    for p in params:
-        p.grad.mul_(scale)
-    return norm
+class TorchOps(TensorOps):
+    """The optimizers' and clipping's tensor operations in PyTorch (see ``TensorOps``)."""
+
+    def sqrt(self, x):
+        return torch.sqrt(x)
+
+    def zeros_like(self, x):
+        return torch.zeros_like(x)
+
+    def global_norm(self, tensors):
+        return torch.sqrt(sum(torch.sum(t * t) for t in tensors))
+
+    def clip_factor(self, norm, theta):
+        # a tensor, not a Python number: no device-to-host copy of the norm on every step
+        return torch.clamp(theta / (norm + 1e-30), max=1.0)
+
+    def to_numpy(self, x):
+        return x.detach().cpu().numpy().copy()
+
+    def from_numpy(self, array, like):
+        return torch.as_tensor(np.asarray(array), dtype=like.dtype, device=like.device).clone()
 
 
 # -- the fast path's pieces: plain tensor functions, no autograd inside -------------------------------
@@ -196,11 +215,20 @@ class _RNNLoss(torch.autograd.Function):
         return d_h0, d_W_xh, d_W_hh, d_b_h, d_W_hq, d_b_q, d_W_emb, None, None, None
 
 
+def _is_chapter_model(config) -> bool:
+    """The chapter's model: one RNN layer, no dropout (what ``_rnn`` and the hand BPTT compute)."""
+    return config.cell == "rnn" and config.num_layers == 1 and not config.dropout
+
+
 class TorchBackend(Backend):
     name = "torch"
     devices = ("cpu", "cuda")
+    cells = ("rnn", "gru", "lstm")
+    layers_and_dropout = True
+    ops = TorchOps()
 
-    def __init__(self, params, config, device="cpu", dtype="float32", impl: str = "fast"):
+    def __init__(self, params, config, device="cpu", dtype="float32", impl: str = "fast",
+                 dropout_seed: int = 0):
         super().__init__(params, config, device, dtype)
         if device == "cuda" and not torch.cuda.is_available():
             raise UserError("--device cuda asked for, but this PyTorch sees no CUDA GPU")
@@ -208,6 +236,12 @@ class TorchBackend(Backend):
             raise UserError(f"the torch backend's impl must be one of {', '.join(IMPLEMENTATIONS)}, "
                             f"not {impl!r}")
         self.impl = impl
+        # the hand-written BPTT exists for the chapter's model; every other model (gated cells, more
+        # layers, dropout) runs the book's autograd form (torch_chapter), whatever ``impl`` says
+        self.hand_bptt = impl == "fast" and _is_chapter_model(config)
+        # dropout masks come from a NumPy generator, drawn as the NumPy backend draws them: the same
+        # seed gives both backends the same masks
+        self._dropout_rng = dropout_generator(dropout_seed)
         self.torch_device = torch.device(device)
         self.torch_dtype = _DTYPES[dtype]
         self.params = {
@@ -219,10 +253,19 @@ class TorchBackend(Backend):
     def __repr__(self) -> str:
         return super().__repr__()[:-1] + f", impl={self.impl})"
 
+    def dropout_rng_state(self) -> dict:
+        """The state of the generator the dropout masks come from (JSON-able), for checkpoints."""
+        return self._dropout_rng.bit_generator.state
+
+    def set_dropout_rng_state(self, state: dict) -> None:
+        self._dropout_rng.bit_generator.state = state
+
     # -- state ------------------------------------------------------------------------------------
     def begin_state(self, batch_size):
-        return (torch.zeros((batch_size, self.config.num_hiddens), dtype=self.torch_dtype,
-                            device=self.torch_device),)
+        # flat: each layer's tensors in turn (H; or H, C for the LSTM), as the NumPy backend's
+        count = torch_chapter.STATE_SIZES[self.config.cell] * self.config.num_layers
+        return tuple(torch.zeros((batch_size, self.config.num_hiddens), dtype=self.torch_dtype,
+                                 device=self.torch_device) for _ in range(count))
 
     def detach(self, state):
         return tuple(s.detach() for s in state)
@@ -265,9 +308,23 @@ class TorchBackend(Backend):
         # place. ``clone`` snapshots the values and still passes gradients to the parameters.
         return {name: p.clone() for name, p in self.params.items()}
 
+    def _chapter_logits(self, X, state, weights, train: bool):
+        """The chapter's ``rnn`` for its own model, the book's deep model (9.3) for every other; with
+        dropout masks in training."""
+        if _is_chapter_model(self.config):
+            return self._rnn(self._inputs(X, weights), state, weights)
+        masks = None
+        if train and self.config.dropout:
+            steps, batch = np.shape(X)[1], np.shape(X)[0]
+            masks = [torch.as_tensor(dropout_mask(self._dropout_rng, (steps, batch, self.config.num_hiddens),
+                                                  self.config.dropout, self.numpy_dtype()),
+                                     device=self.torch_device)
+                     for _ in range(self.config.num_layers)]
+        return torch_chapter.deep_model(self._inputs(X, weights), state, weights, self.config, masks)
+
     def _chapter_loss(self, X, Y, state):
         weights = self._graph_weights()
-        logits, new_state = self._rnn(self._inputs(X, weights), state, weights)
+        logits, new_state = self._chapter_logits(X, state, weights, train=True)
         y = torch.as_tensor(np.asarray(Y), device=self.torch_device).T.reshape(-1)
         return F.cross_entropy(logits, y.long()), new_state
 
@@ -289,14 +346,14 @@ class TorchBackend(Backend):
     # -- the Backend interface --------------------------------------------------------------------
     def forward(self, X, state):
         with torch.no_grad():
-            if self.impl == "fast":
+            if self.hand_bptt:
                 logits, state = self._fast_forward(X, state)
             else:
-                logits, state = self._rnn(self._inputs(X, self.params), state, self.params)
+                logits, state = self._chapter_logits(X, state, self.params, train=False)
         return logits.cpu().numpy(), state
 
     def _loss(self, X, Y, state):
-        return (self._fast_loss if self.impl == "fast" else self._chapter_loss)(X, Y, state)
+        return (self._fast_loss if self.hand_bptt else self._chapter_loss)(X, Y, state)
 
     def _backward(self, loss):
         for p in self.params.values():
@@ -304,22 +361,18 @@ class TorchBackend(Backend):
         # retain_graph: a state that is not detached lets the next batch backpropagate into this one
         loss.backward(retain_graph=True)
 
-    def loss_and_grads(self, X, Y, state):
+    def gradients(self, X, Y, state):
         loss, new_state = self._loss(X, Y, state)
         self._backward(loss)
-        grads = {name: p.grad.detach().cpu().numpy() for name, p in self.params.items()}
-        return float(loss.detach()), grads, new_state
+        return loss.detach(), {name: p.grad for name, p in self.params.items()}, new_state
 
-    def train_step(self, X, Y, state, lr, clip_theta):
-        loss, new_state = self._loss(X, Y, state)
-        self._backward(loss)
-        params = list(self.params.values())
-        if clip_theta is not None:
-            grad_clipping(params, clip_theta)
+    def parameters(self):
+        return {name: p.detach() for name, p in self.params.items()}
+
+    def assign(self, name, value):
+        # in place: the parameter tensor stays the leaf autograd fills gradients into
         with torch.no_grad():
-            for p in params:
-                p -= lr * p.grad
-        return loss.detach(), new_state
+            self.params[name].copy_(value)
 
     def get_params(self):
         return {name: p.detach().cpu().numpy().copy() for name, p in self.params.items()}
@@ -336,6 +389,8 @@ class TorchBackend(Backend):
         generation on the CPU does not come here when the compiled decoder is built: see
         ``generation.generate_ids``.)
         """
+        if not has_decode_weights(self.config):
+            return self._decode_by_forward(state, logits, num_tokens, pick, on_step)
         with torch.no_grad():
             input_rows, W_step = self._decode_weights()
             h = state[0].detach().clone()
@@ -345,14 +400,22 @@ class TorchBackend(Backend):
                                    num_tokens, pick, on_step)
             return self._decode_in_torch(h, logits, input_rows, W_step, num_tokens, pick, on_step)
 
+    def _decode_by_forward(self, state, logits, num_tokens, pick, on_step):
+        """Generation for models without one product per token (gated cells, more layers): the step
+        through ``forward``, one token at a time."""
+        tokens = np.empty((num_tokens, len(logits)), dtype=np.int64)
+        for step in range(num_tokens):
+            tokens[step] = pick(logits)
+            if on_step is not None:
+                on_step(tokens[step])
+            if step + 1 < num_tokens:
+                logits, state = self.forward(tokens[step][:, None], state)
+        return tokens.T
+
     def _decode_weights(self):
-        """Every token's input projection x W_xh + b_h (vocab, hidden), and [W_hh | W_hq]."""
-        p = self.params
-        if self.config.embedding == "onehot":
-            input_rows = p["W_xh"] + p["b_h"]
-        else:
-            input_rows = p["W_emb"] @ p["W_xh"] + p["b_h"]
-        return input_rows, torch.cat([p["W_hh"], p["W_hq"]], dim=1)
+        """``decode_weights_of`` in torch tensors: x W_xh + b_h for every token, and [W_hh | W_hq]."""
+        input_rows, W_step, _ = decode_weights_of(self.params, self.config, _torch_concat)
+        return input_rows, W_step
 
     def _decode_in_torch(self, h, logits, input_rows, W_step, num_tokens, pick, on_step):
         """``decode_loop`` written in PyTorch, for tensors on a GPU; ``h`` is overwritten."""
@@ -372,3 +435,8 @@ class TorchBackend(Backend):
             torch.mm(h, W_step, out=product)
             logits = (product[:, hidden:] + self.params["b_q"]).cpu().numpy()
         return tokens.T
+
+
+def _torch_concat(tensors, axis: int):
+    """``np.concatenate``'s signature over ``torch.cat``, for ``decode_weights_of``."""
+    return torch.cat(tensors, dim=axis)
