@@ -28,7 +28,8 @@ def run_config_from(args):
                         lr_decay=args.lr_decay, lr_decay_every=args.lr_decay_every or 0,
                         eval_every=args.eval_every or 0)
     model = {"num_hiddens": args.hidden, "activation": args.activation, "embedding": args.embedding,
-             "embed_dim": args.embed_dim if args.embedding == "learned" else 0}
+             "embed_dim": args.embed_dim if args.embedding == "learned" else 0, "cell": args.cell,
+             "num_layers": args.layers, "dropout": args.dropout}
     return RunConfig(out=args.resume or args.out or f"runs/{args.backend}-{args.sampling}",
                      backend=args.backend, device=args.device, dtype=args.dtype, data=args.data,
                      cleaning=args.cleaning, max_tokens=args.max_tokens, val_fraction=args.val_fraction,
@@ -138,7 +139,8 @@ def _print_summary(out, outcome, summary) -> None:
 
 # field names of the core's messages, as the flags a user of the command line knows them by
 _FLAG_NAMES = {"val_fraction": "--val-fraction", "batch_size": "--batch-size", "num_steps": "--num-steps",
-               "num_hiddens": "--hidden", "best_by": "--best-by", "max_tokens": "--max-tokens"}
+               "num_hiddens": "--hidden", "best_by": "--best-by", "max_tokens": "--max-tokens",
+               "num_layers": "--layers"}
 
 
 def _in_flag_names(message: str) -> str:

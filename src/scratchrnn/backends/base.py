@@ -160,7 +160,7 @@ class Backend(ABC):
 
     def decode_weights(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The weights as generation uses them, in NumPy (see ``decode_weights_of``). For the compiled
-        decoder (scratchrnn.fast_decode), which so serves every backend."""
+        decoder (scratchrnn.kernels.decode), which so serves every backend."""
         return decode_weights_of(self.get_params(), self.config)
 
     # -- shared helpers ---------------------------------------------------------------------------

@@ -15,7 +15,7 @@ Choices that make it fast without changing the mathematics:
 - generation with the chapter's one-layer RNN (``decode``) multiplies the state by ``[W_hh | W_hq]``
   once per token, which gives the next recurrence term and the logits together.
 In float32, where the compiled library is built, the RNN cell's two step-by-step loops (the forward
-recurrence and backpropagation through it) run compiled instead (``scratchrnn.fast_recurrence``); the
+recurrence and backpropagation through it) run compiled instead (``scratchrnn.kernels``); the
 loops written here stay the reference for float64 and where it is not.
 """
 from __future__ import annotations

@@ -13,7 +13,8 @@ It is kept for readers of the chapter and as the yardstick the fast path is test
 - inference and generation run without autograd; on the CPU, tanh and the generation loop run on
   NumPy views of the same memory, where NumPy is measurably faster (see the comments there);
 - in float32 on the CPU, where the compiled library is built, the two step loops (forward, and
-  backpropagation through time) run compiled on those views (``scratchrnn.fast_recurrence``).
+  backpropagation through time) run compiled on those views (``scratchrnn.kernels``), on at most
+  ``torch.get_num_threads()`` threads.
 Because ``_RNNLoss`` returns the gradient with respect to the state it started from, a state that is
 not detached still lets the next batch backpropagate into this one (the chapter's exercise).
 
@@ -30,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .. import compiled, fast_recurrence
+from .. import kernels
 from ..errors import UserError
 from ..cells import dropout_mask
 from . import torch_chapter
@@ -86,7 +87,8 @@ def _run_recurrence(tokens, h0, W_xh, W_hh, b_h, W_emb, activation: str):
         embedded = torch.index_select(W_emb, 0, flat_tokens)
         torch.addmm(b_h, embedded, W_xh, out=projections)
     if _runs_compiled(hs):
-        fast_recurrence.forward(hs.numpy(), W_hh.detach().numpy(), activation)
+        kernels.recurrence.forward(hs.numpy(), W_hh.detach().numpy(), activation,
+                                   threads=kernels.threads("torch"))
         return hs, embedded
     steps = hs.unbind(0)
     for t in range(num_steps):
@@ -96,15 +98,9 @@ def _run_recurrence(tokens, h0, W_xh, W_hh, b_h, W_emb, activation: str):
 
 def _runs_compiled(hs) -> bool:
     """Whether the step loops over the states ``hs`` (steps + 1, batch, hidden) run compiled."""
-    return (hs.device.type == "cpu" and hs.dtype == torch.float32
-            and fast_recurrence.can_run(hs.shape[1], np.float32))
-
-
-def _share_openmp_team() -> None:
-    """Have the compiled recurrences run on PyTorch's own OpenMP threads (see
-    ``compiled.share_openmp_team``): GNU OpenMP in PyTorch's wheels for Linux, Intel's in some others."""
-    if compiled.openmp_team() is None and "parallel backend: OpenMP" in torch.__config__.parallel_info():
-        compiled.share_openmp_team("libgomp") or compiled.share_openmp_team("libiomp5")
+    return (hs.dtype == torch.float32
+            and kernels.supports("rnn", np.float32, hs.device.type, "forward", batch=hs.shape[1],
+                                 framework="torch"))
 
 
 def _activate_(z, activation: str):
@@ -197,9 +193,10 @@ class _RNNLoss(torch.autograd.Function):
 
         need_dh0 = ctx.needs_input_grad[0]
         if _runs_compiled(hs):
-            dz, d_h0 = fast_recurrence.backward(
+            dz, d_h0 = kernels.recurrence.backward(
                 hs.numpy(), W_hh_T.numpy(), None if dhs is None else dhs.numpy(),
-                None if d_h_last is None else d_h_last.numpy(), ctx.activation, need_dh0)
+                None if d_h_last is None else d_h_last.numpy(), ctx.activation, need_dh0,
+                threads=kernels.threads("torch"))
             dz, d_h0 = torch.from_numpy(dz), None if d_h0 is None else torch.from_numpy(d_h0)
         else:
             dz, d_h0 = _backprop_steps(hs, W_hh_T, dhs, d_h_last, ctx.activation, need_dh0)
@@ -245,8 +242,6 @@ class TorchBackend(Backend):
         # dropout masks come from a NumPy generator, drawn as the NumPy backend draws them: the same
         # seed gives both backends the same masks
         self._dropout_rng = dropout_generator(dropout_seed)
-        if device == "cpu" and dtype == "float32" and self.hand_bptt:
-            _share_openmp_team()
         self.torch_device = torch.device(device)
         self.torch_dtype = _DTYPES[dtype]
         self.params = {

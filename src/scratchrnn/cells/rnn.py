@@ -1,14 +1,14 @@
 """The chapter's cell (D2L 8.5): H_t = act(X_t W_xh + H_{t-1} W_hh + b_h), act tanh (or ReLU).
 
 In float32 on the CPU, where the compiled library is built, both step loops run compiled
-(``fast_recurrence``); the loops written here are the reference it is tested against, and what runs
+(``kernels.recurrence``); the loops written here are the reference it is tested against, and what runs
 in float64 and elsewhere.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .. import fast_recurrence
+from .. import kernels
 from .base import Cell
 
 
@@ -72,9 +72,9 @@ class RNNCell(Cell):
         num_steps, batch, hidden = terms.shape
         hs = np.empty((num_steps + 1, batch, hidden), dtype=terms.dtype)
         hs[0] = state[0]
-        if fast_recurrence.can_run(batch, hs.dtype):
+        if kernels.supports("rnn", hs.dtype, "cpu", "forward", batch=batch, framework="numpy"):
             hs[1:] = terms
-            fast_recurrence.forward(hs, weights.W_h, activation)
+            kernels.recurrence.forward(hs, weights.W_h, activation)
         else:
             forward_steps(hs, terms, weights.W_h, activation)
         return hs[1:], (hs[-1].copy(),), (hs, activation)
@@ -87,8 +87,8 @@ class RNNCell(Cell):
             d_terms = np.zeros_like(hs[1:])
             return d_terms, {"W_hh": np.zeros_like(weights.W_h)}, (np.zeros_like(hs[0]),) if need_d_state0 else None
         W_hh_T = np.ascontiguousarray(weights.W_h.T)
-        if fast_recurrence.can_run(hs.shape[1], hs.dtype):
-            dz, dh0 = fast_recurrence.backward(hs, W_hh_T, d_outputs, dh_last, activation, need_d_state0)
+        if kernels.supports("rnn", hs.dtype, "cpu", "backward", batch=hs.shape[1], framework="numpy"):
+            dz, dh0 = kernels.recurrence.backward(hs, W_hh_T, d_outputs, dh_last, activation, need_d_state0)
         else:
             dz, dh0 = backprop_steps(hs, W_hh_T, d_outputs, dh_last, activation, need_d_state0)
         d_W_hh = hs[:-1].reshape(-1, hidden).T @ dz.reshape(-1, hidden)
