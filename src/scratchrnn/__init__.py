@@ -5,6 +5,22 @@ that backend is first created (``scratchrnn.backends.create``).
 """
 __version__ = "0.1.0"
 
+import os as _os
+import signal as _signal
+import sys as _sys
+
+
+def _interrupted_while_starting(signum, frame):
+    _os.write(2, b"scratchrnn: interrupted\n")
+    _os._exit(130)
+
+
+# Started as the command (``scratchrnn ...`` or ``python -m scratchrnn``, whose argv[0] is "-m" while
+# the package is found), a Ctrl-C during the imports below would print a KeyboardInterrupt traceback:
+# until cli.main puts Python's own handler back, it ends the program with one line and status 130.
+if _sys.argv and (_sys.argv[0] == "-m" or _os.path.basename(_sys.argv[0]) == "scratchrnn"):
+    _signal.signal(_signal.SIGINT, _interrupted_while_starting)
+
 from .backends import BACKENDS, create as create_backend
 from .chapter import (GRUModelScratch, LSTMModelScratch, RNNModelScratch, grad_clipping,
                       load_data_time_machine, predict_ch8, train_ch8, train_epoch_ch8)
