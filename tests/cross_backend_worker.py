@@ -1,9 +1,9 @@
 """Run by tests/test_cross_backend.py in one process per backend (so one framework per process).
 
-``train BACKEND OUT_ROOT NAME=ARGS...``: train one run per model (``scratchrnn train`` with the shared
-arguments and the model's own, in this process), into OUT_ROOT/NAME, and print {NAME: run dir}.
-``generate BACKEND PREFIX NUM_CHARS CHECKPOINT...``: load every checkpoint given and print each one's
-greedy continuation, as JSON.
+``train BACKEND OUT_ROOT SHARED_ARGS_JSON NAME=ARGS...``: train one run per model (``scratchrnn train``
+with the shared arguments and the model's own, in this process), into OUT_ROOT/NAME, and print
+{NAME: run dir}. ``generate BACKEND PREFIX NUM_CHARS CHECKPOINT...``: load every checkpoint given and
+print each one's greedy continuation, as JSON. Both add where scratchrnn was imported from.
 """
 import contextlib
 import io
@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 
+import scratchrnn
 from scratchrnn import backends
 from scratchrnn.checkpoint import load_checkpoint
 from scratchrnn.cli import main
@@ -20,7 +21,7 @@ mode, backend_name, *rest = sys.argv[1:]
 if mode == "train":
     out_root, *models = rest
     shared = json.loads(models.pop(0))
-    runs = {}
+    runs = {"scratchrnn imported from": scratchrnn.__file__}
     for model in models:
         name, args = model.split("=", 1)
         out = Path(out_root) / name
@@ -32,7 +33,7 @@ if mode == "train":
     print(json.dumps(runs))
 else:
     prefix, num_chars, *checkpoints = rest
-    texts = {}
+    texts = {"scratchrnn imported from": scratchrnn.__file__}
     for path in checkpoints:
         ckpt = load_checkpoint(path)
         model = backends.create(backend_name, ckpt.params, ckpt.model)

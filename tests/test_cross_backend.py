@@ -38,10 +38,17 @@ def _python_for(backend: str) -> str | None:
     return str(local) if local.exists() else None
 
 
+def _from_the_tree_under_test(backend: str, result: dict) -> dict:
+    """The worker's answer without the path it imported scratchrnn from, which must be this tree's."""
+    imported = Path(result.pop("scratchrnn imported from"))
+    assert imported.is_relative_to(ROOT / "src"), (backend, imported)
+    return result
+
+
 def _run(python, *args):
-    # the caller's PYTHONPATH stays behind the tests' directory (a source tree's src/ may be on it)
-    paths = [str(Path(__file__).parent), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
-    env = dict(os.environ, PYTHONWARNINGS="ignore", PYTHONPATH=os.pathsep.join(paths))
+    # the tree under test first (src/, then tests/ for the worker), not whatever is installed
+    path = os.pathsep.join([str(ROOT / "src"), str(Path(__file__).parent)])
+    env = dict(os.environ, PYTHONWARNINGS="ignore", PYTHONPATH=path)
     proc = subprocess.run([python, *map(str, args)], capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout
@@ -60,8 +67,9 @@ def checkpoints(tmp_path_factory):
     for backend, python in pythons.items():
         if python is None:
             continue
-        runs = json.loads(_run(python, worker, "train", backend, root / backend, json.dumps(TRAIN),
-                               *(f"{name}={args}" for name, args in MODELS.items())))
+        runs = _from_the_tree_under_test(backend, json.loads(
+            _run(python, worker, "train", backend, root / backend, json.dumps(TRAIN),
+                 *(f"{name}={args}" for name, args in MODELS.items()))))
         for name, run_dir in runs.items():
             trained[backend, name] = run_dir
     return pythons, trained, missing
@@ -73,8 +81,9 @@ def test_every_ordered_pair_of_backends_generates_the_same_greedy_text(checkpoin
     texts = {}
     for backend, python in pythons.items():
         if python is not None:
-            texts[backend] = json.loads(_run(python, Path(__file__).parent / "cross_backend_worker.py",
-                                             "generate", backend, "time traveller", 40, *paths))
+            texts[backend] = _from_the_tree_under_test(backend, json.loads(
+                _run(python, Path(__file__).parent / "cross_backend_worker.py",
+                     "generate", backend, "time traveller", 40, *paths)))
     for (trainer, model), path in trained.items():
         by_generator = {gen: result[str(path)] for gen, result in texts.items()}
         reference = by_generator["numpy"]

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import math
+import signal
 import sys
+import threading
 import textwrap
 
 from . import __version__, kernels
@@ -322,6 +324,10 @@ def _add_generate_parser(sub) -> None:
 
 
 def main(argv=None) -> int:
+    # Ctrl-C raises KeyboardInterrupt again from here on (see the package's start-up handler), so that
+    # each command can say what it kept
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     args = build_parser().parse_args(argv)
     try:
         if args.command == "train":

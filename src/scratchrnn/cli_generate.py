@@ -110,6 +110,8 @@ def cmd_generate(args) -> int:
         out.flush()
     except _ReaderGone:
         pass                            # like cat into a closed pipe: the reader had enough, not an error
+    except OSError as err:
+        raise UserError(f"cannot write the output ({err.strerror or err})") from None
     except KeyboardInterrupt:
         print("scratchrnn: generation interrupted", file=sys.stderr)
         return 130
