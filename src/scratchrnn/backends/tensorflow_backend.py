@@ -41,9 +41,9 @@ class TFState(tuple):
     PyTorch keeps the graph of earlier batches alive inside a state; a GradientTape cannot reach
     into the tape of an earlier step. So a state that was not detached carries the recipe instead:
     ``start``, the state its run of batches began from, and ``earlier``, each batch since then as
-    (tokens, weights it was computed with, dropout masks or None), oldest first. The next training step replays them
-    inside its own tape, so its loss backpropagates into those batches (the chapter's exercise).
-    With dropout, each earlier batch also keeps its masks, so that it is replayed as it ran.
+    (tokens, weights it was computed with, dropout masks or None), oldest first. The next training
+    step replays them inside its own tape, so its loss backpropagates into those batches (the
+    chapter's exercise). With dropout, each earlier batch keeps its masks: it is replayed as it ran.
     """
 
     start: tuple = ()
