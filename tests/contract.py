@@ -317,6 +317,23 @@ class BackendContract:
         for name, value in ref.get_params().items():
             np.testing.assert_allclose(ours.get_params()[name], value, rtol=1e-6, atol=1e-9, err_msg=name)
 
+    def test_the_dropout_generators_state_gives_the_same_masks_again(self):
+        """What a checkpoint keeps of the masks (``dropout_rng_state``) draws them again on resume;
+        ``forward`` (evaluation, generation) draws none."""
+        config = ModelConfig(7, 5, cell="gru", num_layers=2, dropout=0.5)
+        self.skip_unless_supported(config)
+        backend = backends.create(self.backend_name, _boosted_params(config), config, device=self.device,
+                                  dtype="float64", dropout_seed=3)
+        X, Y = (np.random.default_rng(8).integers(0, 7, (3, 4)) for _ in range(2))
+        saved = backend.dropout_rng_state()
+        backend.forward(X, backend.begin_state(3))
+        assert backend.dropout_rng_state() == saved
+        first = backend.loss_and_grads(X, Y, backend.begin_state(3))[0]
+        second = backend.loss_and_grads(X, Y, backend.begin_state(3))[0]
+        backend.set_dropout_rng_state(saved)
+        assert backend.loss_and_grads(X, Y, backend.begin_state(3))[0] == first
+        assert second != first
+
     def test_clipping_bounds_the_update(self):
         batches, vocab = _chapter_batches("random", count=1)
         config = ModelConfig(len(vocab), 64)
