@@ -14,6 +14,7 @@ from scratchrnn.data import SeqDataLoader, load_corpus
 from scratchrnn.errors import UserError
 from scratchrnn.generation import predict
 from scratchrnn.model import ModelConfig, init_params
+from scratchrnn.optim import create_optimizer
 
 MODEL_VARIANTS = [
     ModelConfig(7, 6, "tanh", "onehot"),
@@ -62,7 +63,7 @@ def _chapter_batches(sampling: str, count: int = 20, seed: int = 0):
     return batches[:count], vocab
 
 
-def _run_steps(backend, batches, sampling, lr=1.0, clip=1.0, detach=True):
+def _run_steps(backend, batches, sampling, lr=1.0, clip=1.0, detach=True, optimizer=None):
     """The training loop's state rules (as in training.train_epoch), returning per-step losses."""
     losses, state = [], None
     for X, Y in batches:
@@ -70,7 +71,7 @@ def _run_steps(backend, batches, sampling, lr=1.0, clip=1.0, detach=True):
             state = backend.begin_state(X.shape[0])
         elif detach:
             state = backend.detach(state)
-        loss, state = backend.train_step(X, Y, state, lr, clip)
+        loss, state = backend.train_step(X, Y, state, lr, clip, optimizer)
         losses.append(float(loss))
     return losses
 
@@ -172,6 +173,24 @@ class BackendContract:
         for name in want:
             np.testing.assert_allclose(got[name], want[name], rtol=1e-4,
                                        atol=1e-4 * float(np.max(np.abs(want[name]))), err_msg=name)
+
+    @pytest.mark.parametrize("name", ["adam", "rmsprop", "momentum"])
+    def test_twenty_steps_of_other_optimizers_match_numpy(self, name):
+        """The optimizers are written once (scratchrnn.optim) over each backend's TensorOps: the same
+        rule on this framework's tensors gives the reference's losses and weights."""
+        batches, vocab = _chapter_batches("sequential")
+        config = ModelConfig(len(vocab), 64)
+        params = init_params(config, 0)
+        ours, ref = self.make(params, config), self.reference(params, config)
+        lr = 0.3 if name == "momentum" else 0.002
+        losses = _run_steps(ours, batches, "sequential", lr=lr, optimizer=create_optimizer(name))
+        ref_losses = _run_steps(ref, batches, "sequential", lr=lr, optimizer=create_optimizer(name))
+        np.testing.assert_allclose(losses, ref_losses, rtol=1e-4)
+        assert ref_losses[-1] < ref_losses[0] - 0.1          # it trained, so the comparison means something
+        got, want = ours.get_params(), ref.get_params()
+        for key in want:
+            np.testing.assert_allclose(got[key], want[key], rtol=1e-4,
+                                       atol=1e-4 * float(np.max(np.abs(want[key]))), err_msg=key)
 
     def test_no_detach_backpropagates_into_earlier_batches_like_numpy(self):
         batches, vocab = _chapter_batches("sequential", count=4)

@@ -35,6 +35,6 @@ def test_training_traces_each_graph_once():
     _run_steps(backend, batches, "sequential", detach=True)
     # without detaching, each step replays a longer history: still no new trace
     _run_steps(backend, batches, "sequential", detach=False)
-    assert backend._train_graph.experimental_get_tracing_count() == 1
+    assert backend._clipped_graph.experimental_get_tracing_count() == 1
     assert backend._replay_graph.experimental_get_tracing_count() == 1
 

@@ -160,3 +160,36 @@ def test_cpu_float32_training_runs_compiled_on_torchs_own_threads(config, monkey
     np.testing.assert_allclose(losses, ref_losses, rtol=1e-5)
     for name, value in ref_weights.items():
         assert _rel_err(weights[name], value) < 1e-5, name
+
+
+# -- the optimizers, written once, against torch.optim ----------------------------------------------------
+@pytest.mark.parametrize("name, make_torch", [
+    ("sgd", lambda ps, wd: torch.optim.SGD(ps, lr=0.05, weight_decay=wd)),
+    ("momentum", lambda ps, wd: torch.optim.SGD(ps, lr=0.05, momentum=0.9, weight_decay=wd)),
+    ("adagrad", lambda ps, wd: torch.optim.Adagrad(ps, lr=0.05, weight_decay=wd)),
+    ("rmsprop", lambda ps, wd: torch.optim.RMSprop(ps, lr=0.05, alpha=0.99, eps=1e-8, weight_decay=wd)),
+    ("adam", lambda ps, wd: torch.optim.Adam(ps, lr=0.05, weight_decay=wd)),
+    ("adamw", lambda ps, wd: torch.optim.AdamW(ps, lr=0.05, weight_decay=wd)),
+])
+@pytest.mark.parametrize("wd", [0.0, 0.1])
+def test_optimizers_match_torch_optim_over_20_steps(name, make_torch, wd):
+    from scratchrnn.optim import create_optimizer
+
+    config = ModelConfig(7, 6, "tanh", "learned", 4)
+    params = _boosted_params(config)
+    ours = backends.create("torch", params, config, dtype="float64")
+    theirs = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
+    torch_opt = make_torch(list(theirs.values()), wd)
+    optimizer = create_optimizer(name, weight_decay=wd)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        X, Y = rng.integers(0, 7, (3, 5)), rng.integers(0, 7, (3, 5))
+        _, grads, _ = ours.gradients(X, Y, ours.begin_state(3))
+        # the same gradients for torch.optim, computed at its (equal) weights
+        for key, p in theirs.items():
+            p.grad = grads[key].detach().clone()
+        optimizer.update(ours, grads, 0.05)
+        torch_opt.step()
+        for key, p in theirs.items():
+            np.testing.assert_allclose(ours.get_params()[key], p.detach().numpy(), rtol=1e-6, atol=1e-9,
+                                       err_msg=f"{name} {key}")

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from scratchrnn import backends, cli
+from scratchrnn.checkpoint import load_checkpoint
 from scratchrnn.data import num_batches
 
 TINY = ["--epochs", "3", "--hidden", "16", "--batch-size", "4", "--num-steps", "5", "--no-progress",
@@ -32,25 +33,32 @@ def tiny_text(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained_run(tiny_text, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "tiny"
-    proc = run_cli("train", "--data", tiny_text, "--out", out, *TINY)
+    proc = run_cli("train", "--data", tiny_text, "--cleaning", "chapter", "--out", out, *TINY)
     assert proc.returncode == 0, proc.stderr
     return out, proc
 
 
+def _metrics(out) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
 def test_train_writes_checkpoint_plots_metrics_and_ends_with_the_chapter_line(trained_run):
     out, proc = trained_run
-    for name in ["checkpoint/weights.npz", "checkpoint/config.json", "perplexity.png", "perplexity.svg",
-                 "metrics.json"]:
+    for name in ["last/model.safetensors", "last/config.json", "best/model.safetensors", "perplexity.png",
+                 "perplexity.svg", "metrics.jsonl"]:
         assert (out / name).is_file(), name
     last = proc.stdout.strip().splitlines()[-1]
     assert re.fullmatch(r"perplexity \d+\.\d, \d+\.\d tokens/sec on cpu \(numpy\)", last), last
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert len(metrics["perplexity_history"]) == 3
-    assert f"perplexity {metrics['perplexity']:.1f}," in last
-    history = metrics["perplexity_history"]
+    history = [r["train_perplexity"] for r in _metrics(out)]
+    assert len(history) == 3
+    assert f"perplexity {history[-1]:.1f}," in last
     lowest_epoch = history.index(min(history)) + 1
-    assert metrics["lowest_perplexity"] == {"epoch": lowest_epoch, "perplexity": min(history)}
     assert f"lowest perplexity {min(history):.2f}, at epoch {lowest_epoch}" in proc.stdout.splitlines()[-2]
+    # --data holds out its last 10% by default, scored every epoch of a short run, and picks best/ by it
+    held_out = [r["val_perplexity"] for r in _metrics(out)]
+    assert all(v is not None for v in held_out)
+    best_epoch = held_out.index(min(held_out)) + 1
+    assert f"best (epoch {best_epoch}, val perplexity" in proc.stdout
     assert (out / "perplexity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -59,17 +67,17 @@ def test_train_json_prints_only_json(tiny_text, tmp_path):
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["perplexity"] > 1 and result["tokens_per_sec"] > 0
-    assert set(result["samples"]) == {"time traveller", "traveller"}
+    # a text of one's own is continued from its own first words, not from the chapter's prompt
+    assert set(result["samples"]) == {"the time traveller was"}
 
 
 def test_generate_matches_the_model_saved_by_train(trained_run):
     out, proc = trained_run
-    gen = run_cli("generate", out, "--prefix", "time traveller", "--num-chars", "50", "--json")
+    gen = run_cli("generate", out, "--prefix", "the time traveller was", "--num-chars", "50", "--json")
     assert gen.returncode == 0, gen.stderr
     text = json.loads(gen.stdout)["results"][0]["text"]
-    samples = json.loads((out / "metrics.json").read_text())["samples"]
-    assert text == samples["time traveller"]
-    assert len(text) == len("time traveller") + 50
+    assert text in proc.stdout.splitlines()        # the continuation train printed, by best/
+    assert len(text) == len("the time traveller was") + 50
 
 
 def test_generate_several_prefixes_stream_and_sampling(trained_run):
@@ -129,10 +137,10 @@ def test_bad_data_files(tmp_path, content, fragment):
 
 def test_existing_checkpoint_is_not_overwritten_without_overwrite(trained_run, tiny_text):
     out, _ = trained_run
-    before = (out / "checkpoint" / "weights.npz").read_bytes()
+    before = (out / "last" / "model.safetensors").read_bytes()
     proc = run_cli("train", "--data", tiny_text, "--out", out, *TINY)
-    _assert_user_error(proc, "already holds a checkpoint", "--overwrite")
-    assert (out / "checkpoint" / "weights.npz").read_bytes() == before
+    _assert_user_error(proc, "--overwrite", "--resume")
+    assert (out / "last" / "model.safetensors").read_bytes() == before
 
 
 @pytest.mark.parametrize("args, fragments", [
@@ -159,8 +167,8 @@ def test_missing_and_corrupt_checkpoints(trained_run, tmp_path):
     out, _ = trained_run
     broken = tmp_path / "broken"
     broken.mkdir()
-    (broken / "config.json").write_text((out / "checkpoint" / "config.json").read_text())
-    (broken / "weights.npz").write_bytes(b"PK garbage")
+    (broken / "config.json").write_text((out / "last" / "config.json").read_text())
+    (broken / "model.safetensors").write_bytes(b"PK garbage")
     _assert_user_error(run_cli("generate", broken), "corrupt")
 
 
@@ -197,10 +205,9 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(monkeypatch, tmp_pa
     err = capsys.readouterr().err
     assert code == 2
     assert "diverged at epoch 3" in err and "epoch 2" in err
-    config = json.loads((out / "checkpoint" / "config.json").read_text())
-    assert config["info"]["epoch"] == 2
-    weights = np.load(out / "checkpoint" / "weights.npz")
-    assert all(np.isfinite(weights[name]).all() for name in weights.files)
+    last = load_checkpoint(out, "last")
+    assert last.info["epoch"] == 2
+    assert all(np.isfinite(value).all() for value in last.params.values())
 
 
 def test_import_scratchrnn_imports_no_framework():

@@ -1,7 +1,7 @@
 """README.md and README.zh-CN.md tell the same command line, and it is the one the parser defines.
 
-The command-line section of each README (``## The command line`` / ``## 命令行``) has a code block of
-usage lines, ``scratchrnn SUBCOMMAND [--option ...]`` with continuation lines indented below. Both
+The command-line section of each README (``## The command line`` / ``## 命令行``) starts with a code
+block of usage lines, ``scratchrnn SUBCOMMAND [--option ...]`` with continuation lines indented below. Both
 READMEs must list the same subcommands with the same options, and those must be exactly the options
 ``scratchrnn.cli.build_parser`` defines: an option added to the parser and not to both READMEs (or one
 removed from the parser and still documented) fails here.
@@ -30,11 +30,13 @@ def _section(text: str, heading: str) -> str:
 def documented_command_line(language: str) -> dict[str, set[str]]:
     """Subcommand -> the options its usage lines list, from the README's command-line code blocks."""
     path, heading = READMES[language]
-    blocks = re.findall(r"^```[^\n]*\n(.*?)^```", _section(path.read_text(encoding="utf-8"), heading),
-                        re.M | re.S)
+    # the section's first code block is the usage; later ones are examples
+    block = re.search(r"^```[^\n]*\n(.*?)^```", _section(path.read_text(encoding="utf-8"), heading),
+                      re.M | re.S)
+    assert block, f"{path.name}: no code block under '## {heading}'"
     usage: dict[str, set[str]] = {}
     current = None
-    for line in "\n".join(blocks).splitlines():
+    for line in block.group(1).splitlines():
         start = re.match(r"scratchrnn (\w+)", line)
         if start:
             current = usage.setdefault(start.group(1), set())

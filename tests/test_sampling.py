@@ -18,7 +18,8 @@ from scratchrnn.errors import UserError
 from scratchrnn.generation import Decoding, generate_ids, next_token_probs, predict
 from scratchrnn.model import ModelConfig, init_params
 
-LOGITS = np.array([2.0, 1.5, 1.0, 0.3, 0.0, -0.4, -1.0, -2.0, 0.8, 1.2])
+# index 0 plays <unk>, which sampling never draws (a logit of -inf says the same)
+LOGITS = np.array([-np.inf, 2.0, 1.5, 1.0, 0.3, 0.0, -0.4, -1.0, -2.0, 0.8, 1.2])
 
 
 class FixedLogitsModel:
@@ -92,6 +93,7 @@ def test_chapter_alpha_form_is_temperature_one_over_alpha():
 def test_temperature_towards_zero_is_greedy():
     rng = np.random.default_rng(0)
     logits = rng.normal(0, 2, (500, 28))
+    logits[:, 0] = -np.inf            # <unk>, which sampling never draws and a trained model never picks
     model = FixedLogitsModel(logits[0])
     for seed in range(5):
         cold = generate_ids(model, [[1]] * 50, 20, Decoding("sample", 1e-6, seed=seed))
@@ -109,6 +111,7 @@ def test_temperature_towards_zero_is_greedy_with_a_real_model():
     rng = np.random.default_rng(1)
     params = {k: v * 30 if k.startswith("W") else rng.normal(0, 0.5, v.shape)
               for k, v in init_params(config, 2, np.float64).items()}
+    params["b_q"][0] = -50.0          # <unk>: as unlikely as training makes it (sampling never draws it)
     backend = backends.create("numpy", params, config, dtype="float64")
     greedy = predict(backend, vocab, "time traveller", 60)
     cold = predict(backend, vocab, "time traveller", 60, decoding=Decoding("sample", 1e-6, seed=4))
@@ -126,7 +129,9 @@ def test_first_sampled_character_of_a_real_model_follows_its_softmax(temperature
     backend = backends.create("numpy", params, config, dtype="float64")
     prefix = [vocab[ch] for ch in "time traveller"]
     logits, _ = backend.forward(np.asarray([prefix]), backend.begin_state(1))
-    expected = softmax(np.asarray(logits[-1], dtype=np.float64) / temperature)
+    last = np.asarray(logits[-1], dtype=np.float64)
+    last[vocab.unk] = -np.inf         # sampling never draws <unk>
+    expected = softmax(last / temperature)
     draws = generate_ids(backend, [prefix] * 20000, 1, Decoding("sample", temperature, seed=9))
     counts = np.bincount([seq[-1] for seq in draws], minlength=len(vocab))
     stat, df = chi_square(counts, expected)
@@ -202,8 +207,19 @@ def test_cli_sampling_is_reproducible_and_alpha_means_temperature(tiny_checkpoin
 
 
 def test_cli_refuses_bad_sampling_options(tiny_checkpoint, capsys):
-    assert main(["generate", str(tiny_checkpoint), "--strategy", "sample", "--top-p", "1.5"]) == 2
+    with pytest.raises(SystemExit) as exit_info:
+        main(["generate", str(tiny_checkpoint), "--strategy", "sample", "--top-p", "1.5"])
+    assert exit_info.value.code == 2
     assert "top-p" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
         main(["generate", str(tiny_checkpoint), "--temperature", "0"])
     assert exit_info.value.code == 2
+
+
+def test_sampling_never_draws_unk():
+    from scratchrnn.generation import Decoding, TokenPicker
+    # <unk> (index 0) is by far the likeliest here, and still never drawn, at any temperature
+    logits = np.tile(np.array([[8.0, 0.0, 0.5, 1.0]]), (2000, 1))
+    for temperature in (0.5, 1.0, 3.0):
+        picks = TokenPicker(Decoding("sample", temperature, seed=1))(logits)
+        assert picks.min() >= 1 and len(set(picks.tolist())) == 3

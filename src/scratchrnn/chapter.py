@@ -16,7 +16,8 @@ from __future__ import annotations
 import numpy as np
 
 from . import backends
-from .backends.numpy_backend import clip_gradients
+from .backends.base import TensorOps
+from .optim import clip_by_global_norm
 from .data import SeqDataLoader, Vocab, load_corpus
 from .generation import predict
 from .model import ModelConfig, init_params
@@ -61,9 +62,11 @@ def predict_ch8(prefix: str, num_preds: int, net: RNNModelScratch, vocab: Vocab,
 
 def grad_clipping(grads, theta: float) -> float:
     """Scale gradients (a dict or list of arrays, in place) to global L2 norm <= theta; returns the norm."""
-    if not isinstance(grads, dict):
-        grads = dict(enumerate(grads))
-    return clip_gradients(grads, theta)
+    arrays = grads if isinstance(grads, dict) else dict(enumerate(grads))
+    clipped, norm = clip_by_global_norm(arrays, theta, TensorOps())
+    for key, value in clipped.items():
+        arrays[key][...] = value
+    return norm
 
 
 def train_epoch_ch8(net: RNNModelScratch, train_iter, lr: float = 1.0, use_random_iter: bool = False,

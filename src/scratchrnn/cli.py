@@ -7,19 +7,18 @@ anything on disk is touched.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import textwrap
-from pathlib import Path
-
-import numpy as np
 
 from . import __version__, compiled
 from .backends import BACKENDS
-from .errors import TrainingDiverged, UserError
+from .cli_generate import DEFAULT_PREFIX, cmd_generate
+from .cli_train import cmd_train
+from .errors import RunInterrupted, UserError
 
 EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130      # as a shell reports a program ended by SIGINT
 
 
 # -- argument types ------------------------------------------------------------------------------------
@@ -40,11 +39,13 @@ _positive_int = _checked(int, lambda v: v >= 1, "a positive integer")
 _non_negative_int = _checked(int, lambda v: v >= 0, "an integer >= 0")
 _positive_float = _checked(float, lambda v: v > 0 and math.isfinite(v), "a positive number")
 _fraction = _checked(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
+_non_negative_float = _checked(float, lambda v: v >= 0 and math.isfinite(v), "a number >= 0")
+_decay = _checked(float, lambda v: 0 < v <= 1, "a number in (0, 1]")
 
 
-def _max_tokens(text: str) -> int | None:
+def _max_tokens(text: str) -> int | str:
     if text.lower() == "all":
-        return None
+        return "all"
     return _positive_int(text)
 
 
@@ -60,116 +61,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="scratchrnn",
         description="Character-level RNN language models from scratch (Dive into Deep Learning, 8.5).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=_HelpFormatter)
     parser.add_argument("--version", action="version",
                         version=f"scratchrnn {__version__} (compiled kernels: {compiled.status()})",
                         help="show the version, and whether the compiled kernels (greedy generation, the "
                              "recurrences of a training step) are built and on, then exit")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    t = sub.add_parser(
-        "train", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        help="train a model and save a checkpoint, plots and metrics",
-        description="Train the scratch RNN. Defaults are the chapter's settings. Writes DIR/checkpoint/ "
-                    "(weights.npz + config.json), DIR/metrics.json and DIR/perplexity.{png,svg}. The "
-                    "line before the last gives the lowest perplexity and its epoch; the last line, "
-                    "the final training perplexity and tokens/s. In float32 on the CPU the numpy and "
-                    "torch backends run the step-by-step loops of each training step compiled, where "
-                    "the package was built with a C compiler (scratchrnn --version says; "
-                    "SCRATCHRNN_NO_KERNEL=1 turns it off).")
-    t.add_argument("--backend", choices=BACKENDS, default="numpy",
-                   help="framework that runs the model: numpy has a hand-written backward pass, and so "
-                        "has torch's fast path inside a torch.autograd.Function; the others use their "
-                        "framework's autograd")
-    t.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
-                   help="where to train (cuda: torch backend with a CUDA GPU)")
-    t.add_argument("--dtype", choices=("float32", "float64"), default="float32",
-                   help="floating-point type of parameters and activations")
-    t.add_argument("--data", metavar="PATH", default=None,
-                   help="UTF-8 text file to train on (default: the bundled Time Machine)")
-    t.add_argument("--cleaning", choices=("chapter", "raw"), default="chapter",
-                   help="chapter: non-letters become spaces, lower case (28-token vocabulary for the "
-                        "book); raw: keep every character of the text")
-    t.add_argument("--max-tokens", type=_max_tokens, default=10000, metavar="N|all",
-                   help="train on the first N character tokens (the chapter uses 10000), or 'all'")
-    t.add_argument("--val-fraction", type=_fraction, default=0.0, metavar="F",
-                   help="hold out the last F of the tokens and report validation perplexity on them")
-    t.add_argument("--epochs", type=_positive_int, default=500, help="passes over the training tokens")
-    t.add_argument("--lr", type=_positive_float, default=1.0, help="SGD learning rate")
-    t.add_argument("--batch-size", type=_positive_int, default=32, help="sequences per minibatch")
-    t.add_argument("--num-steps", type=_positive_int, default=35,
-                   help="time steps per sequence (how far back gradients flow when detached)")
-    t.add_argument("--hidden", type=_positive_int, default=512, help="hidden units")
-    t.add_argument("--sampling", choices=("sequential", "random"), default="sequential",
-                   help="sequential: batches continue each other and the state is carried (detached); "
-                        "random: shuffled subsequences, state reset for every batch")
-    t.add_argument("--activation", choices=("tanh", "relu"), default="tanh",
-                   help="nonlinearity of the hidden state")
-    t.add_argument("--embedding", choices=("onehot", "learned"), default="onehot",
-                   help="onehot: the chapter's one-hot inputs; learned: a trained embedding table")
-    t.add_argument("--embed-dim", type=_positive_int, default=32,
-                   help="width of the learned embedding (only with --embedding learned)")
-    clip = t.add_mutually_exclusive_group()
-    clip.add_argument("--clip", type=_positive_float, default=1.0, metavar="THETA",
-                      help="clip gradients to global L2 norm THETA")
-    clip.add_argument("--no-clip", action="store_true", help="do not clip gradients (may diverge)")
-    t.add_argument("--no-detach", action="store_true",
-                   help="sequential sampling only: do not detach the state between batches, so "
-                        "gradients flow back to the start of the epoch; time and memory then grow "
-                        "with the number of batches in an epoch")
-    t.add_argument("--seed", type=int, default=0, help="seed of the initial weights and the batch order")
-    t.add_argument("--out", metavar="DIR", default=None,
-                   help="run directory (default: runs/<backend>-<sampling>)")
-    t.add_argument("--overwrite", action="store_true",
-                   help="replace a checkpoint already in DIR (otherwise refused)")
-    t.add_argument("--checkpoint-every", type=_positive_int, default=50, metavar="N",
-                   help="also save the checkpoint every N epochs, so a diverged or interrupted run "
-                        "keeps its last good weights")
-    t.add_argument("--predict-every", type=_non_negative_int, default=10, metavar="N",
-                   help="print a greedy continuation of 'time traveller' every N epochs (0: never)")
-    t.add_argument("--prefix", action="append", default=None, metavar="TEXT",
-                   help="prefixes continued after training (repeatable; default: 'time traveller' "
-                        "and 'traveller')")
-    t.add_argument("--no-progress", action="store_true", help="no progress bar")
-    t.add_argument("--json", action="store_true",
-                   help="print one JSON object with the results on stdout, nothing else")
-
-    g = sub.add_parser(
-        "generate", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        help="continue a prefix with a trained model",
-        description="Load a checkpoint (written by any backend) and continue one or more prefixes. "
-                    "Greedy decoding in float32 of up to 512 prefixes runs on a small compiled decoder "
-                    "when the package was built with a C compiler (scratchrnn --version says; "
-                    "SCRATCHRNN_NO_KERNEL=1 turns it off); otherwise in the backend's own loop. Both "
-                    "compute the same sums in a different order, so their texts part only where two "
-                    "characters tie to within float32 rounding.")
-    g.add_argument("checkpoint", metavar="CHECKPOINT_DIR",
-                   help="a checkpoint directory, or a run directory that holds checkpoint/")
-    g.add_argument("--prefix", action="append", default=None, metavar="TEXT",
-                   help="text to continue; repeat to continue several at once as one batch "
-                        "(default: 'time traveller'). It is cleaned like the training text")
-    g.add_argument("--num-chars", type=_non_negative_int, default=50, help="characters to generate")
-    g.add_argument("--backend", choices=BACKENDS, default="numpy",
-                   help="framework that runs the model (any backend reads any checkpoint)")
-    g.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to run")
-    g.add_argument("--strategy", choices=("greedy", "sample"), default="greedy",
-                   help="greedy: most likely character (the chapter); sample: draw from the model")
-    temp = g.add_mutually_exclusive_group()
-    temp.add_argument("--temperature", type=_positive_float, default=1.0,
-                      help="sample from softmax(logits / T): below 1 sharper, above 1 flatter")
-    temp.add_argument("--alpha", type=_positive_float, default=None,
-                      help="the chapter's exercise form q ~ P^alpha, i.e. temperature 1/alpha")
-    g.add_argument("--top-k", type=_positive_int, default=None, help="sample only among the K likeliest")
-    g.add_argument("--top-p", type=float, default=None,
-                   help="sample only among the likeliest characters whose mass reaches P")
-    g.add_argument("--seed", type=int, default=None, help="seed for sampling (same seed, same text)")
-    g.add_argument("--stream", action="store_true",
-                   help="print characters as they are generated (one prefix only)")
-    g.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    _add_train_parser(sub)
+    _add_generate_parser(sub)
 
     from .experiments import EXPERIMENTS, FULL, QUICK, describe_experiments
     e = sub.add_parser(
-        "experiment", formatter_class=_ExperimentHelpFormatter,
+        "experiment", formatter_class=_HelpFormatter,
         help="run one of the chapter's exercises and write a Markdown report with plots",
         description=textwrap.fill(
             "Answer one of the chapter's six exercises by measurement: train the models it needs "
@@ -197,19 +101,26 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--hidden", type=_positive_int, default=None,
                    help=f"hidden units of the runs (default: {FULL.hidden}, {QUICK.hidden} with --quick); "
                         f"the hyperparams sweep uses half and twice this too")
-    e.add_argument("--seed", type=int, default=0, help="seed of the weights, batches and sampling")
+    e.add_argument("--seed", type=_non_negative_int, default=0,
+                   help="seed of the weights, batches and sampling")
     return parser
 
 
-class _ExperimentHelpFormatter(argparse.ArgumentDefaultsHelpFormatter,
-                               argparse.RawDescriptionHelpFormatter):
-    """Option defaults in the help, and the list of experiments kept one per line."""
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """The help of every command: "(default: X)" after an option's text where X says something, and
+    descriptions laid out as written where they hold line breaks (the list of experiments)."""
 
     def _get_help_string(self, action):
-        # an option whose default is "not given" explains its default in its own words
-        if action.default is None or action.default is False:
+        # "not given" (None, a flag's False) explains itself, and a text that names its default in
+        # its own words would otherwise say it twice
+        if action.default is None or action.default is False or "default" in (action.help or ""):
             return action.help
         return super()._get_help_string(action)
+
+    def _fill_text(self, text, width, indent):
+        if "\n" in text:
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
 
 
 def cmd_experiment(args) -> int:
@@ -225,170 +136,181 @@ def cmd_experiment(args) -> int:
     return 0
 
 
-# -- train -------------------------------------------------------------------------------------------
-def _progress(total: int, disable: bool):
-    from tqdm import tqdm
-    return tqdm(total=total, unit="epoch", disable=True if disable else None, file=sys.stderr,
-                dynamic_ncols=True)
+# -- train (the command itself is in cli_train.py) -----------------------------------------------------
+def _add_train_parser(sub) -> None:
+    from .optim import OPTIMIZERS, SCHEDULES
+
+    t = sub.add_parser(
+        "train", formatter_class=_HelpFormatter,
+        help="train a model into a run directory (checkpoints, metrics, plot); continue one with --resume",
+        description="Train the scratch RNN. Defaults are the chapter's settings on its book; with --data "
+                    "the defaults suit a text of one's own (all of it, raw characters, the last 10% held "
+                    "out). Writes the run directory DIR: last/ (the newest checkpoint, every "
+                    "--checkpoint-every epochs), best/ (the best epoch so far, see --best-by), "
+                    "metrics.jsonl (a line per epoch as it ends) and perplexity.{png,svg}. Ctrl-C stops "
+                    "after the current batch, saves last/ and says how to continue (exit status 130); "
+                    "--resume DIR continues exactly where the run stopped. The last line printed is the "
+                    "chapter's: final training perplexity and tokens/s; the line before it gives the "
+                    "lowest training perplexity and its epoch. In float32 on the CPU the numpy and torch "
+                    "backends run the step loops of each training step compiled, where the package was "
+                    "built with a C compiler (scratchrnn --version says; SCRATCHRNN_NO_KERNEL=1 turns "
+                    "it off).")
+    t.add_argument("--backend", choices=BACKENDS, default="numpy",
+                   help="framework that runs the model: numpy has a hand-written backward pass, and so "
+                        "has torch's fast path inside a torch.autograd.Function; the others use their "
+                        "framework's autograd")
+    t.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="where to train (cuda: torch backend with a CUDA GPU)")
+    t.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                   help="floating-point type of parameters and activations")
+    data = t.add_argument_group("data")
+    data.add_argument("--data", metavar="PATH", default=None,
+                      help="UTF-8 text file to train on (default: the bundled Time Machine)")
+    data.add_argument("--cleaning", choices=("chapter", "raw"), default=None,
+                      help="chapter: non-letters become spaces, lower case (28-token vocabulary for the "
+                           "book); raw: keep every character of the text (control characters other than "
+                           "newline, tab and carriage return are dropped). Default: chapter for the "
+                           "bundled book, raw for --data")
+    data.add_argument("--max-tokens", type=_max_tokens, default=None, metavar="N|all",
+                      help="use the first N character tokens, or 'all'. Default: 10000 of the bundled "
+                           "book (the chapter's), all of --data")
+    data.add_argument("--val-fraction", type=_fraction, default=None, metavar="F",
+                      help="hold out the last F of the tokens and score held-out perplexity on them "
+                           "(0: none). Default: 0.1 with --data; for the bundled book, the text right "
+                           "after the training slice (as long as the slice), so the chapter's training "
+                           "is unchanged and its memorisation shows beside held-out perplexity")
+    model = t.add_argument_group("model")
+    model.add_argument("--hidden", type=_positive_int, default=512, help="hidden units")
+    model.add_argument("--activation", choices=("tanh", "relu"), default="tanh",
+                       help="nonlinearity of the hidden state")
+    model.add_argument("--embedding", choices=("onehot", "learned"), default="onehot",
+                       help="onehot: the chapter's one-hot inputs; learned: a trained embedding table")
+    model.add_argument("--embed-dim", type=_positive_int, default=32,
+                       help="width of the learned embedding (only with --embedding learned)")
+    opt = t.add_argument_group("optimization")
+    opt.add_argument("--epochs", type=_positive_int, default=500, help="passes over the training tokens")
+    opt.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd",
+                     help="update rule: sgd (the chapter's), momentum (0.9), adagrad (min-char-rnn's), "
+                          "rmsprop (char-rnn's), adam, adamw (decoupled weight decay); rules and defaults "
+                          "as torch.optim's")
+    opt.add_argument("--lr", type=_positive_float, default=1.0,
+                     help="learning rate (the peak of a schedule); 1 suits the chapter's SGD, about 0.002 "
+                          "Adam")
+    opt.add_argument("--lr-schedule", choices=SCHEDULES, default="constant",
+                     help="constant; step: times --lr-decay every --lr-decay-every epochs; cosine: down to "
+                          "a tenth of --lr over the run")
+    opt.add_argument("--warmup", type=_non_negative_int, default=0, metavar="STEPS",
+                     help="optimizer steps of linear warm-up before the schedule (any schedule)")
+    opt.add_argument("--lr-decay", type=_decay, default=0.5, metavar="F",
+                     help="factor of the step schedule")
+    opt.add_argument("--lr-decay-every", type=_positive_int, default=None, metavar="EPOCHS",
+                     help="epochs between two decays of the step schedule (default: a third of --epochs)")
+    opt.add_argument("--weight-decay", type=_non_negative_float, default=0.0,
+                     help="L2 penalty added to the gradients (adamw: decoupled, shrinking the weights)")
+    opt.add_argument("--batch-size", type=_positive_int, default=32, help="sequences per minibatch")
+    opt.add_argument("--num-steps", type=_positive_int, default=35,
+                     help="time steps per sequence (how far back gradients flow when detached)")
+    opt.add_argument("--sampling", choices=("sequential", "random"), default="sequential",
+                     help="sequential: batches continue each other and the state is carried (detached); "
+                          "random: shuffled subsequences, state reset for every batch")
+    clip = opt.add_mutually_exclusive_group()
+    clip.add_argument("--clip", type=_positive_float, default=1.0, metavar="THETA",
+                      help="clip gradients to global L2 norm THETA")
+    clip.add_argument("--no-clip", action="store_true", help="do not clip gradients (may diverge)")
+    opt.add_argument("--no-detach", action="store_true",
+                     help="sequential sampling only: do not detach the state between batches, so "
+                          "gradients flow back to the start of the epoch; time and memory then grow "
+                          "with the number of batches in an epoch")
+    opt.add_argument("--seed", type=_non_negative_int, default=0,
+                     help="seed of the initial weights and the batch order")
+    run = t.add_argument_group("run directory and output")
+    where = run.add_mutually_exclusive_group()
+    where.add_argument("--out", metavar="DIR", default=None,
+                       help="run directory (default: runs/<backend>-<sampling>)")
+    where.add_argument("--resume", metavar="DIR", default=None,
+                       help="continue the run in DIR from its last/ checkpoint, with its own settings; "
+                            "only --epochs (to train longer), --no-progress and --json may be given too")
+    run.add_argument("--overwrite", action="store_true",
+                     help="replace the run already in DIR (its checkpoints, metrics and plots); "
+                          "otherwise refused")
+    run.add_argument("--eval-every", type=_positive_int, default=None, metavar="N",
+                     help="score held-out perplexity every N epochs and after the last (default: about "
+                          "50 times in a run, every epoch for runs of up to 50)")
+    run.add_argument("--best-by", choices=("train", "val"), default=None,
+                     help="which perplexity picks best/: val where text of --data is held out, train "
+                          "otherwise (the chapter's point is to fit its 10,000 characters)")
+    run.add_argument("--checkpoint-every", type=_positive_int, default=1, metavar="N",
+                     help="save last/ every N epochs: a kill loses at most the epochs since")
+    run.add_argument("--predict-every", type=_non_negative_int, default=10, metavar="N",
+                     help="print a greedy continuation of the first prefix every N epochs (0: never)")
+    run.add_argument("--prefix", action="append", default=None, metavar="TEXT",
+                     help="prefixes continued during and after training (repeatable; default: "
+                          "'time traveller' and 'traveller' for the bundled book, the first words of "
+                          "--data otherwise)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--json", action="store_true",
+                     help="print one JSON object with the results on stdout, nothing else")
 
 
-def _training_prefixes(asked, corpus, vocab, cleaning) -> list[str]:
-    """Prefixes to continue during and after training, checked before training starts.
-
-    The chapter's defaults may not fit another text's vocabulary; then the text's own first
-    characters stand in for them instead of failing after hours of training.
-    """
-    from .generation import encode_prefix
-
-    if asked:
-        for prefix in asked:
-            encode_prefix(prefix, vocab, cleaning)
-        return asked
-    defaults = ["time traveller", "traveller"]
-    try:
-        for prefix in defaults:
-            encode_prefix(prefix, vocab, cleaning)
-        return defaults
-    except UserError:
-        return ["".join(vocab.idx_to_token[i] for i in corpus[:10])]
+# -- generate (the command itself is in cli_generate.py) --------------------------------------------
+_probability = _checked(float, lambda v: 0 < v <= 1, "a number in (0, 1]")
+# flags that only mean something when characters are drawn: each implies --strategy sample
 
 
-def cmd_train(args) -> int:
-    from . import backends
-    from .checkpoint import CHECKPOINT_SUBDIR, Checkpoint, save_checkpoint
-    from .data import SeqDataLoader, check_corpus_fits, load_corpus
-    from .generation import predict
-    from .model import ModelConfig, init_params
-    from .plotting import plot_perplexity
-    from .training import TrainConfig, train
-
-    config = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                         num_steps=args.num_steps, sampling=args.sampling,
-                         clip=None if args.no_clip else args.clip, detach=not args.no_detach,
-                         seed=args.seed)
-    config.validate()
-    if args.no_detach and args.sampling == "random":
-        raise UserError("--no-detach needs --sampling sequential (random batches reset the state anyway)")
-    out = Path(args.out or f"runs/{args.backend}-{args.sampling}")
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} exists and is not a directory")
-    ckpt_dir = out / CHECKPOINT_SUBDIR
-    if ckpt_dir.exists() and not args.overwrite:
-        raise UserError(f"{ckpt_dir} already holds a checkpoint; pass --overwrite to replace it or "
-                        f"choose another --out")
-
-    corpus, vocab = load_corpus(args.data, args.max_tokens, cleaning=args.cleaning)
-    validation = None
-    if args.val_fraction > 0:
-        split = int(len(corpus) * (1 - args.val_fraction))
-        corpus, validation = corpus[:split], np.asarray(corpus[split:])
-    check_corpus_fits(len(corpus), config.batch_size, config.num_steps, config.sampling)
-    model = ModelConfig(len(vocab), args.hidden, args.activation, args.embedding,
-                        args.embed_dim if args.embedding == "learned" else 0)
-    backend = backends.create(args.backend, init_params(model, args.seed), model,
-                              device=args.device, dtype=args.dtype)
-    loader = SeqDataLoader(corpus, config.batch_size, config.num_steps, config.sampling, seed=args.seed)
-
-    quiet = args.json
-    say = (lambda *a: None) if quiet else print
-    prefixes = _training_prefixes(args.prefix, corpus, vocab, args.cleaning)
-    watch_prefix = prefixes[0]
-    say(f"training {backend!r} on {len(corpus)} tokens, vocabulary {len(vocab)}; "
-        f"{config.epochs} epochs of {config.sampling} batches {config.batch_size} x {config.num_steps}")
-
-    saved = {"epoch": None}
-
-    def checkpoint_now(epoch, info):
-        save_checkpoint(ckpt_dir, Checkpoint(backend.get_params(), vocab, model, args.cleaning, "char",
-                                             info={"backend": args.backend, "epoch": epoch,
-                                                   "train": config.to_dict(), **info}))
-        saved["epoch"] = epoch
-
-    bar = _progress(config.epochs, disable=args.no_progress or quiet)
-
-    def on_epoch(stats):
-        bar.update(1)
-        bar.set_postfix(ppl=f"{stats.perplexity:.2f}", tok_s=f"{stats.tokens_per_sec:,.0f}")
-        if args.predict_every and stats.epoch % args.predict_every == 0 and not quiet:
-            text = predict(backend, vocab, watch_prefix, 50, cleaning=args.cleaning)
-            bar.write(f"epoch {stats.epoch:4d}  perplexity {stats.perplexity:7.2f}  {text}", file=sys.stdout)
-        if stats.epoch % args.checkpoint_every == 0 and stats.epoch < config.epochs:
-            checkpoint_now(stats.epoch, {"perplexity": stats.perplexity})
-
-    out.mkdir(parents=True, exist_ok=True)
-    try:
-        result = train(backend, loader, config, on_epoch=on_epoch, validation=validation)
-    except TrainingDiverged as err:
-        bar.close()
-        kept = (f"the last good checkpoint (epoch {saved['epoch']}) is in {ckpt_dir}"
-                if saved["epoch"] else "no checkpoint of this run was saved")
-        raise UserError(f"{err}; training stopped, {kept}. Try a smaller --lr or clipping (--clip).")
-    except KeyboardInterrupt:
-        bar.close()
-        kept = f"last checkpoint: epoch {saved['epoch']} in {ckpt_dir}" if saved["epoch"] else "nothing saved"
-        print(f"scratchrnn: interrupted ({kept})", file=sys.stderr)
-        return 130
-    bar.close()
-
-    checkpoint_now(config.epochs, {"perplexity": result.perplexity, "tokens_per_sec": result.tokens_per_sec})
-    title = f"{args.backend}, {config.sampling}, {model.num_hiddens} hidden, lr {config.lr}"
-    plots = plot_perplexity(result.history, out / "perplexity", title, validation=result.validation)
-    samples = {p: predict(backend, vocab, p, 50, cleaning=args.cleaning) for p in prefixes}
-    metrics = {
-        "backend": args.backend, "device": args.device, "dtype": args.dtype,
-        "data": args.data or "bundled:timemachine.txt", "tokens": len(corpus),
-        "vocab_size": len(vocab), "model": model.to_dict(), "train": config.to_dict(),
-        "perplexity": result.perplexity, "tokens_per_sec": result.tokens_per_sec,
-        "seconds": sum(e.seconds for e in result.epochs),
-        "perplexity_history": result.history,
-        "lowest_perplexity": {"epoch": result.lowest.epoch, "perplexity": result.lowest.perplexity},
-        "validation_perplexity": [{"epoch": e, "perplexity": p} for e, p in result.validation],
-        "samples": samples, "checkpoint": str(ckpt_dir), "plots": [str(p) for p in plots],
-    }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n")
-    if args.json:
-        print(json.dumps(metrics, ensure_ascii=False))
-        return 0
-    for text in samples.values():
-        print(text)
-    if result.validation:
-        print(f"validation perplexity {result.validation[-1][1]:.2f}")
-    print(f"checkpoint {ckpt_dir}, plot {plots[0]}")
-    print(f"lowest perplexity {result.lowest.perplexity:.2f}, at epoch {result.lowest.epoch}")
-    print(f"perplexity {result.perplexity:.1f}, {result.tokens_per_sec:.1f} tokens/sec on {args.device} "
-          f"({args.backend})")
-    return 0
-
-
-# -- generate ----------------------------------------------------------------------------------------
-def cmd_generate(args) -> int:
-    from . import backends
-    from .checkpoint import load_checkpoint
-    from .generation import Decoding, predict, predict_many
-
-    decoding = Decoding(args.strategy, 1 / args.alpha if args.alpha else args.temperature,
-                        args.top_k, args.top_p, args.seed)
-    prefixes = args.prefix or ["time traveller"]
-    if args.stream and (len(prefixes) > 1 or args.json):
-        raise UserError("--stream prints one continuation as it is made: give one --prefix, no --json")
-    ckpt = load_checkpoint(args.checkpoint)
-    backend = backends.create(args.backend, ckpt.params, ckpt.model, device=args.device)
-    if args.stream:
-        predict(backend, ckpt.vocab, prefixes[0], args.num_chars, cleaning=ckpt.cleaning,
-                decoding=decoding, stream=sys.stdout)
-        return 0
-    texts = predict_many(backend, ckpt.vocab, prefixes, args.num_chars, cleaning=ckpt.cleaning,
-                         decoding=decoding)
-    if args.json:
-        print(json.dumps({"checkpoint": str(ckpt.path), "backend": args.backend,
-                          "strategy": decoding.strategy, "temperature": decoding.temperature,
-                          "seed": decoding.seed,
-                          "results": [{"prefix": p, "text": t} for p, t in zip(prefixes, texts)]},
-                         ensure_ascii=False))
-    else:
-        for text in texts:
-            print(text)
-    return 0
+def _add_generate_parser(sub) -> None:
+    g = sub.add_parser(
+        "generate", formatter_class=_HelpFormatter,
+        help="continue a prefix with a trained model",
+        description="Load a checkpoint (written by any backend) and continue one or more prefixes. "
+                    "Greedy decoding in float32 of up to 512 prefixes runs on a small compiled decoder "
+                    "when the package was built with a C compiler (scratchrnn --version says; "
+                    "SCRATCHRNN_NO_KERNEL=1 turns it off); otherwise in the backend's own loop. Both "
+                    "compute the same sums in a different order, so their texts part only where two "
+                    "characters tie to within float32 rounding. One continuation is printed as it is "
+                    "made, so its length is not bounded by memory; several are printed one per line "
+                    "when all are done, and a request too big for the memory is refused with an "
+                    "estimate.")
+    g.add_argument("checkpoint", metavar="CHECKPOINT_DIR",
+                   help="a checkpoint directory, or a run directory (its best/ or last/, see --which)")
+    g.add_argument("--which", choices=("best", "last"), default="best",
+                   help="in a run directory: the best epoch's weights or the newest")
+    g.add_argument("--prefix", action="append", default=None, metavar="TEXT",
+                   help=f"text to continue; repeat to continue several at once as one batch (default, "
+                        f"when neither --prefix nor --prefix-file is given: the prompt training used, the "
+                        f"text's first words, or '{DEFAULT_PREFIX}'). It is cleaned like the training "
+                        f"text; a character the model's vocabulary lacks is refused, naming it (the "
+                        f"book's predict_ch8 would read it as <unk>, which the model never learned to "
+                        f"read; predict_ch8 here refuses it too)")
+    g.add_argument("--prefix-file", metavar="PATH", default=None,
+                   help="UTF-8 text file with one prefix per line (empty lines are skipped), continued "
+                        "after those of --prefix")
+    g.add_argument("--num-chars", type=_non_negative_int, default=50, metavar="N",
+                   help="characters to generate after each prefix")
+    g.add_argument("--num-samples", type=_positive_int, default=1, metavar="N",
+                   help="continuations of each prefix, one per line; more than 1 implies --strategy sample")
+    g.add_argument("--backend", choices=BACKENDS, default="numpy",
+                   help="framework that runs the model (any backend reads any checkpoint)")
+    g.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to run")
+    g.add_argument("--strategy", choices=("greedy", "sample"), default=None,
+                   help="greedy: the most likely character (the chapter's predict_ch8); sample: draw from "
+                        "the model's distribution. By default greedy, or sample as soon as any of "
+                        "--temperature, --alpha, --top-k, --top-p, --seed or --num-samples above 1 is "
+                        "given; with an explicit --strategy greedy those options are refused")
+    temp = g.add_mutually_exclusive_group()
+    temp.add_argument("--temperature", type=_positive_float, default=None, metavar="T",
+                      help="sample from softmax(logits / T): below 1 sharper, above 1 flatter (default: 1)")
+    temp.add_argument("--alpha", type=_positive_float, default=None, metavar="A",
+                      help="the chapter's exercise form q ~ P^alpha, i.e. temperature 1/alpha")
+    g.add_argument("--top-k", type=_positive_int, default=None, metavar="K",
+                   help="sample only among the K likeliest characters (default: all)")
+    g.add_argument("--top-p", type=_probability, default=None, metavar="P",
+                   help="sample only among the likeliest characters whose mass reaches P (default: all)")
+    g.add_argument("--seed", type=_non_negative_int, default=None, metavar="S",
+                   help="seed of the sampling: the same seed gives the same text (default: a new text "
+                        "every run)")
+    g.add_argument("--stream", action="store_true",
+                   help="flush every character as it is generated (one prefix and one sample, no --json)")
+    g.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
 
 def main(argv=None) -> int:
@@ -402,6 +324,13 @@ def main(argv=None) -> int:
     except UserError as err:
         print(f"scratchrnn: error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except RunInterrupted as err:
+        print(f"scratchrnn: {err}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        # Ctrl-C outside training (start-up, loading, generation): nothing half-written is left
+        print("scratchrnn: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

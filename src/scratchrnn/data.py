@@ -1,12 +1,18 @@
 """Text, tokens, vocabulary and the chapter's two ways of cutting a corpus into minibatches.
 
-Everything here works on Python lists and NumPy arrays, so every backend sees exactly the same
-batches for the same seed.
+Everything here works on NumPy arrays, so every backend sees exactly the same batches for the same
+seed. A text file is read in pieces and cleaned as it streams in, so ``--max-tokens N`` of a large
+file reads a bounded prefix of it (see ``load_corpus``). The corpus is held as token ids in the
+narrowest unsigned integer type its vocabulary allows: 1 byte per character for up to 256 tokens
+(every text under the chapter's cleaning), 2 bytes up to 65,536, else 4 (int32). Batches are
+widened to int64 one at a time.
 """
 from __future__ import annotations
 
+import codecs
 import collections
 import re
+import stat
 from importlib import resources
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -14,13 +20,31 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from .errors import UserError
+from .model import check_seed
 
 TIME_MACHINE_SHA1 = "090b5e7e70c295757f55df93cb0a180b9691891a"
 
 # How raw text becomes lines of characters.
 #   "chapter": D2L's cleaning -- every run of non-letters becomes one space, lower case, lines stripped.
-#   "raw":     the text as written (every character, newlines included), for real texts.
+#   "raw":     the text as written (newlines included), less control characters other than \t, \n
+#              and \r: a checkpoint refuses them in its vocabulary, and printed they drive the terminal.
 CLEANING_MODES = ("chapter", "raw")
+
+# bytes read from a data file at a time
+READ_CHUNK_BYTES = 1 << 20
+# the vocabulary counts at least this many tokens of a text (all of any book-length text, as the
+# chapter counts the whole book) even when --max-tokens keeps fewer; past it, reading stops
+VOCAB_SCAN_TOKENS = 1 << 22
+
+_NON_LETTERS = re.compile("[^A-Za-z]+")
+# every boundary str.splitlines() knows (a CRLF reads as two, which leaves cleaned text unchanged)
+_LINE_BREAK_CHARS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+_LINE_BREAKS = re.compile(f"[{_LINE_BREAK_CHARS}]")
+_NON_LETTERS_NOR_BREAKS = re.compile(f"[^A-Za-z{_LINE_BREAK_CHARS}]+")
+# after the line above, a line's edges are at most one space: a run of breaks takes them along
+_BREAK_RUN = re.compile(f" ?[{_LINE_BREAK_CHARS}](?: ?[{_LINE_BREAK_CHARS}])* ?")
+# Unicode's control characters (category Cc), less tab, newline and carriage return
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 
 def time_machine_path() -> Path:
@@ -28,35 +52,113 @@ def time_machine_path() -> Path:
     return Path(str(resources.files("scratchrnn") / "corpora" / "timemachine.txt"))
 
 
+def iter_text(path: str | Path | None = None, chunk_bytes: int = READ_CHUNK_BYTES) -> Iterator[str]:
+    """The text of a UTF-8 file (the bundled book when ``path`` is None), decoded piece by piece.
+
+    Reads ``chunk_bytes`` at a time, so a caller that stops early has read only a prefix of the file.
+    Raises UserError for a path that is missing, not a regular file, unreadable or not UTF-8 -- when
+    the first piece is asked for, before any text is returned.
+    """
+    path = time_machine_path() if path is None else Path(path)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise UserError(f"data file not found: {path}") from None
+    except OSError as err:
+        # e.g. a directory on the way that the user may not enter
+        raise UserError(f"cannot read data file {path}: {err.strerror}") from None
+    if stat.S_ISDIR(mode):
+        raise UserError(f"data path is a directory, not a file: {path}")
+    if not stat.S_ISREG(mode):
+        # a FIFO or a device would block or never end
+        raise UserError(f"data path is not a regular file: {path}")
+    try:
+        handle = open(path, "rb")
+    except OSError as err:
+        raise UserError(f"cannot read data file {path}: {err.strerror}") from None
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    consumed = 0
+    with handle:
+        while True:
+            try:
+                data = handle.read(chunk_bytes)
+            except OSError as err:
+                raise UserError(f"cannot read data file {path}: {err.strerror}") from None
+            held = len(decoder.getstate()[0])     # bytes of a character cut by the previous piece
+            try:
+                text = decoder.decode(data, final=not data)
+            except UnicodeDecodeError as err:
+                byte = consumed - held + err.start
+                raise UserError(f"data file is not UTF-8 text: {path} (byte {byte} cannot be decoded)") from None
+            consumed += len(data)
+            if text:
+                yield text
+            if not data:
+                return
+
+
 def read_text(path: str | Path | None = None) -> str:
-    """Read a UTF-8 text file (the bundled Time Machine when ``path`` is None).
+    """Read a whole UTF-8 text file (the bundled Time Machine when ``path`` is None).
 
     Raises UserError for a file that is missing, unreadable, not UTF-8, or empty, so the CLI can say
     what is wrong instead of printing a traceback.
     """
-    path = time_machine_path() if path is None else Path(path)
-    if not path.exists():
-        raise UserError(f"data file not found: {path}")
-    if not path.is_file():
-        raise UserError(f"data path is not a file: {path}")
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise UserError(f"data file is not UTF-8 text: {path} (byte {err.start} cannot be decoded)") from None
-    except OSError as err:
-        raise UserError(f"cannot read data file {path}: {err.strerror}") from None
+    text = "".join(iter_text(path))
     if not text.strip():
-        raise UserError(f"data file is empty: {path}")
+        raise UserError(f"data file is empty: {path or time_machine_path()}")
     return text
 
 
 def clean_lines(text: str, cleaning: str = "chapter") -> list[str]:
-    """Split text into lines, cleaned as the chapter does (or kept raw)."""
+    """Split text into lines, cleaned as the chapter does (or kept raw, less control characters)."""
     if cleaning == "chapter":
-        return [re.sub("[^A-Za-z]+", " ", line).strip().lower() for line in text.splitlines()]
+        return [_NON_LETTERS.sub(" ", line).strip().lower() for line in text.splitlines()]
     if cleaning == "raw":
-        return text.splitlines(keepends=True)
+        return _CONTROL.sub("", text).splitlines(keepends=True)
     raise ValueError(f"unknown cleaning {cleaning!r}; choose from {CLEANING_MODES}")
+
+
+def clean_stream(pieces: Iterable[str], cleaning: str = "chapter") -> Iterator[str]:
+    """Cleaned text of ``pieces`` (consecutive parts of one text), piece by piece.
+
+    Concatenated, the result is ``"".join(clean_lines(text, cleaning))`` -- cleaned lines joined with
+    nothing between them, as the chapter joins them -- however the text was cut into pieces, even
+    inside a line or between the two characters of a CRLF, in memory bounded by the pieces' size.
+    """
+    if cleaning == "raw":
+        for piece in pieces:
+            yield _CONTROL.sub("", piece)
+        return
+    if cleaning != "chapter":
+        raise ValueError(f"unknown cleaning {cleaning!r}; choose from {CLEANING_MODES}")
+    # a line may span pieces: ``started`` says the current line has given letters already (so a
+    # leading run of non-letters is no longer stripped), ``gap`` that non-letters followed them (one
+    # space, if more letters come before the line ends)
+    started = gap = False
+
+    def continue_line(part: str) -> str:
+        nonlocal started, gap
+        spaced = _NON_LETTERS.sub(" ", part)
+        core = spaced.strip()
+        if not core:
+            gap = gap or (started and spaced == " ")
+            return ""
+        text = " " + core if started and (gap or spaced[0] == " ") else core
+        started, gap = True, spaced[-1] == " "
+        return text.lower()
+
+    for piece in pieces:
+        first = _LINE_BREAKS.search(piece)
+        if first is None:
+            yield continue_line(piece)
+            continue
+        last = max(piece.rfind(mark) for mark in _LINE_BREAK_CHARS)
+        head = continue_line(piece[:first.start()])
+        started = gap = False
+        # whole lines, each between two breaks, cleaned at once: non-letters become one space,
+        # then a break with the spaces beside it goes (stripping both lines it separates)
+        lines = _BREAK_RUN.sub("", _NON_LETTERS_NOR_BREAKS.sub(" ", piece[first.start():last + 1]))
+        yield head + lines.lower() + continue_line(piece[last + 1:])
 
 
 def clean_prefix(prefix: str, cleaning: str = "chapter") -> str:
@@ -96,15 +198,27 @@ class Vocab:
     UNK = "<unk>"
 
     def __init__(self, tokens: Iterable = (), min_freq: int = 0, reserved_tokens: Sequence[str] = ()):
-        counter = collections.Counter(_flatten(tokens))
-        self.token_freqs = sorted(counter.items(), key=lambda item: item[1], reverse=True)
+        self._build(collections.Counter(_flatten(tokens)), min_freq, reserved_tokens)
+
+    def _build(self, counts: dict, min_freq: int, reserved_tokens: Sequence[str]) -> None:
+        # sorted() is stable: tokens of equal frequency keep the order of ``counts``
+        self.token_freqs = sorted(counts.items(), key=lambda item: item[1], reverse=True)
         self.idx_to_token: list[str] = [self.UNK, *[t for t in reserved_tokens if t != self.UNK]]
+        taken = set(self.idx_to_token)
         for token, freq in self.token_freqs:
             if freq < min_freq:
                 break
-            if token not in self.idx_to_token:
+            if token not in taken:
                 self.idx_to_token.append(token)
+                taken.add(token)
         self.token_to_idx = {token: idx for idx, token in enumerate(self.idx_to_token)}
+
+    @classmethod
+    def from_counts(cls, counts: dict, min_freq: int = 0, reserved_tokens: Sequence[str] = ()) -> "Vocab":
+        """The vocabulary of a text given its token counts, in the order the tokens first appear."""
+        vocab = cls()
+        vocab._build(dict(counts), min_freq, reserved_tokens)
+        return vocab
 
     @classmethod
     def from_tokens_list(cls, idx_to_token: Sequence[str]) -> "Vocab":
@@ -140,21 +254,107 @@ class Vocab:
         return f"Vocab({len(self)} tokens: {self.idx_to_token[:10]}{'...' if len(self) > 10 else ''})"
 
 
-def load_corpus(path: str | Path | None = None, max_tokens: int | None = None,
-                cleaning: str = "chapter", token: str = "char") -> tuple[list[int], Vocab]:
-    """Token indices of a text and its vocabulary (the chapter's ``load_corpus_time_machine``).
+def compact_ids(ids, vocab_size: int) -> np.ndarray:
+    """Token ids in the narrowest integer type that holds ``vocab_size`` distinct ids."""
+    return np.asarray(ids).astype(id_dtype(vocab_size), copy=False)
 
-    The vocabulary is built from the whole text; ``max_tokens`` then keeps the first tokens only.
-    As in the chapter, cleaned lines are joined with nothing between them.
+
+def id_dtype(vocab_size: int) -> np.dtype:
+    """uint8 for up to 256 tokens, uint16 up to 65,536, else int32."""
+    if vocab_size <= 1 << 8:
+        return np.dtype(np.uint8)
+    if vocab_size <= 1 << 16:
+        return np.dtype(np.uint16)
+    return np.dtype(np.int32)
+
+
+def load_corpus(path: str | Path | None = None, max_tokens: int | None = None,
+                cleaning: str = "chapter", token: str = "char") -> tuple[np.ndarray, Vocab]:
+    """Token ids of a text and its vocabulary (the chapter's ``load_corpus_time_machine``).
+
+    As in the chapter, cleaned lines are joined with nothing between them, the vocabulary counts the
+    whole text and ``max_tokens`` then keeps the first tokens only. For character tokens the file is
+    read in pieces, and with ``max_tokens`` reading stops after the first
+    max(max_tokens, VOCAB_SCAN_TOKENS) tokens: that many are counted for the vocabulary (a whole book,
+    so its result is the chapter's) and the rest of a larger file is never read. The ids come back as
+    a compact array (``id_dtype``: 1 byte per token for up to 256 tokens).
     """
-    lines = clean_lines(read_text(path), cleaning)
-    tokens = tokenize(lines, token)
-    vocab = Vocab(tokens)
-    corpus = [vocab[tok] for line in tokens for tok in line]
-    if max_tokens is not None and max_tokens > 0:
-        corpus = corpus[:max_tokens]
-    if not corpus:
+    if cleaning not in CLEANING_MODES:
+        raise ValueError(f"unknown cleaning {cleaning!r}; choose from {CLEANING_MODES}")
+    keep = max_tokens if max_tokens is not None and max_tokens > 0 else None
+    if token == "word":
+        tokens = tokenize(clean_lines(read_text(path), cleaning), token)
+        vocab = Vocab(tokens)
+        ids = [vocab[tok] for line in tokens for tok in line][:keep]
+        corpus = compact_ids(np.asarray(ids, dtype=np.int64), len(vocab))
+    elif token == "char":
+        corpus, vocab = _load_chars(path, keep, cleaning)
+    else:
+        raise ValueError(f"unknown token type {token!r}; choose 'word' or 'char'")
+    if not len(corpus):
         raise UserError(f"no tokens left in {path or time_machine_path()} after cleaning")
+    return corpus, vocab
+
+
+class _CharCounter:
+    """Counts characters piece by piece and numbers them in order of first appearance."""
+
+    def __init__(self):
+        self.first_seen: list[int] = []                      # code points, in order of appearance
+        self.number = np.full(0x110000, -1, dtype=np.int32)  # code point -> its place in first_seen
+        self.counts = np.zeros(0, dtype=np.int64)             # by place in first_seen
+
+    def add(self, text: str) -> np.ndarray:
+        """Count ``text`` and return its characters' places in first_seen."""
+        codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+        present = np.flatnonzero(np.bincount(codes))
+        new = present[self.number[present] < 0]
+        if len(new):
+            # number the new characters in the order they first occur in this piece
+            unique, first = np.unique(codes, return_index=True)
+            for code in new[np.argsort(first[np.searchsorted(unique, new)], kind="stable")]:
+                self.number[code] = len(self.first_seen)
+                self.first_seen.append(int(code))
+            self.counts = np.concatenate([self.counts, np.zeros(len(new), dtype=np.int64)])
+        places = self.number[codes]
+        self.counts += np.bincount(places, minlength=len(self.counts))
+        return places
+
+
+def _load_chars(path, keep: int | None, cleaning: str) -> tuple[np.ndarray, Vocab]:
+    scan = None if keep is None else max(keep, VOCAB_SCAN_TOKENS)
+    counter, kept, seen = _CharCounter(), [], 0
+    blank = {"so far": True}
+
+    def noting_text(pieces):
+        for piece in pieces:
+            if blank["so far"] and not piece.isspace():
+                blank["so far"] = False
+            yield piece
+
+    for piece in clean_stream(noting_text(iter_text(path)), cleaning):
+        if scan is not None:
+            piece = piece[:scan - seen]
+        if piece:
+            places = counter.add(piece)
+            if keep is None or seen < keep:
+                # held compactly already: places are below the number of distinct characters so far
+                places = places if keep is None else places[:keep - seen]
+                kept.append(places.astype(id_dtype(len(counter.first_seen) + 1)))
+            seen += len(piece)
+        if scan is not None and seen >= scan:
+            break      # the rest of the file is never read
+    if blank["so far"]:
+        raise UserError(f"data file is empty: {path or time_machine_path()}")
+    counts = {chr(code): int(n) for code, n in zip(counter.first_seen, counter.counts)}
+    vocab = Vocab.from_counts(counts)
+    # places in order of appearance -> the vocabulary's ids, written piece by piece into one array
+    to_id = np.array([vocab.token_to_idx.get(ch, vocab.unk) for ch in counts], dtype=np.int64)
+    corpus = np.empty(sum(len(k) for k in kept), dtype=id_dtype(len(vocab)))
+    at = 0
+    for places in kept:
+        corpus[at:at + len(places)] = to_id[places]
+        at += len(places)
     return corpus, vocab
 
 
@@ -175,20 +375,40 @@ def check_corpus_fits(corpus_len: int, batch_size: int, num_steps: int, sampling
             f"--num-steps, or more text (--max-tokens, --data)")
 
 
+def as_ids(corpus: Sequence[int]) -> np.ndarray:
+    """A corpus as an integer array, kept in its own (compact) type when it is one already."""
+    ids = np.asarray(corpus)
+    if ids.dtype.kind not in "iu":
+        ids = ids.astype(np.int64)
+    return ids
+
+
+def split_heldout(corpus: Sequence[int], fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """The tokens to train on, and the last ``fraction`` of them held out for validation perplexity.
+
+    The held-out part is the end of the text in one piece, so that it is read in order like the
+    training text. ``scratchrnn train --val-fraction`` and the experiments split this way.
+    """
+    if not 0 <= fraction < 1:
+        raise ValueError(f"fraction must be in [0, 1), not {fraction}")
+    cut = int(len(corpus) * (1 - fraction))
+    return as_ids(corpus[:cut]), np.asarray(corpus[cut:], dtype=np.int64)
+
+
 def seq_data_iter_random(corpus: Sequence[int], batch_size: int, num_steps: int,
                          rng: np.random.Generator) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Random partitioning: disjoint subsequences, shuffled, so adjacent batches are unrelated.
 
     Starts at a random offset in [0, num_steps) so every epoch sees different cuts.
     """
-    corpus = np.asarray(corpus, dtype=np.int64)[int(rng.integers(0, num_steps)):]
+    corpus = as_ids(corpus)[int(rng.integers(0, num_steps)):]
     num_subseqs = (len(corpus) - 1) // num_steps
     starts = np.arange(0, num_subseqs * num_steps, num_steps)
     rng.shuffle(starts)
     offsets = np.arange(num_steps)
     for i in range(0, batch_size * (num_subseqs // batch_size), batch_size):
         rows = starts[i:i + batch_size, None] + offsets
-        yield corpus[rows], corpus[rows + 1]
+        yield corpus[rows].astype(np.int64), corpus[rows + 1].astype(np.int64)
 
 
 def seq_data_iter_sequential(corpus: Sequence[int], batch_size: int, num_steps: int,
@@ -197,13 +417,13 @@ def seq_data_iter_sequential(corpus: Sequence[int], batch_size: int, num_steps: 
 
     That is what lets training carry the hidden state from one batch to the next.
     """
-    corpus = np.asarray(corpus, dtype=np.int64)
+    corpus = as_ids(corpus)
     offset = int(rng.integers(0, num_steps + 1))
     num_tokens = ((len(corpus) - offset - 1) // batch_size) * batch_size
     xs = corpus[offset:offset + num_tokens].reshape(batch_size, -1)
     ys = corpus[offset + 1:offset + 1 + num_tokens].reshape(batch_size, -1)
     for i in range(0, num_steps * (xs.shape[1] // num_steps), num_steps):
-        yield xs[:, i:i + num_steps], ys[:, i:i + num_steps]
+        yield xs[:, i:i + num_steps].astype(np.int64), ys[:, i:i + num_steps].astype(np.int64)
 
 
 class SeqDataLoader:
@@ -213,7 +433,12 @@ class SeqDataLoader:
                  sampling: str = "sequential", seed: int | None = 0):
         if sampling not in ("sequential", "random"):
             raise ValueError(f"sampling must be 'sequential' or 'random', not {sampling!r}")
-        self.corpus = np.asarray(corpus, dtype=np.int64)
+        for name, value in (("batch_size", batch_size), ("num_steps", num_steps)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, not {value!r}")
+        check_seed(seed)
+        # kept compact (1 byte per token for small vocabularies); batches are widened one at a time
+        self.corpus = as_ids(corpus)
         self.batch_size, self.num_steps, self.sampling = batch_size, num_steps, sampling
         self.rng = np.random.default_rng(seed)
         self._iter = seq_data_iter_random if sampling == "random" else seq_data_iter_sequential

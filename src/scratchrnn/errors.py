@@ -15,3 +15,7 @@ class TrainingDiverged(RuntimeError):
     def __init__(self, epoch: int, loss: float):
         super().__init__(f"training diverged at epoch {epoch}: the loss became {loss}")
         self.epoch, self.loss = epoch, loss
+
+
+class RunInterrupted(Exception):
+    """Training was stopped at once (a second Ctrl-C); the message says what the run directory kept."""

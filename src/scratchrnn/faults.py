@@ -7,7 +7,9 @@ stop a save between any two of its file operations and check what a real crash t
 
 Actions:
 - ``kill``: SIGKILL this process (a power cut, ``kill -9``, the OOM killer);
-- ``interrupt``: raise KeyboardInterrupt here (Ctrl-C arriving at this moment);
+- ``interrupt``: raise KeyboardInterrupt here (Ctrl-C arriving at this moment, with Python's own
+  handler in place, or a second Ctrl-C during training);
+- ``sigint``: send this process SIGINT (a first Ctrl-C: whatever handler is installed sees it);
 - ``enospc``: raise OSError(ENOSPC) (the disk filled up);
 - ``after-N-ACTION``: do ACTION on the N-th time the point is reached (1 is the first).
 
@@ -46,6 +48,8 @@ def point(name: str) -> None:
             return
     if action == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
+    elif action == "sigint":
+        os.kill(os.getpid(), signal.SIGINT)
     elif action == "interrupt":
         raise KeyboardInterrupt(f"fault injected at {name}")
     elif action == "enospc":

@@ -7,8 +7,9 @@ backend: the same recurrence, without Python's cost per character.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -43,11 +44,18 @@ class Decoding:
             raise UserError(f"--top-k must be a positive integer, not {self.top_k}")
         if self.top_p is not None and not 0 < self.top_p <= 1:
             raise UserError(f"--top-p must be in (0, 1], not {self.top_p}")
+        if self.seed is not None and not (isinstance(self.seed, (int, np.integer)) and self.seed >= 0):
+            raise UserError(f"seed must be an integer >= 0, not {self.seed!r}")
 
 
 def next_token_probs(logits: np.ndarray, decoding: Decoding) -> np.ndarray:
-    """Sampling distribution over the vocabulary for each row of logits (batch, vocab)."""
+    """Sampling distribution over the vocabulary for each row of logits (batch, vocab).
+
+    ``<unk>`` (index 0 of every vocabulary) is never drawn: it stands for characters the model never
+    saw, so a sample would print a placeholder where the text has a character.
+    """
     z = np.asarray(logits, dtype=np.float64) / decoding.temperature
+    z[..., UNK_INDEX] = -np.inf
     z = z - z.max(axis=-1, keepdims=True)
     probs = np.exp(z)
     probs /= probs.sum(axis=-1, keepdims=True)
@@ -64,6 +72,9 @@ def next_token_probs(logits: np.ndarray, decoding: Decoding) -> np.ndarray:
         np.put_along_axis(keep, order, keep_sorted, axis=-1)
         probs = np.where(keep, probs, 0.0)
     return probs / probs.sum(axis=-1, keepdims=True)
+
+
+UNK_INDEX = 0          # data.Vocab puts <unk> first
 
 
 class TokenPicker:
@@ -99,6 +110,40 @@ def encode_prefix(prefix: str, vocab: Vocab, cleaning: str = "chapter") -> list[
     return [vocab[ch] for ch in cleaned]
 
 
+CHAPTER_PREFIX = "time traveller"     # the chapter's prompt, for its book
+PROMPT_WORDS = 4                        # a prompt taken from a text: at most this many words ...
+PROMPT_CHARS = 40                       # ... and this many characters
+_PROMPT_SCAN = 400                      # tokens read to find the text's first line
+
+
+def default_prefix(corpus: Sequence[int], vocab: Vocab, *, bundled: bool = False) -> str:
+    """The prompt continued when the user gives none, for a text of character tokens.
+
+    The chapter's "time traveller" for the bundled book (``bundled``). For any other text, its own
+    first words: the first line that is not blank, up to ``PROMPT_WORDS`` words and ``PROMPT_CHARS``
+    characters, as the text writes them. So the prompt is always in the model's vocabulary and in the
+    text's style: a model of Shakespeare is not asked to continue "time traveller".
+    """
+    if bundled:
+        return CHAPTER_PREFIX
+    text = vocab_text(vocab, [i for i in corpus[:_PROMPT_SCAN] if i != vocab.unk])
+    words = re.compile(r"\s*(\S+(?:\s+\S+){0,%d})" % (PROMPT_WORDS - 1))
+    for line in text.splitlines():
+        match = words.match(line)
+        if match:
+            prefix = match.group(1)
+            break
+    else:
+        return text[:10]                # nothing but whitespace: the text's first characters
+    if len(prefix) > PROMPT_CHARS:
+        head = prefix[:PROMPT_CHARS]
+        # whole words where the cut falls inside one, unless the line has no space to cut at
+        if not prefix[PROMPT_CHARS].isspace() and head.split(maxsplit=1)[1:]:
+            head = head.rsplit(maxsplit=1)[0]
+        prefix = head.rstrip()
+    return prefix
+
+
 def generate_ids(backend: Backend, prefixes: Sequence[Sequence[int]], num_tokens: int,
                  decoding: Decoding = Decoding(),
                  on_step: Callable[[np.ndarray], None] | None = None) -> list[list[int]]:
@@ -110,22 +155,72 @@ def generate_ids(backend: Backend, prefixes: Sequence[Sequence[int]], num_tokens
 
     A backend may offer ``decode(state, logits, num_tokens, pick, on_step)`` -- the same loop without
     the per-token cost of ``forward`` (see ``NumpyBackend.decode``); backends without it are stepped
-    through ``forward`` one token at a time.
+    through ``forward`` one token at a time. ``generate_blocks`` makes the same tokens a block at a time.
+    """
+    blocks = list(generate_blocks(backend, prefixes, num_tokens, decoding, on_step))
+    new = np.concatenate(blocks, axis=1) if blocks else np.empty((len(prefixes), 0), np.int64)
+    return [list(ids) + continuation for ids, continuation in zip(prefixes, new.tolist())]
+
+
+def generate_blocks(backend: Backend, prefixes: Sequence[Sequence[int]], num_tokens: int,
+                    decoding: Decoding = Decoding(),
+                    on_step: Callable[[np.ndarray], None] | None = None,
+                    block: int | None = None) -> Iterator[np.ndarray]:
+    """The new tokens of ``generate_ids`` (not the prefixes), as (batch, n) arrays of at most ``block``
+    columns each, made as they are asked for: memory stays bounded however many tokens are wanted.
+
+    ``block=None`` makes them in one block. The compiled decoder continues a block exactly where the
+    last one stopped; a backend's ``decode`` does not hand back its final state, so the next block
+    starts from the state of reading the last block again through ``forward`` (the same sums in
+    another order, so a long text made in blocks can part from one made whole at a near-tie).
     """
     if num_tokens < 0:
-        raise UserError(f"--num-chars must be zero or more, not {num_tokens}")
+        raise UserError(f"num_tokens must be zero or more, not {num_tokens}")
+    block = max(num_tokens, 1) if block is None else block
+    if block < 1:
+        raise ValueError(f"block must be a positive number of tokens, not {block}")
     if (hasattr(backend, "decode_weights") and all(len(ids) > 0 for ids in prefixes)
             and fast_decode.can_decode(len(prefixes), backend.dtype, backend.device,
                                        decoding.strategy == "greedy")):
-        return _generate_compiled(backend, prefixes, num_tokens, on_step)
+        yield from _compiled_blocks(backend, prefixes, num_tokens, block, on_step)
+        return
     state, logits = _read_prefixes(backend, prefixes)
     pick = TokenPicker(decoding)
     decode = getattr(backend, "decode", None)
-    if decode is not None:
-        new_tokens = decode(state, logits, num_tokens, pick, on_step)
-    else:
-        new_tokens = _decode_by_forward(backend, state, logits, num_tokens, pick, on_step)
-    return [list(ids) + continuation for ids, continuation in zip(prefixes, np.asarray(new_tokens).tolist())]
+    for start in range(0, num_tokens, block):
+        n = min(block, num_tokens - start)
+        more = start + n < num_tokens
+        if decode is not None:
+            tokens = np.asarray(decode(state, logits, n, pick, on_step))
+            if more:
+                step_logits, state = backend.forward(np.ascontiguousarray(tokens, dtype=np.int64), state)
+                logits = step_logits[-len(prefixes):]   # time-major: the last step's rows come last
+        else:
+            tokens, state = _decode_by_forward(backend, state, logits, n, pick, on_step)
+            if more:
+                step_logits, state = backend.forward(tokens[:, -1:].astype(np.int64), state)
+                logits = step_logits[-len(prefixes):]
+        yield tokens
+
+
+# Bytes a generated token costs while it is held: the int64 array it is made in, its Python list and
+# the joined text (and some room for the copies in between).
+HELD_BYTES_PER_TOKEN = 32
+
+
+def generation_bytes(batch: int, num_tokens: int, longest_prefix: int, vocab_size: int, num_hiddens: int,
+                     block: int | None = None) -> int:
+    """A generous estimate of the peak memory of generating ``num_tokens`` tokens for ``batch`` rows.
+
+    Reading the prefixes keeps every step's logits and states (counted in float64); the output is
+    held whole (``generate_ids``, ``block=None``) or a block at a time (``generate_blocks``), and a
+    backend's ``decode`` continued over blocks reads each block again through ``forward``.
+    """
+    per_step = 8 * (vocab_size + 2 * num_hiddens)
+    reading = batch * longest_prefix * per_step
+    if block is None or block >= num_tokens:
+        return reading + batch * num_tokens * HELD_BYTES_PER_TOKEN
+    return reading + batch * block * (HELD_BYTES_PER_TOKEN + per_step)
 
 
 def _rows_by_length(prefixes: Sequence[Sequence[int]]) -> list[list[int]]:
@@ -154,9 +249,9 @@ def _read_prefixes(backend: Backend, prefixes: Sequence[Sequence[int]]):
 STREAM_CHUNK = 64       # tokens the compiled decoder makes between two calls of ``on_step``
 
 
-def _generate_compiled(backend: Backend, prefixes: Sequence[Sequence[int]], num_tokens: int,
-                       on_step: Callable[[np.ndarray], None] | None) -> list[list[int]]:
-    """``generate_ids`` for greedy float32 decoding on the CPU, by the compiled decoder (fast_decode).
+def _compiled_blocks(backend: Backend, prefixes: Sequence[Sequence[int]], num_tokens: int, block: int,
+                     on_step: Callable[[np.ndarray], None] | None) -> Iterator[np.ndarray]:
+    """``generate_blocks`` for greedy float32 decoding on the CPU, by the compiled decoder (fast_decode).
 
     It reads the prefixes too (those of equal length together), so that no BLAS call comes between
     two generations: a multithreaded one leaves the BLAS library's threads spinning for a while on the
@@ -177,22 +272,22 @@ def _generate_compiled(backend: Backend, prefixes: Sequence[Sequence[int]], num_
             fast_decode.greedy_decode(h_rows, logits_rows, input_rows, W_step, b_q, activation, 0, prompt)
             h[rows], logits[rows] = h_rows, logits_rows
         forced = None
-    chunk = num_tokens if on_step is None else STREAM_CHUNK
-    blocks = [np.empty((len(prefixes), 0), np.int64)]
-    for start in range(0, num_tokens, max(chunk, 1)):
-        block = fast_decode.greedy_decode(h, logits, input_rows, W_step, b_q, activation,
-                                          min(chunk, num_tokens - start), forced if start == 0 else None)
-        blocks.append(block)
+    chunk = block if on_step is None else min(block, STREAM_CHUNK)
+    for start in range(0, num_tokens, chunk):
+        tokens = fast_decode.greedy_decode(h, logits, input_rows, W_step, b_q, activation,
+                                           min(chunk, num_tokens - start), forced if start == 0 else None)
         if on_step is not None:
-            for column in block.T:
+            for column in tokens.T:
                 on_step(column)
-    continuations = np.concatenate(blocks, axis=1).tolist()
-    return [list(ids) + continuation for ids, continuation in zip(prefixes, continuations)]
+        yield tokens
 
 
 def _decode_by_forward(backend: Backend, state, logits: np.ndarray, num_tokens: int, pick: TokenPicker,
-                       on_step: Callable[[np.ndarray], None] | None) -> np.ndarray:
-    """The generic generation loop: pick a token per row, feed it back through ``forward``."""
+                       on_step: Callable[[np.ndarray], None] | None):
+    """The generic generation loop: pick a token per row, feed it back through ``forward``.
+
+    Returns the tokens (batch, num_tokens) and the state before the last of them was fed back.
+    """
     columns = []
     for step in range(num_tokens):
         tokens = pick(logits)
@@ -201,7 +296,8 @@ def _decode_by_forward(backend: Backend, state, logits: np.ndarray, num_tokens: 
             on_step(tokens)
         if step + 1 < num_tokens:
             logits, state = backend.forward(tokens[:, None].astype(np.int64), state)
-    return np.stack(columns, axis=1) if columns else np.empty((len(logits), 0), dtype=np.int64)
+    new = np.stack(columns, axis=1) if columns else np.empty((len(logits), 0), dtype=np.int64)
+    return new, state
 
 
 def predict(backend: Backend, vocab: Vocab, prefix: str, num_chars: int = 50, *,

@@ -11,6 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import UserError
+from .memory import available_bytes, format_bytes
+
 ACTIVATIONS = ("tanh", "relu")
 EMBEDDINGS = ("onehot", "learned")
 CELLS = ("rnn",)
@@ -81,8 +84,30 @@ class ModelConfig:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
+def check_seed(seed, field: str = "seed") -> None:
+    """Refuse a seed NumPy's generators cannot take (negative, or not an integer), naming the field."""
+    if seed is None:
+        return
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ValueError(f"{field} must be an integer >= 0, not {seed!r}")
+    if seed < 0:
+        raise ValueError(f"{field} must be >= 0, not {seed}")
+
+
 def init_params(config: ModelConfig, seed: int = 0, dtype=np.float32) -> dict[str, np.ndarray]:
-    """Weights ~ N(0, 0.01^2), biases 0, exactly as the chapter's ``get_params``."""
+    """Weights ~ N(0, 0.01^2), biases 0, exactly as the chapter's ``get_params``.
+
+    Refuses (UserError) weights larger than the memory available, before drawing any of them.
+    """
+    check_seed(seed)
+    sizes = [int(np.prod(shape, dtype=object)) for shape in config.param_shapes().values()]
+    # the draw is float64 before its cast, one matrix at a time
+    needed = sum(sizes) * np.dtype(dtype).itemsize + max(sizes) * 8
+    available = available_bytes()
+    if available is not None and needed > available:
+        raise UserError(f"the weights of a model with vocab_size {config.vocab_size}, num_hiddens "
+                        f"{config.num_hiddens} need about {format_bytes(needed)}, more than the "
+                        f"{format_bytes(available)} of memory available")
     rng = np.random.default_rng(seed)
     params = {}
     for name, shape in config.param_shapes().items():
@@ -93,7 +118,72 @@ def init_params(config: ModelConfig, seed: int = 0, dtype=np.float32) -> dict[st
     return params
 
 
+# -- memory: refuse what cannot fit before allocating it -------------------------------------------------
+OPTIMIZER_SLOTS = 2   # Adam's two moments: the most any optimizer keeps per parameter
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Bytes training needs, by kind (Python ints: a size far beyond any machine must not overflow)."""
+
+    parameters: int
+    gradients: int
+    optimizer: int
+    activations: int
+
+    @property
+    def total(self) -> int:
+        return self.parameters + self.gradients + self.optimizer + self.activations
+
+
+def estimate_training_bytes(config: ModelConfig, batch_size: int, num_steps: int,
+                            dtype="float32") -> MemoryEstimate:
+    """What training ``config`` on (batch_size x num_steps) minibatches holds in memory at once.
+
+    Parameters, their gradients, up to OPTIMIZER_SLOTS optimizer slots per parameter, and the
+    activations backpropagation through one batch keeps: the inputs, the hidden states and their
+    derivatives at every step, the logits with their softmax and its gradient. An estimate of what
+    the backends allocate (each differs a little), to refuse sizes that cannot fit, not a measurement.
+    """
+    itemsize = np.dtype(dtype).itemsize
+    params = sum(int(np.prod(shape, dtype=object)) for shape in config.param_shapes().values())
+    rows = int(batch_size) * int(num_steps)
+    hidden = (3 * rows + int(batch_size)) * config.num_hiddens   # states, pre-activations, their gradients
+    inputs = rows * config.input_size
+    outputs = 3 * rows * config.vocab_size                       # logits, probabilities, their gradient
+    return MemoryEstimate(parameters=params * itemsize, gradients=params * itemsize,
+                          optimizer=OPTIMIZER_SLOTS * params * itemsize,
+                          activations=(hidden + inputs + outputs) * itemsize)
+
+
+def check_fits_in_memory(config: ModelConfig, batch_size: int, num_steps: int, dtype="float32",
+                         available: int | None = None) -> MemoryEstimate:
+    """Refuse (UserError) a training run whose estimate exceeds the memory available, naming both.
+
+    ``available`` defaults to what the system says it can give (``memory.available_bytes``); where
+    that cannot be read, nothing is refused. Returns the estimate.
+    """
+    estimate = estimate_training_bytes(config, batch_size, num_steps, dtype)
+    if available is None:
+        available = available_bytes()
+    if available is not None and estimate.total > available:
+        raise UserError(
+            f"training num_hiddens {config.num_hiddens}, vocab_size {config.vocab_size}, batch_size "
+            f"{batch_size} x num_steps {num_steps} in {np.dtype(dtype).name} needs about "
+            f"{format_bytes(estimate.total)} (parameters {format_bytes(estimate.parameters)}, gradients "
+            f"and optimizer state {format_bytes(estimate.gradients + estimate.optimizer)}, activations "
+            f"{format_bytes(estimate.activations)}), more than the {format_bytes(available)} of memory "
+            f"available")
+    return estimate
+
+
 def global_norm(grads) -> float:
     """L2 norm of all gradients taken together, as one long vector."""
     values = grads.values() if isinstance(grads, dict) else grads
     return float(np.sqrt(sum(float(np.sum(np.square(g, dtype=np.float64))) for g in values)))
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """log softmax of each row, computed stably (shifted by the row's maximum before exponentiating)."""
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))

@@ -2,25 +2,37 @@
 
 What the chapter's ``train_epoch_ch8`` decides -- when the state starts from zero, when it is
 detached, how perplexity and speed are measured -- is decided here, so all backends train the same
-way; the backend only runs one SGD step at a time.
+way; the backend only computes a minibatch's loss and gradients, and ``optim`` clips and updates.
+
+``TrainState`` is everything about a run's progress that is not a weight: epochs and optimizer steps
+done, where an interrupted epoch stopped, the batch order's random generator, the best score and the
+per-epoch records. With the weights and the optimizer's slots it is what a run needs to continue
+exactly where it stopped (``scratchrnn.runner`` saves and restores it).
 """
 from __future__ import annotations
 
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
+from . import faults
 from .backends.base import Backend
-from .errors import TrainingDiverged, UserError
+from .data import num_batches
+from .errors import TrainingDiverged
+from .model import log_softmax
+from .optim import OPTIMIZERS, SCHEDULES, Optimizer, OptimizerConfig, Schedule, create_optimizer
 
 MAX_FINITE_LOSS = math.log(np.finfo(np.float64).max)
+BEST_BY = ("train", "val")
 
 
 @dataclass
 class TrainConfig:
+    """How to train: the chapter's settings by default (SGD at lr 1, clipping at 1, 500 epochs)."""
+
     epochs: int = 500
     lr: float = 1.0
     batch_size: int = 32
@@ -29,23 +41,64 @@ class TrainConfig:
     clip: float | None = 1.0         # theta of global-norm clipping; None trains without clipping
     detach: bool = True              # False: sequential batches backpropagate into earlier ones
     seed: int = 0
+    optimizer: str = "sgd"
+    weight_decay: float = 0.0
+    lr_schedule: str = "constant"
+    warmup: int = 0                  # optimizer steps of linear warm-up
+    lr_decay: float = 0.5            # "step" schedule: the factor applied at each decay
+    lr_decay_every: int = 0          # "step" schedule: epochs between decays (0: a third of the epochs)
+    eval_every: int = 0              # epochs between validations (0: about 50 in a run, at least 1 apart)
 
     def validate(self) -> None:
-        """Refuse values that cannot train, with a message that names the option."""
-        positive_ints = {"--epochs": self.epochs, "--batch-size": self.batch_size,
-                         "--num-steps": self.num_steps}
-        for option, value in positive_ints.items():
-            if not isinstance(value, (int, np.integer)) or value < 1:
-                raise UserError(f"{option} must be a positive integer, not {value}")
+        """Refuse values that cannot train, naming the field."""
+        positive_ints = {"epochs": self.epochs, "batch_size": self.batch_size, "num_steps": self.num_steps}
+        for name, value in positive_ints.items():
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, not {value}")
+        for name, value in {"warmup": self.warmup, "lr_decay_every": self.lr_decay_every,
+                            "eval_every": self.eval_every}.items():
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0, not {value}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise UserError(f"--lr must be a positive number, not {self.lr}")
+            raise ValueError(f"lr must be a positive number, not {self.lr}")
         if self.clip is not None and not (self.clip > 0 and math.isfinite(self.clip)):
-            raise UserError(f"--clip must be a positive number, not {self.clip}")
+            raise ValueError(f"clip must be a positive number or None, not {self.clip}")
         if self.sampling not in ("sequential", "random"):
-            raise UserError(f"--sampling must be 'sequential' or 'random', not {self.sampling!r}")
+            raise ValueError(f"sampling must be 'sequential' or 'random', not {self.sampling!r}")
+        if not self.detach and self.sampling == "random":
+            raise ValueError("detach=False needs sampling 'sequential' (random batches reset the state)")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
+            raise ValueError(f"seed must be an integer >= 0, not {self.seed}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, not {self.optimizer!r}")
+        if self.lr_schedule not in SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {SCHEDULES}, not {self.lr_schedule!r}")
+        self.optimizer_config()                     # its own checks (weight_decay)
+        if not 0 < self.lr_decay <= 1:
+            raise ValueError(f"lr_decay must be in (0, 1], not {self.lr_decay}")
+
+    def optimizer_config(self) -> OptimizerConfig:
+        return OptimizerConfig(self.optimizer, weight_decay=self.weight_decay)
+
+    def make_optimizer(self) -> Optimizer:
+        return create_optimizer(self.optimizer_config())
+
+    def schedule(self, steps_per_epoch: int) -> Schedule:
+        """The learning rate per optimizer step, for epochs of ``steps_per_epoch`` steps."""
+        decay_epochs = self.lr_decay_every or max(1, self.epochs // 3)
+        return Schedule(self.lr_schedule, self.lr, self.warmup, max(1, self.epochs * steps_per_epoch),
+                        self.lr_decay, max(1, decay_epochs * steps_per_epoch))
+
+    def evaluation_interval(self) -> int:
+        return self.eval_every or max(1, self.epochs // 50)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 @dataclass
@@ -54,16 +107,69 @@ class EpochResult:
     perplexity: float
     tokens: int
     seconds: float
+    val_perplexity: float | None = None
+    lr: float = float("nan")         # the learning rate of the epoch's last step
+    is_best: bool = False            # the best score of the run so far (see TrainState.best)
 
     @property
     def tokens_per_sec(self) -> float:
         return self.tokens / self.seconds if self.seconds > 0 else float("inf")
+
+    def record(self) -> dict:
+        """The epoch as a line of metrics.jsonl."""
+        return {"epoch": self.epoch, "train_perplexity": self.perplexity,
+                "val_perplexity": self.val_perplexity, "lr": self.lr,
+                "tokens_per_sec": self.tokens_per_sec, "seconds": self.seconds, "world_size": 1}
+
+
+@dataclass
+class TrainState:
+    """A run's progress, apart from its weights and optimizer slots (JSON in checkpoints)."""
+
+    epoch: int = 0                   # epochs completed
+    step: int = 0                    # optimizer updates taken: the schedule's position
+    batch: int = 0                   # batches of epoch ``epoch + 1`` trained already (an interrupted epoch)
+    partial: dict = field(default_factory=lambda: {"loss_sum": 0.0, "tokens": 0, "seconds": 0.0})
+    loader_rng: dict | None = None   # the batch order's generator as epoch ``epoch + 1`` begins
+    best: dict | None = None         # {"epoch", "score", "by"}: the best perplexity and where it was
+    history: list = field(default_factory=list)   # EpochResult.record() of every epoch done
+
+    def to_dict(self, with_history: bool = True) -> dict:
+        data = asdict(self)
+        data["loader_rng"] = _json_ints(self.loader_rng, to_text=True)
+        if not with_history:
+            del data["history"]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainState":
+        known = set(cls.__dataclass_fields__)
+        state = cls(**{k: v for k, v in data.items() if k in known})
+        state.loader_rng = _json_ints(state.loader_rng, to_text=False)
+        return state
+
+
+def _json_ints(value, to_text: bool):
+    """A generator's state with its 128-bit integers as hexadecimal text (``to_text``) or back.
+
+    Checkpoints refuse JSON integers of more than a few digits (a hostile file could hold millions),
+    and PCG64's state and increment are 39-digit numbers.
+    """
+    if isinstance(value, dict):
+        return {k: _json_ints(v, to_text) for k, v in value.items()}
+    if to_text and isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**53:
+        return f"int:{value:x}"
+    if not to_text and isinstance(value, str) and value.startswith("int:"):
+        return int(value[4:], 16)
+    return value
 
 
 @dataclass
 class TrainResult:
     epochs: list[EpochResult] = field(default_factory=list)
     validation: list[tuple[int, float]] = field(default_factory=list)  # (epoch, perplexity)
+    interrupted: bool = False        # stopped by ``should_stop`` inside an epoch
+    carried: Any = None              # the state carried into the next batch, when interrupted
 
     @property
     def perplexity(self) -> float:
@@ -85,35 +191,77 @@ class TrainResult:
         return [e.perplexity for e in self.epochs]
 
 
-def train_epoch(backend: Backend, batches: Iterable, config: TrainConfig, epoch: int = 1) -> EpochResult:
-    """One pass over the batches (the chapter's ``train_epoch_ch8``)."""
+class _Interrupted(Exception):
+    """Raised inside an epoch when ``should_stop`` says so; carries what the epoch had done."""
+
+    def __init__(self, carried):
+        super().__init__("interrupted")
+        self.carried = carried
+
+
+def _epoch_batches(loader: Iterable, state: TrainState) -> Iterable:
+    """The loader's batches for epoch ``state.epoch + 1``, past the ones an interrupted run trained.
+
+    A loader with a random generator (``SeqDataLoader.rng``) is set to the state recorded when the
+    epoch began, so a resumed epoch reads the very batches the interrupted one would have.
+    """
+    rng = getattr(loader, "rng", None)
+    if rng is not None:
+        if state.loader_rng is not None:
+            rng.bit_generator.state = state.loader_rng
+        else:
+            state.loader_rng = rng.bit_generator.state
+    batches = iter(loader)
+    for _ in range(state.batch):
+        next(batches, None)
+    return batches
+
+
+def train_epoch(backend: Backend, batches: Iterable, config: TrainConfig, epoch: int = 1, *,
+                optimizer: Optimizer | None = None, schedule: Callable[[int], float] | None = None,
+                state: TrainState | None = None, carried=None,
+                should_stop: Callable[[], bool] | None = None) -> EpochResult:
+    """One pass over the batches (the chapter's ``train_epoch_ch8``).
+
+    ``state`` (optional) counts optimizer steps and, when the epoch is interrupted, keeps how far it
+    got; ``carried`` is the hidden state an interrupted epoch stopped with.
+    """
+    state = state if state is not None else TrainState(epoch=epoch - 1)
+    schedule = schedule or (lambda step: config.lr)
+    partial = state.partial
     start = time.perf_counter()
+    lr = schedule(state.step)
     # a diverging run overflows before it turns NaN; that is reported below as TrainingDiverged,
     # so NumPy's per-operation overflow warnings would only bury the message
-    with np.errstate(over="ignore", invalid="ignore"):
-        loss_sum, tokens = _sgd_over_batches(backend, batches, config)
+    loss_sum, tokens = partial["loss_sum"], partial["tokens"]
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):
+            for X, Y in batches:
+                if carried is None or config.sampling == "random":
+                    # random batches do not continue each other: a state carried over would be noise
+                    carried = backend.begin_state(X.shape[0])
+                elif config.detach:
+                    # keep the values, cut the graph: backpropagation stops at this batch's first step
+                    carried = backend.detach(carried)
+                lr = schedule(state.step)
+                loss, carried = backend.train_step(X, Y, carried, lr, config.clip, optimizer)
+                state.step += 1
+                state.batch += 1
+                loss_sum = loss_sum + loss * Y.size     # may stay a device scalar until the epoch ends
+                tokens += Y.size
+                faults.point("train.batch-end")
+                if should_stop is not None and should_stop():
+                    raise _Interrupted(carried)
+    except _Interrupted:
+        state.partial = {"loss_sum": float(loss_sum), "tokens": tokens,
+                         "seconds": partial["seconds"] + time.perf_counter() - start}
+        raise
     mean_loss = float(loss_sum) / max(tokens, 1)
-    seconds = time.perf_counter() - start
+    seconds = partial["seconds"] + time.perf_counter() - start
     # past ~709 nats exp() overflows float64: a perplexity that large is divergence too
     if not math.isfinite(mean_loss) or mean_loss > MAX_FINITE_LOSS:
         raise TrainingDiverged(epoch, mean_loss)
-    return EpochResult(epoch, math.exp(mean_loss), tokens, seconds)
-
-
-def _sgd_over_batches(backend: Backend, batches: Iterable, config: TrainConfig):
-    state = None
-    loss_sum, tokens = 0.0, 0
-    for X, Y in batches:
-        if state is None or config.sampling == "random":
-            # random batches do not continue each other: a state carried over would be noise
-            state = backend.begin_state(X.shape[0])
-        elif config.detach:
-            # keep the values, cut the graph: backpropagation stops at this batch's first step
-            state = backend.detach(state)
-        loss, state = backend.train_step(X, Y, state, config.lr, config.clip)
-        loss_sum = loss_sum + loss * Y.size     # may stay a device scalar until the epoch ends
-        tokens += Y.size
-    return loss_sum, tokens
+    return EpochResult(epoch, math.exp(mean_loss), tokens, seconds, lr=lr)
 
 
 def evaluate_perplexity(backend: Backend, corpus: np.ndarray, batch_size: int, num_steps: int) -> float:
@@ -121,7 +269,7 @@ def evaluate_perplexity(backend: Backend, corpus: np.ndarray, batch_size: int, n
     corpus = np.asarray(corpus, dtype=np.int64)
     rows = (len(corpus) - 1) // batch_size
     if rows < 1:
-        raise UserError(f"validation text too short: {len(corpus)} tokens for batch size {batch_size}")
+        raise ValueError(f"held-out text too short: {len(corpus)} tokens for batch_size {batch_size}")
     xs = corpus[:rows * batch_size].reshape(batch_size, rows)
     ys = corpus[1:rows * batch_size + 1].reshape(batch_size, rows)
     state = backend.begin_state(batch_size)
@@ -129,30 +277,84 @@ def evaluate_perplexity(backend: Backend, corpus: np.ndarray, batch_size: int, n
     for i in range(0, rows, num_steps):
         X, Y = xs[:, i:i + num_steps], ys[:, i:i + num_steps]
         logits, state = backend.forward(X, state)
-        logits = logits.astype(np.float64)
-        shifted = logits - logits.max(axis=1, keepdims=True)
-        log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        log_probs = log_softmax(np.asarray(logits, dtype=np.float64))
         nll -= log_probs[np.arange(Y.size), Y.T.reshape(-1)].sum()
         count += Y.size
     return math.exp(nll / count)
 
 
+def _improved(state: TrainState, stats: EpochResult, best_by: str) -> bool:
+    """Whether this epoch holds the best score so far, updating ``state.best`` if so."""
+    score = stats.perplexity if best_by == "train" else stats.val_perplexity
+    if score is None or not math.isfinite(score):
+        return False
+    if state.best is not None and state.best["by"] == best_by and not score < state.best["score"]:
+        return False
+    state.best = {"epoch": stats.epoch, "score": score, "by": best_by}
+    return True
+
+
 def train(backend: Backend, loader: Iterable, config: TrainConfig, *,
+          optimizer: Optimizer | None = None, state: TrainState | None = None, carried=None,
           on_epoch: Callable[[EpochResult], None] | None = None,
-          validation: np.ndarray | None = None, validate_every: int = 10) -> TrainResult:
-    """Train for ``config.epochs`` epochs; ``on_epoch`` is called after each (for logs, checkpoints).
+          validation: np.ndarray | None = None, eval_every: int | None = None,
+          best_by: str = "train", stop_when: Callable[[EpochResult], bool] | None = None,
+          should_stop: Callable[[], bool] | None = None) -> TrainResult:
+    """Train until ``config.epochs`` epochs are done; ``on_epoch`` is called after each (for logs and
+    checkpoints), with ``state`` (a TrainState, updated in place) already describing that epoch.
+
+    - ``optimizer``: the update rule (default: the one ``config`` names, fresh); ``state`` and
+      ``carried``: where a resumed run continues (see TrainState), default a new run.
+    - ``validation``: held-out token ids, scored every ``eval_every`` epochs (default from config)
+      and after the last; ``best_by`` ("train" or "val") is which perplexity picks the best epoch.
+    - ``stop_when(stats)``: end training after an epoch for which it returns True.
+    - ``should_stop()``: asked after every batch; True stops inside the epoch, and the result says
+      ``interrupted`` with the carried state, while ``state`` records how far the epoch got.
 
     Raises TrainingDiverged when the loss stops being finite; the caller still holds whatever
     ``on_epoch`` saved before that.
     """
     config.validate()
+    if best_by not in BEST_BY:
+        raise ValueError(f"best_by must be one of {BEST_BY}, not {best_by!r}")
+    if best_by == "val" and validation is None:
+        raise ValueError("best_by 'val' needs validation text")
+    state = state if state is not None else TrainState()
+    optimizer = optimizer if optimizer is not None else config.make_optimizer()
+    steps_per_epoch = max(1, _steps_per_epoch(loader))
+    schedule = config.schedule(steps_per_epoch)
+    interval = eval_every or config.evaluation_interval()
     result = TrainResult()
-    for epoch in range(1, config.epochs + 1):
-        stats = train_epoch(backend, loader, config, epoch)
+    while state.epoch < config.epochs:
+        epoch = state.epoch + 1
+        try:
+            stats = train_epoch(backend, _epoch_batches(loader, state), config, epoch, optimizer=optimizer,
+                                schedule=schedule, state=state, carried=carried, should_stop=should_stop)
+        except _Interrupted as stop:
+            result.interrupted, result.carried = True, stop.carried
+            return result
+        carried = None
+        if validation is not None and (epoch % interval == 0 or epoch == config.epochs):
+            stats.val_perplexity = evaluate_perplexity(backend, validation, config.batch_size,
+                                                       config.num_steps)
+            result.validation.append((epoch, stats.val_perplexity))
+        stats.is_best = _improved(state, stats, best_by)
+        state.epoch, state.batch = epoch, 0
+        state.partial = {"loss_sum": 0.0, "tokens": 0, "seconds": 0.0}
+        rng = getattr(loader, "rng", None)
+        state.loader_rng = rng.bit_generator.state if rng is not None else None
+        state.history.append(stats.record())
         result.epochs.append(stats)
-        if validation is not None and (epoch % validate_every == 0 or epoch == config.epochs):
-            result.validation.append(
-                (epoch, evaluate_perplexity(backend, validation, config.batch_size, config.num_steps)))
         if on_epoch is not None:
             on_epoch(stats)
+        if stop_when is not None and stop_when(stats):
+            break
     return result
+
+
+def _steps_per_epoch(loader) -> int:
+    """Minibatches in an epoch, for the schedules (the fewest an epoch's random offset can give)."""
+    try:
+        return num_batches(len(loader.corpus), loader.batch_size, loader.num_steps, loader.sampling)
+    except AttributeError:
+        return 1

@@ -1,9 +1,12 @@
 """The one face every backend shows to the rest of the package.
 
 A backend holds the model's parameters as its framework's tensors and knows how to run the model
-forward, take gradients, clip them and apply an SGD step. Everything around that -- batches, when to
-reset or detach the state, perplexity, decoding, checkpoints -- lives in the backend-agnostic core and
-talks to a backend only through these methods, with NumPy arrays crossing the boundary.
+forward and take gradients -- in its framework's idiom, with its autograd or a hand-written backward
+pass. What happens to the gradients then -- clipping by their global norm, the optimizer's update --
+is decided once for all backends (``scratchrnn.optim``), over the few tensor operations a backend's
+``TensorOps`` provides. Everything else -- batches, when to reset or detach the state, perplexity,
+decoding, checkpoints -- lives in the backend-agnostic core and talks to a backend through these
+methods, with NumPy arrays crossing the boundary.
 
 State is a tuple of framework tensors (one (batch, hidden) array for the RNN), as in the chapter, so
 that cells with several state tensors (LSTM) fit the same shape.
@@ -17,8 +20,38 @@ import numpy as np
 
 from ..errors import UserError
 from ..model import ModelConfig
+from ..optim import SGD, OptimizerConfig, Optimizer, apply_update
 
 State = tuple
+
+
+class TensorOps:
+    """The tensor operations the optimizers and clipping need beyond ``+ - * /``, here for NumPy.
+
+    Each backend has a subclass for its framework (einops-style: one algorithm, small per-framework
+    classes). Values may be the framework's tensors or its scalars; nothing here leaves the device
+    except ``to_numpy``.
+    """
+
+    def sqrt(self, x):
+        return np.sqrt(x)
+
+    def zeros_like(self, x):
+        return np.zeros_like(x)
+
+    def global_norm(self, tensors) -> Any:
+        """L2 norm of all tensors taken together, as one long vector (accumulated in float64)."""
+        return float(np.sqrt(sum(float(np.sum(np.square(t, dtype=np.float64))) for t in tensors)))
+
+    def clip_factor(self, norm, theta: float) -> Any:
+        """min(1, theta / norm): what clipping multiplies every gradient by (1 for a zero norm)."""
+        return 1.0 if not norm > theta else theta / norm
+
+    def to_numpy(self, x) -> np.ndarray:
+        return np.array(x)
+
+    def from_numpy(self, array: np.ndarray, like):
+        return np.array(array, dtype=like.dtype)
 
 
 class Backend(ABC):
@@ -30,6 +63,10 @@ class Backend(ABC):
     devices: tuple[str, ...] = ("cpu",)
     #: floating-point types every backend computes in
     dtypes: tuple[str, ...] = ("float32", "float64")
+    #: recurrent cells this backend implements
+    cells: tuple[str, ...] = ("rnn",)
+    #: the framework's tensor operations, for the optimizers and clipping
+    ops = TensorOps()
 
     def __init__(self, params: dict[str, np.ndarray], config: ModelConfig,
                  device: str = "cpu", dtype: str = "float32"):
@@ -45,6 +82,9 @@ class Backend(ABC):
             raise UserError(f"the {self.name} backend runs on {where}, not {device!r}{hint}")
         if dtype not in self.dtypes:
             raise UserError(f"the {self.name} backend computes in {' or '.join(self.dtypes)}, not {dtype!r}")
+        if config.cell not in self.cells:
+            raise UserError(f"the {self.name} backend implements the {' and '.join(self.cells)} cell, "
+                            f"not {config.cell!r}")
         self.config = config
         self.device = device
         self.dtype = dtype
@@ -72,22 +112,42 @@ class Backend(ABC):
         """Logits of shape (num_steps * batch, vocab), time-major as in the chapter, and the new state."""
 
     @abstractmethod
-    def loss_and_grads(self, X: np.ndarray, Y: np.ndarray, state: State
-                       ) -> tuple[float, dict[str, np.ndarray], State]:
-        """Mean cross-entropy of predicting Y from X, its gradients, and the state after X. No update."""
+    def gradients(self, X: np.ndarray, Y: np.ndarray, state: State) -> tuple[Any, dict[str, Any], State]:
+        """Mean cross-entropy of predicting Y from X, its gradients as the framework's tensors, and the
+        state after X. No update. The loss may be a framework scalar that ``float()`` accepts, so that
+        a GPU backend need not wait for the device on every step."""
 
     @abstractmethod
-    def train_step(self, X: np.ndarray, Y: np.ndarray, state: State, lr: float,
-                   clip_theta: float | None) -> tuple[Any, State]:
-        """One minibatch of SGD: forward, loss, backward, clip to ``clip_theta`` (None: no clipping), update.
+    def parameters(self) -> dict[str, Any]:
+        """The parameters as the framework's tensors (values the optimizer may read, not modify)."""
 
-        Returns the mean loss -- a float or a framework scalar that ``float()`` accepts, so that a GPU
-        backend need not wait for the device on every step -- and the new (not detached) state.
-        """
+    @abstractmethod
+    def assign(self, name: str, value) -> None:
+        """Give parameter ``name`` a new value (a tensor of this framework, as the optimizer made it)."""
 
     @abstractmethod
     def get_params(self) -> dict[str, np.ndarray]:
         """Current parameters as NumPy arrays (for checkpoints and comparisons)."""
+
+    def loss_and_grads(self, X: np.ndarray, Y: np.ndarray, state: State
+                       ) -> tuple[float, dict[str, np.ndarray], State]:
+        """``gradients`` with the loss as a float and the gradients as NumPy arrays."""
+        loss, grads, new_state = self.gradients(X, Y, state)
+        return float(loss), {name: self.ops.to_numpy(g) for name, g in grads.items()}, new_state
+
+    def train_step(self, X: np.ndarray, Y: np.ndarray, state: State, lr: float,
+                   clip_theta: float | None, optimizer: Optimizer | None = None) -> tuple[Any, State]:
+        """One minibatch: forward, loss, backward, clip to ``clip_theta`` (None: no clipping), then
+        ``optimizer``'s update (the chapter's SGD when None). Returns the mean loss (a float or a
+        framework scalar) and the new, not detached, state."""
+        loss, grads, new_state = self.gradients(X, Y, state)
+        apply_update(self, grads, lr, clip_theta, optimizer or self._chapter_sgd())
+        return loss, new_state
+
+    def _chapter_sgd(self) -> Optimizer:
+        if getattr(self, "_sgd", None) is None:
+            self._sgd = SGD(OptimizerConfig("sgd"))
+        return self._sgd
 
     # A backend may also define ``decode(state, logits, num_tokens, pick, on_step)``: generation's
     # token-by-token loop without the per-call cost of ``forward`` (see NumpyBackend.decode).
@@ -109,8 +169,7 @@ class Backend(ABC):
                 f"dtype={self.dtype})")
 
 
-def decode_weights_of(params: dict[str, np.ndarray], config: ModelConfig
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def decode_weights_of(params: dict, config: ModelConfig, concat=np.concatenate) -> tuple:
     """Every token's input term x W_xh + b_h (vocab, hidden), ``[W_hh | W_hq]`` (hidden, hidden + vocab)
     and b_q: one row gather and one product per generated token."""
     p = params
@@ -118,4 +177,4 @@ def decode_weights_of(params: dict[str, np.ndarray], config: ModelConfig
         input_rows = p["W_xh"] + p["b_h"]               # row v: one_hot(v) W_xh + b_h
     else:
         input_rows = p["W_emb"] @ p["W_xh"] + p["b_h"]
-    return input_rows, np.concatenate([p["W_hh"], p["W_hq"]], axis=1), p["b_q"]
+    return input_rows, concat([p["W_hh"], p["W_hq"]], axis=1), p["b_q"]

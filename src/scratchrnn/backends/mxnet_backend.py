@@ -2,10 +2,11 @@
 
 It is written in MXNet's NumPy idiom, as the chapter's MXNet code is: ``mxnet.np`` arrays after
 ``npx.set_np()``, ``npx.one_hot`` inputs, parameters with ``attach_grad()``, the tanh loop with
-``np.dot``, ``autograd.record()`` then ``backward()``, ``grad_clipping`` and an in-place SGD update.
+``np.dot``, ``autograd.record()`` then ``backward()``. Clipping and the optimizers are the package's
+own (``scratchrnn.optim``), written once for every backend over ``MXNetOps``.
 
 MXNet runs operators asynchronously: Python only queues them. Nothing in a training step reads a
-value back to Python (not even the clipping decision), so a step costs no wait on the engine; the
+value back to Python (not even the clipping factor), so a step costs no wait on the engine; the
 loss comes back as an MXNet scalar that ``float()`` turns into a number when the caller needs one.
 
 MXNet 1.9.1 is the last MXNet release and needs NumPy 1.x, so this backend lives in its own
@@ -25,7 +26,7 @@ with warnings.catch_warnings():
     from mxnet import autograd, gluon, np, npx
     from mxnet.util import use_np
 
-from .base import Backend
+from .base import Backend, TensorOps
 
 # NumPy semantics for mxnet.np arrays, switched on as the chapter does before anything else. MXNet
 # keeps that switch per thread, so the backend class below is also wrapped in ``use_np``: a backend
@@ -33,26 +34,39 @@ from .base import Backend
 npx.set_np()
 
 
-def grad_clipping(params, theta: float):
-    """The chapter's ``grad_clipping``: rescale all gradients so their global L2 norm is at most theta.
+class MXNetOps(TensorOps):
+    """The optimizers' and clipping's tensor operations in MXNet (see ``TensorOps``).
 
-    The chapter reads the norm into Python and branches on ``norm > theta``; multiplying by
-    min(1, theta / norm) gives the same numbers (a scale of exactly 1 when the norm is small enough)
-    while the norm stays inside MXNet, so the engine need not be waited for on every step.
+    The chapter reads the gradient norm into Python and branches on ``norm > theta``; the factor
+    min(1, theta / norm) gives the same numbers while the norm stays inside MXNet, so its engine need
+    not be waited for on every step.
     """
-    # g * g rather than the chapter's g ** 2: the same numbers, and MXNet's power operator is slower
-    norm = np.sqrt(sum((p.grad * p.grad).sum() for p in params))
-    scale = np.minimum(theta / norm, 1.0)   # a zero norm gives theta / 0 = inf, so a scale of 1
-    for p in params:
-        grad = p.grad   # the gradient buffer itself, not a copy: scaling it in place is enough
-        grad *= scale
-    return norm
+
+    def sqrt(self, x):
+        return np.sqrt(x)
+
+    def zeros_like(self, x):
+        return np.zeros_like(x)
+
+    def global_norm(self, tensors):
+        # t * t rather than t ** 2: the same numbers, and MXNet's power operator is slower
+        return np.sqrt(sum((t * t).sum() for t in tensors))
+
+    def clip_factor(self, norm, theta):
+        return np.minimum(theta / norm, 1.0)   # a zero norm gives theta / 0 = inf, so a factor of 1
+
+    def to_numpy(self, x):
+        return x.asnumpy()
+
+    def from_numpy(self, array, like):
+        return np.array(onp.asarray(array), dtype=like.dtype, ctx=like.ctx)
 
 
 @use_np
 class MXNetBackend(Backend):
     name = "mxnet"
     devices = ("cpu",)
+    ops = MXNetOps()
 
     def __init__(self, params, config, device="cpu", dtype="float32"):
         super().__init__(params, config, device, dtype)   # CPU only: MXNet 1.9.1 from pip is a CPU build
@@ -130,22 +144,18 @@ class MXNetBackend(Backend):
         # one. Without it MXNet frees the graph, and a later backward() silently stops there.
         loss.backward(retain_graph=True)
 
-    def loss_and_grads(self, X, Y, state):
+    def gradients(self, X, Y, state):
         loss, new_state = self._loss(X, Y, state)
         self._backward(loss)
-        grads = {name: p.grad.asnumpy() for name, p in self.params.items()}
-        return float(loss), grads, new_state
+        # copies: the next backward() overwrites the gradient buffers (grad_req "write")
+        return loss.detach(), {name: p.grad.copy() for name, p in self.params.items()}, new_state
 
-    def train_step(self, X, Y, state, lr, clip_theta):
-        loss, new_state = self._loss(X, Y, state)
-        self._backward(loss)
-        params = list(self.params.values())
-        if clip_theta is not None:
-            grad_clipping(params, clip_theta)
-        for param in params:
-            # the chapter's sgd with batch_size 1: the loss is already a mean over the batch
-            param[:] = param - lr * param.grad
-        return loss.detach(), new_state
+    def parameters(self):
+        return dict(self.params)
+
+    def assign(self, name, value):
+        # in place: the array stays the one whose gradient buffer autograd fills
+        self.params[name][:] = value
 
     def get_params(self):
         return {name: p.asnumpy() for name, p in self.params.items()}

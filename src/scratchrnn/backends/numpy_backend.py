@@ -22,7 +22,7 @@ from typing import Callable
 import numpy as np
 
 from .. import fast_recurrence
-from ..model import ModelConfig, global_norm
+from ..model import ModelConfig
 from .base import Backend, decode_weights_of
 
 
@@ -208,7 +208,7 @@ class NumpyBackend(Backend):
                 np.matmul(dz[t], W_hh_T, out=carried)
         return dz, carried if need_dh0 else None
 
-    def loss_and_grads(self, X, Y, state):
+    def gradients(self, X, Y, state):
         logits, record = self._run(X, state)
         targets = np.asarray(Y).T.reshape(-1)           # time-major, to line up with the logits
         loss, dlogits = softmax_cross_entropy(logits, targets)
@@ -228,18 +228,13 @@ class NumpyBackend(Backend):
         new_state = NumpyState((record.hs[-1].copy(),), history=(*history, record))
         return loss, grads, new_state
 
-    def train_step(self, X, Y, state, lr, clip_theta):
-        loss, grads, new_state = self.loss_and_grads(X, Y, state)
-        if clip_theta is not None:
-            clip_gradients(grads, clip_theta)
-        # new arrays rather than in-place updates: records of earlier batches keep the weights they used
-        new_params = {}
-        for name, value in self.params.items():
-            step = grads[name]
-            step *= lr
-            new_params[name] = np.subtract(value, step, out=step)
-        self.params = new_params
-        return loss, new_state
+    def parameters(self):
+        return dict(self.params)
+
+    def assign(self, name, value):
+        # a new dict rather than an update in place: the records of earlier batches (a state that was
+        # not detached) keep the dict of weights they were computed with
+        self.params = {**self.params, name: np.asarray(value, dtype=self.dtype)}
 
     def get_params(self):
         return {name: value.copy() for name, value in self.params.items()}
@@ -291,13 +286,3 @@ def decode_loop(h: np.ndarray, logits: np.ndarray, input_rows: np.ndarray, W_ste
         np.matmul(h, W_step, out=product)
         logits = np.add(logits_less_bias, b_q, out=logits_buffer)
     return tokens.T
-
-
-def clip_gradients(grads: dict[str, np.ndarray], theta: float) -> float:
-    """Scale all gradients together so their global L2 norm is at most ``theta``; return the old norm."""
-    norm = global_norm(grads)
-    if norm > theta:
-        scale = theta / norm
-        for g in grads.values():
-            g *= scale
-    return norm

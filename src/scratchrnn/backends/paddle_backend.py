@@ -2,9 +2,9 @@
 
 The pieces are the ones the Paddle edition of the chapter writes: parameters are plain tensors with
 ``stop_gradient=False``, inputs are ``F.one_hot`` vectors, a Python loop over time steps calls
-``paddle.matmul`` and ``paddle.tanh``, ``loss.backward()`` fills ``.grad``, ``grad_clipping`` rescales
-the gradients by their global norm, and the SGD step runs under ``paddle.no_grad()`` followed by
-``clear_gradient()``.
+``paddle.matmul`` and ``paddle.tanh``, and ``loss.backward()`` fills ``.grad``. Clipping and the
+optimizers are the package's own (``scratchrnn.optim``), written once for every backend over
+``PaddleOps``; the new values are assigned under ``paddle.no_grad()``.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import warnings
 
 import numpy as np
 
-from .base import Backend
+from .base import Backend, TensorOps
 
 
 def _amd_cpu_with_avx2() -> bool:
@@ -65,30 +65,34 @@ def _import_paddle_quietly():
 paddle, F = _import_paddle_quietly()
 
 
-def grad_clipping(params, theta: float) -> float:
-    """The chapter's ``grad_clipping``: rescale all gradients so their global L2 norm is at most theta."""
-    # paddle.square, not ``p.grad ** 2``: Paddle computes ``**`` with a general power function,
-    # a hundred times slower, and that alone cost a tenth of each training step
-    norm = float(paddle.sqrt(sum(paddle.sum(paddle.square(p.grad)) for p in params)))
-    if norm > theta:
-        with paddle.no_grad():
-            for p in params:
-                p.grad.scale_(theta / norm)
-    return norm
+class PaddleOps(TensorOps):
+    """The optimizers' and clipping's tensor operations in Paddle (see ``TensorOps``)."""
 
+    def sqrt(self, x):
+        return paddle.sqrt(x)
 
-def sgd(params, lr: float) -> None:
-    """The chapter's ``sgd`` (its batch_size is 1 there: the loss is already a mean), then clear the grads."""
-    with paddle.no_grad():
-        for p in params:
-            # in place: ``p -= ...`` would bind a new tensor and lose the parameter
-            p.subtract_(lr * p.grad)
-            p.clear_gradient()
+    def zeros_like(self, x):
+        return paddle.zeros_like(x)
+
+    def global_norm(self, tensors):
+        # paddle.square, not ``t ** 2``: Paddle computes ``**`` with a general power function, a
+        # hundred times slower, and that alone cost a tenth of each training step
+        return paddle.sqrt(paddle.add_n([paddle.sum(paddle.square(t)) for t in tensors]))
+
+    def clip_factor(self, norm, theta):
+        return paddle.clip(theta / norm, max=1.0)   # theta / 0 = inf: a factor of 1
+
+    def to_numpy(self, x):
+        return np.array(x.numpy())
+
+    def from_numpy(self, array, like):
+        return paddle.to_tensor(np.asarray(array), dtype=like.dtype, place=like.place)
 
 
 class PaddleBackend(Backend):
     name = "paddle"
     devices = ("cpu",)
+    ops = PaddleOps()
 
     def __init__(self, params, config, device="cpu", dtype="float32"):
         super().__init__(params, config, device, dtype)
@@ -162,20 +166,20 @@ class PaddleBackend(Backend):
         # retain_graph: a state that is not detached lets the next batch backpropagate into this one
         loss.backward(retain_graph=True)
 
-    def loss_and_grads(self, X, Y, state):
+    def gradients(self, X, Y, state):
         loss, new_state = self._loss(X, Y, state)
         self._backward(loss)
-        grads = {name: np.array(p.grad.numpy()) for name, p in self.params.items()}
-        return float(loss), grads, new_state
+        # detached copies: the next backward() accumulates into .grad after clear_gradient
+        grads = {name: p.grad.detach() for name, p in self.params.items()}
+        return loss.detach(), grads, new_state
 
-    def train_step(self, X, Y, state, lr, clip_theta):
-        loss, new_state = self._loss(X, Y, state)
-        self._backward(loss)
-        params = list(self.params.values())
-        if clip_theta is not None:
-            grad_clipping(params, clip_theta)
-        sgd(params, lr)
-        return float(loss), new_state
+    def parameters(self):
+        return {name: p.detach() for name, p in self.params.items()}
+
+    def assign(self, name, value):
+        # in place: ``self.params[name] = value`` would lose the tensor autograd fills .grad into
+        with paddle.no_grad():
+            paddle.assign(value, output=self.params[name])
 
     def get_params(self):
         return {name: np.array(p.numpy()) for name, p in self.params.items()}

@@ -1,12 +1,13 @@
 """TensorFlow backend: the chapter's TensorFlow code, with ``tf.GradientTape`` computing the gradients.
 
 The pieces are the ones a reader of the TensorFlow version of D2L 8.5 knows: ``tf.one_hot`` inputs,
-``tf.Variable`` parameters, the state as a tuple, a Python loop of ``tanh`` steps in ``_rnn``, the
-output layer, ``grad_clipping`` by the global norm, and SGD with ``assign_sub``.
+``tf.Variable`` parameters, the state as a tuple, a Python loop of ``tanh`` steps in ``_rnn`` and the
+output layer. Clipping and the optimizers are the package's own (``scratchrnn.optim``), written once
+for every backend over ``TFOps``.
 
-Speed: a training step from a detached state (the normal case) -- forward, tape, clipping, update --
-is one ``tf.function``, traced once for the batch shape and reused for every step, so Python runs
-once per step rather than once per operation. A state that was not detached makes the step replay
+Speed: from a detached state (the normal case) the forward pass, the tape and the clipping of a
+training step are one ``tf.function``, traced once for the batch shape and reused for every step, so
+Python runs once per step rather than once per operation; the update then assigns the variables. A state that was not detached makes the step replay
 earlier batches (see ``TFState``); that step runs eagerly around compiled pieces instead, so a longer
 history never means a new trace.
 """
@@ -21,7 +22,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from .base import Backend  # noqa: E402
+from ..optim import clip_by_global_norm  # noqa: E402
+from .base import Backend, TensorOps  # noqa: E402
 
 _DTYPES = {"float32": tf.float32, "float64": tf.float64}
 
@@ -45,19 +47,32 @@ class TFState(tuple):
         return obj
 
 
-def grad_clipping(grads, theta):
-    """The chapter's ``grad_clipping``: rescale all gradients so their global L2 norm is at most theta."""
-    # a gather (the learned embedding) has a sparse gradient; the norm needs it dense
-    grads = [tf.convert_to_tensor(g) for g in grads]
-    norm = tf.math.sqrt(tf.add_n([tf.reduce_sum(g ** 2) for g in grads]))
-    if norm > theta:  # inside tf.function, AutoGraph turns this into tf.cond
-        grads = [g * (theta / norm) for g in grads]
-    return grads
+class TFOps(TensorOps):
+    """The optimizers' and clipping's tensor operations in TensorFlow (see ``TensorOps``)."""
+
+    def sqrt(self, x):
+        return tf.math.sqrt(x)
+
+    def zeros_like(self, x):
+        return tf.zeros_like(x)
+
+    def global_norm(self, tensors):
+        return tf.math.sqrt(tf.add_n([tf.reduce_sum(t * t) for t in tensors]))
+
+    def clip_factor(self, norm, theta):
+        return tf.minimum(tf.cast(theta, norm.dtype) / norm, 1)   # theta / 0 = inf: a factor of 1
+
+    def to_numpy(self, x):
+        return np.array(tf.convert_to_tensor(x))
+
+    def from_numpy(self, array, like):
+        return tf.constant(np.asarray(array), dtype=like.dtype)
 
 
 class TensorFlowBackend(Backend):
     name = "tensorflow"
     devices = ("cpu",)
+    ops = TFOps()
 
     def __init__(self, params, config, device="cpu", dtype="float32"):
         super().__init__(params, config, device, dtype)
@@ -68,7 +83,7 @@ class TensorFlowBackend(Backend):
         # and then reused. A detached training step is a single graph; ``forward`` stays eager:
         # generation calls it with a new shape for every prompt length and batch size, and for
         # those short inputs eager execution was as fast as a graph, without the half-second trace.
-        self._train_graph = tf.function(self._sgd_step)
+        self._clipped_graph = tf.function(self._clipped_gradients)
         self._loss_graph = tf.function(self._batch_loss)
         self._replay_graph = tf.function(self._state_after)
 
@@ -139,14 +154,12 @@ class TensorFlowBackend(Backend):
             grads = {name: g + tf.convert_to_tensor(batch_grads[name]) for name, g in grads.items()}
         return loss, grads, new_state
 
-    def _sgd_step(self, tokens, targets, start, earlier, lr, theta):
+    def _clipped_gradients(self, tokens, targets, start, earlier, theta):
+        """Loss, gradients clipped by their global norm (``optim.clip_by_global_norm``, traced into the
+        graph with TensorFlow's operations), and the new state."""
         loss, grads, new_state = self._loss_and_grads(tokens, targets, start, earlier)
-        grads = list(grads.values())
-        if theta is not None:
-            grads = grad_clipping(grads, theta)
-        for param, grad in zip(self.params.values(), grads):
-            param.assign_sub(lr * grad)
-        return loss, new_state
+        grads, _ = clip_by_global_norm(grads, theta, self.ops)
+        return loss, grads, new_state
 
     # -- between NumPy and the graphs ----------------------------------------------------------------
     @staticmethod
@@ -175,25 +188,32 @@ class TensorFlowBackend(Backend):
         logits, new_state = self._forward(self._time_major(X), tuple(state))
         return logits.numpy(), TFState(new_state)
 
-    def loss_and_grads(self, X, Y, state):
+    def gradients(self, X, Y, state):
         tokens, targets = self._time_major(X), self._targets(Y)
         start, earlier, history = self._carry(state, tokens)
         loss, grads, new_state = self._loss_and_grads(tokens, targets, start, earlier)
-        grads = {name: g.numpy() for name, g in grads.items()}
-        return float(loss), grads, TFState(new_state, start, history)
+        return loss, grads, TFState(new_state, start, history)
 
-    def train_step(self, X, Y, state, lr, clip_theta):
+    def train_step(self, X, Y, state, lr, clip_theta, optimizer=None):
+        """The base class's step, with the gradients and their clipping fused into one graph; the
+        optimizer's update (the same code as for every backend) then runs eagerly on the variables."""
         tokens, targets = self._time_major(X), self._targets(Y)
         start, earlier, history = self._carry(state, tokens)
-        # tensors, not Python floats: a new float value would trace the step again
-        lr = tf.constant(lr, dtype=self.tf_dtype)
+        # A detached state: gradients and clipping run as one graph, traced once. A state carrying
+        # earlier batches runs eagerly around the compiled pieces, because a single graph would be
+        # traced anew for every length of history.
+        step = self._clipped_gradients if earlier else self._clipped_graph
+        # None or a tensor, not a Python float: a new float value would trace the graph again
         theta = None if clip_theta is None else tf.constant(clip_theta, dtype=self.tf_dtype)
-        # A detached state: the whole step runs as one graph. A state carrying earlier batches: the
-        # step runs eagerly around the compiled pieces, because a single graph would be traced anew
-        # for every length of history.
-        sgd_step = self._sgd_step if earlier else self._train_graph
-        loss, new_state = sgd_step(tokens, targets, start, earlier, lr, theta)
+        loss, grads, new_state = step(tokens, targets, start, earlier, theta)
+        (optimizer or self._chapter_sgd()).update(self, grads, lr)
         return loss, TFState(new_state, start, history)
+
+    def parameters(self):
+        return dict(self.params)
+
+    def assign(self, name, value):
+        self.params[name].assign(value)
 
     def get_params(self):
         return {name: np.array(param.numpy()) for name, param in self.params.items()}

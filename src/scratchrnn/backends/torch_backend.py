@@ -27,22 +27,34 @@ import torch.nn.functional as F
 
 from .. import compiled, fast_recurrence
 from ..errors import UserError
-from .base import Backend
+from .base import Backend, TensorOps, decode_weights_of
 from .numpy_backend import decode_loop
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 IMPLEMENTATIONS = ("fast", "chapter")
 
 
-def grad_clipping(params, theta: float) -> torch.Tensor:
-    """The chapter's ``grad_clipping``: rescale all gradients so their global L2 norm is at most theta."""
-    norm = torch.sqrt(sum(torch.sum(p.grad ** 2) for p in params))
-    # multiply by min(1, theta/norm) rather than branching on `norm > theta`: same numbers, but no
-    # device-to-host copy of the norm on every step
-    scale = torch.clamp(theta / (norm + 1e-30), max=1.0)
-    for p in params:
-        p.grad.mul_(scale)
-    return norm
+class TorchOps(TensorOps):
+    """The optimizers' and clipping's tensor operations in PyTorch (see ``TensorOps``)."""
+
+    def sqrt(self, x):
+        return torch.sqrt(x)
+
+    def zeros_like(self, x):
+        return torch.zeros_like(x)
+
+    def global_norm(self, tensors):
+        return torch.sqrt(sum(torch.sum(t * t) for t in tensors))
+
+    def clip_factor(self, norm, theta):
+        # a tensor, not a Python number: no device-to-host copy of the norm on every step
+        return torch.clamp(theta / (norm + 1e-30), max=1.0)
+
+    def to_numpy(self, x):
+        return x.detach().cpu().numpy().copy()
+
+    def from_numpy(self, array, like):
+        return torch.as_tensor(np.asarray(array), dtype=like.dtype, device=like.device).clone()
 
 
 # -- the fast path's pieces: plain tensor functions, no autograd inside -------------------------------
@@ -202,6 +214,7 @@ class _RNNLoss(torch.autograd.Function):
 class TorchBackend(Backend):
     name = "torch"
     devices = ("cpu", "cuda")
+    ops = TorchOps()
 
     def __init__(self, params, config, device="cpu", dtype="float32", impl: str = "fast"):
         super().__init__(params, config, device, dtype)
@@ -309,22 +322,18 @@ class TorchBackend(Backend):
         # retain_graph: a state that is not detached lets the next batch backpropagate into this one
         loss.backward(retain_graph=True)
 
-    def loss_and_grads(self, X, Y, state):
+    def gradients(self, X, Y, state):
         loss, new_state = self._loss(X, Y, state)
         self._backward(loss)
-        grads = {name: p.grad.detach().cpu().numpy() for name, p in self.params.items()}
-        return float(loss.detach()), grads, new_state
+        return loss.detach(), {name: p.grad for name, p in self.params.items()}, new_state
 
-    def train_step(self, X, Y, state, lr, clip_theta):
-        loss, new_state = self._loss(X, Y, state)
-        self._backward(loss)
-        params = list(self.params.values())
-        if clip_theta is not None:
-            grad_clipping(params, clip_theta)
+    def parameters(self):
+        return {name: p.detach() for name, p in self.params.items()}
+
+    def assign(self, name, value):
+        # in place: the parameter tensor stays the leaf autograd fills gradients into
         with torch.no_grad():
-            for p in params:
-                p -= lr * p.grad
-        return loss.detach(), new_state
+            self.params[name].copy_(value)
 
     def get_params(self):
         return {name: p.detach().cpu().numpy().copy() for name, p in self.params.items()}
@@ -351,13 +360,9 @@ class TorchBackend(Backend):
             return self._decode_in_torch(h, logits, input_rows, W_step, num_tokens, pick, on_step)
 
     def _decode_weights(self):
-        """Every token's input projection x W_xh + b_h (vocab, hidden), and [W_hh | W_hq]."""
-        p = self.params
-        if self.config.embedding == "onehot":
-            input_rows = p["W_xh"] + p["b_h"]
-        else:
-            input_rows = p["W_emb"] @ p["W_xh"] + p["b_h"]
-        return input_rows, torch.cat([p["W_hh"], p["W_hq"]], dim=1)
+        """``decode_weights_of`` in torch tensors: x W_xh + b_h for every token, and [W_hh | W_hq]."""
+        input_rows, W_step, _ = decode_weights_of(self.params, self.config, _torch_concat)
+        return input_rows, W_step
 
     def _decode_in_torch(self, h, logits, input_rows, W_step, num_tokens, pick, on_step):
         """``decode_loop`` written in PyTorch, for tensors on a GPU; ``h`` is overwritten."""
@@ -377,3 +382,8 @@ class TorchBackend(Backend):
             torch.mm(h, W_step, out=product)
             logits = (product[:, hidden:] + self.params["b_q"]).cpu().numpy()
         return tokens.T
+
+
+def _torch_concat(tensors, axis: int):
+    """``np.concatenate``'s signature over ``torch.cat``, for ``decode_weights_of``."""
+    return torch.cat(tensors, dim=axis)

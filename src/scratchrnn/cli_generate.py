@@ -1,0 +1,152 @@
+"""``scratchrnn generate``: the command behind the parser that cli.py builds.
+
+Which decoding the options ask for (sampling options imply sampling), where the prefixes come from
+(``--prefix``, ``--prefix-file``), and the output: one continuation is written as it is made, a block at
+a time, so its length is bounded by patience rather than memory; several are made together and printed
+when done, after a memory estimate; a reader that goes away (``| head``) ends the command quietly with
+exit status 0, and characters the output's encoding lacks are escaped (console.SafeWriter).
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from .errors import UserError
+from .generation import CHAPTER_PREFIX as DEFAULT_PREFIX
+
+# flags that only mean something when characters are drawn: each implies --strategy sample
+_SAMPLING_FLAGS = ("--temperature", "--alpha", "--top-k", "--top-p", "--seed", "--num-samples")
+MAX_PREFIX_FILE_BYTES = 16 << 20     # prefixes are read whole; a file this big is not a list of prompts
+OUTPUT_BLOCK = 1 << 14               # tokens made between two writes when one continuation is printed
+
+
+class _ReaderGone(Exception):
+    """The reader of stdout went away (a closed pipe): nobody is left to generate for."""
+
+
+def _decoding_from(args):
+    """The ``Decoding`` the options ask for: sampling options imply sampling, and are refused with an
+    explicit ``--strategy greedy``."""
+    from .generation import Decoding
+
+    given = [flag for flag, value in zip(_SAMPLING_FLAGS, (args.temperature, args.alpha, args.top_k,
+                                                          args.top_p, args.seed, args.num_samples > 1 or None))
+             if value is not None]
+    if args.strategy == "greedy" and given:
+        raise UserError(f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} to sampling, but "
+                        f"--strategy greedy always takes the likeliest character: drop one or the other")
+    strategy = args.strategy or ("sample" if given else "greedy")
+    temperature = 1 / args.alpha if args.alpha else (args.temperature or 1.0)
+    return Decoding(strategy, temperature, args.top_k, args.top_p, args.seed)
+
+
+def _read_prefix_file(path: str) -> list[str]:
+    """The non-empty lines of a UTF-8 file, each a prefix."""
+    from .memory import format_bytes
+
+    file = Path(path)
+    try:
+        if not file.exists():
+            raise UserError(f"--prefix-file {path}: not found")
+        if not file.is_file():
+            raise UserError(f"--prefix-file {path}: not a regular file")
+        size = file.stat().st_size
+        if size > MAX_PREFIX_FILE_BYTES:
+            raise UserError(f"--prefix-file {path} holds {format_bytes(size)}; prefix files are read "
+                            f"whole, up to {format_bytes(MAX_PREFIX_FILE_BYTES)}")
+        text = file.read_text(encoding="utf-8-sig")       # a byte-order mark is not part of a prefix
+    except UnicodeDecodeError:
+        raise UserError(f"--prefix-file {path} is not UTF-8 text") from None
+    except OSError as err:
+        raise UserError(f"--prefix-file {path}: {err.strerror or err}") from None
+    prefixes = [line for line in text.splitlines() if line]
+    if not prefixes:
+        raise UserError(f"--prefix-file {path} holds no prefix (no non-empty line)")
+    return prefixes
+
+
+def cmd_generate(args) -> int:
+    from . import backends
+    from .checkpoint import load_checkpoint
+    from .console import SafeWriter
+    from .generation import encode_prefix, generation_bytes
+    from .memory import require
+
+    decoding = _decoding_from(args)
+    prefixes = list(args.prefix or []) + (_read_prefix_file(args.prefix_file) if args.prefix_file else [])
+    ckpt = load_checkpoint(args.checkpoint, args.which)
+    # the prompt training used for this text (its own first words), else the chapter's
+    saved_prompts = ckpt.info.get("prefixes")
+    default = saved_prompts[0] if isinstance(saved_prompts, list) and saved_prompts and \
+        isinstance(saved_prompts[0], str) and saved_prompts[0] else DEFAULT_PREFIX
+    prefixes = prefixes or [default]
+    rows = len(prefixes) * args.num_samples
+    if args.stream and (rows > 1 or args.json):
+        raise UserError("--stream prints one continuation as it is made: give one prefix and one sample, "
+                        "no --json")
+    if not args.json and isinstance(ckpt.info.get("epoch"), int):
+        # stderr: which weights speak (a run's best/ or last/, and their epoch), out of the text's way
+        print(f"scratchrnn: {ckpt.path} (epoch {ckpt.info['epoch']})", file=sys.stderr)
+    encoded = [encode_prefix(p, ckpt.vocab, ckpt.cleaning) for p in prefixes]
+    one_line = rows == 1 and not args.json          # printed as it is made, a block at a time
+    needed = generation_bytes(rows, args.num_chars, max(map(len, encoded)), len(ckpt.vocab),
+                              ckpt.model.num_hiddens, OUTPUT_BLOCK if one_line else None)
+    whom = "one continuation" if rows == 1 else f"each of {rows:,} continuations"
+    require(needed, f"generating {args.num_chars:,} characters for {whom}",
+            "ask for fewer (--num-chars), or print one continuation as it is made (one prefix, one "
+            "sample, no --json)")
+    backend = backends.create(args.backend, ckpt.params, ckpt.model, device=args.device)
+    out = SafeWriter(sys.stdout)
+    try:
+        if one_line:
+            _print_as_made(out, backend, ckpt.vocab, encoded[0], args.num_chars, decoding, args.stream)
+        else:
+            _print_all(out, args, ckpt, backend, prefixes, encoded, decoding)
+        out.flush()
+    except _ReaderGone:
+        pass                            # like cat into a closed pipe: the reader had enough, not an error
+    except KeyboardInterrupt:
+        print("scratchrnn: generation interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _print_as_made(out, backend, vocab, ids, num_chars, decoding, stream) -> None:
+    """One continuation, written a block at a time (``--stream``: a character at a time, flushed), so
+    its length is bounded by patience, not memory; stops as soon as the reader is gone."""
+    from .generation import generate_blocks, vocab_text
+
+    tokens = vocab.idx_to_token
+    out.write(vocab_text(vocab, ids), flush=stream)
+    on_step = None
+    if stream:
+        def on_step(column):
+            if not out.write(tokens[int(column[0])], flush=True):
+                raise _ReaderGone
+    for block in generate_blocks(backend, [ids], num_chars, decoding, on_step, block=OUTPUT_BLOCK):
+        if not stream and not out.write(vocab_text(vocab, block[0])):
+            raise _ReaderGone
+    out.write("\n")
+
+
+def _print_all(out, args, ckpt, backend, prefixes, encoded, decoding) -> None:
+    """Every continuation, made together as one batch, then printed one per line (or as JSON)."""
+    from .generation import generate_ids, vocab_text
+
+    rows = [ids for ids in encoded for _ in range(args.num_samples)]
+    texts = [vocab_text(ckpt.vocab, row) for row in generate_ids(backend, rows, args.num_chars, decoding)]
+    if args.json:
+        results = [{"prefix": prefix, "sample": k + 1, "text": texts[i * args.num_samples + k]}
+                   for i, prefix in enumerate(prefixes) for k in range(args.num_samples)]
+        record = {"checkpoint": str(ckpt.path), "backend": args.backend, "strategy": decoding.strategy,
+                  "temperature": decoding.temperature, "top_k": decoding.top_k, "top_p": decoding.top_p,
+                  "seed": decoding.seed, "num_chars": args.num_chars, "num_samples": args.num_samples,
+                  "results": results}
+        text = json.dumps(record, ensure_ascii=False)
+        # an output encoding without some character gets JSON's own escapes, which stay valid JSON
+        out.print(text if out.can_write(text) else json.dumps(record))
+        return
+    for text in texts:
+        if not out.print(text):
+            raise _ReaderGone

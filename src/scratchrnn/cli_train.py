@@ -1,0 +1,147 @@
+"""``scratchrnn train``: the command behind the parser that cli.py builds.
+
+Flags become a ``runner.RunConfig`` and one call of ``runner.run``; this module only translates (and
+speaks in flag names) and prints what the run did.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+
+from .errors import UserError
+
+EXIT_INTERRUPTED = 130
+# what --resume may be given with: the run's own settings come from its checkpoint
+_RESUME_FLAGS = {"resume", "epochs", "no_progress", "json", "command"}
+
+
+def run_config_from(args):
+    """The RunConfig that the flags of ``scratchrnn train`` ask for."""
+    from .runner import RunConfig
+    from .training import TrainConfig
+
+    train = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, num_steps=args.num_steps,
+                        sampling=args.sampling, clip=None if args.no_clip else args.clip,
+                        detach=not args.no_detach, seed=args.seed, optimizer=args.optimizer,
+                        weight_decay=args.weight_decay, lr_schedule=args.lr_schedule, warmup=args.warmup,
+                        lr_decay=args.lr_decay, lr_decay_every=args.lr_decay_every or 0,
+                        eval_every=args.eval_every or 0)
+    model = {"num_hiddens": args.hidden, "activation": args.activation, "embedding": args.embedding,
+             "embed_dim": args.embed_dim if args.embedding == "learned" else 0}
+    return RunConfig(out=args.resume or args.out or f"runs/{args.backend}-{args.sampling}",
+                     backend=args.backend, device=args.device, dtype=args.dtype, data=args.data,
+                     cleaning=args.cleaning, max_tokens=args.max_tokens, val_fraction=args.val_fraction,
+                     best_by=args.best_by, model=model, train=train, checkpoint_every=args.checkpoint_every,
+                     predict_every=args.predict_every, prefixes=args.prefix)
+
+
+def _check_flags(args) -> None:
+    """Combinations the parser cannot refuse by itself, in flag names."""
+    if args.out is not None and not args.out.strip():
+        raise UserError("--out is empty: name a directory (or leave --out out for the default)")
+    if args.no_detach and args.sampling == "random":
+        raise UserError("--no-detach needs --sampling sequential (random batches reset the state anyway)")
+    if args.best_by == "val" and args.val_fraction == 0:
+        raise UserError("--best-by val needs held-out text: drop --val-fraction 0")
+    out = args.out or f"runs/{args.backend}-{args.sampling}"
+    if args.resume is None and not args.overwrite and os.path.isdir(out):
+        from .rundir import RunDirectory
+        held = RunDirectory(out).holds_run()
+        if held:
+            raise UserError(f"{out} already holds a run ({', '.join(held)}); pass --overwrite to replace "
+                            f"it, --resume {out} to continue it, or choose another --out")
+    if args.resume is not None:
+        given = [flag for flag in _given_flags(args) if flag.lstrip("-").replace("-", "_") not in _RESUME_FLAGS]
+        if given:
+            raise UserError(f"--resume continues a run with the settings it was started with; "
+                            f"{', '.join(given)} cannot change them (only --epochs can be raised)")
+
+
+def _given_flags(args) -> list[str]:
+    """The flags whose values differ from the defaults (so: given on the command line)."""
+    from .cli import build_parser
+
+    defaults = vars(build_parser().parse_args(["train"]))
+    return sorted(f"--{name.replace('_', '-')}" for name, value in vars(args).items()
+                  if value != defaults.get(name))
+
+
+def cmd_train(args) -> int:
+    from . import console
+    from .runner import run
+
+    _check_flags(args)
+    out = console.stdout()
+    quiet = args.json
+    say = (lambda line: None) if quiet else out.print
+    config = run_config_from(args)
+    mode = "resume" if args.resume else ("overwrite" if args.overwrite else "new")
+    if args.resume and "--epochs" not in _given_flags(args):
+        config.train.epochs = 0           # as many as the run was started with
+    try:
+        outcome = run(config, mode, say=say, progress=not (args.no_progress or quiet))
+    except UserError as err:
+        raise UserError(_in_flag_names(str(err))) from None
+    if outcome.status == "interrupted":
+        for note in outcome.notes:
+            console.stderr().print(f"scratchrnn: {note}")
+        return EXIT_INTERRUPTED
+    summary = _summary(outcome)
+    if quiet:
+        out.print(json.dumps(summary, ensure_ascii=False))
+    else:
+        _print_summary(out, outcome, summary)
+    out.flush()
+    return 0
+
+
+def _summary(outcome) -> dict:
+    history = outcome.history
+    last = history[-1] if history else {}
+    scored = [r for r in history if r.get("val_perplexity") is not None]
+    best = outcome.state.best
+    return {
+        "run_dir": str(outcome.out), "backend": outcome.config.backend, "device": outcome.config.device,
+        "epochs": len(history), "perplexity": last.get("train_perplexity"),
+        "tokens_per_sec": outcome.tokens_per_sec,
+        "lowest_perplexity": min(({"epoch": r["epoch"], "perplexity": r["train_perplexity"]} for r in history),
+                                 key=lambda item: item["perplexity"], default=None),
+        "heldout_perplexity": scored[-1]["val_perplexity"] if scored else None,
+        "best": best, "samples": outcome.samples, "plots": [str(p) for p in outcome.plots],
+    }
+
+
+def _print_summary(out, outcome, summary) -> None:
+    best = outcome.state.best
+    if best is not None and outcome.samples:
+        out.print(f"continuations by {outcome.out}/best (epoch {best['epoch']}, {best['by']} perplexity "
+                  f"{best['score']:.2f}):")
+    for text in outcome.samples.values():
+        out.print(text)
+    if summary["heldout_perplexity"] is not None:
+        scored = [r for r in outcome.history if r.get("val_perplexity") is not None]
+        lowest = min(scored, key=lambda r: r["val_perplexity"])
+        out.print(f"held-out perplexity {scored[-1]['val_perplexity']:.2f} at the last epoch, lowest "
+                  f"{lowest['val_perplexity']:.2f} (epoch {lowest['epoch']})")
+    plot = f", plot {outcome.plots[0]}" if outcome.plots else ""
+    out.print(f"run directory {outcome.out} (best/, last/, metrics.jsonl{plot})")
+    lowest = summary["lowest_perplexity"]
+    if lowest is not None:
+        out.print(f"lowest perplexity {lowest['perplexity']:.2f}, at epoch {lowest['epoch']}")
+    perplexity = summary["perplexity"]
+    speed = summary["tokens_per_sec"]
+    if perplexity is not None and math.isfinite(speed):
+        out.print(f"perplexity {perplexity:.1f}, {speed:.1f} tokens/sec on {outcome.config.device} "
+                  f"({outcome.config.backend})")
+
+
+# field names of the core's messages, as the flags a user of the command line knows them by
+_FLAG_NAMES = {"val_fraction": "--val-fraction", "batch_size": "--batch-size", "num_steps": "--num-steps",
+               "num_hiddens": "--hidden", "best_by": "--best-by", "max_tokens": "--max-tokens"}
+
+
+def _in_flag_names(message: str) -> str:
+    for field, flag in _FLAG_NAMES.items():
+        message = message.replace(field, flag)
+    return message

@@ -1,0 +1,162 @@
+"""Run directories end to end: a run stopped any way -- after some epochs, by Ctrl-C inside an epoch,
+by kill -9 at any point of a save -- and resumed gives the same epochs and weights as a run never
+stopped (float64, to 1e-9)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from scratchrnn import faults
+from scratchrnn.checkpoint import load_checkpoint
+from scratchrnn.errors import UserError
+from scratchrnn.runner import RunConfig, resume, run
+from scratchrnn.training import TrainConfig
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+def _config(out, epochs=4, sampling="sequential", optimizer="sgd", **train) -> RunConfig:
+    lr = 0.01 if optimizer == "adam" else 1.0
+    return RunConfig(out=str(out), dtype="float64", max_tokens=3000, model={"num_hiddens": 16},
+                     predict_every=0, num_chars=10,
+                     train=TrainConfig(epochs=epochs, batch_size=8, num_steps=10, sampling=sampling,
+                                       optimizer=optimizer, lr=lr, seed=3, **train))
+
+
+def _quiet_run(config, mode="new"):
+    return run(config, mode, say=lambda line: None, progress=False)
+
+
+def _epochs(out) -> list[tuple]:
+    lines = Path(out, "metrics.jsonl").read_text().splitlines()
+    return [(r["epoch"], r["train_perplexity"], r["val_perplexity"]) for r in map(json.loads, lines)]
+
+
+def _assert_same_run(out, reference):
+    got, want = _epochs(out), _epochs(reference)
+    assert [e for e, *_ in got] == [e for e, *_ in want]
+    np.testing.assert_allclose([p for _, p, _ in got], [p for _, p, _ in want], rtol=1e-9)
+    np.testing.assert_allclose([v for *_, v in got], [v for *_, v in want], rtol=1e-9)
+    ours, theirs = load_checkpoint(out, "last").params, load_checkpoint(reference, "last").params
+    for name in theirs:
+        np.testing.assert_allclose(ours[name], theirs[name], rtol=1e-9, atol=1e-12, err_msg=name)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """One run never stopped, per (sampling, optimizer)."""
+    made = {}
+
+    def get(sampling, optimizer):
+        if (sampling, optimizer) not in made:
+            out = tmp_path_factory.mktemp(f"whole-{sampling}-{optimizer}")
+            _quiet_run(_config(out, sampling=sampling, optimizer=optimizer))
+            made[sampling, optimizer] = out
+        return made[sampling, optimizer]
+    return get
+
+
+@pytest.mark.parametrize("sampling", ["sequential", "random"])
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_stopped_after_k_epochs_and_resumed_equals_one_run(tmp_path, uninterrupted, sampling, optimizer):
+    reference = uninterrupted(sampling, optimizer)
+    _quiet_run(_config(tmp_path, epochs=2, sampling=sampling, optimizer=optimizer))
+    assert len(_epochs(tmp_path)) == 2
+    outcome = _quiet_run(RunConfig(out=str(tmp_path), train=TrainConfig(epochs=4)), "resume")
+    assert outcome.status == "finished"
+    _assert_same_run(tmp_path, reference)
+
+
+@pytest.mark.parametrize("sampling", ["sequential", "random"])
+def test_ctrl_c_inside_an_epoch_saves_and_resumes_exactly(tmp_path, uninterrupted, monkeypatch, sampling):
+    reference = uninterrupted(sampling, "adam")
+    # a first Ctrl-C arriving after the 45th batch: the middle of the second epoch (about 35 a epoch)
+    monkeypatch.setenv(faults.ENV, "train.batch-end:after-45-sigint")
+    monkeypatch.setattr(faults, "_seen", {})
+    outcome = _quiet_run(_config(tmp_path, sampling=sampling, optimizer="adam"))
+    assert outcome.status == "interrupted"
+    assert any("--resume" in note for note in outcome.notes)
+    saved = load_checkpoint(tmp_path, "last").train_state["progress"]
+    assert saved["epoch"] == 1 and saved["batch"] > 0        # it stopped inside epoch 2
+    assert Path(tmp_path, "perplexity.png").exists() and len(_epochs(tmp_path)) == 1
+    monkeypatch.delenv(faults.ENV)
+    resume(str(tmp_path), say=lambda line: None, progress=False)    # as many epochs as it was started with
+    _assert_same_run(tmp_path, reference)
+
+
+def _cli(args, env_extra=None, timeout=240):
+    env = {**os.environ, "PYTHONPATH": SRC, **(env_extra or {})}
+    env.pop(faults.ENV, None)
+    env.update(env_extra or {})
+    return subprocess.run([sys.executable, "-m", "scratchrnn", *args], capture_output=True, text=True,
+                          env=env, timeout=timeout)
+
+
+TINY = ["--dtype", "float64", "--max-tokens", "3000", "--hidden", "16", "--batch-size", "8",
+        "--num-steps", "10", "--epochs", "4", "--seed", "3", "--predict-every", "0", "--no-progress"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", ["checkpoint.staging-created:after-2-kill",
+                                   "checkpoint.pointer-created:after-3-kill",
+                                   "checkpoint.pointer-swapped:after-4-kill",
+                                   "train.batch-end:after-60-kill"])
+def test_kill_at_any_point_loses_at_most_an_epoch(tmp_path, uninterrupted, point):
+    reference = uninterrupted("sequential", "sgd")
+    out = tmp_path / "run"
+    killed = _cli(["train", *TINY, "--out", str(out)], {faults.ENV: point})
+    assert killed.returncode == -9, killed.stderr
+    last, best = load_checkpoint(out, "last"), load_checkpoint(out, "best")   # both load
+    done = last.train_state["progress"]["epoch"]
+    assert done >= 1 and best.info["epoch"] <= 4
+    finished = _cli(["train", "--resume", str(out), "--no-progress"])
+    assert finished.returncode == 0, finished.stderr
+    assert "Traceback" not in finished.stderr
+    _assert_same_run(out, reference)
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_the_command_line(tmp_path):
+    out = tmp_path / "run"
+    stopped = _cli(["train", *TINY, "--out", str(out)], {faults.ENV: "train.batch-end:after-45-sigint"})
+    assert stopped.returncode == 130
+    assert "Traceback" not in stopped.stderr
+    assert f"scratchrnn train --resume {out}" in stopped.stderr
+    assert (out / "perplexity.png").exists() and (out / "metrics.jsonl").exists()
+    again = _cli(["train", "--resume", str(out), "--hidden", "32"])
+    assert again.returncode == 2 and "--hidden" in again.stderr
+    finished = _cli(["train", "--resume", str(out), "--no-progress", "--json"])
+    assert finished.returncode == 0, finished.stderr
+    summary = json.loads(finished.stdout)
+    assert summary["epochs"] == 4 and summary["best"]["by"] == "train"
+
+
+def test_resume_refuses_a_finished_run_and_changed_text(tmp_path):
+    data = tmp_path / "text.txt"
+    data.write_text("the quick brown fox jumps over the lazy dog\n" * 80)
+    config = RunConfig(out=str(tmp_path / "run"), data=str(data), model={"num_hiddens": 8}, predict_every=0,
+                       train=TrainConfig(epochs=2, batch_size=4, num_steps=8))
+    _quiet_run(config)
+    with pytest.raises(UserError, match="has done its 2 epochs"):
+        resume(config.out, say=lambda line: None, progress=False)
+    data.write_text("the quick brown fox jumps over the lazy cat\n" * 80)
+    with pytest.raises(UserError, match="not the one the run"):
+        _quiet_run(RunConfig(out=config.out, train=TrainConfig(epochs=3)), "resume")
+
+
+def test_defaults_for_a_text_of_ones_own(tmp_path):
+    data = tmp_path / "text.txt"
+    data.write_text("To be, or not to be: that is the question.\n" * 60)
+    outcome = _quiet_run(RunConfig(out=str(tmp_path / "run"), data=str(data), model={"num_hiddens": 8},
+                                   predict_every=0, train=TrainConfig(epochs=2, batch_size=4, num_steps=8)))
+    cfg = outcome.config
+    assert (cfg.cleaning, cfg.max_tokens, cfg.val_fraction, cfg.best_by) == ("raw", "all", 0.1, "val")
+    assert all(r["val_perplexity"] is not None for r in outcome.history)   # scored every epoch
+    assert list(outcome.samples) == ["To be, or not"]        # the text's own first words
+    assert outcome.state.best["by"] == "val"
