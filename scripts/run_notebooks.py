@@ -90,18 +90,24 @@ def _numbers_close(a: float, b: float) -> bool:
     return abs(a - b) <= max(REL_TOL * max(abs(a), abs(b)), ABS_TOL)
 
 
+def _number_difference(saved: str, fresh: str) -> str | None:
+    """Where two texts that read the same but for their numbers part; '' if they differ in words."""
+    if NUMBER.split(saved) != NUMBER.split(fresh):
+        return ""
+    for a, b in zip(NUMBER.findall(saved), NUMBER.findall(fresh)):
+        if not _numbers_close(float(a), float(b)):
+            return f"saved {a}, now {b}"
+    return None
+
+
 def text_difference(saved: str, fresh: str) -> str | None:
     """None when the texts say the same (numbers within tolerance), else where they first part."""
-    saved_words, fresh_words = NUMBER.split(saved), NUMBER.split(fresh)
-    saved_numbers, fresh_numbers = NUMBER.findall(saved), NUMBER.findall(fresh)
-    if saved_words == fresh_words and len(saved_numbers) == len(fresh_numbers):
-        for a, b in zip(saved_numbers, fresh_numbers):
-            if not _numbers_close(float(a), float(b)):
-                return f"saved {a}, now {b}"
-        return None
+    difference = _number_difference(saved, fresh)
+    if difference is None or difference:
+        return difference
     saved_lines, fresh_lines = saved.splitlines(), fresh.splitlines()
     for line_number, (a, b) in enumerate(zip(saved_lines, fresh_lines), 1):
-        if text_difference(a, b) is not None:
+        if _number_difference(a, b) is not None:
             return f"line {line_number}: saved {a.strip()!r}, now {b.strip()!r}"
     return f"saved {len(saved_lines)} lines, now {len(fresh_lines)}"
 

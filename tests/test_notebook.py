@@ -9,9 +9,11 @@ import pytest
 
 nbformat = pytest.importorskip("nbformat")
 pytest.importorskip("nbclient")
-pytest.importorskip("ipykernel")
+if importlib.util.find_spec("ipykernel") is None:
+    pytest.skip("the notebooks need a Jupyter kernel (ipykernel)", allow_module_level=True)
 pytest.importorskip("matplotlib")
-pytest.importorskip("torch")      # the notebooks train the model on PyTorch too
+if importlib.util.find_spec("torch") is None:     # looked up, not imported: the kernel imports it
+    pytest.skip("the notebooks train the model on PyTorch too", allow_module_level=True)
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = {"zh": ROOT / "notebooks" / "rnn_scratch.ipynb", "en": ROOT / "notebooks" / "rnn_scratch_en.ipynb"}
