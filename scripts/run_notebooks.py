@@ -79,10 +79,24 @@ def output_text(output) -> str:
     return ""
 
 
+def cell_text(cell) -> str:
+    """All a cell printed and displayed, in order. A stream may come in several pieces, cut anywhere
+    (where the kernel happened to flush), so pieces join as they are; a displayed result is a line
+    (or lines) of its own."""
+    parts = []
+    for output in cell.get("outputs", []):
+        text = output_text(output)
+        if output.get("output_type") != "stream" and text:
+            if parts and not parts[-1].endswith("\n"):
+                parts.append("\n")
+            text += "\n"
+        parts.append(text)
+    return "".join(parts)
+
+
 def claims(notebook: nbformat.NotebookNode) -> list[tuple[int, str]]:
     """(cell number, text it printed or displayed) for every code cell not tagged volatile."""
-    return [(number, "\n".join(output_text(o) for o in cell.get("outputs", [])))
-            for number, cell in enumerate(notebook.cells)
+    return [(number, cell_text(cell)) for number, cell in enumerate(notebook.cells)
             if cell.cell_type == "code" and not is_volatile(cell)]
 
 

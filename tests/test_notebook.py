@@ -56,6 +56,13 @@ def test_comparison_tolerates_float_noise_and_catches_changed_claims():
     assert same("a\nb 1.0\n", "a\nb 1.0\nc\n") is not None
 
 
+def test_a_stream_flushed_in_pieces_reads_as_one_text():
+    whole = nbformat.v4.new_code_cell(outputs=[nbformat.v4.new_output("stream", text="a 1\nb 2\n")])
+    pieces = nbformat.v4.new_code_cell(outputs=[nbformat.v4.new_output("stream", text="a 1\nb"),
+                                                nbformat.v4.new_output("stream", text=" 2\n")])
+    assert run_notebooks.cell_text(whole) == run_notebooks.cell_text(pieces) == "a 1\nb 2\n"
+
+
 @pytest.mark.parametrize("language", sorted(NOTEBOOKS))
 def test_saved_outputs_are_current(language):
     """Run the notebook afresh (in a scratch folder) and compare what it prints with what is saved."""
