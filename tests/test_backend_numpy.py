@@ -2,13 +2,17 @@
 what only the hand-written backward pass needs: agreement with finite differences."""
 import numpy as np
 import pytest
-from contract import MODEL_VARIANTS, BackendContract, _boosted_params
+from contract import CLIP_THETA_THAT_BITES, MODEL_VARIANTS, BackendContract, _boosted_params, _chapter_batches
 
 from scratchrnn import backends
-from scratchrnn.model import ModelConfig
+from scratchrnn.model import ModelConfig, global_norm, init_params
 
 
-class TestNumpyBackend(BackendContract):
+class TestNumpyContractAgainstItself(BackendContract):
+    """Here subject and reference are the same code, so the contract's comparisons with "numpy" only
+    check the contract's own plumbing; the hand-written gradients are held to finite differences
+    below, and the trained model's text to the compiled decoder and the generic loop."""
+
     backend_name = "numpy"
 
 
@@ -61,3 +65,24 @@ def test_gradient_through_an_undetached_state_matches_finite_differences():
             minus[name][idx] -= eps
             numeric = (second_loss(plus)[0] - second_loss(minus)[0]) / (2 * eps)
             assert abs(numeric - grads[name][idx]) <= 1e-6 + 1e-5 * abs(numeric), (name, idx)
+
+
+def test_the_contracts_clipping_threshold_tells_global_from_per_parameter_clipping():
+    """The contract's twenty clipped steps compare weights to rtol 1e-4: at its theta, a backend that
+    clipped each parameter on its own would be off by far more after a single step."""
+    batches, vocab = _chapter_batches("sequential", count=1)
+    config = ModelConfig(len(vocab), 512)
+    params = init_params(config, 0)
+    X, Y = batches[0]
+    backend = backends.create("numpy", params, config)
+    _, grads, _ = backend.loss_and_grads(X, Y, backend.begin_state(X.shape[0]))
+    theta = CLIP_THETA_THAT_BITES
+    total = global_norm(grads)
+    assert total > 2 * theta
+    for name, grad in grads.items():
+        by_global = params[name] - grad * (theta / total)
+        by_parameter = params[name] - grad * min(1.0, theta / max(float(np.linalg.norm(grad)), 1e-30))
+        scale = float(np.max(np.abs(by_global)))
+        # five times the contract's atol (1e-4 of the largest weight), after one step of twenty
+        if float(np.max(np.abs(grad))) > 0:
+            assert float(np.max(np.abs(by_parameter - by_global))) > 5e-4 * scale, name

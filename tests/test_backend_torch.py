@@ -9,7 +9,8 @@ import torch
 from contract import (MODEL_VARIANTS, BackendContract, ForwardOnly, _boosted_params, _rel_err,
                       switch_compiled_loops)
 
-from scratchrnn import backends, compiled, fast_recurrence
+from scratchrnn import backends, kernels
+from scratchrnn.kernels import recurrence as fast_recurrence
 from scratchrnn.errors import UserError
 from scratchrnn.generation import Decoding, generate_ids
 from scratchrnn.model import ModelConfig, init_params
@@ -21,6 +22,12 @@ class TestTorchBackend(BackendContract):
 
 class TestTorchChapterPath(BackendContract):
     backend_name = "torch"
+
+    def supports(self, config):
+        # gated cells, stacked layers and dropout run the same code (torch_chapter) under either impl:
+        # TestTorchBackend checks them once
+        return super().supports(config) and config.cell == "rnn" and config.num_layers == 1 \
+            and not config.dropout
 
     def make(self, params, config, dtype="float32"):
         return backends.create("torch", params, config, device=self.device, dtype=dtype, impl="chapter")
@@ -143,23 +150,106 @@ def _train_float32(config, params, monkeypatch, kernel: bool, batch: int):
     return losses, backend.get_params(), bool(calls)
 
 
-@pytest.mark.skipif(compiled.load() is None or compiled.vector_floats() < fast_recurrence.MIN_VECTOR_FLOATS,
-                    reason="the backends train with the compiled recurrences only where built for AVX-512")
+trains_compiled = pytest.mark.skipif(
+    fast_recurrence.max_batch("torch") < 38,
+    reason="the backends train with the compiled recurrences only with the AVX-512 variant")
+
+
+@trains_compiled
 @pytest.mark.parametrize("config", [ModelConfig(11, 40, "tanh"), ModelConfig(11, 40, "relu", "learned", 5)],
                          ids=lambda c: f"{c.activation}-{c.embedding}")
-def test_cpu_float32_training_runs_compiled_on_torchs_own_threads(config, monkeypatch):
-    """The recurrences go to the compiled library, on PyTorch's OpenMP team, and train as PyTorch's
-    own step loops do; with the team, even a minibatch too large for threads of the library's own."""
+def test_cpu_float32_training_runs_compiled_and_trains_as_torchs_own_loops(config, monkeypatch):
+    """The recurrences go to the compiled library, on at most torch.get_num_threads() threads, and
+    train as PyTorch's own step loops do."""
     params = _boosted_params(config, scale=10)
-    batch = fast_recurrence.OWN_THREADS_MAX_BATCH + 6
-    losses, weights, compiled_ran = _train_float32(config, params, monkeypatch, kernel=True, batch=batch)
-    if "parallel backend: OpenMP" in torch.__config__.parallel_info():
-        assert compiled.openmp_team() is not None and compiled_ran
-    ref_losses, ref_weights, ran = _train_float32(config, params, monkeypatch, kernel=False, batch=batch)
+    losses, weights, compiled_ran = _train_float32(config, params, monkeypatch, kernel=True, batch=38)
+    assert compiled_ran and 1 <= kernels.last_threads() <= torch.get_num_threads()
+    ref_losses, ref_weights, ran = _train_float32(config, params, monkeypatch, kernel=False, batch=38)
     assert not ran
     np.testing.assert_allclose(losses, ref_losses, rtol=1e-5)
     for name, value in ref_weights.items():
         assert _rel_err(weights[name], value) < 1e-5, name
+
+
+@trains_compiled
+def test_the_kernels_use_no_more_threads_than_torch_is_told(monkeypatch):
+    """torch.set_num_threads(1): the compiled loops and the decoder run on one thread; with 2, on
+    2. SCRATCHRNN_THREADS (or OMP_NUM_THREADS) would allow more; PyTorch's setting wins."""
+    monkeypatch.setenv("SCRATCHRNN_THREADS", "8")
+    config = ModelConfig(11, 128)
+    params = _boosted_params(config, scale=10)
+    before = torch.get_num_threads()
+    try:
+        for told in (1, 2):
+            torch.set_num_threads(told)
+            _, _, ran = _train_float32(config, params, monkeypatch, kernel=True, batch=32)
+            assert ran and kernels.last_threads() == told
+            backend = backends.create("torch", params, config, dtype="float32")
+            generate_ids(backend, [[1, 2, 3]] * 32, 5)
+            assert kernels.last_threads() == told
+    finally:
+        torch.set_num_threads(before)
+
+
+_RANK = """
+import numpy as np, torch
+from scratchrnn import backends, kernels
+from scratchrnn.model import ModelConfig, init_params
+config = ModelConfig(11, 128)
+backend = backends.create("torch", init_params(config, 0), config, dtype="float32")
+X, Y = np.random.default_rng(0).integers(0, 11, (2, 32, 6))
+backend.train_step(X, Y, backend.begin_state(32), 0.1, 5.0)
+print(torch.get_num_threads(), kernels.last_threads())
+"""
+
+
+@trains_compiled
+def test_two_ranks_of_one_thread_use_one_thread_each():
+    """torchrun starts each rank with OMP_NUM_THREADS=1 (when it starts more than one): two such
+    processes at once each run the compiled loops on one thread, two in all."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(kernels.__file__).parents[2])}
+    env.pop("SCRATCHRNN_THREADS", None)
+    ranks = [subprocess.Popen([sys.executable, "-c", _RANK], stdout=subprocess.PIPE, text=True, env=env)
+             for _ in range(2)]
+    outputs = [rank.communicate(timeout=300)[0].split() for rank in ranks]
+    assert [rank.returncode for rank in ranks] == [0, 0]
+    assert outputs == [["1", "1"], ["1", "1"]]
+
+
+@trains_compiled
+def test_numpy_training_is_the_same_whether_or_not_torch_was_loaded(monkeypatch):
+    """The NumPy backend's compiled loops take their threads from the environment, not from PyTorch:
+    the same bits in this process (torch loaded, with a torch backend made) as in one without torch."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    script = """
+import numpy as np
+from scratchrnn import backends
+from scratchrnn.model import ModelConfig, init_params
+config = ModelConfig(11, 128)
+backend = backends.create("numpy", init_params(config, 0), config, dtype="float32")
+X, Y = np.random.default_rng(0).integers(0, 11, (2, 32, 6))
+loss, _ = backend.train_step(X, Y, backend.begin_state(32), 0.1, 5.0)
+print(float(loss).hex(), backend.get_params()["W_hh"].astype(np.float32).tobytes().hex()[:4000])
+"""
+    backends.create("torch", init_params(ModelConfig(11, 128), 0), ModelConfig(11, 128), dtype="float32")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        here = {}
+        exec(script.replace("print(", "here['out'] = ("), {"here": here})
+    finally:
+        torch.set_num_threads(before)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          env={**__import__("os").environ,
+                               "PYTHONPATH": str(Path(kernels.__file__).parents[2])})
+    assert done.returncode == 0, done.stderr
+    assert " ".join(here["out"]) == done.stdout.strip()
 
 
 # -- the optimizers, written once, against torch.optim ----------------------------------------------------

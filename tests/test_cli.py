@@ -4,13 +4,14 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from scratchrnn import backends, cli
 from scratchrnn.checkpoint import load_checkpoint
-from scratchrnn.data import num_batches
+from scratchrnn.data import load_corpus, num_batches
 
 TINY = ["--epochs", "3", "--hidden", "16", "--batch-size", "4", "--num-steps", "5", "--no-progress",
         "--predict-every", "0"]
@@ -66,7 +67,16 @@ def test_train_json_prints_only_json(tiny_text, tmp_path):
     proc = run_cli("train", "--data", tiny_text, "--out", tmp_path / "j", "--json", *TINY)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
-    assert result["perplexity"] > 1 and result["tokens_per_sec"] > 0
+    assert result["perplexity"] > 1
+    # tokens/s: the tokens of the batches trained (4 x 5 each, no more than the text holds) over the
+    # seconds spent on them
+    most = (len(load_corpus(tiny_text, 10000)[0]) - 1) // 4 // 5
+    lines = (Path(result["run_dir"]) / "metrics.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    tokens = [r["tokens_per_sec"] * r["seconds"] for r in records]
+    assert len(tokens) == 3, tokens
+    assert all(20 <= t <= most * 20 * 1.001 and abs(t / 20 - round(t / 20)) < 1e-3 for t in tokens), tokens
+    assert result["tokens_per_sec"] == pytest.approx(sum(tokens) / sum(r["seconds"] for r in records))
     # a text of one's own is continued from its own first words, not from the chapter's prompt
     assert set(result["samples"]) == {"the time traveller was"}
 

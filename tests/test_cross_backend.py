@@ -30,7 +30,9 @@ def _python_for(backend: str) -> str | None:
 
 
 def _run(python, *args):
-    env = dict(os.environ, PYTHONWARNINGS="ignore", PYTHONPATH=str(Path(__file__).parent))
+    # the tree under test first (src/, then tests/ for the worker), not whatever is installed
+    path = os.pathsep.join([str(ROOT / "src"), str(Path(__file__).parent)])
+    env = dict(os.environ, PYTHONWARNINGS="ignore", PYTHONPATH=path)
     proc = subprocess.run([python, *map(str, args)], capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout
@@ -50,7 +52,7 @@ def checkpoints(tmp_path_factory):
             continue
         out = root / backend
         _run(python, "-m", "scratchrnn", "train", "--backend", backend, "--out", out, *TRAIN)
-        trained[backend] = out / "checkpoint"
+        trained[backend] = out          # a run directory: its best/ checkpoint
     return pythons, trained, missing
 
 
@@ -62,6 +64,8 @@ def test_every_ordered_pair_of_backends_generates_the_same_greedy_text(checkpoin
         if python is not None:
             texts[backend] = json.loads(_run(python, Path(__file__).parent / "cross_backend_worker.py",
                                              backend, "time traveller", 40, *paths))
+            imported = Path(texts[backend].pop("scratchrnn imported from"))
+            assert imported.is_relative_to(ROOT / "src"), (backend, imported)
     for trainer, path in trained.items():
         by_generator = {gen: result[str(path)] for gen, result in texts.items()}
         reference = by_generator["numpy"]

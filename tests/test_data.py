@@ -1,5 +1,10 @@
 """Corpus, tokens, vocabulary and the two partitioning iterators."""
+import collections
 import hashlib
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +66,7 @@ def test_tokenize_words_and_chars():
     (b"", "empty"),
     (b"   \n\n", "empty"),
     (b"caf\xe9 latin-1", "not UTF-8"),
+    (b"\xff", "not UTF-8.*byte 0 "),
 ])
 def test_unusable_data_files_are_refused_by_name(tmp_path, content, message):
     path = tmp_path / "text.txt"
@@ -114,7 +120,6 @@ def test_random_batches_hold_disjoint_subsequences(args):
     assert len(set(starts)) == len(starts)                              # never the same subsequence twice
     if starts:
         offset = min(starts) % num_steps
-        assert offset < num_steps
         assert all((s - offset) % num_steps == 0 for s in starts)       # cut on one grid: disjoint
         assert max(starts) + num_steps < length                         # Y stays inside the corpus
 
@@ -143,3 +148,169 @@ def test_the_shortest_corpus_that_fits_always_yields_a_batch(batch_size, num_ste
         check_corpus_fits(length - 1, batch_size, num_steps, sampling)
     loader = SeqDataLoader(np.arange(length), batch_size, num_steps, sampling, seed=seed)
     assert len(list(loader)) >= 1
+
+
+def test_each_epoch_of_sequential_batches_starts_at_a_fresh_offset():
+    # an iterator that draws its offset once (or never) still passes the row-by-row checks above
+    loader = SeqDataLoader(np.arange(2000), 4, 10, "sequential", seed=0)
+    offsets = [int(next(iter(loader))[0][0, 0]) for _ in range(40)]
+    assert all(0 <= o <= 10 for o in offsets)
+    assert len(set(offsets)) >= 5, offsets      # 40 draws from 11 values
+    assert any(o != 0 for o in offsets)
+
+
+def test_each_epoch_of_random_batches_cuts_on_a_fresh_grid():
+    loader = SeqDataLoader(np.arange(2000), 4, 10, "random", seed=0)
+    grids = {int(min(X[:, 0].min() for X, _ in loader)) % 10 for _ in range(40)}
+    assert len(grids) >= 5, grids
+
+
+# -- reading a file: streamed, bounded, and the same corpus as reading it whole ------------------------
+def _whole_file_load_corpus(path=None, max_tokens=None, cleaning="chapter"):
+    """How load_corpus worked before it streamed: read everything, clean line by line, count every
+    character, then cut. The streamed version must give the same ids and vocabulary."""
+    raw = (data.time_machine_path() if path is None else Path(path)).read_bytes().decode("utf-8")
+    if cleaning == "chapter":
+        lines = [re.sub("[^A-Za-z]+", " ", line).strip().lower() for line in raw.splitlines()]
+    else:
+        lines = raw.splitlines(keepends=True)
+    chars = [ch for line in lines for ch in line]
+    by_freq = sorted(collections.Counter(chars).items(), key=lambda item: item[1], reverse=True)
+    idx_to_token = ["<unk>"] + [tok for tok, _ in by_freq]
+    index = {tok: i for i, tok in enumerate(idx_to_token)}
+    ids = [index[ch] for ch in chars]
+    return (ids[:max_tokens] if max_tokens else ids), idx_to_token
+
+
+@pytest.mark.parametrize("max_tokens", [10000, None, 1, 3000])
+@pytest.mark.parametrize("cleaning", ["chapter", "raw"])
+def test_the_book_loads_as_it_did_read_whole(max_tokens, cleaning):
+    corpus, vocab = load_corpus(None, max_tokens, cleaning=cleaning)
+    want, want_tokens = _whole_file_load_corpus(None, max_tokens, cleaning)
+    assert vocab.idx_to_token == want_tokens
+    assert corpus.dtype == np.uint8
+    np.testing.assert_array_equal(corpus, want)
+
+
+text_pieces = st.text(st.sampled_from("aZ ,.\n\r\x0b\x0c\x1c\x85\u2028\t9\xe9"), max_size=40)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text_pieces, st.lists(st.integers(0, 40), max_size=5))
+def test_cleaning_in_pieces_equals_cleaning_the_whole_text(text, cuts):
+    cuts = sorted(min(c, len(text)) for c in cuts)
+    pieces = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)])]
+    assert "".join(data.clean_stream(pieces, "chapter")) == "".join(data.clean_lines(text, "chapter"))
+    assert "".join(data.clean_stream(pieces, "raw")) == "".join(data.clean_lines(text, "raw"))
+
+
+def test_a_character_cut_between_two_reads_decodes(tmp_path):
+    path = tmp_path / "utf8.txt"
+    path.write_text("h\u00e9llo \u4e16\u754c " * 50, encoding="utf-8")
+    assert "".join(data.iter_text(path, chunk_bytes=3)) == path.read_text(encoding="utf-8")
+    path.write_bytes("\u00e9t\u00e9 ".encode() * 10 + b"\xc3(")   # 60 good bytes, then a bad pair
+    with pytest.raises(UserError, match="byte 60 "):
+        list(data.iter_text(path, chunk_bytes=4))
+
+
+def test_raw_cleaning_drops_control_characters_but_tabs_and_line_ends(tmp_path):
+    path = tmp_path / "ctl.txt"
+    path.write_bytes("a\tb\r\nc\x1b[31md\x00e\x7f\u0085f\x0c".encode())
+    corpus, vocab = load_corpus(path, cleaning="raw")
+    assert "".join(vocab.to_tokens(corpus)) == "a\tb\r\nc[31mdef"
+
+
+def test_large_vocabularies_get_wider_ids(tmp_path):
+    path = tmp_path / "wide.txt"
+    path.write_text("".join(chr(0x4e00 + i) for i in range(300)) * 2, encoding="utf-8")
+    corpus, vocab = load_corpus(path, cleaning="raw")
+    assert len(vocab) == 301 and corpus.dtype == np.uint16
+    assert "".join(vocab.to_tokens(corpus[:3])) == "\u4e00\u4e01\u4e02"
+
+
+def test_compact_corpus_gives_the_same_int64_batches_as_a_list():
+    corpus, _ = load_corpus(max_tokens=3000)
+    for sampling in ("sequential", "random"):
+        compact = list(SeqDataLoader(corpus, 4, 7, sampling, seed=3))
+        listed = list(SeqDataLoader(corpus.tolist(), 4, 7, sampling, seed=3))
+        assert len(compact) == len(listed) > 0
+        for (X, Y), (X2, Y2) in zip(compact, listed):
+            assert X.dtype == Y.dtype == np.int64
+            np.testing.assert_array_equal(X, X2)
+            np.testing.assert_array_equal(Y, Y2)
+
+
+def test_a_file_behind_a_directory_the_user_cannot_enter_is_refused(tmp_path, monkeypatch):
+    # what stat() raises there (root may enter anything, so the test below may skip)
+    def denied(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(self))
+    monkeypatch.setattr(Path, "stat", denied)
+    with pytest.raises(UserError, match="cannot read data file .*: Permission denied"):
+        load_corpus(tmp_path / "locked" / "text.txt")
+
+
+def test_a_directory_a_fifo_and_an_unenterable_directory_are_refused_in_one_line(tmp_path):
+    with pytest.raises(UserError, match="is a directory"):
+        load_corpus(tmp_path)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(UserError, match="not a regular file"):
+        load_corpus(fifo)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    (locked / "text.txt").write_text("hello world " * 100)
+    locked.chmod(0)
+    try:
+        if os.access(locked / "text.txt", os.R_OK):
+            pytest.skip("running as a user who may enter any directory")
+        with pytest.raises(UserError, match="cannot read data file .*ermission denied"):
+            load_corpus(locked / "text.txt")
+    finally:
+        locked.chmod(0o755)
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, "0"])
+def test_a_seed_numpy_cannot_take_is_refused_naming_the_field(seed):
+    with pytest.raises(ValueError, match="seed must be"):
+        SeqDataLoader(np.arange(100), 2, 3, seed=seed)
+
+
+BOUNDED_READ = """
+import sys, tracemalloc
+from scratchrnn import data
+def io():
+    with open("/proc/self/io") as f:
+        return dict(line.split(": ") for line in f.read().splitlines())
+# a smaller scan keeps the test fast; what it checks is that reading stops there
+data.VOCAB_SCAN_TOKENS = 1 << 18
+before = int(io()["rchar"])
+tracemalloc.start()
+corpus, vocab = data.load_corpus(sys.argv[1], 3000)
+peak = tracemalloc.get_traced_memory()[1]
+read = int(io()["rchar"]) - before
+tracemalloc.reset_peak()
+whole, _ = data.load_corpus(sys.argv[2], None, "raw")
+print(len(corpus), corpus.dtype, peak, read, len(whole), whole.nbytes, tracemalloc.get_traced_memory()[1])
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/io").exists(), reason="needs Linux's /proc/self/io")
+def test_a_large_file_is_read_only_as_far_as_max_tokens_needs_and_held_once_whole(tmp_path):
+    path = tmp_path / "large.txt"
+    book = data.time_machine_path().read_bytes()
+    with open(path, "wb") as out:
+        for _ in range(50_000_000 // len(book) + 1):
+            out.write(book)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(data.__file__).parents[1]),
+                                                       os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-c", BOUNDED_READ, str(path), str(path)], capture_output=True,
+                          text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    tokens, dtype, peak, read, whole, whole_bytes, whole_peak = proc.stdout.split()
+    # all of it: one byte per character, held once (plus about 30 MB of one piece's working arrays)
+    assert int(whole) == int(whole_bytes) == path.stat().st_size
+    assert int(whole_peak) < 1.3 * int(whole) + 30 * 2**20, (whole, whole_peak)
+    assert (int(tokens), dtype) == (3000, "uint8")
+    # the vocabulary's scan and a piece more, not the 50 MB file
+    assert int(read) < (1 << 18) * 1.1 + 2 * data.READ_CHUNK_BYTES, read
+    assert int(peak) < 50 * 2**20, peak

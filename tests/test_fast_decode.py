@@ -1,41 +1,25 @@
-"""The compiled greedy decoder (scratchrnn.fast_decode) held to plain NumPy. Runs in the core process."""
+"""The compiled greedy decoder (scratchrnn.kernels.decode) held to plain NumPy. Runs in the core process."""
 import shutil
 
 import numpy as np
 import pytest
 from contract import ForwardOnly, _boosted_params
 
-from scratchrnn import backends, compiled, fast_decode
+from scratchrnn import backends, kernels
+from scratchrnn.kernels import decode as fast_decode
 from scratchrnn.data import Vocab
 from scratchrnn import generation
 from scratchrnn.generation import Decoding, generate_ids, predict, vocab_text
 from scratchrnn.model import ModelConfig
 
-needs_kernel = pytest.mark.skipif(compiled.load() is None, reason=f"compiled library {compiled.status()}")
+needs_kernel = pytest.mark.skipif(kernels.load() is None, reason=f"compiled kernels {kernels.status()}")
 
 
 def test_the_library_is_built_where_there_is_a_c_compiler():
     """`make test` installs the package with pip, which must have compiled the library here."""
     if not (shutil.which("cc") or shutil.which("gcc")):
         pytest.skip("no C compiler on this machine")
-    assert compiled.load() is not None, compiled.status()
-
-
-@needs_kernel
-def test_kernel_tanh_is_within_a_few_units_in_the_last_place():
-    import ctypes
-    x = np.concatenate([np.linspace(-30, 30, 600_001), np.geomspace(1e-30, 1, 20_000),
-                        -np.geomspace(1e-30, 1, 20_000)]).astype(np.float32)
-    special = np.array([0.0, -0.0, 1e30, -1e30, np.inf, -np.inf, np.nan], dtype=np.float32)
-    x = np.concatenate([x, special])
-    out = np.empty_like(x)
-    compiled.load().scratchrnn_tanh(len(x), x.ctypes.data_as(ctypes.c_void_p),
-                                        out.ctypes.data_as(ctypes.c_void_p))
-    exact = np.tanh(x.astype(np.float64))
-    finite = np.isfinite(x)
-    ulps = np.abs(out[finite] - exact[finite]) / np.spacing(np.abs(exact[finite]).astype(np.float32))
-    assert ulps.max() <= 8
-    np.testing.assert_array_equal(out[-len(special):], np.tanh(special))   # signs, +-1, NaN
+    assert kernels.load() is not None, kernels.status()
 
 
 def _random_model(hidden, vocab, seed):
@@ -157,11 +141,11 @@ def test_streamed_text_comes_in_chunks_and_is_the_returned_text(tmp_path):
 
 
 def test_sampling_float64_gpus_and_many_streams_stay_off_the_compiled_decoder():
-    assert fast_decode.can_decode(1, np.float32, "cpu", greedy=True) == (compiled.load() is not None)
-    assert not fast_decode.can_decode(1, np.float32, "cpu", greedy=False)
-    assert not fast_decode.can_decode(1, np.float64, "cpu", greedy=True)
-    assert not fast_decode.can_decode(1, np.float32, "cuda", greedy=True)
-    assert not fast_decode.can_decode(fast_decode.max_batch() + 1, np.float32, "cpu", greedy=True)
+    assert kernels.supports("rnn", np.float32, "cpu", "decode", batch=1) == kernels.enabled()
+    assert not kernels.supports("rnn", np.float64, "cpu", "decode", batch=1)
+    assert not kernels.supports("rnn", np.float32, "cuda", "decode", batch=1)
+    assert not kernels.supports("lstm", np.float32, "cpu", "decode", batch=1)
+    assert not kernels.supports("rnn", np.float32, "cpu", "decode", batch=fast_decode.max_batch() + 1)
     backend = _float32_backend()
     decoding = Decoding("sample", temperature=0.8, seed=2)
     assert (generate_ids(backend, [[1, 2]], 40, decoding)
@@ -174,4 +158,4 @@ def test_version_says_whether_the_kernels_are_on(capsys):
         main(["--version"])
     assert exit_info.value.code == 0
     out = " ".join(capsys.readouterr().out.split())             # as argparse may wrap it
-    assert out.startswith("scratchrnn ") and f"compiled kernels: {compiled.status()}" in out
+    assert out.startswith("scratchrnn ") and f"compiled kernels: {kernels.status()}" in out

@@ -1,16 +1,17 @@
-"""The compiled training recurrences (scratchrnn.fast_recurrence) held to the plain loops, in float64,
+"""The compiled training recurrences (scratchrnn.kernels.recurrence) held to the plain loops, in float64,
 and the NumPy backend with them held to itself without them. Runs in the core process."""
 import numpy as np
 import pytest
 from contract import _boosted_params, _rel_err, switch_compiled_loops
 
-from scratchrnn import backends, compiled, fast_recurrence
+from scratchrnn import backends, kernels
+from scratchrnn.kernels import recurrence as fast_recurrence
 from scratchrnn.model import ModelConfig
 
-needs_library = pytest.mark.skipif(compiled.load() is None, reason=f"compiled library {compiled.status()}")
+needs_library = pytest.mark.skipif(kernels.load() is None, reason=f"compiled kernels {kernels.status()}")
 trains_compiled = pytest.mark.skipif(
-    compiled.load() is None or compiled.vector_floats() < fast_recurrence.MIN_VECTOR_FLOATS,
-    reason="the backends train with the compiled recurrences only where they are built for AVX-512")
+    fast_recurrence.max_batch("numpy") < 19,
+    reason="the backends train with the compiled recurrences only with the AVX-512 variant")
 
 SHAPES = [  # hidden, batch, threads, activation
     (512, 32, 2, "tanh"),       # the chapter's: two groups of 16 rows
@@ -111,11 +112,14 @@ def test_numpy_training_with_the_compiled_recurrences_equals_training_without(co
 
 
 def test_what_the_compiled_recurrences_take():
-    on = compiled.enabled() and compiled.vector_floats() >= fast_recurrence.MIN_VECTOR_FLOATS
-    assert fast_recurrence.can_run(32, np.float32) == on
-    assert not fast_recurrence.can_run(32, np.float64)
-    assert not fast_recurrence.can_run(32, np.float32, "cuda")
-    # with threads of their own, large batches stay with the backend's loops; under a framework's
-    # OpenMP team (none here: this process imports none) they would not
-    assert compiled.openmp_team() is None
-    assert not fast_recurrence.can_run(fast_recurrence.OWN_THREADS_MAX_BATCH + 1, np.float32)
+    on = kernels.enabled() and fast_recurrence.max_batch("numpy") > 0
+    for op in ("forward", "backward"):
+        assert kernels.supports("rnn", np.float32, "cpu", op, batch=32, framework="numpy") == on
+        assert not kernels.supports("rnn", np.float64, "cpu", op, batch=32)
+        assert not kernels.supports("rnn", np.float32, "cuda", op, batch=32)
+        assert not kernels.supports("gru", np.float32, "cpu", op, batch=32)
+        # with NumPy, large batches stay with the backend's loops (the BLAS library's threads)
+        assert not kernels.supports("rnn", np.float32, "cpu", op, batch=fast_recurrence.MAX_BATCH["numpy"] + 1,
+                                    framework="numpy")
+    with pytest.raises(ValueError, match="op must be one of"):
+        kernels.supports("rnn", np.float32, "cpu", "train")

@@ -3,6 +3,8 @@ crashes (a closed pipe, an ASCII terminal, a length no memory holds)."""
 import io
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 import time
@@ -30,7 +32,8 @@ def run(tmp_path_factory):
     data = tmp_path_factory.mktemp("data") / "tiny.txt"
     data.write_text("the time traveller was expounding a recondite matter to us\n" * 12, encoding="utf-8")
     out = tmp_path_factory.mktemp("runs") / "tiny"
-    proc = run_cli("train", "--data", data, "--out", out, *TINY)
+    # the chapter's cleaning: no newline in the vocabulary, so each continuation is one line
+    proc = run_cli("train", "--data", data, "--cleaning", "chapter", "--out", out, *TINY)
     assert proc.returncode == 0, proc.stderr
     return out
 
@@ -40,6 +43,11 @@ def _one_line_error(proc, *fragments):
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     for fragment in fragments:
         assert fragment in proc.stderr, (fragment, proc.stderr)
+
+
+def _beyond_the_checkpoint_line(stderr: str) -> list[str]:
+    """stderr's lines other than the one that names the checkpoint used and its epoch."""
+    return [line for line in stderr.splitlines() if not re.fullmatch(r"scratchrnn: .* \(epoch \d+\)", line)]
 
 
 def _args(*argv):
@@ -142,8 +150,19 @@ def test_a_closed_pipe_ends_quietly_with_status_0(run):
         proc.stdout.close()
         err = proc.stderr.read().decode()
         assert proc.wait(timeout=60) == 0, err
-        assert err == "", err
+        assert _beyond_the_checkpoint_line(err) == [], err
         assert time.monotonic() - started < 30
+
+
+def test_ctrl_c_during_generation_is_one_line_and_status_130(run):
+    proc = subprocess.Popen([sys.executable, "-m", "scratchrnn", "generate", str(run), "--num-chars",
+                             "1000000000000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert len(proc.stdout.read(1000)) == 1000
+    proc.send_signal(signal.SIGINT)
+    proc.stdout.read()                  # keep reading so that the process is never blocked on the pipe
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 130
+    assert _beyond_the_checkpoint_line(err) == ["scratchrnn: generation interrupted"], err
 
 
 def test_one_long_continuation_streams_in_bounded_memory(run):
@@ -154,7 +173,8 @@ def test_one_long_continuation_streams_in_bounded_memory(run):
     got = 0
     while got < 300_000:
         got += len(proc.stdout.read1(1 << 16))
-    rss_kib = int(next(line for line in open(f"/proc/{proc.pid}/status") if line.startswith("VmRSS")).split()[1])
+    with open(f"/proc/{proc.pid}/status") as status:
+        rss_kib = int(next(line for line in status if line.startswith("VmRSS")).split()[1])
     proc.stdout.close()
     assert proc.wait(timeout=60) == 0
     assert rss_kib < 400 * 1024, rss_kib
@@ -203,13 +223,27 @@ def test_safe_writer():
     assert console.SafeWriter(closed).write("x") is False
 
 
+
+def test_safe_writer_without_a_stdout(monkeypatch):
+    monkeypatch.setattr(sys, "stdout", None)
+    nowhere = console.stdout()
+    assert nowhere.closed and nowhere.print("lost") is False and nowhere.flush() is False
+
+
+def test_a_closed_stdout_from_the_start(run):
+    proc = subprocess.run(f"{sys.executable} -m scratchrnn generate {run} --num-chars 20 >&-", shell=True,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and _beyond_the_checkpoint_line(proc.stderr) == [], proc.stderr
+
+
 def test_memory_require(monkeypatch):
     assert memory.format_bytes(512) == "512 bytes" and memory.format_bytes(1536) == "1.5 KiB"
     assert memory.format_bytes(8e12) == "7.3 TiB"
     assert memory.available_bytes() is None or memory.available_bytes() > 0
     monkeypatch.setattr(memory, "available_bytes", lambda: 1 << 30)
     memory.require(1 << 29, "a half")
-    with pytest.raises(UserError, match=r"doing it needs about 2.0 GiB of memory, more than the 1.0 GiB available; try less"):
+    with pytest.raises(UserError, match=r"^doing it needs about 2.0 GiB of memory, more than the 1.0 GiB "
+                                        r"available; try less$"):
         memory.require(2 << 30, "doing it", "try less")
 
 

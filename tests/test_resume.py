@@ -73,6 +73,19 @@ def test_stopped_after_k_epochs_and_resumed_equals_one_run(tmp_path, uninterrupt
     _assert_same_run(tmp_path, reference)
 
 
+def test_a_deep_lstm_with_dropout_resumes_exactly(tmp_path):
+    """The dropout masks' generator is part of the saved state: masks after the resume are the ones an
+    uninterrupted run draws."""
+    def config(out, epochs):
+        cfg = _config(out, epochs=epochs, optimizer="adam")
+        cfg.model = {"num_hiddens": 12, "cell": "lstm", "num_layers": 2, "dropout": 0.3}
+        return cfg
+    _quiet_run(config(tmp_path / "whole", 3))
+    _quiet_run(config(tmp_path / "parts", 1))
+    resume(str(tmp_path / "parts"), epochs=3, say=lambda line: None, progress=False)
+    _assert_same_run(tmp_path / "parts", tmp_path / "whole")
+
+
 @pytest.mark.parametrize("sampling", ["sequential", "random"])
 def test_ctrl_c_inside_an_epoch_saves_and_resumes_exactly(tmp_path, uninterrupted, monkeypatch, sampling):
     reference = uninterrupted(sampling, "adam")

@@ -7,7 +7,7 @@ import pytest
 import scratchrnn
 from scratchrnn import backends
 from scratchrnn.backends.base import TensorOps
-from scratchrnn.data import SeqDataLoader, load_corpus
+from scratchrnn.data import SeqDataLoader, load_corpus, num_batches
 from scratchrnn.errors import TrainingDiverged
 from scratchrnn.model import ModelConfig, global_norm, init_params
 from scratchrnn.optim import clip_by_global_norm
@@ -84,7 +84,13 @@ def test_state_is_reset_for_random_batches_and_detached_between_sequential_ones(
 def test_training_lowers_perplexity():
     result, _ = _small_run()
     assert result.history[-1] < 0.8 * result.history[0]
-    assert result.tokens_per_sec > 0
+    # every epoch counts the tokens of its batches (8 x 12 each; the random offset decides how many
+    # batches fit), and the speed is all tokens over all seconds
+    fewest, most = num_batches(3000, 8, 12, "sequential"), (3000 - 1) // 8 // 12
+    for epoch in result.epochs:
+        assert fewest * 96 <= epoch.tokens <= most * 96 and epoch.tokens % 96 == 0
+    seconds = sum(e.seconds for e in result.epochs)
+    assert result.tokens_per_sec == pytest.approx(sum(e.tokens for e in result.epochs) / seconds)
 
 
 def test_same_seed_same_numbers_other_seed_other_numbers():
@@ -156,3 +162,14 @@ def test_a_backend_refuses_an_option_it_does_not_have():
     config = ModelConfig(28, 8)
     with pytest.raises(scratchrnn.UserError, match="numpy backend has no option impl"):
         backends.create("numpy", init_params(config), config, impl="chapter")
+
+
+def test_the_books_gated_and_deep_models_by_their_chapter_names():
+    import scratchrnn
+    train_iter, vocab = scratchrnn.load_data_time_machine(8, 10, max_tokens=1500)
+    for cls, cell in ((scratchrnn.GRUModelScratch, "gru"), (scratchrnn.LSTMModelScratch, "lstm")):
+        net = cls(len(vocab), 16, num_layers=2, dropout=0.1)
+        assert net.config.cell == cell and net.config.num_layers == 2
+        ppl, speed = scratchrnn.train_epoch_ch8(net, train_iter, lr=1.0)
+        assert 1 < ppl < 2 * len(vocab) and speed > 0
+        assert scratchrnn.predict_ch8("time ", 5, net, vocab).startswith("time ")

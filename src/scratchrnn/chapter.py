@@ -33,14 +33,23 @@ def load_data_time_machine(batch_size: int, num_steps: int, use_random_iter: boo
 
 
 class RNNModelScratch:
-    """The chapter's ``RNNModelScratch``: call it on (batch, steps) token indices and a state."""
+    """The chapter's ``RNNModelScratch``: call it on (batch, steps) token indices and a state.
+
+    ``num_layers`` stacks cells (the book's 9.3, deep RNNs) and ``dropout`` drops between them while
+    training; ``GRUModelScratch`` and ``LSTMModelScratch`` are the same with the gated cells of 9.1/9.2.
+    """
+
+    cell = "rnn"
 
     def __init__(self, vocab_size: int, num_hiddens: int, device: str = "cpu", backend: str = "numpy",
-                 seed: int = 0, dtype: str = "float32", activation: str = "tanh"):
+                 seed: int = 0, dtype: str = "float32", activation: str = "tanh", num_layers: int = 1,
+                 dropout: float = 0.0):
         self.vocab_size, self.num_hiddens = vocab_size, num_hiddens
-        self.config = ModelConfig(vocab_size, num_hiddens, activation)
+        self.config = ModelConfig(vocab_size, num_hiddens, activation, cell=self.cell, num_layers=num_layers,
+                                  dropout=dropout)
+        options = {"dropout_seed": seed} if dropout else {}
         self.backend = backends.create(backend, init_params(self.config, seed), self.config,
-                                       device=device, dtype=dtype)
+                                       device=device, dtype=dtype, **options)
 
     def __call__(self, X, state):
         """Logits of shape (steps * batch, vocab_size), time-major, and the new state."""
@@ -51,8 +60,20 @@ class RNNModelScratch:
 
     @property
     def params(self) -> list[np.ndarray]:
-        """[W_xh, W_hh, b_h, W_hq, b_q] as NumPy copies, the chapter's order."""
+        """The parameters as NumPy copies in the book's order ([W_xh, W_hh, b_h, W_hq, b_q] for the RNN)."""
         return list(self.backend.get_params().values())
+
+
+class GRUModelScratch(RNNModelScratch):
+    """The book's GRU from scratch (9.1): update and reset gates around a candidate state."""
+
+    cell = "gru"
+
+
+class LSTMModelScratch(RNNModelScratch):
+    """The book's LSTM from scratch (9.2): input, forget and output gates and a memory cell (H, C)."""
+
+    cell = "lstm"
 
 
 def predict_ch8(prefix: str, num_preds: int, net: RNNModelScratch, vocab: Vocab, device=None) -> str:

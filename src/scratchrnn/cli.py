@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import argparse
 import math
+import signal
 import sys
+import threading
 import textwrap
 
-from . import __version__, compiled
+from . import __version__, kernels
 from .backends import BACKENDS
+from .model import CELLS
 from .cli_generate import DEFAULT_PREFIX, cmd_generate
 from .cli_train import cmd_train
 from .errors import RunInterrupted, UserError
@@ -63,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Character-level RNN language models from scratch (Dive into Deep Learning, 8.5).",
         formatter_class=_HelpFormatter)
     parser.add_argument("--version", action="version",
-                        version=f"scratchrnn {__version__} (compiled kernels: {compiled.status()})",
+                        version=f"scratchrnn {__version__} (compiled kernels: {kernels.status()})",
                         help="show the version, and whether the compiled kernels (greedy generation, the "
                              "recurrences of a training step) are built and on, then exit")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -180,9 +183,17 @@ def _add_train_parser(sub) -> None:
                            "after the training slice (as long as the slice), so the chapter's training "
                            "is unchanged and its memorisation shows beside held-out perplexity")
     model = t.add_argument_group("model")
-    model.add_argument("--hidden", type=_positive_int, default=512, help="hidden units")
+    model.add_argument("--cell", choices=CELLS, default="rnn",
+                       help="rnn: the chapter's (8.5); gru, lstm: the book's gated cells (9.1, 9.2). The "
+                            "numpy and torch backends build every cell; the others the rnn")
+    model.add_argument("--layers", type=_positive_int, default=1,
+                       help="cells stacked, each reading the one below (the book's deep RNN, 9.3)")
+    model.add_argument("--dropout", type=_fraction, default=0.0, metavar="P",
+                       help="dropout between layers and before the output layer while training (off when "
+                            "scoring held-out text and generating)")
+    model.add_argument("--hidden", type=_positive_int, default=512, help="hidden units (of every layer)")
     model.add_argument("--activation", choices=("tanh", "relu"), default="tanh",
-                       help="nonlinearity of the hidden state")
+                       help="nonlinearity of the rnn cell's hidden state (gated cells use tanh)")
     model.add_argument("--embedding", choices=("onehot", "learned"), default="onehot",
                        help="onehot: the chapter's one-hot inputs; learned: a trained embedding table")
     model.add_argument("--embed-dim", type=_positive_int, default=32,
@@ -254,7 +265,6 @@ def _add_train_parser(sub) -> None:
 
 # -- generate (the command itself is in cli_generate.py) --------------------------------------------
 _probability = _checked(float, lambda v: 0 < v <= 1, "a number in (0, 1]")
-# flags that only mean something when characters are drawn: each implies --strategy sample
 
 
 def _add_generate_parser(sub) -> None:
@@ -314,6 +324,10 @@ def _add_generate_parser(sub) -> None:
 
 
 def main(argv=None) -> int:
+    # Ctrl-C raises KeyboardInterrupt again from here on (see the package's start-up handler), so that
+    # each command can say what it kept
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     args = build_parser().parse_args(argv)
     try:
         if args.command == "train":

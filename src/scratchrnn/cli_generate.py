@@ -60,7 +60,7 @@ def _read_prefix_file(path: str) -> list[str]:
         raise UserError(f"--prefix-file {path} is not UTF-8 text") from None
     except OSError as err:
         raise UserError(f"--prefix-file {path}: {err.strerror or err}") from None
-    prefixes = [line for line in text.splitlines() if line]
+    prefixes = [line for line in text.split("\n") if line]      # read_text made every line end "\n"
     if not prefixes:
         raise UserError(f"--prefix-file {path} holds no prefix (no non-empty line)")
     return prefixes
@@ -74,7 +74,9 @@ def cmd_generate(args) -> int:
     from .memory import require
 
     decoding = _decoding_from(args)
-    prefixes = list(args.prefix or []) + (_read_prefix_file(args.prefix_file) if args.prefix_file else [])
+    prefixes = list(args.prefix or [])
+    if args.prefix_file is not None:
+        prefixes += _read_prefix_file(args.prefix_file)
     ckpt = load_checkpoint(args.checkpoint, args.which)
     # the prompt training used for this text (its own first words), else the chapter's
     saved_prompts = ckpt.info.get("prefixes")
@@ -85,9 +87,6 @@ def cmd_generate(args) -> int:
     if args.stream and (rows > 1 or args.json):
         raise UserError("--stream prints one continuation as it is made: give one prefix and one sample, "
                         "no --json")
-    if not args.json and isinstance(ckpt.info.get("epoch"), int):
-        # stderr: which weights speak (a run's best/ or last/, and their epoch), out of the text's way
-        print(f"scratchrnn: {ckpt.path} (epoch {ckpt.info['epoch']})", file=sys.stderr)
     encoded = [encode_prefix(p, ckpt.vocab, ckpt.cleaning) for p in prefixes]
     one_line = rows == 1 and not args.json          # printed as it is made, a block at a time
     needed = generation_bytes(rows, args.num_chars, max(map(len, encoded)), len(ckpt.vocab),
@@ -97,6 +96,11 @@ def cmd_generate(args) -> int:
             "ask for fewer (--num-chars), or print one continuation as it is made (one prefix, one "
             "sample, no --json)")
     backend = backends.create(args.backend, ckpt.params, ckpt.model, device=args.device)
+    # only once every check has passed, so that a refusal stays one line
+    if not args.json and sys.stderr.isatty() and isinstance(ckpt.info.get("epoch"), int):
+        # which weights speak (a run's best/ or last/, and their epoch): for a person at a terminal,
+        # on stderr, out of the text's way
+        print(f"scratchrnn: {ckpt.path} (epoch {ckpt.info['epoch']})", file=sys.stderr)
     out = SafeWriter(sys.stdout)
     try:
         if one_line:
@@ -106,6 +110,8 @@ def cmd_generate(args) -> int:
         out.flush()
     except _ReaderGone:
         pass                            # like cat into a closed pipe: the reader had enough, not an error
+    except OSError as err:
+        raise UserError(f"cannot write the output ({err.strerror or err})") from None
     except KeyboardInterrupt:
         print("scratchrnn: generation interrupted", file=sys.stderr)
         return 130

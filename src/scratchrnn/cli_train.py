@@ -28,7 +28,8 @@ def run_config_from(args):
                         lr_decay=args.lr_decay, lr_decay_every=args.lr_decay_every or 0,
                         eval_every=args.eval_every or 0)
     model = {"num_hiddens": args.hidden, "activation": args.activation, "embedding": args.embedding,
-             "embed_dim": args.embed_dim if args.embedding == "learned" else 0}
+             "embed_dim": args.embed_dim if args.embedding == "learned" else 0, "cell": args.cell,
+             "num_layers": args.layers, "dropout": args.dropout}
     return RunConfig(out=args.resume or args.out or f"runs/{args.backend}-{args.sampling}",
                      backend=args.backend, device=args.device, dtype=args.dtype, data=args.data,
                      cleaning=args.cleaning, max_tokens=args.max_tokens, val_fraction=args.val_fraction,
@@ -74,13 +75,20 @@ def cmd_train(args) -> int:
     _check_flags(args)
     out = console.stdout()
     quiet = args.json
-    say = (lambda line: None) if quiet else out.print
+
+    def say(line: str) -> None:
+        # output problems never stop training: a full disk behind a redirection ends the printing only
+        try:
+            out.print(line)
+        except OSError:
+            pass
     config = run_config_from(args)
     mode = "resume" if args.resume else ("overwrite" if args.overwrite else "new")
     if args.resume and "--epochs" not in _given_flags(args):
         config.train.epochs = 0           # as many as the run was started with
     try:
-        outcome = run(config, mode, say=say, progress=not (args.no_progress or quiet))
+        outcome = run(config, mode, say=(lambda line: None) if quiet else say,
+                  progress=not (args.no_progress or quiet))
     except UserError as err:
         raise UserError(_in_flag_names(str(err))) from None
     if outcome.status == "interrupted":
@@ -88,11 +96,15 @@ def cmd_train(args) -> int:
             console.stderr().print(f"scratchrnn: {note}")
         return EXIT_INTERRUPTED
     summary = _summary(outcome)
-    if quiet:
-        out.print(json.dumps(summary, ensure_ascii=False))
-    else:
-        _print_summary(out, outcome, summary)
-    out.flush()
+    try:
+        if quiet:
+            out.print(json.dumps(summary, ensure_ascii=False))
+        else:
+            _print_summary(out, outcome, summary)
+        out.flush()
+    except OSError as err:
+        raise UserError(f"training finished and saved in {outcome.out}, but its summary could not be "
+                        f"written ({err.strerror or err})") from None
     return 0
 
 
@@ -138,7 +150,8 @@ def _print_summary(out, outcome, summary) -> None:
 
 # field names of the core's messages, as the flags a user of the command line knows them by
 _FLAG_NAMES = {"val_fraction": "--val-fraction", "batch_size": "--batch-size", "num_steps": "--num-steps",
-               "num_hiddens": "--hidden", "best_by": "--best-by", "max_tokens": "--max-tokens"}
+               "num_hiddens": "--hidden", "best_by": "--best-by", "max_tokens": "--max-tokens",
+               "num_layers": "--layers"}
 
 
 def _in_flag_names(message: str) -> str:

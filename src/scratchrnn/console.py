@@ -28,7 +28,8 @@ class SafeWriter:
         encoding = getattr(self.stream, "encoding", None)
         # UTF-8 encodes every character (lone surrogates aside); other encodings are checked per write
         self._encoding = None if not encoding or encoding.lower().replace("-", "") == "utf8" else encoding
-        self._closed = False
+        # Python sets sys.stdout to None when the program starts with its stdout closed
+        self._closed = self.stream is None
 
     @property
     def closed(self) -> bool:

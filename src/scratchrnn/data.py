@@ -39,10 +39,7 @@ VOCAB_SCAN_TOKENS = 1 << 22
 _NON_LETTERS = re.compile("[^A-Za-z]+")
 # every boundary str.splitlines() knows (a CRLF reads as two, which leaves cleaned text unchanged)
 _LINE_BREAK_CHARS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
-_LINE_BREAKS = re.compile(f"[{_LINE_BREAK_CHARS}]")
-_NON_LETTERS_NOR_BREAKS = re.compile(f"[^A-Za-z{_LINE_BREAK_CHARS}]+")
-# after the line above, a line's edges are at most one space: a run of breaks takes them along
-_BREAK_RUN = re.compile(f" ?[{_LINE_BREAK_CHARS}](?: ?[{_LINE_BREAK_CHARS}])* ?")
+_BREAK_CODES = np.array([ord(mark) for mark in _LINE_BREAK_CHARS], dtype=np.uint32)
 # Unicode's control characters (category Cc), less tab, newline and carriage return
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
@@ -125,40 +122,62 @@ def clean_stream(pieces: Iterable[str], cleaning: str = "chapter") -> Iterator[s
     nothing between them, as the chapter joins them -- however the text was cut into pieces, even
     inside a line or between the two characters of a CRLF, in memory bounded by the pieces' size.
     """
+    for codes in _clean_codes(pieces, cleaning):
+        yield codes.tobytes().decode("utf-32-le")
+
+
+def _clean_codes(pieces: Iterable[str], cleaning: str) -> Iterator[np.ndarray]:
+    """``clean_stream`` as arrays of code points (uint32), which is what counting characters needs."""
     if cleaning == "raw":
         for piece in pieces:
-            yield _CONTROL.sub("", piece)
-        return
-    if cleaning != "chapter":
+            yield np.frombuffer(_CONTROL.sub("", piece).encode("utf-32-le"), dtype=np.uint32)
+    elif cleaning == "chapter":
+        cleaner = _ChapterCleaner()
+        for piece in pieces:
+            yield cleaner.clean(piece)
+    else:
         raise ValueError(f"unknown cleaning {cleaning!r}; choose from {CLEANING_MODES}")
-    # a line may span pieces: ``started`` says the current line has given letters already (so a
-    # leading run of non-letters is no longer stripped), ``gap`` that non-letters followed them (one
-    # space, if more letters come before the line ends)
-    started = gap = False
 
-    def continue_line(part: str) -> str:
-        nonlocal started, gap
-        spaced = _NON_LETTERS.sub(" ", part)
-        core = spaced.strip()
-        if not core:
-            gap = gap or (started and spaced == " ")
-            return ""
-        text = " " + core if started and (gap or spaced[0] == " ") else core
-        started, gap = True, spaced[-1] == " "
-        return text.lower()
 
-    for piece in pieces:
-        first = _LINE_BREAKS.search(piece)
-        if first is None:
-            yield continue_line(piece)
-            continue
-        last = max(piece.rfind(mark) for mark in _LINE_BREAK_CHARS)
-        head = continue_line(piece[:first.start()])
-        started = gap = False
-        # whole lines, each between two breaks, cleaned at once: non-letters become one space,
-        # then a break with the spaces beside it goes (stripping both lines it separates)
-        lines = _BREAK_RUN.sub("", _NON_LETTERS_NOR_BREAKS.sub(" ", piece[first.start():last + 1]))
-        yield head + lines.lower() + continue_line(piece[last + 1:])
+class _ChapterCleaner:
+    """The chapter's cleaning of lines joined with nothing, on arrays, one piece of text at a time.
+
+    Per line: every run of non-letters becomes one space, the line is stripped and lower-cased. So a
+    letter is kept (lower case), and one space goes before it exactly when non-letters separate it
+    from an earlier letter of the same line -- when no line break lies between the two letters.
+    """
+
+    def __init__(self):
+        self.started = False   # the current line has had letters (in earlier pieces)
+        self.gap = False       # and non-letters followed its last letter
+
+    def clean(self, piece: str) -> np.ndarray:
+        codes = np.frombuffer(piece.encode("utf-32-le"), dtype=np.uint32)
+        lower = codes | 0x20
+        at = np.flatnonzero((lower >= ord("a")) & (lower <= ord("z")))     # the letters
+        breaks = np.cumsum(np.isin(codes, _BREAK_CODES))                    # breaks up to each place
+        if not len(at):
+            if len(codes) and breaks[-1]:
+                self.started = self.gap = False
+            elif len(codes) and self.started:
+                self.gap = True
+            return np.zeros(0, dtype=np.uint32)
+        space = np.empty(len(at), dtype=bool)
+        # between two letters of this piece: a run of non-letters, and no break in it
+        space[1:] = (np.diff(at) > 1) & (breaks[at[1:] - 1] == breaks[at[:-1]])
+        # the first letter continues the line of earlier pieces unless a break comes before it
+        breaks_before = breaks[at[0] - 1] if at[0] else 0
+        space[0] = self.started and not breaks_before and (self.gap or at[0] > 0)
+        last = at[-1]
+        if breaks[-1] > breaks[last]:
+            self.started = self.gap = False
+        else:
+            self.started, self.gap = True, bool(last < len(codes) - 1)
+        out = np.empty((len(at), 2), dtype=np.uint32)
+        out[:, 0], out[:, 1] = ord(" "), lower[at]
+        keep = np.ones((len(at), 2), dtype=bool)
+        keep[:, 0] = space
+        return out[keep]
 
 
 def clean_prefix(prefix: str, cleaning: str = "chapter") -> str:
@@ -304,9 +323,8 @@ class _CharCounter:
         self.number = np.full(0x110000, -1, dtype=np.int32)  # code point -> its place in first_seen
         self.counts = np.zeros(0, dtype=np.int64)             # by place in first_seen
 
-    def add(self, text: str) -> np.ndarray:
-        """Count ``text`` and return its characters' places in first_seen."""
-        codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    def add(self, codes: np.ndarray) -> np.ndarray:
+        """Count characters (code points) and return their places in first_seen."""
         present = np.flatnonzero(np.bincount(codes))
         new = present[self.number[present] < 0]
         if len(new):
@@ -323,7 +341,7 @@ class _CharCounter:
 
 def _load_chars(path, keep: int | None, cleaning: str) -> tuple[np.ndarray, Vocab]:
     scan = None if keep is None else max(keep, VOCAB_SCAN_TOKENS)
-    counter, kept, seen = _CharCounter(), [], 0
+    counter, held, seen = _CharCounter(), _Held(), 0
     blank = {"so far": True}
 
     def noting_text(pieces):
@@ -332,15 +350,17 @@ def _load_chars(path, keep: int | None, cleaning: str) -> tuple[np.ndarray, Voca
                 blank["so far"] = False
             yield piece
 
-    for piece in clean_stream(noting_text(iter_text(path)), cleaning):
+    for piece in _clean_codes(noting_text(iter_text(path)), cleaning):
         if scan is not None:
             piece = piece[:scan - seen]
-        if piece:
+        if len(piece):
             places = counter.add(piece)
             if keep is None or seen < keep:
-                # held compactly already: places are below the number of distinct characters so far
-                places = places if keep is None else places[:keep - seen]
-                kept.append(places.astype(id_dtype(len(counter.first_seen) + 1)))
+                if held.ids is None:
+                    # a text has no more characters than its file has bytes
+                    size = (time_machine_path() if path is None else Path(path)).stat().st_size
+                    held.start(size if keep is None else min(size, keep))
+                held.append(places if keep is None else places[:keep - seen], len(counter.first_seen))
             seen += len(piece)
         if scan is not None and seen >= scan:
             break      # the rest of the file is never read
@@ -348,14 +368,37 @@ def _load_chars(path, keep: int | None, cleaning: str) -> tuple[np.ndarray, Voca
         raise UserError(f"data file is empty: {path or time_machine_path()}")
     counts = {chr(code): int(n) for code, n in zip(counter.first_seen, counter.counts)}
     vocab = Vocab.from_counts(counts)
-    # places in order of appearance -> the vocabulary's ids, written piece by piece into one array
+    # places in order of appearance -> the vocabulary's ids, in place, a block at a time
     to_id = np.array([vocab.token_to_idx.get(ch, vocab.unk) for ch in counts], dtype=np.int64)
-    corpus = np.empty(sum(len(k) for k in kept), dtype=id_dtype(len(vocab)))
-    at = 0
-    for places in kept:
-        corpus[at:at + len(places)] = to_id[places]
-        at += len(places)
-    return corpus, vocab
+    corpus = held.ids[:held.length] if held.ids is not None else np.zeros(0, dtype=np.uint8)
+    for at in range(0, len(corpus), READ_CHUNK_BYTES):
+        corpus[at:at + READ_CHUNK_BYTES] = to_id[corpus[at:at + READ_CHUNK_BYTES]]
+    return corpus.astype(id_dtype(len(vocab)), copy=False), vocab
+
+
+class _Held:
+    """The kept characters' places, in one array as narrow as their number allows.
+
+    The array is sized for the most characters the file can hold but only what is written to is
+    ever given memory by the system, so the text is held once, at 1 byte per character for up to
+    255 distinct characters (widened, once, if more appear).
+    """
+
+    def __init__(self):
+        self.ids: np.ndarray | None = None
+        self.length = 0
+
+    def start(self, capacity: int) -> None:
+        self.ids = np.empty(capacity, dtype=np.uint8)
+
+    def append(self, places: np.ndarray, distinct: int) -> None:
+        wanted = id_dtype(distinct + 1)     # + 1: the vocabulary's <unk> comes first
+        if wanted.itemsize > self.ids.dtype.itemsize:
+            wider = np.empty(len(self.ids), dtype=wanted)
+            wider[:self.length] = self.ids[:self.length]
+            self.ids = wider
+        self.ids[self.length:self.length + len(places)] = places
+        self.length += len(places)
 
 
 def num_batches(corpus_len: int, batch_size: int, num_steps: int, sampling: str) -> int:

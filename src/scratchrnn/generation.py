@@ -2,7 +2,7 @@
 
 Works for every backend through ``Backend.forward`` only; the choice of the next token (greedy, or
 sampled with temperature / top-k / top-p) is plain NumPy and so identical everywhere. Greedy float32
-generation on the CPU goes to the compiled decoder when it is built (``fast_decode``), whatever the
+generation on the CPU goes to the compiled decoder when it is built (``kernels.decode``), whatever the
 backend: the same recurrence, without Python's cost per character.
 """
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from . import fast_decode
-from .backends.base import Backend
+from . import kernels
+from .backends.base import Backend, has_decode_weights
 from .data import Vocab, clean_prefix
 from .errors import UserError
 
@@ -179,9 +179,11 @@ def generate_blocks(backend: Backend, prefixes: Sequence[Sequence[int]], num_tok
     block = max(num_tokens, 1) if block is None else block
     if block < 1:
         raise ValueError(f"block must be a positive number of tokens, not {block}")
-    if (hasattr(backend, "decode_weights") and all(len(ids) > 0 for ids in prefixes)
-            and fast_decode.can_decode(len(prefixes), backend.dtype, backend.device,
-                                       decoding.strategy == "greedy")):
+    if (hasattr(backend, "decode_weights") and has_decode_weights(backend.config)
+            and all(len(ids) > 0 for ids in prefixes)
+            and decoding.strategy == "greedy"
+            and kernels.supports(getattr(backend.config, "cell", "rnn"), backend.dtype, backend.device,
+                                 "decode", batch=len(prefixes))):
         yield from _compiled_blocks(backend, prefixes, num_tokens, block, on_step)
         return
     state, logits = _read_prefixes(backend, prefixes)
@@ -251,7 +253,7 @@ STREAM_CHUNK = 64       # tokens the compiled decoder makes between two calls of
 
 def _compiled_blocks(backend: Backend, prefixes: Sequence[Sequence[int]], num_tokens: int, block: int,
                      on_step: Callable[[np.ndarray], None] | None) -> Iterator[np.ndarray]:
-    """``generate_blocks`` for greedy float32 decoding on the CPU, by the compiled decoder (fast_decode).
+    """``generate_blocks`` for greedy float32 decoding on the CPU, by the compiled decoder (kernels.decode).
 
     It reads the prefixes too (those of equal length together), so that no BLAS call comes between
     two generations: a multithreaded one leaves the BLAS library's threads spinning for a while on the
@@ -260,6 +262,7 @@ def _compiled_blocks(backend: Backend, prefixes: Sequence[Sequence[int]], num_to
     """
     input_rows, W_step, b_q = backend.decode_weights()
     activation = backend.config.activation
+    framework = backend.name            # no more threads than it is told to use (kernels.threads)
     h = np.array(backend.state_to_numpy(backend.begin_state(len(prefixes)))[0], dtype=np.float32)
     logits = np.zeros((len(prefixes), len(b_q)), np.float32)    # not read: every row starts forced
     groups = _rows_by_length(prefixes)
@@ -269,13 +272,15 @@ def _compiled_blocks(backend: Backend, prefixes: Sequence[Sequence[int]], num_to
         for rows in groups:
             h_rows, logits_rows = h[rows], logits[rows]             # copies, updated in place
             prompt = np.asarray([prefixes[row] for row in rows], dtype=np.int64)
-            fast_decode.greedy_decode(h_rows, logits_rows, input_rows, W_step, b_q, activation, 0, prompt)
+            kernels.decode.greedy_decode(h_rows, logits_rows, input_rows, W_step, b_q, activation, 0, prompt,
+                                         framework=framework)
             h[rows], logits[rows] = h_rows, logits_rows
         forced = None
     chunk = block if on_step is None else min(block, STREAM_CHUNK)
     for start in range(0, num_tokens, chunk):
-        tokens = fast_decode.greedy_decode(h, logits, input_rows, W_step, b_q, activation,
-                                           min(chunk, num_tokens - start), forced if start == 0 else None)
+        tokens = kernels.decode.greedy_decode(h, logits, input_rows, W_step, b_q, activation,
+                                              min(chunk, num_tokens - start), forced if start == 0 else None,
+                                              framework=framework)
         if on_step is not None:
             for column in tokens.T:
                 on_step(column)

@@ -11,20 +11,25 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import cells
 from .errors import UserError
 from .memory import available_bytes, format_bytes
 
 ACTIVATIONS = ("tanh", "relu")
 EMBEDDINGS = ("onehot", "learned")
-CELLS = ("rnn",)
+CELLS = ("rnn", "gru", "lstm")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The scratch RNN: h_t = act(x_t W_xh + h_{t-1} W_hh + b_h), o_t = h_t W_hq + b_q.
+    """A character-level recurrent language model: inputs, ``num_layers`` recurrent layers of one
+    ``cell``, and the output layer o_t = h_t W_hq + b_q reading the last layer.
 
-    ``embedding="onehot"`` feeds one-hot vectors as the chapter does; ``"learned"`` feeds a trained
-    ``embed_dim``-wide embedding instead (the chapter's first exercise).
+    ``cell="rnn"`` is the chapter's h_t = act(x_t W_xh + h_{t-1} W_hh + b_h) (``activation`` tanh or
+    relu); ``"gru"`` and ``"lstm"`` are the book's gated cells (9.1, 9.2; tanh only). ``embedding=
+    "onehot"`` feeds one-hot vectors as the chapter does; ``"learned"`` feeds a trained
+    ``embed_dim``-wide embedding instead (the chapter's first exercise). ``dropout`` is the probability
+    of dropping a unit of each layer's output (between layers and before the output layer) in training.
     """
 
     vocab_size: int
@@ -49,30 +54,43 @@ class ModelConfig:
             raise ValueError("a learned embedding needs embed_dim >= 1")
         if self.cell not in CELLS:
             raise ValueError(f"cell must be one of {CELLS}, not {self.cell!r}")
-        if self.num_layers != 1:
-            raise ValueError(f"num_layers must be 1 (deep models are not built yet), not {self.num_layers}")
+        if self.cell != "rnn" and self.activation != "tanh":
+            raise ValueError(f"activation must be 'tanh' for the {self.cell} cell (relu is for the rnn cell), "
+                             f"not {self.activation!r}")
+        if isinstance(self.num_layers, bool) or not isinstance(self.num_layers, (int, np.integer)) \
+                or self.num_layers < 1:
+            raise ValueError(f"num_layers must be a positive integer, not {self.num_layers}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), not {self.dropout}")
-        if self.dropout:
-            raise ValueError(f"dropout must be 0.0 (no cell applies dropout yet), not {self.dropout}")
 
     @property
     def input_size(self) -> int:
         """Width of what reaches W_xh: the vocabulary for one-hot inputs, else the embedding."""
         return self.vocab_size if self.embedding == "onehot" else self.embed_dim
 
+    def layer_input_size(self, layer: int) -> int:
+        """Width of what reaches layer ``layer``: the input for layer 0, the layer below's H after."""
+        return self.input_size if layer == 0 else self.num_hiddens
+
+    def layer_param_names(self, layer: int) -> dict[str, str]:
+        """The cell's plain parameter names (W_xh, ...) -> their names in the model for one layer."""
+        prefix = cells.layer_prefix(layer)
+        shapes = cells.get_cell(self.cell).param_shapes(self.layer_input_size(layer), self.num_hiddens)
+        return {name: prefix + name for name in shapes}
+
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
-        """Parameter names and shapes, in the chapter's order (W_xh, W_hh, b_h, W_hq, b_q)."""
+        """Parameter names and shapes, in the book's order: W_emb (learned embedding only), every
+        layer's cell parameters (layer 0 under the book's names, e.g. W_xh, W_hh, b_h for the RNN;
+        layer 1 under ``l1.W_xh``...), then the output layer W_hq, b_q."""
         shapes = {}
         if self.embedding == "learned":
             shapes["W_emb"] = (self.vocab_size, self.embed_dim)
-        shapes.update(
-            W_xh=(self.input_size, self.num_hiddens),
-            W_hh=(self.num_hiddens, self.num_hiddens),
-            b_h=(self.num_hiddens,),
-            W_hq=(self.num_hiddens, self.vocab_size),
-            b_q=(self.vocab_size,),
-        )
+        cell = cells.get_cell(self.cell)
+        for layer in range(self.num_layers):
+            prefix = cells.layer_prefix(layer)
+            for name, shape in cell.param_shapes(self.layer_input_size(layer), self.num_hiddens).items():
+                shapes[prefix + name] = shape
+        shapes.update(W_hq=(self.num_hiddens, self.vocab_size), b_q=(self.vocab_size,))
         return shapes
 
     def to_dict(self) -> dict:
@@ -94,12 +112,19 @@ def check_seed(seed, field: str = "seed") -> None:
         raise ValueError(f"{field} must be >= 0, not {seed}")
 
 
-def init_params(config: ModelConfig, seed: int = 0, dtype=np.float32) -> dict[str, np.ndarray]:
-    """Weights ~ N(0, 0.01^2), biases 0, exactly as the chapter's ``get_params``.
+def init_params(config: ModelConfig, seed: int = 0, dtype=np.float32, *,
+                forget_bias: float = 0.0) -> dict[str, np.ndarray]:
+    """Weights ~ N(0, 0.01^2), biases 0, exactly as the book's ``get_params`` (8.5, 9.1, 9.2).
 
-    Refuses (UserError) weights larger than the memory available, before drawing any of them.
+    The weights are drawn from one generator in ``param_shapes`` order, so a model's first layer and
+    the chapter's RNN get the same numbers from the same seed. ``forget_bias`` starts every LSTM
+    layer's forget-gate bias b_f there instead of at 0 (char-rnn uses 1: the memory is kept until the
+    model learns to forget); it draws nothing, so the weights stay the same. Refuses (UserError)
+    weights larger than the memory available, before drawing any of them.
     """
     check_seed(seed)
+    if forget_bias and config.cell != "lstm":
+        raise ValueError(f"forget_bias is for the lstm cell, not the {config.cell} cell")
     sizes = [int(np.prod(shape, dtype=object)) for shape in config.param_shapes().values()]
     # the draw is float64 before its cast, one matrix at a time
     needed = sum(sizes) * np.dtype(dtype).itemsize + max(sizes) * 8
@@ -111,8 +136,9 @@ def init_params(config: ModelConfig, seed: int = 0, dtype=np.float32) -> dict[st
     rng = np.random.default_rng(seed)
     params = {}
     for name, shape in config.param_shapes().items():
-        if name.startswith("b_"):
-            params[name] = np.zeros(shape, dtype=dtype)
+        if cells.is_bias(name):
+            value = forget_bias if name.rsplit(".", 1)[-1] == "b_f" else 0.0
+            params[name] = np.full(shape, value, dtype=dtype)
         else:
             params[name] = (rng.standard_normal(shape) * 0.01).astype(dtype)
     return params
@@ -120,6 +146,9 @@ def init_params(config: ModelConfig, seed: int = 0, dtype=np.float32) -> dict[st
 
 # -- memory: refuse what cannot fit before allocating it -------------------------------------------------
 OPTIMIZER_SLOTS = 2   # Adam's two moments: the most any optimizer keeps per parameter
+# hidden-wide arrays per step and row that backpropagation keeps for one layer of each cell: the
+# states and their gradients, and each gate's activations and gradients (cells/*.py)
+ACTIVATION_WIDTHS = {"rnn": 3, "gru": 9, "lstm": 12}
 
 
 @dataclass(frozen=True)
@@ -148,7 +177,9 @@ def estimate_training_bytes(config: ModelConfig, batch_size: int, num_steps: int
     itemsize = np.dtype(dtype).itemsize
     params = sum(int(np.prod(shape, dtype=object)) for shape in config.param_shapes().values())
     rows = int(batch_size) * int(num_steps)
-    hidden = (3 * rows + int(batch_size)) * config.num_hiddens   # states, pre-activations, their gradients
+    # per layer: states, pre-activations (every gate's), their gradients, and the dropout masks
+    per_row = ACTIVATION_WIDTHS[config.cell] + (2 if config.dropout else 0)
+    hidden = config.num_layers * (per_row * rows + int(batch_size)) * config.num_hiddens
     inputs = rows * config.input_size
     outputs = 3 * rows * config.vocab_size                       # logits, probabilities, their gradient
     return MemoryEstimate(parameters=params * itemsize, gradients=params * itemsize,

@@ -12,7 +12,8 @@ from typing import Sequence
 # Multiples of a power of ten offered as ticks on a log axis, from dense to sparse: the densest set
 # that puts at most _MAX_TICKS ticks inside the data's range is used, so a short range still gets a
 # few labels and a long one does not crowd them.
-_LOG_TICK_MULTIPLES = ((1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8, 9), (1, 1.5, 2, 3, 5, 7), (1, 2, 5), (1, 3), (1,))
+_LOG_TICK_MULTIPLES = ((1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8, 9), (1, 1.5, 2, 3, 5, 7), (1, 2, 5), (1, 3),
+                       (1,))
 _MAX_TICKS = 8
 # Up to this many epochs each one is marked on the curve, so a run of a few epochs shows its points.
 _MARKED_EPOCHS = 30
@@ -34,7 +35,8 @@ def _log_ticks(lo: float, hi: float) -> list[float]:
     """Tick values for a log axis showing [lo, hi] (both > 0)."""
     first, last = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
     for multiples in _LOG_TICK_MULTIPLES:
-        inside = [t for t in (m * 10.0 ** d for d in range(first, last + 1) for m in multiples) if lo <= t <= hi]
+        candidates = (m * 10.0 ** d for d in range(first, last + 1) for m in multiples)
+        inside = [t for t in candidates if lo <= t <= hi]
         if len(inside) <= _MAX_TICKS:
             break
     else:                               # many decades: every n-th power of ten
@@ -124,8 +126,8 @@ def _training_figure(records: Sequence[dict], title: str = ""):
     else:
         fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     marker = "o" if len(epochs) <= _MARKED_EPOCHS else None
-    train = [(e, r.get("train_perplexity")) for e, r in zip(epochs, rows) if _finite(r.get("train_perplexity"))]
-    val = [(e, r.get("val_perplexity")) for e, r in zip(epochs, rows) if _finite(r.get("val_perplexity"))]
+    train = [(e, r["train_perplexity"]) for e, r in zip(epochs, rows) if _finite(r.get("train_perplexity"))]
+    val = [(e, r["val_perplexity"]) for e, r in zip(epochs, rows) if _finite(r.get("val_perplexity"))]
     if train:
         ax.plot(*zip(*train), marker=marker, markersize=4, label="training")
     if val:

@@ -32,7 +32,7 @@ from .generation import default_prefix, encode_prefix, predict
 from .model import ModelConfig, check_fits_in_memory, init_params
 from .plotting import plot_training
 from .rundir import RunDirectory
-from .training import BEST_BY, TrainConfig, TrainState, train
+from .training import BEST_BY, TrainConfig, TrainState, json_safe_ints, train
 
 CHAPTER_MAX_TOKENS = 10000       # the chapter trains on the first 10,000 characters of its book
 DEFAULT_VAL_FRACTION = 0.1       # a text of one's own: the last 10% held out, as nanoGPT splits
@@ -258,15 +258,20 @@ def _run(config, mode, run_dir, resume, say, progress) -> RunOutcome:
     except ValueError as err:
         raise UserError(str(err)) from None
     corpus = load_run_corpus(cfg)
-    model = ModelConfig(len(corpus.vocab), **cfg.model)
+    try:
+        model = ModelConfig(len(corpus.vocab), **cfg.model)
+    except (TypeError, ValueError) as err:
+        raise UserError(str(err)) from None
     train_cfg = cfg.train
-    estimate = check_fits_in_memory(model, train_cfg.batch_size, train_cfg.num_steps, cfg.dtype)
+    check_fits_in_memory(model, train_cfg.batch_size, train_cfg.num_steps, cfg.dtype)
     prefixes = _prefixes(cfg, corpus)
 
     optimizer = train_cfg.make_optimizer()
+    # dropout masks come from the backend's own generator, seeded from the run's seed
+    options = {"dropout_seed": train_cfg.seed} if model.dropout else {}
     if resume is None:
         backend = backends.create(cfg.backend, init_params(model, train_cfg.seed), model,
-                                  device=cfg.device, dtype=cfg.dtype)
+                                  device=cfg.device, dtype=cfg.dtype, **options)
         state, carried = TrainState(), None
     else:
         ckpt, state = resume["ckpt"], resume["state"]
@@ -274,7 +279,11 @@ def _run(config, mode, run_dir, resume, say, progress) -> RunOutcome:
                 list(ckpt.vocab.idx_to_token) != list(corpus.vocab.idx_to_token):
             raise UserError(f"the training text is not the one the run in {run_dir.path} was saved with "
                             f"({cfg.data or 'the bundled book'} changed); resume needs the same text")
-        backend = backends.create(cfg.backend, ckpt.params, model, device=cfg.device, dtype=cfg.dtype)
+        backend = backends.create(cfg.backend, ckpt.params, model, device=cfg.device, dtype=cfg.dtype,
+                                  **options)
+        dropout_rng = resume["saved"].get("dropout_rng")
+        if dropout_rng is not None and hasattr(backend, "set_dropout_rng_state"):
+            backend.set_dropout_rng_state(json_safe_ints(dropout_rng, to_text=False))
         arrays = dict(ckpt.optimizer_state)
         carried_arrays = [arrays.pop(f"{CARRIED_SLOT}/{i}") for i in range(len(arrays))
                           if f"{CARRIED_SLOT}/{i}" in arrays]
@@ -313,6 +322,8 @@ def _run(config, mode, run_dir, resume, say, progress) -> RunOutcome:
         train_state = {"run": cfg.to_dict(), "progress": state.to_dict(with_history=False),
                        "optimizer_steps": optimizer.step_count, "data_fingerprint": corpus.fingerprint,
                        "world_size": 1}
+        if model.dropout and hasattr(backend, "dropout_rng_state"):
+            train_state["dropout_rng"] = json_safe_ints(backend.dropout_rng_state(), to_text=True)
         info = {"backend": cfg.backend, "epoch": state.epoch, "world_size": 1, "best": state.best,
                 "train": train_cfg.to_dict(), "prefixes": prefixes}
         run_dir.save(which, Checkpoint(backend.get_params(), corpus.vocab, model, cfg.cleaning, "char",

@@ -136,7 +136,7 @@ class TrainState:
 
     def to_dict(self, with_history: bool = True) -> dict:
         data = asdict(self)
-        data["loader_rng"] = _json_ints(self.loader_rng, to_text=True)
+        data["loader_rng"] = json_safe_ints(self.loader_rng, to_text=True)
         if not with_history:
             del data["history"]
         return data
@@ -145,18 +145,18 @@ class TrainState:
     def from_dict(cls, data: dict) -> "TrainState":
         known = set(cls.__dataclass_fields__)
         state = cls(**{k: v for k, v in data.items() if k in known})
-        state.loader_rng = _json_ints(state.loader_rng, to_text=False)
+        state.loader_rng = json_safe_ints(state.loader_rng, to_text=False)
         return state
 
 
-def _json_ints(value, to_text: bool):
+def json_safe_ints(value, to_text: bool):
     """A generator's state with its 128-bit integers as hexadecimal text (``to_text``) or back.
 
     Checkpoints refuse JSON integers of more than a few digits (a hostile file could hold millions),
     and PCG64's state and increment are 39-digit numbers.
     """
     if isinstance(value, dict):
-        return {k: _json_ints(v, to_text) for k, v in value.items()}
+        return {k: json_safe_ints(v, to_text) for k, v in value.items()}
     if to_text and isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**53:
         return f"int:{value:x}"
     if not to_text and isinstance(value, str) and value.startswith("int:"):

@@ -65,6 +65,8 @@ class Backend(ABC):
     dtypes: tuple[str, ...] = ("float32", "float64")
     #: recurrent cells this backend implements
     cells: tuple[str, ...] = ("rnn",)
+    #: whether this backend builds more than one layer and dropout (ModelConfig.num_layers, .dropout)
+    layers_and_dropout: bool = False
     #: the framework's tensor operations, for the optimizers and clipping
     ops = TensorOps()
 
@@ -85,6 +87,9 @@ class Backend(ABC):
         if config.cell not in self.cells:
             raise UserError(f"the {self.name} backend implements the {' and '.join(self.cells)} cell, "
                             f"not {config.cell!r}")
+        if not self.layers_and_dropout and (config.num_layers > 1 or config.dropout):
+            raise UserError(f"the {self.name} backend builds one layer without dropout, not num_layers "
+                            f"{config.num_layers} with dropout {config.dropout}")
         self.config = config
         self.device = device
         self.dtype = dtype
@@ -155,7 +160,7 @@ class Backend(ABC):
 
     def decode_weights(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The weights as generation uses them, in NumPy (see ``decode_weights_of``). For the compiled
-        decoder (scratchrnn.fast_decode), which so serves every backend."""
+        decoder (scratchrnn.kernels.decode), which so serves every backend."""
         return decode_weights_of(self.get_params(), self.config)
 
     # -- shared helpers ---------------------------------------------------------------------------
@@ -169,9 +174,18 @@ class Backend(ABC):
                 f"dtype={self.dtype})")
 
 
+def has_decode_weights(config: ModelConfig) -> bool:
+    """Whether a model's generation fits ``decode_weights_of`` (and so the compiled decoder): the
+    chapter's one-layer RNN. Gated cells and deeper models step through their own loops."""
+    return config.cell == "rnn" and config.num_layers == 1
+
+
 def decode_weights_of(params: dict, config: ModelConfig, concat=np.concatenate) -> tuple:
     """Every token's input term x W_xh + b_h (vocab, hidden), ``[W_hh | W_hq]`` (hidden, hidden + vocab)
-    and b_q: one row gather and one product per generated token."""
+    and b_q: one row gather and one product per generated token. The one-layer RNN's only."""
+    if not has_decode_weights(config):
+        raise ValueError(f"decode weights exist for one rnn layer only, not for {config.num_layers} "
+                         f"{config.cell} layer(s)")
     p = params
     if config.embedding == "onehot":
         input_rows = p["W_xh"] + p["b_h"]               # row v: one_hot(v) W_xh + b_h

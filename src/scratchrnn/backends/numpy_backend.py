@@ -1,18 +1,22 @@
-"""The reference backend: the scratch RNN in NumPy, backpropagation through time written out by hand.
+"""The reference backend: the book's models in NumPy, backpropagation through time written out by hand.
 
-No autograd anywhere: every gradient below is derived on paper and checked against finite differences
-in the tests. The other backends are tested against this one.
+No autograd anywhere: every gradient below and in ``scratchrnn.cells`` is derived on paper and checked
+against finite differences in the tests. The other backends are tested against this one.
+
+The model: inputs (one-hot, or a learned embedding), ``num_layers`` layers of one cell (RNN, GRU or
+LSTM; ``scratchrnn.cells``), inverted dropout on each layer's output in training, and the output layer.
 
 Choices that make it fast without changing the mathematics:
-- ``one_hot(x) @ W_xh`` is the row ``W_xh[x]``, so inputs are a gather, not a multiplication;
-- the output layer and the weight gradients are one big matrix product over all time steps instead of
-  one small product per step; only the recurrence itself has to walk step by step;
-- the step-by-step loops write into preallocated buffers (``out=``), so a step allocates nothing;
-- generation (``decode``) multiplies the state by ``[W_hh | W_hq]`` once per token, which gives the
-  next recurrence term and the logits together.
-In float32, where the compiled library is built, the two step-by-step loops (the forward recurrence
-and backpropagation through it) run compiled instead (``scratchrnn.fast_recurrence``); the loops
-written here stay the reference for float64 and where it is not.
+- ``one_hot(x) @ W_x`` is the row ``W_x[x]``, so inputs are a gather, not a multiplication;
+- every gate's input terms, the output layer and the weight gradients are one big matrix product over
+  all time steps instead of one small product per step; only the recurrence itself has to walk step by
+  step (the cells' loops);
+- the step-by-step loops write into preallocated buffers (``out=``);
+- generation with the chapter's one-layer RNN (``decode``) multiplies the state by ``[W_hh | W_hq]``
+  once per token, which gives the next recurrence term and the logits together.
+In float32, where the compiled library is built, the RNN cell's two step-by-step loops (the forward
+recurrence and backpropagation through it) run compiled instead (``scratchrnn.kernels``); the
+loops written here stay the reference for float64 and where it is not.
 """
 from __future__ import annotations
 
@@ -21,16 +25,24 @@ from typing import Callable
 
 import numpy as np
 
-from .. import fast_recurrence
+from ..cells import CellWeights, dropout_mask, get_cell
 from ..model import ModelConfig
 from .base import Backend, decode_weights_of
 
 
-class NumpyState(tuple):
-    """The hidden state, plus -- until detached -- the batches whose computation led to it.
+def dropout_generator(seed: int) -> np.random.Generator:
+    """The generator dropout masks are drawn from, for a seed: a stream of its own, apart from the
+    one ``init_params`` draws the weights from with the same seed."""
+    return np.random.default_rng([seed, 0x0D0])
 
-    That record is what an autograd framework keeps in its graph; here it is a plain list, so that
-    training without detaching (the chapter's exercise) can backpropagate into earlier batches.
+
+class NumpyState(tuple):
+    """The state, plus -- until detached -- the batches whose computation led to it.
+
+    The state is flat: each layer's state tensors in turn (H for the RNN and the GRU, H then C for the
+    LSTM), layer 0 first, each (batch, hidden). The record of earlier batches is what an autograd
+    framework keeps in its graph; here it is a plain list, so that training without detaching (the
+    chapter's exercise) can backpropagate into earlier batches.
     """
 
     history: tuple = ()
@@ -42,12 +54,23 @@ class NumpyState(tuple):
 
 
 @dataclass
+class _LayerRecord:
+    """What the backward pass needs from one layer of one forward pass."""
+
+    weights: CellWeights
+    cache: object                 # the cell's own (see Cell.forward)
+    inputs: np.ndarray | None     # (steps, batch, hidden): what reached the layer (layers above 0)
+    mask: np.ndarray | None       # the dropout mask applied to its output (training with dropout)
+
+
+@dataclass
 class _BatchRecord:
     """What the backward pass needs from one forward pass over a (batch, steps) minibatch."""
 
-    tokens: np.ndarray        # (steps, batch) input indices, time-major
-    hs: np.ndarray            # (steps + 1, batch, hidden): hs[0] is the state the batch started from
-    params: dict              # the parameter arrays used (updates replace arrays, never mutate them)
+    tokens: np.ndarray            # (steps, batch) input indices, time-major
+    layers: list                  # a _LayerRecord per layer, layer 0 first
+    top: np.ndarray               # (steps, batch, hidden): what the output layer read
+    final_state: tuple            # the flat state after the batch
     embedded: np.ndarray | None = None  # (steps, batch, embed) for a learned embedding
 
 
@@ -91,14 +114,29 @@ def softmax_cross_entropy(logits: np.ndarray, targets: np.ndarray) -> tuple[floa
 
 class NumpyBackend(Backend):
     name = "numpy"
+    cells = ("rnn", "gru", "lstm")
+    layers_and_dropout = True
 
-    def __init__(self, params, config: ModelConfig, device: str = "cpu", dtype: str = "float32"):
+    def __init__(self, params, config: ModelConfig, device: str = "cpu", dtype: str = "float32",
+                 dropout_seed: int = 0):
         super().__init__(params, config, device, dtype)
         self.params = {name: np.array(params[name], dtype=dtype, copy=True) for name in config.param_shapes()}
+        self.cell = get_cell(config.cell)
+        self._layer_names = [config.layer_param_names(layer) for layer in range(config.num_layers)]
+        self._dropout_rng = dropout_generator(dropout_seed)
+
+    # -- dropout masks ----------------------------------------------------------------------------
+    def dropout_rng_state(self) -> dict:
+        """The state of the generator the dropout masks come from (JSON-able), for checkpoints."""
+        return self._dropout_rng.bit_generator.state
+
+    def set_dropout_rng_state(self, state: dict) -> None:
+        self._dropout_rng.bit_generator.state = state
 
     # -- state ------------------------------------------------------------------------------------
     def begin_state(self, batch_size):
-        return NumpyState((np.zeros((batch_size, self.config.num_hiddens), dtype=self.dtype),))
+        per_layer = self.cell.begin_state(batch_size, self.config.num_hiddens, self.dtype)
+        return NumpyState(tuple(np.zeros_like(s) for _ in range(self.config.num_layers) for s in per_layer))
 
     def detach(self, state):
         return NumpyState(tuple(state))
@@ -109,123 +147,113 @@ class NumpyBackend(Backend):
     def state_from_numpy(self, state):
         return NumpyState(tuple(np.asarray(s, dtype=self.dtype) for s in state))
 
+    def _layer_state(self, state, layer: int) -> tuple:
+        width = len(self.cell.state_names)
+        return tuple(state[layer * width:(layer + 1) * width])
+
     # -- forward ----------------------------------------------------------------------------------
-    def _activate_(self, z: np.ndarray) -> np.ndarray:
-        """act(z), in place."""
-        if self.config.activation == "tanh":
-            return np.tanh(z, out=z)
-        return np.maximum(z, 0, out=z)
+    def _prepare(self, params: dict) -> list[CellWeights]:
+        """Every layer's weights, side by side as its cell's step loop uses them."""
+        return [self.cell.prepare({plain: params[full] for plain, full in names.items()})
+                for names in self._layer_names]
 
-    def _activation_grad(self, h: np.ndarray) -> np.ndarray:
-        """d act(z) / dz, written in terms of the output h = act(z) (a new array)."""
-        if self.config.activation == "tanh":
-            grad = np.multiply(h, h)
-            return np.subtract(1, grad, out=grad)
-        return (h > 0).astype(h.dtype)
-
-    def _input_projections(self, tokens: np.ndarray, p: dict) -> tuple[np.ndarray, np.ndarray | None]:
-        """x_t W_xh + b_h for every step at once, (steps, batch, hidden); and the embeddings if learned."""
-        if self.config.embedding == "onehot":
-            inputs = p["W_xh"][tokens]                  # one_hot(x) @ W_xh == W_xh[x]
-            embedded = None
-        else:
-            embedded = p["W_emb"][tokens]
-            inputs = embedded @ p["W_xh"]
-        inputs += p["b_h"]
-        return inputs, embedded
-
-    def _run(self, X: np.ndarray, state) -> tuple[np.ndarray, _BatchRecord]:
+    def _run(self, X: np.ndarray, state, train: bool, prepared: list | None = None
+             ) -> tuple[np.ndarray, _BatchRecord]:
+        """Logits (steps * batch, vocab), time-major, and the record of the pass. ``train`` draws and
+        applies the dropout masks."""
         p = self.params
+        prepared = self._prepare(p) if prepared is None else prepared
         tokens = np.asarray(X).T                        # (steps, batch): time-major, as the chapter
-        inputs, embedded = self._input_projections(tokens, p)
         num_steps, batch = tokens.shape
-        hs = np.empty((num_steps + 1, batch, self.config.num_hiddens), dtype=self.dtype)
-        hs[0] = state[0]
-        W_hh = p["W_hh"]
-        if fast_recurrence.can_run(batch, self.dtype):
-            hs[1:] = inputs
-            fast_recurrence.forward(hs, W_hh, self.config.activation)
-        else:
-            for t in range(num_steps):
-                h = np.matmul(hs[t], W_hh, out=hs[t + 1])   # h_t = act(x_t W_xh + b_h + h_{t-1} W_hh)
-                h += inputs[t]
-                self._activate_(h)
-        logits = np.matmul(hs[1:].reshape(num_steps * batch, -1), p["W_hq"])
+        hidden = self.config.num_hiddens
+        rate = self.config.dropout if train else 0.0
+        layers, final_state, embedded, x = [], [], None, None
+        for layer, weights in enumerate(prepared):
+            # the input terms x_t W_x + b of every gate and step at once
+            if layer > 0:
+                terms = (x.reshape(-1, hidden) @ weights.W_x).reshape(num_steps, batch, -1)
+            elif self.config.embedding == "onehot":
+                terms = weights.W_x[tokens]             # one_hot(x) @ W_x == W_x[x]
+            else:
+                embedded = p["W_emb"][tokens]
+                terms = embedded @ weights.W_x
+            terms += weights.b
+            outputs, final, cache = self.cell.forward(terms, self._layer_state(state, layer), weights,
+                                                      self.config.activation)
+            final_state.extend(final)
+            mask = None
+            if rate:
+                mask = dropout_mask(self._dropout_rng, outputs.shape, rate, outputs.dtype)
+                outputs = outputs * mask
+            layers.append(_LayerRecord(weights, cache, x, mask))
+            x = outputs
+        logits = np.matmul(x.reshape(num_steps * batch, hidden), p["W_hq"])
         logits += p["b_q"]
-        return logits, _BatchRecord(tokens, hs, p, embedded)
+        return logits, _BatchRecord(tokens, layers, x, tuple(final_state), embedded)
 
     def forward(self, X, state):
-        logits, record = self._run(X, state)
-        return logits, NumpyState((record.hs[-1].copy(),))
+        logits, record = self._run(X, state, train=False)
+        return logits, NumpyState(record.final_state)
 
     # -- backward ---------------------------------------------------------------------------------
-    def _backprop_recurrence(self, record: _BatchRecord, dhs: np.ndarray | None, dh_last: np.ndarray | None,
-                             grads: dict, need_dh0: bool) -> np.ndarray | None:
-        """Walk one batch backwards in time, add its parameter gradients to ``grads``.
+    def _backprop(self, record: _BatchRecord, d_top: np.ndarray | None, d_final: tuple | None,
+                  grads: dict, need_d_state0: bool) -> tuple | None:
+        """Walk one batch backwards through its layers and steps, adding its parameter gradients to
+        ``grads``.
 
-        ``dhs`` is the loss gradient reaching each hidden state from the outputs (None for an earlier
-        batch, whose outputs were already trained on); it is used as scratch space. ``dh_last`` is what
-        reaches the final state from later batches (None: nothing). Returns the gradient with respect
-        to the state the batch started from when ``need_dh0``, else None.
+        ``d_top`` is the loss gradient reaching what the output layer read (None for an earlier batch,
+        whose outputs were already trained on); ``d_final`` what reaches the state after the batch
+        from later batches (None: nothing). Returns the gradient with respect to the state the batch
+        started from (flat, like the state) when ``need_d_state0``, else None.
         """
-        p = record.params
-        hs = record.hs
-        hidden = hs.shape[2]
-        W_hh_T = np.ascontiguousarray(p["W_hh"].T)
-        if fast_recurrence.can_run(hs.shape[1], self.dtype):
-            dz, dh0 = fast_recurrence.backward(hs, W_hh_T, dhs, dh_last, self.config.activation, need_dh0)
-        else:
-            dz, dh0 = self._backprop_steps(hs, W_hh_T, dhs, dh_last, need_dh0)
-        h_prev = hs[:-1].reshape(-1, hidden)
-        dz2 = dz.reshape(-1, hidden)
-        grads["W_hh"] += h_prev.T @ dz2
-        grads["b_h"] += dz2.sum(axis=0)
+        num_steps, batch = record.tokens.shape
         flat_tokens = record.tokens.reshape(-1)
-        if self.config.embedding == "onehot":
-            grads["W_xh"] += scatter_add_rows(flat_tokens, dz2, self.config.vocab_size)
-        else:
-            grads["W_xh"] += record.embedded.reshape(-1, self.config.embed_dim).T @ dz2
-            grads["W_emb"] += scatter_add_rows(flat_tokens, dz2 @ p["W_xh"].T, self.config.vocab_size)
-        return dh0
-
-    def _backprop_steps(self, hs: np.ndarray, W_hh_T: np.ndarray, dhs: np.ndarray | None,
-                        dh_last: np.ndarray | None, need_dh0: bool) -> tuple[np.ndarray, np.ndarray | None]:
-        """The step-by-step part of ``_backprop_recurrence``: dL/dz_t for every step, and dL/dh_0."""
-        num_steps, batch, hidden = hs.shape[0] - 1, hs.shape[1], hs.shape[2]
-        dz = self._activation_grad(hs[1:])              # becomes dL/dz_t step by step below
-        carried = np.empty((batch, hidden), dtype=self.dtype)   # dL/dh_t arriving from step t + 1
-        for t in range(num_steps - 1, -1, -1):
-            # dL/dh_t: from this step's output, plus from step t + 1 (or, at the last step, later batches)
-            from_later = dh_last if t == num_steps - 1 else carried
-            if dhs is None:
-                dh = from_later
+        hidden, vocab_size = self.config.num_hiddens, self.config.vocab_size
+        width = len(self.cell.state_names)
+        d_out, d_state0 = d_top, []
+        for layer in range(len(record.layers) - 1, -1, -1):
+            rec, names = record.layers[layer], self._layer_names[layer]
+            if d_out is not None and rec.mask is not None:
+                d_out = d_out * rec.mask
+            d_layer_final = None if d_final is None else d_final[layer * width:(layer + 1) * width]
+            d_terms, d_recurrent, d_start = self.cell.backward(rec.cache, rec.weights, d_out, d_layer_final,
+                                                               need_d_state0)
+            d_terms = d_terms.reshape(num_steps * batch, -1)
+            if layer > 0:
+                d_W_x = rec.inputs.reshape(-1, hidden).T @ d_terms
+                d_out = (d_terms @ rec.weights.W_x.T).reshape(num_steps, batch, hidden)
+            elif self.config.embedding == "onehot":
+                d_W_x = scatter_add_rows(flat_tokens, d_terms, vocab_size)
             else:
-                dh = dhs[t]
-                if from_later is not None:
-                    dh += from_later
-            dz[t] *= dh
-            if t > 0 or need_dh0:
-                np.matmul(dz[t], W_hh_T, out=carried)
-        return dz, carried if need_dh0 else None
+                d_W_x = record.embedded.reshape(-1, self.config.embed_dim).T @ d_terms
+                grads["W_emb"] += scatter_add_rows(flat_tokens, d_terms @ rec.weights.W_x.T, vocab_size)
+            for plain, grad in self.cell.input_grads(d_W_x, d_terms.sum(axis=0)).items():
+                grads[names[plain]] += grad
+            for plain, grad in d_recurrent.items():
+                grads[names[plain]] += grad
+            d_state0[:0] = d_start or ()
+        return tuple(d_state0) if need_d_state0 else None
 
     def gradients(self, X, Y, state):
-        logits, record = self._run(X, state)
+        """Mean cross-entropy of predicting Y from X, its gradients (NumPy arrays), and the state after
+        X. With dropout, this draws the batch's masks. No update."""
+        logits, record = self._run(X, state, train=True)
         targets = np.asarray(Y).T.reshape(-1)           # time-major, to line up with the logits
         loss, dlogits = softmax_cross_entropy(logits, targets)
 
         p = self.params
         grads = {name: np.zeros_like(value) for name, value in p.items()}
-        hs_flat = record.hs[1:].reshape(-1, self.config.num_hiddens)
-        grads["W_hq"] = hs_flat.T @ dlogits
+        top_flat = record.top.reshape(-1, self.config.num_hiddens)
+        grads["W_hq"] = top_flat.T @ dlogits
         grads["b_q"] = dlogits.sum(axis=0)
-        dhs = (dlogits @ p["W_hq"].T).reshape(record.hs[1:].shape)
+        d_top = (dlogits @ p["W_hq"].T).reshape(record.top.shape)
         # a state that was never detached carries the batches before it: follow the gradient there too
         history = getattr(state, "history", ())
-        dh0 = self._backprop_recurrence(record, dhs, None, grads, need_dh0=bool(history))
+        d_state0 = self._backprop(record, d_top, None, grads, need_d_state0=bool(history))
         for i, earlier in reversed(list(enumerate(history))):
-            dh0 = self._backprop_recurrence(earlier, None, dh0, grads, need_dh0=i > 0)
+            d_state0 = self._backprop(earlier, None, d_state0, grads, need_d_state0=i > 0)
 
-        new_state = NumpyState((record.hs[-1].copy(),), history=(*history, record))
+        new_state = NumpyState(record.final_state, history=(*history, record))
         return loss, grads, new_state
 
     def parameters(self):
@@ -250,11 +278,24 @@ class NumpyBackend(Backend):
 
         ``logits`` (batch, vocab) are those after the last token read; ``pick`` turns logits into the
         next tokens (greedy or sampled) and ``on_step`` sees each new column. Returns (batch, num_tokens).
-        Same mathematics as calling ``forward`` one token at a time, without its per-call overhead.
+        Same mathematics as calling ``forward`` one token at a time, without most of its per-call cost:
+        for the chapter's one-layer RNN, one product per token (``decode_loop``); for other models the
+        weights are laid side by side once, not once per token.
         """
-        input_rows, W_step, b_q = self.decode_weights()
-        return decode_loop(np.array(state[0], dtype=self.dtype), np.asarray(logits), input_rows, W_step,
-                           b_q, self.config.activation, num_tokens, pick, on_step)
+        if self.config.cell == "rnn" and self.config.num_layers == 1:
+            input_rows, W_step, b_q = self.decode_weights()
+            return decode_loop(np.array(state[0], dtype=self.dtype), np.asarray(logits), input_rows, W_step,
+                               b_q, self.config.activation, num_tokens, pick, on_step)
+        prepared = self._prepare(self.params)
+        tokens = np.empty((num_tokens, len(logits)), dtype=np.int64)
+        for step in range(num_tokens):
+            tokens[step] = pick(logits)
+            if on_step is not None:
+                on_step(tokens[step])
+            if step + 1 < num_tokens:
+                logits, record = self._run(tokens[step][:, None], state, train=False, prepared=prepared)
+                state = record.final_state
+        return tokens.T
 
 
 def decode_loop(h: np.ndarray, logits: np.ndarray, input_rows: np.ndarray, W_step: np.ndarray,

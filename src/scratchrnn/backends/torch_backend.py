@@ -13,9 +13,15 @@ It is kept for readers of the chapter and as the yardstick the fast path is test
 - inference and generation run without autograd; on the CPU, tanh and the generation loop run on
   NumPy views of the same memory, where NumPy is measurably faster (see the comments there);
 - in float32 on the CPU, where the compiled library is built, the two step loops (forward, and
-  backpropagation through time) run compiled on those views (``scratchrnn.fast_recurrence``).
+  backpropagation through time) run compiled on those views (``scratchrnn.kernels``), on at most
+  ``torch.get_num_threads()`` threads.
 Because ``_RNNLoss`` returns the gradient with respect to the state it started from, a state that is
 not detached still lets the next batch backpropagate into this one (the chapter's exercise).
+
+The fast path is the chapter's model's only (one RNN layer, no dropout). GRU and LSTM cells, stacked
+layers and dropout run the book's own code (chapters 9.1-9.3, ``torch_chapter``) under either
+``impl``, with autograd; their dropout masks are drawn from a NumPy generator exactly as the NumPy
+backend draws them, so the two backends train alike from the same seed.
 """
 from __future__ import annotations
 
@@ -25,10 +31,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .. import compiled, fast_recurrence
+from .. import kernels
 from ..errors import UserError
-from .base import Backend, TensorOps, decode_weights_of
-from .numpy_backend import decode_loop
+from ..cells import dropout_mask
+from . import torch_chapter
+from .base import Backend, TensorOps, decode_weights_of, has_decode_weights
+from .numpy_backend import decode_loop, dropout_generator
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 IMPLEMENTATIONS = ("fast", "chapter")
@@ -79,7 +87,8 @@ def _run_recurrence(tokens, h0, W_xh, W_hh, b_h, W_emb, activation: str):
         embedded = torch.index_select(W_emb, 0, flat_tokens)
         torch.addmm(b_h, embedded, W_xh, out=projections)
     if _runs_compiled(hs):
-        fast_recurrence.forward(hs.numpy(), W_hh.detach().numpy(), activation)
+        kernels.recurrence.forward(hs.numpy(), W_hh.detach().numpy(), activation,
+                                   threads=kernels.threads("torch"))
         return hs, embedded
     steps = hs.unbind(0)
     for t in range(num_steps):
@@ -89,15 +98,9 @@ def _run_recurrence(tokens, h0, W_xh, W_hh, b_h, W_emb, activation: str):
 
 def _runs_compiled(hs) -> bool:
     """Whether the step loops over the states ``hs`` (steps + 1, batch, hidden) run compiled."""
-    return (hs.device.type == "cpu" and hs.dtype == torch.float32
-            and fast_recurrence.can_run(hs.shape[1], np.float32))
-
-
-def _share_openmp_team() -> None:
-    """Have the compiled recurrences run on PyTorch's own OpenMP threads (see
-    ``compiled.share_openmp_team``): GNU OpenMP in PyTorch's wheels for Linux, Intel's in some others."""
-    if compiled.openmp_team() is None and "parallel backend: OpenMP" in torch.__config__.parallel_info():
-        compiled.share_openmp_team("libgomp") or compiled.share_openmp_team("libiomp5")
+    return (hs.dtype == torch.float32
+            and kernels.supports("rnn", np.float32, hs.device.type, "forward", batch=hs.shape[1],
+                                 framework="torch"))
 
 
 def _activate_(z, activation: str):
@@ -190,9 +193,10 @@ class _RNNLoss(torch.autograd.Function):
 
         need_dh0 = ctx.needs_input_grad[0]
         if _runs_compiled(hs):
-            dz, d_h0 = fast_recurrence.backward(
+            dz, d_h0 = kernels.recurrence.backward(
                 hs.numpy(), W_hh_T.numpy(), None if dhs is None else dhs.numpy(),
-                None if d_h_last is None else d_h_last.numpy(), ctx.activation, need_dh0)
+                None if d_h_last is None else d_h_last.numpy(), ctx.activation, need_dh0,
+                threads=kernels.threads("torch"))
             dz, d_h0 = torch.from_numpy(dz), None if d_h0 is None else torch.from_numpy(d_h0)
         else:
             dz, d_h0 = _backprop_steps(hs, W_hh_T, dhs, d_h_last, ctx.activation, need_dh0)
@@ -211,12 +215,20 @@ class _RNNLoss(torch.autograd.Function):
         return d_h0, d_W_xh, d_W_hh, d_b_h, d_W_hq, d_b_q, d_W_emb, None, None, None
 
 
+def _is_chapter_model(config) -> bool:
+    """The chapter's model: one RNN layer, no dropout (what ``_rnn`` and the hand BPTT compute)."""
+    return config.cell == "rnn" and config.num_layers == 1 and not config.dropout
+
+
 class TorchBackend(Backend):
     name = "torch"
     devices = ("cpu", "cuda")
+    cells = ("rnn", "gru", "lstm")
+    layers_and_dropout = True
     ops = TorchOps()
 
-    def __init__(self, params, config, device="cpu", dtype="float32", impl: str = "fast"):
+    def __init__(self, params, config, device="cpu", dtype="float32", impl: str = "fast",
+                 dropout_seed: int = 0):
         super().__init__(params, config, device, dtype)
         if device == "cuda" and not torch.cuda.is_available():
             raise UserError("--device cuda asked for, but this PyTorch sees no CUDA GPU")
@@ -224,8 +236,12 @@ class TorchBackend(Backend):
             raise UserError(f"the torch backend's impl must be one of {', '.join(IMPLEMENTATIONS)}, "
                             f"not {impl!r}")
         self.impl = impl
-        if device == "cpu" and dtype == "float32" and impl == "fast":
-            _share_openmp_team()
+        # the hand-written BPTT exists for the chapter's model; every other model (gated cells, more
+        # layers, dropout) runs the book's autograd form (torch_chapter), whatever ``impl`` says
+        self.hand_bptt = impl == "fast" and _is_chapter_model(config)
+        # dropout masks come from a NumPy generator, drawn as the NumPy backend draws them: the same
+        # seed gives both backends the same masks
+        self._dropout_rng = dropout_generator(dropout_seed)
         self.torch_device = torch.device(device)
         self.torch_dtype = _DTYPES[dtype]
         self.params = {
@@ -237,10 +253,19 @@ class TorchBackend(Backend):
     def __repr__(self) -> str:
         return super().__repr__()[:-1] + f", impl={self.impl})"
 
+    def dropout_rng_state(self) -> dict:
+        """The state of the generator the dropout masks come from (JSON-able), for checkpoints."""
+        return self._dropout_rng.bit_generator.state
+
+    def set_dropout_rng_state(self, state: dict) -> None:
+        self._dropout_rng.bit_generator.state = state
+
     # -- state ------------------------------------------------------------------------------------
     def begin_state(self, batch_size):
-        return (torch.zeros((batch_size, self.config.num_hiddens), dtype=self.torch_dtype,
-                            device=self.torch_device),)
+        # flat: each layer's tensors in turn (H; or H, C for the LSTM), as the NumPy backend's
+        count = torch_chapter.STATE_SIZES[self.config.cell] * self.config.num_layers
+        return tuple(torch.zeros((batch_size, self.config.num_hiddens), dtype=self.torch_dtype,
+                                 device=self.torch_device) for _ in range(count))
 
     def detach(self, state):
         return tuple(s.detach() for s in state)
@@ -283,9 +308,23 @@ class TorchBackend(Backend):
         # place. ``clone`` snapshots the values and still passes gradients to the parameters.
         return {name: p.clone() for name, p in self.params.items()}
 
+    def _chapter_logits(self, X, state, weights, train: bool):
+        """The chapter's ``rnn`` for its own model, the book's deep model (9.3) for every other; with
+        dropout masks in training."""
+        if _is_chapter_model(self.config):
+            return self._rnn(self._inputs(X, weights), state, weights)
+        masks = None
+        if train and self.config.dropout:
+            steps, batch = np.shape(X)[1], np.shape(X)[0]
+            masks = [torch.as_tensor(dropout_mask(self._dropout_rng, (steps, batch, self.config.num_hiddens),
+                                                  self.config.dropout, self.numpy_dtype()),
+                                     device=self.torch_device)
+                     for _ in range(self.config.num_layers)]
+        return torch_chapter.deep_model(self._inputs(X, weights), state, weights, self.config, masks)
+
     def _chapter_loss(self, X, Y, state):
         weights = self._graph_weights()
-        logits, new_state = self._rnn(self._inputs(X, weights), state, weights)
+        logits, new_state = self._chapter_logits(X, state, weights, train=True)
         y = torch.as_tensor(np.asarray(Y), device=self.torch_device).T.reshape(-1)
         return F.cross_entropy(logits, y.long()), new_state
 
@@ -307,14 +346,14 @@ class TorchBackend(Backend):
     # -- the Backend interface --------------------------------------------------------------------
     def forward(self, X, state):
         with torch.no_grad():
-            if self.impl == "fast":
+            if self.hand_bptt:
                 logits, state = self._fast_forward(X, state)
             else:
-                logits, state = self._rnn(self._inputs(X, self.params), state, self.params)
+                logits, state = self._chapter_logits(X, state, self.params, train=False)
         return logits.cpu().numpy(), state
 
     def _loss(self, X, Y, state):
-        return (self._fast_loss if self.impl == "fast" else self._chapter_loss)(X, Y, state)
+        return (self._fast_loss if self.hand_bptt else self._chapter_loss)(X, Y, state)
 
     def _backward(self, loss):
         for p in self.params.values():
@@ -350,6 +389,8 @@ class TorchBackend(Backend):
         generation on the CPU does not come here when the compiled decoder is built: see
         ``generation.generate_ids``.)
         """
+        if not has_decode_weights(self.config):
+            return self._decode_by_forward(state, logits, num_tokens, pick, on_step)
         with torch.no_grad():
             input_rows, W_step = self._decode_weights()
             h = state[0].detach().clone()
@@ -358,6 +399,18 @@ class TorchBackend(Backend):
                                    self.params["b_q"].detach().numpy(), self.config.activation,
                                    num_tokens, pick, on_step)
             return self._decode_in_torch(h, logits, input_rows, W_step, num_tokens, pick, on_step)
+
+    def _decode_by_forward(self, state, logits, num_tokens, pick, on_step):
+        """Generation for models without one product per token (gated cells, more layers): the step
+        through ``forward``, one token at a time."""
+        tokens = np.empty((num_tokens, len(logits)), dtype=np.int64)
+        for step in range(num_tokens):
+            tokens[step] = pick(logits)
+            if on_step is not None:
+                on_step(tokens[step])
+            if step + 1 < num_tokens:
+                logits, state = self.forward(tokens[step][:, None], state)
+        return tokens.T
 
     def _decode_weights(self):
         """``decode_weights_of`` in torch tensors: x W_xh + b_h for every token, and [W_hh | W_hq]."""

@@ -102,12 +102,18 @@ class RunSpec:
     activation: str = "tanh"
     embedding: str = "onehot"
     embed_dim: int = 0
+    cell: str = "rnn"
+    num_layers: int = 1
+    dropout: float = 0.0
 
     def describe(self) -> str:
         clip = f"clip {self.clip:g}" if self.clip is not None else "no clipping"
         inputs = "one-hot" if self.embedding == "onehot" else f"embedding {self.embed_dim}"
-        return (f"{self.activation}, {inputs}, {self.hidden} hidden, {self.num_steps} steps, "
-                f"lr {self.lr:g}, {clip}{'' if self.detach else ', not detached'}")
+        cell = self.activation if self.cell == "rnn" else self.cell
+        layers = f"{self.num_layers} layers of " if self.num_layers > 1 else ""
+        dropout = f", dropout {self.dropout:g}" if self.dropout else ""
+        return (f"{layers}{cell}, {inputs}, {self.hidden} hidden, {self.num_steps} steps, "
+                f"lr {self.lr:g}, {clip}{dropout}{'' if self.detach else ', not detached'}")
 
 
 @dataclass
@@ -210,8 +216,10 @@ def train_run(ctx: Context, spec: RunSpec, corpus: Sequence[int], vocab: Vocab,
     """
     check_corpus_fits(len(corpus), spec.batch_size, spec.num_steps, "sequential")
     model = ModelConfig(len(vocab), spec.hidden, spec.activation, spec.embedding,
-                        spec.embed_dim if spec.embedding == "learned" else 0)
-    backend = backends.create(ctx.backend, init_params(model, ctx.seed), model)
+                        spec.embed_dim if spec.embedding == "learned" else 0, cell=spec.cell,
+                        num_layers=spec.num_layers, dropout=spec.dropout)
+    options = {"dropout_seed": ctx.seed} if spec.dropout else {}
+    backend = backends.create(ctx.backend, init_params(model, ctx.seed), model, **options)
     config = TrainConfig(epochs=spec.epochs, lr=spec.lr, batch_size=spec.batch_size,
                          num_steps=spec.num_steps, sampling="sequential", clip=spec.clip,
                          detach=spec.detach, seed=ctx.seed)

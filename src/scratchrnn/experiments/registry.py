@@ -11,7 +11,7 @@ from typing import Callable
 from .. import backends
 from ..data import num_batches
 from ..errors import UserError
-from . import hyperparams, no_clip, no_detach, onehot_vs_embedding, other_text, relu, sampling
+from . import cells, hyperparams, no_clip, no_detach, onehot_vs_embedding, other_text, relu, sampling
 from .harness import Context
 from .report import Report, finite
 
@@ -44,6 +44,8 @@ EXPERIMENTS: dict[str, Experiment] = {
     "other-text": Experiment(
         other_text.run, "exercise 2: train on the --data text too, evaluate each model on both",
         needs_data=True),
+    "cells": Experiment(
+        cells.run, "chapter 9: rnn vs gru vs lstm vs a 2-layer lstm on the same text and budget"),
 }
 
 

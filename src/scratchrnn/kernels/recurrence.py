@@ -1,5 +1,5 @@
-"""The recurrences of a training step on the compiled library (``_recurrence.c``; see
-``scratchrnn.compiled``), for float32 on the CPU.
+"""The recurrences of a training step on the compiled library (``recurrence.c``; see
+``scratchrnn.kernels``), for float32 on the CPU.
 
 The NumPy and PyTorch backends hand them the two loops that must walk the minibatch step by step: the
 forward recurrence, and backpropagation through it. Each thread takes a group of the minibatch's rows
@@ -8,30 +8,31 @@ and walks all steps of those rows alone, with W_hh in its own core's cache: at t
 elementwise pass per step, take about 5 (benchmarks/recurrence_kernel.py). The backends keep their own
 loops for float64, GPUs, and where the library is not built; those are the code the tests hold this to.
 
-Threads: under PyTorch they are the threads of its own OpenMP team (``compiled.share_openmp_team``).
-Elsewhere they are the library's own, and those share the cores with the BLAS library's threads, which
-spin for a while after every product the backend computes; inside NumPy training steps that nearly
-halves their speed, and past ``OWN_THREADS_MAX_BATCH`` rows NumPy's own loops are faster there.
+Threads: the library's own (pool.c), as many as the framework served is told to use
+(``_library.threads``). They share the cores with the BLAS library's threads, which spin for a while
+after every product the backend computes; past ``MAX_BATCH`` rows the framework's own loops are as
+fast there or faster.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from . import compiled
+from . import _library
 
-
-OWN_THREADS_MAX_BATCH = 32
-# Built for narrower vectors than AVX-512's (a portable build, or a processor without it), the compiled
-# loops were no faster than the BLAS library's, which chooses its instructions when it runs
-# (benchmarks/results/recurrence-kernel-cpu-2core-avx2.txt).
+# The most rows for which the compiled loops beat the framework's own inside its training steps, by
+# framework (benchmarks/recurrence_kernel.py); other callers take the numpy row.
+MAX_BATCH = {"numpy": 32, "torch": 1 << 30}
+# Built for narrower vectors than AVX-512's, the compiled loops were no faster than the BLAS
+# library's, which chooses its instructions when it runs (benchmarks/README.md).
 MIN_VECTOR_FLOATS = 16
 
 
-def can_run(batch: int, dtype, device: str = "cpu") -> bool:
-    """Whether the compiled recurrences take a minibatch of ``batch`` rows (and are built and on)."""
-    return (np.dtype(dtype) == np.float32 and device == "cpu" and compiled.enabled()
-            and compiled.vector_floats() >= MIN_VECTOR_FLOATS
-            and (batch <= OWN_THREADS_MAX_BATCH or compiled.openmp_team() is not None))
+def max_batch(framework: str | None = None, kernels: _library.Kernels | None = None) -> int:
+    """The most rows a minibatch may have for the backends to train with the compiled loops."""
+    kernels = kernels or _library.load()
+    if kernels is None or kernels.vector_floats < MIN_VECTOR_FLOATS:
+        return 0
+    return MAX_BATCH.get(framework, MAX_BATCH["numpy"])
 
 
 def _check(array: np.ndarray, name: str) -> None:
@@ -39,24 +40,26 @@ def _check(array: np.ndarray, name: str) -> None:
         raise ValueError(f"{name} must be a C-contiguous float32 array")
 
 
-def forward(hs: np.ndarray, W_hh: np.ndarray, activation: str, threads: int | None = None) -> None:
+def forward(hs: np.ndarray, W_hh: np.ndarray, activation: str, threads: int | None = None,
+            kernels: _library.Kernels | None = None) -> None:
     """``hs[t + 1] = act(hs[t + 1] + hs[t] @ W_hh)`` for every step t, in place.
 
     ``hs`` (steps + 1, batch, hidden) comes in with the state before the minibatch in ``hs[0]`` and
     each step's input term ``x_t W_xh + b_h`` in ``hs[t + 1]``, and goes out holding every state.
+    ``threads``: at most this many (default ``_library.threads()``); ``kernels``: a variant's.
     """
     _check(hs, "hs")
     steps, batch, hidden = hs.shape[0] - 1, hs.shape[1], hs.shape[2]
-    status = compiled.load().scratchrnn_recurrence_forward(
-        steps, batch, hidden, threads or compiled.default_threads(), int(activation == "relu"),
+    status = (kernels or _library.load()).recurrence_forward(
+        steps, batch, hidden, threads or _library.threads(), int(activation == "relu"),
         np.ascontiguousarray(W_hh, dtype=np.float32), hs)
     if status != 0:
         raise MemoryError("the compiled recurrence ran out of memory")
 
 
 def backward(hs: np.ndarray, W_hh_T: np.ndarray, dhs: np.ndarray | None, dh_last: np.ndarray | None,
-             activation: str, need_dh0: bool, threads: int | None = None
-             ) -> tuple[np.ndarray, np.ndarray | None]:
+             activation: str, need_dh0: bool, threads: int | None = None,
+             kernels: _library.Kernels | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """Backpropagation through the recurrence of one minibatch: ``(dz, dh0)``.
 
     ``hs`` are the states of its forward pass (``forward``'s output) and ``W_hh_T`` is W_hh transposed.
@@ -73,10 +76,10 @@ def backward(hs: np.ndarray, W_hh_T: np.ndarray, dhs: np.ndarray | None, dh_last
         dh_last = np.ascontiguousarray(dh_last, dtype=np.float32)
     dz = np.empty((steps, batch, hidden), dtype=np.float32)
     dh0 = np.empty((batch, hidden), dtype=np.float32) if need_dh0 else None
-    status = compiled.load().scratchrnn_recurrence_backward(
-        steps, batch, hidden, threads or compiled.default_threads(), int(activation == "relu"),
-        np.ascontiguousarray(W_hh_T, dtype=np.float32), hs, compiled.address(dhs),
-        compiled.address(dh_last), dz, compiled.address(dh0))
+    status = (kernels or _library.load()).recurrence_backward(
+        steps, batch, hidden, threads or _library.threads(), int(activation == "relu"),
+        np.ascontiguousarray(W_hh_T, dtype=np.float32), hs, _library.address(dhs),
+        _library.address(dh_last), dz, _library.address(dh0))
     if status != 0:
         raise MemoryError("the compiled recurrence ran out of memory")
     return dz, dh0

@@ -1,11 +1,14 @@
-/* What the compiled parts of scratchrnn share: the decoder (_greedy_decode.c) and the training
-   recurrences (_recurrence.c). A float32 tanh that vectorises, matrix products a block of registers at
-   a time, and threads that each take a group of independent rows.
+/* What the compiled parts of scratchrnn share: the decoder (greedy_decode.c) and the training
+   recurrences (recurrence.c). A float32 tanh that vectorises, matrix products a block of registers at
+   a time, and groups of independent rows handed to the library's threads (pool.c).
 
-   Written in C11 with the vector types of GCC and Clang, so that the compiler emits the processor's
-   own vector instructions (AVX-512 where setup.py builds with -march=native on such a machine). */
-#ifndef SCRATCHRNN_COMPILED_H
-#define SCRATCHRNN_COMPILED_H
+   Written in C11 with the vector types of GCC and Clang, so that the compiler emits the vector
+   instructions of the flags each file is compiled with. setup.py compiles greedy_decode.c and
+   recurrence.c once per variant (AVX-512, AVX2 with FMA, and the architecture's baseline), each with
+   SCRATCHRNN_VARIANT naming it, so that one library holds all of them under names of their own
+   (scratchrnn_greedy_decode_avx2, ...); _library.py picks the one the processor runs (dispatch.c). */
+#ifndef SCRATCHRNN_KERNELS_H
+#define SCRATCHRNN_KERNELS_H
 
 #include <math.h>
 #include <pthread.h>
@@ -13,6 +16,20 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+#ifndef SCRATCHRNN_VARIANT
+#define SCRATCHRNN_VARIANT baseline
+#endif
+#define VARIANT_JOIN(name, variant) name##_##variant
+#define VARIANT_EXPAND(name, variant) VARIANT_JOIN(name, variant)
+/* the exported name of a function of this variant, e.g. scratchrnn_recurrence_forward_avx2 */
+#define VARIANT_NAME(name) VARIANT_EXPAND(name, SCRATCHRNN_VARIANT)
+
+/* The library's threads (pool.c, compiled once, for every variant): calls fn on each of `count` jobs
+   laid out `size` bytes apart, on at most `threads` threads, the calling one included. */
+void scratchrnn_pool_run(void *(*fn)(void *), void *jobs, size_t size, int count, int threads);
+/* Records how many threads a call used, for scratchrnn_last_threads (the tests read it). */
+void scratchrnn_note_threads(int threads);
 
 #define LANES 16          /* floats in a 64-byte cache line (and in an AVX-512 register) */
 
@@ -57,7 +74,7 @@ static inline float select_float(int pick_a, float a, float b)
 /* tanh without a library call, so that a loop of them vectorises. For |x| < 1/4 its Taylor series to
    x^11 (truncation error below 1e-10), where the other form would lose digits to cancellation;
    elsewhere 1 - 2 / (exp(2|x|) + 1), which is exactly 1.0f from |x| = 9 on, as float32 tanh is.
-   Within a few units of the last place of NumPy's; NaN stays NaN. */
+   Within 5 units in the last place of the exact tanh (tests/test_kernels.py); NaN stays NaN. */
 static inline float tanh_float(float x)
 {
     float a = fabsf(x), a2 = a * a;
@@ -163,42 +180,6 @@ static int group_rows(int batch, int groups, int g, int *first)
     const int base = batch / groups, extra = batch % groups;
     *first = g * base + (g < extra ? g : extra);
     return base + (g < extra);
-}
-
-/* Jobs that threads take one at a time, each the next not yet taken, until none is left. */
-typedef struct {
-    void *(*fn)(void *);
-    char *jobs;                 /* `count` jobs, `size` bytes apart */
-    size_t size;
-    int count;
-    atomic_int next;
-} JobQueue;
-
-static void *take_jobs(void *arg)
-{
-    JobQueue *queue = arg;
-    for (int j; (j = atomic_fetch_add(&queue->next, 1)) < queue->count;)
-        queue->fn(queue->jobs + (size_t)j * queue->size);
-    return NULL;
-}
-
-/* Calls fn on each of `count` jobs laid out `size` bytes apart, on `threads` threads: the calling one
-   and threads - 1 started here. Each takes the next job when it is free, so a thread that loses its
-   core for a while (to another program, or in a virtual machine to the host) takes fewer; where no
-   thread can be started, the calling one does them all. */
-static void run_jobs(void *(*fn)(void *), void *jobs, size_t size, int count, int threads)
-{
-    JobQueue queue = { .fn = fn, .jobs = jobs, .size = size, .count = count };
-    atomic_init(&queue.next, 0);
-    if (threads > count) threads = count;
-    pthread_t *helpers = threads > 1 ? malloc(sizeof(pthread_t) * (size_t)(threads - 1)) : NULL;
-    int started = 0;
-    while (helpers && started < threads - 1
-           && pthread_create(&helpers[started], NULL, take_jobs, &queue) == 0)
-        started++;
-    take_jobs(&queue);
-    for (int t = 0; t < started; t++) pthread_join(helpers[t], NULL);
-    free(helpers);
 }
 
 #endif

@@ -8,15 +8,16 @@
    with Python and an elementwise pass around every one. Here the rows of the minibatch, which never
    look at each other, are shared out among the threads once for the whole sequence: each keeps W_hh
    (1 MB at the chapter's size) in its own core's cache and walks all the steps of its rows alone,
-   applying the activation as it goes (see row_groups in _compiled.h).
+   applying the activation as it goes (see row_groups in kernels.h), on the library's own threads (pool.c).
 
    Same mathematics as the NumPy backend's _run and _backprop_recurrence:
      forward   h_t = act(z_t),  z_t = (x_t W_xh + b_h) + h_{t-1} W_hh
      backward  dL/dz_t = (dL/dh_t from the output + dL/dz_{t+1} W_hh^T) * act'(z_t)
    with act' written in terms of h_t: 1 - h_t^2 for tanh, [h_t > 0] for ReLU. */
-#include "_compiled.h"
+#include "kernels.h"
 
 #define MIN_ROWS_PER_GROUP 8
+#define MAX_ROWS_PER_GROUP 16
 
 typedef struct {
     int steps, batch, hidden, relu, first, rows;
@@ -109,41 +110,25 @@ static void *backward_rows(void *arg)
     return NULL;
 }
 
-/* GOMP_parallel of an OpenMP runtime (GNU's ABI) whose team of threads a framework in this process
-   keeps busy-waiting for work: see scratchrnn_use_openmp_team. */
-static void (*team_parallel)(void (*)(void *), void *, unsigned, unsigned);
-
-static void team_member(void *queue)
-{
-    take_jobs(queue);
-}
-
-/* PyTorch runs its operations on a team of GNU OpenMP threads, which spin for milliseconds after each
-   operation waiting for the next; threads of our own would share a core with one of them, at half
-   speed. Given the runtime's GOMP_parallel, the groups run on that team instead, every member taking
-   groups from the same queue. */
-void scratchrnn_use_openmp_team(void *parallel)
-{
-    team_parallel = (void (*)(void (*)(void *), void *, unsigned, unsigned))parallel;
-}
-
 /* Runs one of the two loops over groups of rows, one thread each; 0, or -1 if memory ran out. */
 static int run_in_groups(void *(*loop)(void *), Job whole, int num_threads)
 {
-    const int groups = row_groups(whole.batch, num_threads, MIN_ROWS_PER_GROUP);
+    /* two groups per thread, of 8 to 16 rows, that the threads take one at a time: a thread that
+       gets its core late (beside a framework's or BLAS library's threads, which spin for a while
+       after each of their operations) takes fewer, instead of the others waiting for it */
+    const int threads = row_groups(whole.batch, num_threads, MIN_ROWS_PER_GROUP);
+    int rows_per_group = whole.batch / (2 * threads);
+    rows_per_group = rows_per_group < MIN_ROWS_PER_GROUP ? MIN_ROWS_PER_GROUP
+                     : rows_per_group > MAX_ROWS_PER_GROUP ? MAX_ROWS_PER_GROUP : rows_per_group;
+    const int groups = threads == 1 ? 1 : (whole.batch / rows_per_group > threads
+                                           ? whole.batch / rows_per_group : threads);
     Job *jobs = malloc(sizeof(Job) * (size_t)groups);
     if (!jobs) return -1;
     for (int g = 0; g < groups; g++) {
         jobs[g] = whole;
         jobs[g].rows = group_rows(whole.batch, groups, g, &jobs[g].first);
     }
-    if (team_parallel && groups > 1) {
-        JobQueue queue = { .fn = loop, .jobs = (char *)jobs, .size = sizeof(Job), .count = groups };
-        atomic_init(&queue.next, 0);
-        team_parallel(team_member, &queue, (unsigned)groups, 0);
-    } else {
-        run_jobs(loop, jobs, sizeof(Job), groups, groups);
-    }
+    scratchrnn_pool_run(loop, jobs, sizeof(Job), groups, threads);
     int status = 0;
     for (int g = 0; g < groups; g++) status = jobs[g].status ? jobs[g].status : status;
     free(jobs);
@@ -153,7 +138,7 @@ static int run_in_groups(void *(*loop)(void *), Job whole, int num_threads)
 /* The forward pass's recurrence over a minibatch. hs (steps + 1, batch, hidden) comes in with hs[0]
    the state before the batch and hs[t + 1] holding x_t W_xh + b_h; it goes out with hs[t + 1] = h_t.
    Returns 0, or -1 if memory ran out (hs is then undefined). */
-int scratchrnn_recurrence_forward(int steps, int batch, int hidden, int num_threads, int relu,
+int VARIANT_NAME(scratchrnn_recurrence_forward)(int steps, int batch, int hidden, int num_threads, int relu,
                                   const float *W_hh, float *hs)
 {
     Job whole = { .steps = steps, .batch = batch, .hidden = hidden, .relu = relu, .W = W_hh, .hs = hs };
@@ -165,11 +150,49 @@ int scratchrnn_recurrence_forward(int steps, int batch, int hidden, int num_thre
    NULL (an earlier batch, reached only through its last state); dh_last (batch, hidden): the gradient
    reaching the last state from later batches, or NULL. Writes dz (steps, batch, hidden) = dL/dz_t, and
    dh0 = dL/dh_0 unless it is NULL. Returns 0, or -1 if memory ran out (outputs undefined). */
-int scratchrnn_recurrence_backward(int steps, int batch, int hidden, int num_threads, int relu,
+int VARIANT_NAME(scratchrnn_recurrence_backward)(int steps, int batch, int hidden, int num_threads, int relu,
                                    const float *W_hh_T, const float *hs, const float *dhs,
                                    const float *dh_last, float *dz, float *dh0)
 {
     Job whole = { .steps = steps, .batch = batch, .hidden = hidden, .relu = relu, .W = W_hh_T,
                   .hs = (float *)hs, .dhs = dhs, .dh_last = dh_last, .dz = dz, .dh0 = dh0 };
     return run_in_groups(backward_rows, whole, num_threads);
+}
+
+/* Whether this processor runs this variant: has every instruction set its file was compiled for
+   (the macros the compiler defines for its flags, -march=native's included). The library's variants
+   are chosen by these answers (_library.py). */
+int VARIANT_NAME(scratchrnn_runs_here)(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();
+    int runs = 1;
+#ifdef __AVX512F__
+    runs &= __builtin_cpu_supports("avx512f") != 0;
+#endif
+#ifdef __AVX512VL__
+    runs &= __builtin_cpu_supports("avx512vl") != 0;
+#endif
+#ifdef __AVX512BW__
+    runs &= __builtin_cpu_supports("avx512bw") != 0;
+#endif
+#ifdef __AVX512DQ__
+    runs &= __builtin_cpu_supports("avx512dq") != 0;
+#endif
+#ifdef __AVX2__
+    runs &= __builtin_cpu_supports("avx2") != 0;
+#endif
+#ifdef __FMA__
+    runs &= __builtin_cpu_supports("fma") != 0;
+#endif
+#ifdef __AVX__
+    runs &= __builtin_cpu_supports("avx") != 0;
+#endif
+#ifdef __SSE4_2__
+    runs &= __builtin_cpu_supports("sse4.2") != 0;
+#endif
+    return runs;
+#else
+    return 1;
+#endif
 }

@@ -16,13 +16,13 @@
 
    C11 (atomics), pthreads and the vector types of GCC and Clang, written so that the compiler
    vectorises the inner loops for whatever the processor has; loaded with
-   ctypes (scratchrnn/fast_decode.py), so there is no Python C-API here. Measurements behind the
+   ctypes (scratchrnn/kernels/decode.py), so there is no Python C-API here. Measurements behind the
    choices: benchmarks/README.md, "Generation: the compiled decoder". */
 #include <sched.h>
 #include <stdatomic.h>
 #include <time.h>
 
-#include "_compiled.h"
+#include "kernels.h"
 
 #define MIN_ROWS_PER_GROUP 8   /* rows a thread needs to decode them on its own (scratchrnn_greedy_decode) */
 #define CHUNK_ROWS 16          /* rows of the groups the threads take in turn, when there are many */
@@ -37,11 +37,11 @@ static void cpu_relax(void)
 #endif
 }
 
-/* The width of the vectors this build computes with (VEC), for fast_decode.max_batch. */
-int scratchrnn_vector_floats(void) { return VEC; }
+/* The width of the vectors this build computes with (VEC), for decode.max_batch. */
+int VARIANT_NAME(scratchrnn_vector_floats)(void) { return VEC; }
 
 /* The kernel's tanh over an array, for the tests to hold it to NumPy's. */
-void scratchrnn_tanh(int n, const float *x, float *out)
+void VARIANT_NAME(scratchrnn_tanh)(int n, const float *x, float *out)
 {
     for (int i = 0; i < n; i++) out[i] = tanh_float(x[i]);
 }
@@ -117,12 +117,18 @@ static void pick_tokens(const Shared *s, int step, const float *shares, float *l
                 for (int v = 0; v < V; v++) row[v] += share[v];
             }
         }
-        /* the largest value first, then where it first occurs: two loops without a branch on the data
-           (a NaN is never the maximum, as it never compares greater) */
-        float largest = row[0];
-        for (int v = 1; v < V; v++) largest = row[v] > largest ? row[v] : largest;
+        /* as np.argmax: the first NaN where there is one (np.maximum propagates NaN, and a NaN
+           equals nothing, so the loops below would pass it by) */
         int best = 0;
-        while (best < V - 1 && !(row[best] == largest)) best++;
+        while (best < V && row[best] == row[best]) best++;
+        if (best == V) {
+            /* no NaN: the largest value first, then where it first occurs, two loops without a
+               branch on the data */
+            float largest = row[0];
+            for (int v = 1; v < V; v++) largest = row[v] > largest ? row[v] : largest;
+            best = 0;
+            while (best < V - 1 && !(row[best] == largest)) best++;
+        }
         token[b] = best;
     }
 }
@@ -315,6 +321,7 @@ static int decode_columns(int batch, int hidden, int vocab, int num_forced, int 
             set_alone(&s, 0, s.num_steps);
             atomic_fetch_add(&s.arrived, s.num_threads - started);
         }
+        scratchrnn_note_threads(started);
         run_worker(&workers[0]);
         for (int t = 1; t < started; t++) pthread_join(threads[t], NULL);
         memcpy(state, s.state[s.num_steps & 1], state_size);
@@ -350,7 +357,7 @@ static void *decode_request(void *arg)
    many rows the groups are smaller than a thread's share, and a thread that finishes one takes the
    next, so that one slowed down by another program does fewer. With few rows a group would multiply
    too little per weight it loads, and the threads split the columns. */
-int scratchrnn_greedy_decode(int batch, int hidden, int vocab, int num_forced, int num_tokens,
+int VARIANT_NAME(scratchrnn_greedy_decode)(int batch, int hidden, int vocab, int num_forced, int num_tokens,
                              int num_threads, int relu, const int64_t *forced,
                              const float *input_rows, const float *W_step, const float *b_q,
                              float *state, float *logits, int64_t *tokens)
@@ -359,7 +366,7 @@ int scratchrnn_greedy_decode(int batch, int hidden, int vocab, int num_forced, i
     if (threads == 1)
         return decode_columns(batch, hidden, vocab, num_forced, num_tokens, num_threads, relu, forced,
                               input_rows, W_step, b_q, state, logits, tokens);
-    /* groups of about CHUNK_ROWS rows, several per thread when there are many rows (see run_jobs) */
+    /* groups of about CHUNK_ROWS rows, several per thread when there are many rows (see scratchrnn_pool_run) */
     const int groups = batch / CHUNK_ROWS > threads ? batch / CHUNK_ROWS : threads;
     Request *requests = malloc(sizeof(Request) * (size_t)groups);
     if (!requests) return -1;
@@ -374,7 +381,7 @@ int scratchrnn_greedy_decode(int batch, int hidden, int vocab, int num_forced, i
                                  .logits = logits + (size_t)first * vocab,
                                  .tokens = tokens + (size_t)first * num_tokens };
     }
-    run_jobs(decode_request, requests, sizeof(Request), groups, threads);
+    scratchrnn_pool_run(decode_request, requests, sizeof(Request), groups, threads);
     int status = 0;
     for (int g = 0; g < groups; g++) status = requests[g].status ? requests[g].status : status;
     free(requests);

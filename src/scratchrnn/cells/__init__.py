@@ -1,0 +1,62 @@
+"""The recurrent cells, free of any framework: what each one is, and its mathematics in NumPy.
+
+A cell is the part of the model that walks a sequence step by step (D2L 8.5 the RNN, 9.1 the GRU,
+9.2 the LSTM). Each one is described by:
+
+- its gates: a cell with gates ``g`` has parameters ``W_x{g}`` (input, hidden), ``W_h{g}``
+  (hidden, hidden) and ``b_{g}`` (hidden,) for each, in the book's order and with the book's names
+  (the RNN's single "gate" is ``h``: W_xh, W_hh, b_h);
+- its state: the RNN and the GRU carry H, the LSTM carries (H, C), each (batch, hidden);
+- ``forward(terms, state, weights, activation)``: the step loop over a whole minibatch, given every
+  step's input terms ``x_t [W_x{g} ...] + [b_{g} ...]`` (steps, batch, gates * hidden) computed
+  beforehand in one product (or one row gather for one-hot inputs) -- only the recurrence has to
+  walk step by step;
+- ``backward(cache, weights, d_outputs, d_final, need_d_state0)``: backpropagation through that
+  loop, written by hand: the gradient of the input terms (from which the caller takes the
+  gradients of W_x*, b_* and of the inputs), of the recurrent weights, and of the starting state.
+
+The model (embedding, stacked layers, dropout, output layer) is assembled from cells by the backends;
+``backends.numpy_backend`` is the reference.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .base import Cell, CellWeights
+from .gru import GRUCell
+from .lstm import LSTMCell
+from .rnn import RNNCell
+
+CELLS = {"rnn": RNNCell(), "gru": GRUCell(), "lstm": LSTMCell()}
+
+
+def get_cell(name: str):
+    """The cell called ``name`` ("rnn", "gru" or "lstm")."""
+    try:
+        return CELLS[name]
+    except KeyError:
+        raise ValueError(f"cell must be one of {tuple(CELLS)}, not {name!r}") from None
+
+
+def layer_prefix(layer: int) -> str:
+    """Parameter-name prefix of a layer: none for layer 0 (the book's names), ``l1.`` for the next..."""
+    return "" if layer == 0 else f"l{layer}."
+
+
+def is_bias(name: str) -> bool:
+    """Whether a parameter name (with or without a layer prefix) names a bias."""
+    return name.rsplit(".", 1)[-1].startswith("b_")
+
+
+def dropout_mask(rng: np.random.Generator, shape: tuple[int, ...], rate: float, dtype) -> np.ndarray:
+    """An inverted-dropout mask: 0 with probability ``rate``, else 1 / (1 - rate).
+
+    Drawn as ``rng.random(shape)`` in float64 and kept where the draw is at least ``rate``, so that
+    any backend holding a generator in the same state draws the same mask.
+    """
+    keep = rng.random(shape) >= rate
+    return np.where(keep, 1.0 / (1.0 - rate), 0.0).astype(dtype)
+
+
+__all__ = ["CELLS", "Cell", "CellWeights", "GRUCell", "LSTMCell", "RNNCell", "dropout_mask", "get_cell", "is_bias",
+           "layer_prefix"]

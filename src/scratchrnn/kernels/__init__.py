@@ -1,0 +1,35 @@
+"""The compiled kernels of scratchrnn, and the one question the rest of the package asks of them.
+
+``supports(cell, dtype, device, op)`` says whether a compiled kernel takes an operation: ``op`` is
+``"decode"`` (greedy generation, ``decode.greedy_decode``), ``"forward"`` or ``"backward"`` (the step
+loops of a training step, ``recurrence.forward`` / ``recurrence.backward``). It answers False where the
+library is not built, cannot be loaded, is turned off (``SCRATCHRNN_NO_KERNEL=1``), or would be slower
+than the framework's own loops for that size; callers then run their own code, the same mathematics.
+``status()`` says which variant runs and why the kernels are off when they are (``scratchrnn
+--version``). How the library is built, loaded and threaded: setup.py, ``_library.py``, ``pool.c``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import decode, recurrence
+from ._library import (built_variants, configured_threads, disabled, enabled, last_threads, load,
+                       status, threads, variant_kernels)
+
+CELLS = ("rnn",)
+OPERATIONS = ("decode", "forward", "backward")
+
+__all__ = ["supports", "status", "enabled", "disabled", "load", "threads", "configured_threads",
+           "last_threads", "built_variants", "variant_kernels", "decode", "recurrence"]
+
+
+def supports(cell: str, dtype, device: str, op: str, *, batch: int | None = None,
+             framework: str | None = None) -> bool:
+    """Whether a compiled kernel takes ``op`` for this cell, dtype and device (and, where given, a
+    batch of ``batch`` rows or streams, for the backend of ``framework``: "numpy", "torch", ...)."""
+    if op not in OPERATIONS:
+        raise ValueError(f"op must be one of {', '.join(OPERATIONS)}, not {op!r}")
+    if cell not in CELLS or device != "cpu" or np.dtype(dtype) != np.float32 or not enabled():
+        return False
+    most = decode.max_batch() if op == "decode" else recurrence.max_batch(framework)
+    return most > 0 and (batch is None or 0 < batch <= most)
