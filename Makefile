@@ -71,7 +71,7 @@ exercises: $(VENV)/.base
 	$(VENV)/bin/scratchrnn experiment other-text --data $(OTHER_TEXT) --out docs/experiments/other-text
 
 # the chapter notebooks, run top to bottom and saved with their outputs; tests/test_notebook.py fails
-# when what they print has changed since (under a minute each on 2 cores)
+# when what they print has changed since; reduced settings (128 hidden units, 100 epochs) keep them short
 notebooks: $(VENV)/.test
 	$(PY) scripts/run_notebooks.py
 
