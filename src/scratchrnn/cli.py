@@ -259,6 +259,20 @@ def _add_train_parser(sub) -> None:
                           "'time traveller' and 'traveller' for the bundled book, the first words of "
                           "--data otherwise)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ranks = t.add_argument_group(
+        "several processes (data parallel, torch.distributed)",
+        "Every rank trains on its share of the rows of each batch (--batch-size is the whole batch, a "
+        "multiple of the ranks) and the gradients are averaged before clipping: N ranks take the "
+        "steps one process would. Rank 0 alone writes the run directory and prints. Backends torch "
+        "(gloo on the CPU, NCCL with --device cuda, one GPU per rank) and numpy (gloo). Several "
+        "machines: start `torchrun --nnodes M --node-rank I --nproc-per-node N --master-addr HOST "
+        "--master-port PORT -m scratchrnn train ...` on each (README: Several processes).")
+    ranks.add_argument("--nproc", type=_positive_int, default=1, metavar="N",
+                       help="train on N processes of this machine (starts them as torchrun --standalone "
+                            "does); may differ from the N a run was saved with when resuming")
+    ranks.add_argument("--threads", type=_positive_int, default=None, metavar="T",
+                       help="threads of each rank (default: this machine's cores divided by its ranks, at "
+                            "least 1; one process alone keeps its libraries' own default)")
     run.add_argument("--json", action="store_true",
                      help="print one JSON object with the results on stdout, nothing else")
 
@@ -329,6 +343,8 @@ def main(argv=None) -> int:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.default_int_handler)
     args = build_parser().parse_args(argv)
+    # the command's own words, for ``train --nproc`` to start its ranks with
+    args._argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if args.command == "train":
             return cmd_train(args)

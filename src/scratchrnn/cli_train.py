@@ -9,11 +9,11 @@ import json
 import math
 import os
 
-from .errors import UserError
+from .errors import RunInterrupted, UserError
 
 EXIT_INTERRUPTED = 130
 # what --resume may be given with: the run's own settings come from its checkpoint
-_RESUME_FLAGS = {"resume", "epochs", "no_progress", "json", "command"}
+_RESUME_FLAGS = {"resume", "epochs", "no_progress", "json", "command", "nproc", "threads"}
 
 
 def run_config_from(args):
@@ -65,16 +65,71 @@ def _given_flags(args) -> list[str]:
 
     defaults = vars(build_parser().parse_args(["train"]))
     return sorted(f"--{name.replace('_', '-')}" for name, value in vars(args).items()
-                  if value != defaults.get(name))
+                  if not name.startswith("_") and value != defaults.get(name))
 
 
 def cmd_train(args) -> int:
+    from . import distributed
+
+    _check_flags(args)
+    backend, device = _backend_and_device(args)
+    world = distributed.world_from_env()
+    if world.distributed or "LOCAL_WORLD_SIZE" in os.environ:
+        if args.nproc not in (1, world.local_size):
+            raise UserError(f"--nproc {args.nproc} under torchrun, which started {world.local_size} "
+                            f"rank(s) here: leave --nproc out (torchrun's --nproc-per-node decides)")
+    elif args.nproc > 1:
+        if backend not in distributed.BACKENDS:
+            raise UserError(f"--nproc needs --backend {' or '.join(distributed.BACKENDS)}; the {backend} "
+                            f"backend trains in one process")
+        if args.resume is None and args.batch_size % args.nproc:
+            raise UserError(f"--batch-size {args.batch_size} is not a multiple of --nproc {args.nproc}: every "
+                            f"process reads an equal share of each batch")
+        _check_torch()
+        return distributed.launch(args.nproc, args._argv, args.threads)
+    world = distributed.init_world(backend, device, args.threads)
+    try:
+        return _train(args, world)
+    except UserError as err:
+        if world.is_main or isinstance(err, distributed.PeerLost):
+            raise
+        return 2              # rank 0 says what went wrong, once
+    except RunInterrupted:
+        if world.is_main:
+            raise
+        return EXIT_INTERRUPTED
+    finally:
+        distributed.shutdown_world()
+
+
+def _backend_and_device(args) -> tuple[str, str]:
+    """The backend and device a run trains with: the flags', or for --resume the saved run's (read
+    where the directory can be read here; on a machine without it, rank 0 checks)."""
+    if args.resume is None:
+        return args.backend, args.device
+    try:
+        with open(os.path.join(args.resume, "last", "config.json"), encoding="utf-8") as f:
+            saved = json.load(f)["train_state"]["run"]
+        return str(saved["backend"]), str(saved["device"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return args.backend, args.device
+
+
+def _check_torch() -> None:
+    try:
+        import torch.distributed as dist
+    except ImportError:
+        raise UserError("--nproc needs PyTorch: pip install 'scratchrnn[torch]'") from None
+    if not dist.is_available():
+        raise UserError("--nproc needs a PyTorch built with torch.distributed")
+
+
+def _train(args, world) -> int:
     from . import console
     from .runner import run
 
-    _check_flags(args)
     out = console.stdout()
-    quiet = args.json
+    quiet = args.json or not world.is_main
 
     def say(line: str) -> None:
         # output problems never stop training: a full disk behind a redirection ends the printing only
@@ -88,9 +143,11 @@ def cmd_train(args) -> int:
         config.train.epochs = 0           # as many as the run was started with
     try:
         outcome = run(config, mode, say=(lambda line: None) if quiet else say,
-                  progress=not (args.no_progress or quiet))
+                      progress=not (args.no_progress or quiet), world=world)
     except UserError as err:
         raise UserError(_in_flag_names(str(err))) from None
+    if not world.is_main:
+        return EXIT_INTERRUPTED if outcome.status == "interrupted" else 0
     if outcome.status == "interrupted":
         for note in outcome.notes:
             console.stderr().print(f"scratchrnn: {note}")

@@ -470,16 +470,32 @@ def seq_data_iter_sequential(corpus: Sequence[int], batch_size: int, num_steps: 
 
 
 class SeqDataLoader:
-    """Re-iterable minibatch source: each pass is one epoch with fresh random cuts."""
+    """Re-iterable minibatch source: each pass is one epoch with fresh random cuts.
+
+    ``rank`` and ``world_size`` (training on several processes): every rank draws the same cuts from
+    the same seed and keeps its own rows of each (batch_size, num_steps) batch, rows rank, rank +
+    world_size, ... -- so with sequential partitioning a rank's rows continue its own rows of the
+    previous batch, and its carried state stays its own; with random partitioning the batch's shuffled
+    subsequences are shared out the same way. ``batch_size`` is the global batch: a multiple of
+    ``world_size``.
+    """
 
     def __init__(self, corpus: Sequence[int], batch_size: int, num_steps: int,
-                 sampling: str = "sequential", seed: int | None = 0):
+                 sampling: str = "sequential", seed: int | None = 0, rank: int = 0, world_size: int = 1):
         if sampling not in ("sequential", "random"):
             raise ValueError(f"sampling must be 'sequential' or 'random', not {sampling!r}")
         for name, value in (("batch_size", batch_size), ("num_steps", num_steps)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, not {value!r}")
         check_seed(seed)
+        if isinstance(world_size, bool) or not isinstance(world_size, (int, np.integer)) or world_size < 1:
+            raise ValueError(f"world_size must be a positive integer, not {world_size!r}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, {world_size}), not {rank!r}")
+        if batch_size % world_size:
+            raise ValueError(f"batch_size {batch_size} is not a multiple of world_size {world_size}: "
+                             f"every rank reads an equal share of each batch")
+        self.rank, self.world_size = int(rank), int(world_size)
         # kept compact (1 byte per token for small vocabularies); batches are widened one at a time
         self.corpus = as_ids(corpus)
         self.batch_size, self.num_steps, self.sampling = batch_size, num_steps, sampling
@@ -487,4 +503,7 @@ class SeqDataLoader:
         self._iter = seq_data_iter_random if sampling == "random" else seq_data_iter_sequential
 
     def __iter__(self):
-        return self._iter(self.corpus, self.batch_size, self.num_steps, self.rng)
+        batches = self._iter(self.corpus, self.batch_size, self.num_steps, self.rng)
+        if self.world_size == 1:
+            return batches
+        return ((X[self.rank::self.world_size], Y[self.rank::self.world_size]) for X, Y in batches)

@@ -218,8 +218,16 @@ def clip_by_global_norm(grads: dict, theta: float | None, ops):
     return {name: g * factor for name, g in grads.items()}, norm
 
 
-def apply_update(backend, grads: dict, lr: float, clip_theta: float | None, optimizer: "Optimizer") -> None:
-    """Clip ``grads`` by their global norm, then let ``optimizer`` move ``backend``'s parameters."""
+def apply_update(backend, grads: dict, lr: float, clip_theta: float | None, optimizer: "Optimizer",
+                 reduce=None) -> None:
+    """Clip ``grads`` by their global norm, then let ``optimizer`` move ``backend``'s parameters.
+
+    ``reduce`` (training on several ranks: ``distributed.GradientAverager``) first replaces the
+    gradients by their average over all ranks, so that the norm clipped is the global batch's and every
+    rank takes the same step.
+    """
+    if reduce is not None:
+        grads = reduce(grads)
     grads, _ = clip_by_global_norm(grads, clip_theta, backend.ops)
     optimizer.update(backend, grads, lr)
 

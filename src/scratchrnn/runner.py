@@ -10,25 +10,32 @@ order, and within an interrupted epoch its position and carried state).
 
 A first Ctrl-C stops after the current batch, saves ``last/`` and says how to resume; a second one
 stops at once (what ``last/`` held is kept: saves are atomic).
+
+On several ranks (``world``, see ``scratchrnn.distributed``) every rank runs this same code on its
+rows of every batch; rank 0 alone opens the run directory (its lock, checkpoints, metrics, plot) and
+prints. What a rank refuses before training every rank refuses (``World.together``). A resumed run
+is read by rank 0 and sent to the others, so the other machines of a run need the data but not the
+run directory. The state of a run is global -- weights, optimizer slots, the batch order's generator
+and, within an interrupted epoch, the hidden state of all the batch's rows (gathered to rank 0 for
+the save) -- so a run saved by N ranks resumes on any M that divides the batch.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
-import signal
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from . import backends, faults
+from . import backends, distributed, faults
 from .checkpoint import CARRIED_SLOT, Checkpoint, estimate_checkpoint_bytes
 from .data import SeqDataLoader, check_corpus_fits, load_corpus, split_heldout
+from .distributed import SINGLE, GradientAverager, World
 from .errors import RunInterrupted, TrainingDiverged, UserError
 from .generation import default_prefix, encode_prefix, predict
+from .interrupts import StopRequests
 from .model import ModelConfig, check_fits_in_memory, init_params
 from .plotting import plot_training
 from .rundir import RunDirectory
@@ -169,59 +176,40 @@ def _prefixes(config: RunConfig, corpus: Corpus) -> list[str]:
     return prompts
 
 
-# -- Ctrl-C ---------------------------------------------------------------------------------------------------
-class _StopRequests:
-    """The first SIGINT asks training to stop after the current batch; the second stops at once."""
-
-    def __init__(self):
-        self.requested = False
-        self._previous = None
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-
-    def _handle(self, signum, frame):
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        # os.write: safe inside a signal handler, unlike print
-        os.write(2, b"\nscratchrnn: stopping after this batch and saving (Ctrl-C again: stop at once)\n")
-
-    def __call__(self) -> bool:
-        return self.requested
-
-
 # -- the run --------------------------------------------------------------------------------------------------
 def run(config: RunConfig, mode: str = "new", *, say: Callable[[str], None] = print,
-        progress: bool = True) -> RunOutcome:
+        progress: bool = True, world: World = SINGLE) -> RunOutcome:
     """Train as ``config`` says into ``config.out``; ``mode`` is "new", "overwrite" or "resume".
 
     For "resume" (see also ``resume``), ``config`` gives the directory and may raise ``train.epochs``
-    (0: as many as the run was started with); every other setting is the saved run's. ``say`` prints a line; ``progress`` shows a progress bar on stderr.
+    (0: as many as the run was started with); every other setting is the saved run's. ``say`` prints
+    a line; ``progress`` shows a progress bar on stderr.
+    ``world``: this rank's place when several train together (every rank calls ``run``; only rank 0
+    touches the directory, says anything or shows progress).
     Raises UserError for anything wrong before training (nothing on disk touched then), training
     divergence and failed saves (the last good checkpoint kept); RunInterrupted for a second Ctrl-C.
     """
-    run_dir = RunDirectory(config.out)
+    if not world.is_main:
+        say, progress = (lambda line: None), False
+    run_dir = RunDirectory(config.out) if world.is_main else None
     resume = None
     if mode == "resume":
-        for note in run_dir.open("resume"):
-            say(f"note: {note}")
-        try:
-            resume = _load_resume(run_dir, config)
-        except BaseException:
-            run_dir.close()
-            raise
+        with world.together():
+            if world.is_main:
+                for note in run_dir.open("resume"):
+                    say(f"note: {note}")
+                try:
+                    resume = _load_resume(run_dir, config)
+                except BaseException:
+                    run_dir.close()
+                    raise
+        resume = world.broadcast(resume)
         config = resume["config"]
     try:
-        return _run(config, mode, run_dir, resume, say, progress)
+        return _run(config, mode, run_dir, resume, say, progress, world)
     finally:
-        run_dir.close()
+        if run_dir is not None:
+            run_dir.close()
 
 
 def resume(out: str, epochs: int | None = None, **options) -> RunOutcome:
@@ -251,12 +239,40 @@ def _load_resume(run_dir: RunDirectory, asked: RunConfig) -> dict:
     return {"config": config, "ckpt": ckpt, "state": state, "saved": saved}
 
 
-def _run(config, mode, run_dir, resume, say, progress) -> RunOutcome:
+def _run(config, mode, run_dir, resume, say, progress, world) -> RunOutcome:
+    with world.together():
+        prepared = _prepare(config, resume, world)
+    cfg, corpus, model, prefixes, optimizer, backend, state, carried, loader = prepared
+    out_path = run_dir.path if run_dir is not None else Path(cfg.out)
+    # every rank must train on the same text: rank 0's fingerprint is the yardstick
+    fingerprint = world.broadcast(corpus.fingerprint)
+    with world.together():
+        if corpus.fingerprint != fingerprint:
+            raise UserError(f"the training text here is not rank 0's ({cfg.data or 'the bundled book'} "
+                            f"differs); every machine of a run needs the same text")
+        if world.is_main:
+            notes = _open_run_dir(run_dir, mode, cfg, model, optimizer, state, resume)
+    if not world.is_main:
+        notes = []
+    for note in notes:
+        say(f"note: {note}")
+    return _train_run(cfg, corpus, model, prefixes, optimizer, backend, state, carried, loader,
+                      run_dir, out_path, resume, notes, say, progress, world)
+
+
+def _prepare(config, resume, world):
+    """Everything that can refuse the run before the directory is touched, and what training needs."""
     cfg = config.resolved()
     try:
         cfg.validate()
     except ValueError as err:
         raise UserError(str(err)) from None
+    if world.distributed and cfg.backend not in distributed.BACKENDS:
+        raise UserError(f"the {cfg.backend} backend trains in one process only; several ranks need "
+                        f"{' or '.join(distributed.BACKENDS)}")
+    if cfg.train.batch_size % world.size:
+        raise UserError(f"batch_size {cfg.train.batch_size} is not a multiple of the {world.size} ranks: "
+                        f"every rank reads an equal share of each batch")
     corpus = load_run_corpus(cfg)
     try:
         model = ModelConfig(len(corpus.vocab), **cfg.model)
@@ -267,8 +283,10 @@ def _run(config, mode, run_dir, resume, say, progress) -> RunOutcome:
     prefixes = _prefixes(cfg, corpus)
 
     optimizer = train_cfg.make_optimizer()
-    # dropout masks come from the backend's own generator, seeded from the run's seed
-    options = {"dropout_seed": train_cfg.seed} if model.dropout else {}
+    # dropout masks come from the backend's own generator, seeded from the run's seed; on several
+    # ranks a stream of its own for each (the same masks on every rank's rows would be correlated)
+    dropout_seed = train_cfg.seed * world.size + world.rank
+    options = {"dropout_seed": dropout_seed} if model.dropout else {}
     if resume is None:
         backend = backends.create(cfg.backend, init_params(model, train_cfg.seed), model,
                                   device=cfg.device, dtype=cfg.dtype, **options)
@@ -277,12 +295,13 @@ def _run(config, mode, run_dir, resume, say, progress) -> RunOutcome:
         ckpt, state = resume["ckpt"], resume["state"]
         if resume["saved"].get("data_fingerprint") != corpus.fingerprint or \
                 list(ckpt.vocab.idx_to_token) != list(corpus.vocab.idx_to_token):
-            raise UserError(f"the training text is not the one the run in {run_dir.path} was saved with "
+            raise UserError(f"the training text is not the one the run in {cfg.out} was saved with "
                             f"({cfg.data or 'the bundled book'} changed); resume needs the same text")
         backend = backends.create(cfg.backend, ckpt.params, model, device=cfg.device, dtype=cfg.dtype,
                                   **options)
         dropout_rng = resume["saved"].get("dropout_rng")
-        if dropout_rng is not None and hasattr(backend, "set_dropout_rng_state"):
+        # saved from rank 0's stream: the other ranks go on with streams of their own
+        if dropout_rng is not None and world.is_main and hasattr(backend, "set_dropout_rng_state"):
             backend.set_dropout_rng_state(json_safe_ints(dropout_rng, to_text=False))
         arrays = dict(ckpt.optimizer_state)
         carried_arrays = [arrays.pop(f"{CARRIED_SLOT}/{i}") for i in range(len(arrays))
@@ -290,41 +309,52 @@ def _run(config, mode, run_dir, resume, say, progress) -> RunOutcome:
         try:
             optimizer.load_state_arrays(backend, arrays, resume["saved"].get("optimizer_steps", 0))
         except ValueError as err:
-            raise UserError(f"{run_dir.path}/last: {err}") from None
-        carried = backend.state_from_numpy(tuple(carried_arrays)) if carried_arrays and state.batch else None
+            raise UserError(f"{cfg.out}/last: {err}") from None
+        carried = None
+        if carried_arrays and state.batch:
+            # saved for the whole batch (all ranks' rows): this rank continues its own rows
+            if any(len(a) != train_cfg.batch_size for a in carried_arrays):
+                raise UserError(f"{cfg.out}/last: the carried state does not match batch_size "
+                                f"{train_cfg.batch_size}")
+            carried = backend.state_from_numpy(tuple(world.rows(a) for a in carried_arrays))
     loader = SeqDataLoader(corpus.train, train_cfg.batch_size, train_cfg.num_steps, train_cfg.sampling,
-                           seed=train_cfg.seed)
+                           seed=train_cfg.seed, rank=world.rank, world_size=world.size)
+    return cfg, corpus, model, prefixes, optimizer, backend, state, carried, loader
 
-    # the directory last: everything above could still refuse the run without touching the disk
-    checkpoint_bytes = estimate_checkpoint_bytes(model, np.dtype(cfg.dtype).itemsize, len(optimizer.slots),
-                                                 extra_json_bytes=1 << 16)
+
+def _open_run_dir(run_dir, mode, cfg, model, optimizer, state, resume) -> list[str]:
+    """Rank 0: open the directory last, after everything that could still refuse the run."""
     if resume is None:
-        notes = run_dir.open(mode, need_bytes=checkpoint_bytes)
-    else:
-        notes = []
-        run_dir.trim_metrics(state.epoch)
-        state.history = run_dir.read_metrics()
-    for note in notes:
-        say(f"note: {note}")
+        checkpoint_bytes = estimate_checkpoint_bytes(model, np.dtype(cfg.dtype).itemsize,
+                                                     len(optimizer.slots), extra_json_bytes=1 << 16)
+        return run_dir.open(mode, need_bytes=checkpoint_bytes)
+    run_dir.trim_metrics(state.epoch)
+    state.history = run_dir.read_metrics()
+    return []
 
-    outcome = RunOutcome(cfg, state, run_dir.path, notes=list(notes))
+
+def _train_run(cfg, corpus, model, prefixes, optimizer, backend, state, carried, loader, run_dir, out_path,
+               resume, notes, say, progress, world) -> RunOutcome:
+    train_cfg = cfg.train
+    outcome = RunOutcome(cfg, state, out_path, notes=list(notes))
     title = (f"{cfg.backend}, {model.cell} {model.num_hiddens} hidden, {train_cfg.optimizer} lr "
              f"{train_cfg.lr:g}, {train_cfg.sampling}")
     saved = {"epoch": state.epoch if resume else None}
 
     def checkpoint(which, carried_now=None) -> None:
+        """Rank 0: save; ``carried_now`` is an interrupted epoch's state of all rows, as NumPy arrays."""
         arrays = optimizer.state_arrays(backend)
         if carried_now is not None:
-            for i, tensor in enumerate(backend.state_to_numpy(carried_now)):
+            for i, tensor in enumerate(carried_now):
                 arrays[f"{CARRIED_SLOT}/{i}"] = tensor
         # the per-epoch history is the run directory's metrics.jsonl: a checkpoint that carried it
         # would grow by a line every epoch and be rewritten every epoch
         train_state = {"run": cfg.to_dict(), "progress": state.to_dict(with_history=False),
                        "optimizer_steps": optimizer.step_count, "data_fingerprint": corpus.fingerprint,
-                       "world_size": 1}
+                       "world_size": world.size}
         if model.dropout and hasattr(backend, "dropout_rng_state"):
             train_state["dropout_rng"] = json_safe_ints(backend.dropout_rng_state(), to_text=True)
-        info = {"backend": cfg.backend, "epoch": state.epoch, "world_size": 1, "best": state.best,
+        info = {"backend": cfg.backend, "epoch": state.epoch, "world_size": world.size, "best": state.best,
                 "train": train_cfg.to_dict(), "prefixes": prefixes}
         run_dir.save(which, Checkpoint(backend.get_params(), corpus.vocab, model, cfg.cleaning, "char",
                                        info=info, train_state=train_state, optimizer_state=arrays))
@@ -335,6 +365,9 @@ def _run(config, mode, run_dir, resume, say, progress) -> RunOutcome:
     watch = prefixes[0]
 
     def on_epoch(stats) -> None:
+        faults.point(f"train.rank{world.rank}.epoch-end")
+        if not world.is_main:
+            return
         run_dir.append_metrics(stats.record())
         which = []
         if stats.is_best:
@@ -360,15 +393,20 @@ def _run(config, mode, run_dir, resume, say, progress) -> RunOutcome:
     say(f"training {backend!r} on {len(corpus.train):,} tokens (vocabulary {len(corpus.vocab)}), "
         + (f"held-out {len(corpus.heldout):,} tokens, " if corpus.heldout is not None else "")
         + f"{train_cfg.optimizer} lr {train_cfg.lr:g}, {train_cfg.epochs} epochs of {train_cfg.sampling} "
-        f"batches {train_cfg.batch_size} x {train_cfg.num_steps}; best by {cfg.best_by}")
-    stop = _StopRequests()
+        f"batches {train_cfg.batch_size} x {train_cfg.num_steps}; best by {cfg.best_by}"
+        + (f"; {world.size} ranks of {train_cfg.batch_size // world.size} rows each" if world.distributed else ""))
+    stop = StopRequests(grace=2.0 if world.distributed else 0.0, quiet=not world.is_main)
+    # several ranks must stop after the same batch: the request travels with the gradients
+    reduce = GradientAverager(world, wants_stop=stop) if world.distributed else None
     try:
         with stop:
             result = train(backend, loader, train_cfg, optimizer=optimizer, state=state, carried=carried,
                            on_epoch=on_epoch, validation=corpus.heldout, best_by=cfg.best_by,
-                           should_stop=stop)
+                           should_stop=reduce.should_stop if reduce else stop, world=world, reduce=reduce)
     except TrainingDiverged as err:
         _close(bar)
+        if not world.is_main:
+            raise UserError(str(err)) from None
         if saved["epoch"] or state.history:
             outcome.plots = _plot(run_dir, title)
         else:
@@ -378,17 +416,26 @@ def _run(config, mode, run_dir, resume, say, progress) -> RunOutcome:
         raise UserError(f"{err}; training stopped, {kept}. Try a smaller learning rate or clipping") from None
     except KeyboardInterrupt:
         _close(bar)
+        if not world.is_main:
+            raise RunInterrupted("interrupted") from None
         kept = (f"{run_dir.path}/last holds epoch {saved['epoch']}" if saved["epoch"]
                 else "no checkpoint was saved")
         raise RunInterrupted(f"interrupted; {kept}") from None
     _close(bar)
     if result.interrupted:
-        checkpoint(("last",), result.carried)
+        # the state of every rank's rows, put together as one batch's on rank 0
+        carried_all = world.gather_rows(backend.state_to_numpy(result.carried))
         outcome.status = "interrupted"
+        if not world.is_main:
+            return outcome
+        checkpoint(("last",), carried_all)
         outcome.plots = _plot(run_dir, title)
         where = f"epoch {state.epoch + 1}, after batch {state.batch}" if state.batch else f"epoch {state.epoch}"
         outcome.notes.append(f"stopped in {where}; saved {run_dir.path}/last. Continue with: "
                              f"scratchrnn train --resume {run_dir.path}")
+        return outcome
+    outcome.best_epoch = state.best["epoch"] if state.best else None
+    if not world.is_main:
         return outcome
     outcome.plots = _plot(run_dir, title)
     outcome.best_epoch = state.best["epoch"] if state.best else None

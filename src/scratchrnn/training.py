@@ -21,6 +21,7 @@ import numpy as np
 from . import faults
 from .backends.base import Backend
 from .data import num_batches
+from .distributed import SINGLE, World
 from .errors import TrainingDiverged
 from .model import log_softmax
 from .optim import OPTIMIZERS, SCHEDULES, Optimizer, OptimizerConfig, Schedule, create_optimizer
@@ -110,6 +111,7 @@ class EpochResult:
     val_perplexity: float | None = None
     lr: float = float("nan")         # the learning rate of the epoch's last step
     is_best: bool = False            # the best score of the run so far (see TrainState.best)
+    world_size: int = 1              # the ranks that trained it (their tokens are all counted)
 
     @property
     def tokens_per_sec(self) -> float:
@@ -119,7 +121,7 @@ class EpochResult:
         """The epoch as a line of metrics.jsonl."""
         return {"epoch": self.epoch, "train_perplexity": self.perplexity,
                 "val_perplexity": self.val_perplexity, "lr": self.lr,
-                "tokens_per_sec": self.tokens_per_sec, "seconds": self.seconds, "world_size": 1}
+                "tokens_per_sec": self.tokens_per_sec, "seconds": self.seconds, "world_size": self.world_size}
 
 
 @dataclass
@@ -220,20 +222,26 @@ def _epoch_batches(loader: Iterable, state: TrainState) -> Iterable:
 def train_epoch(backend: Backend, batches: Iterable, config: TrainConfig, epoch: int = 1, *,
                 optimizer: Optimizer | None = None, schedule: Callable[[int], float] | None = None,
                 state: TrainState | None = None, carried=None,
-                should_stop: Callable[[], bool] | None = None) -> EpochResult:
+                should_stop: Callable[[], bool] | None = None, world: World = SINGLE,
+                reduce: Callable[[dict], dict] | None = None) -> EpochResult:
     """One pass over the batches (the chapter's ``train_epoch_ch8``).
 
     ``state`` (optional) counts optimizer steps and, when the epoch is interrupted, keeps how far it
-    got; ``carried`` is the hidden state an interrupted epoch stopped with.
+    got; ``carried`` is the hidden state an interrupted epoch stopped with. On several ranks
+    (``world``), ``batches`` are this rank's rows, ``reduce`` averages the gradients over the ranks,
+    and the epoch's loss and token count are summed over them, so the result is the global batch's.
     """
     state = state if state is not None else TrainState(epoch=epoch - 1)
     schedule = schedule or (lambda step: config.lr)
     partial = state.partial
     start = time.perf_counter()
     lr = schedule(state.step)
+    # this rank's own sums from here on; the ranks' are added up (and to what a resumed epoch had
+    # done already) when the epoch ends or stops
+    loss_sum, tokens = 0.0, 0
+    step_options = {} if reduce is None else {"reduce": reduce}
     # a diverging run overflows before it turns NaN; that is reported below as TrainingDiverged,
     # so NumPy's per-operation overflow warnings would only bury the message
-    loss_sum, tokens = partial["loss_sum"], partial["tokens"]
     try:
         with np.errstate(over="ignore", invalid="ignore"):
             for X, Y in batches:
@@ -244,7 +252,7 @@ def train_epoch(backend: Backend, batches: Iterable, config: TrainConfig, epoch:
                     # keep the values, cut the graph: backpropagation stops at this batch's first step
                     carried = backend.detach(carried)
                 lr = schedule(state.step)
-                loss, carried = backend.train_step(X, Y, carried, lr, config.clip, optimizer)
+                loss, carried = backend.train_step(X, Y, carried, lr, config.clip, optimizer, **step_options)
                 state.step += 1
                 state.batch += 1
                 loss_sum = loss_sum + loss * Y.size     # may stay a device scalar until the epoch ends
@@ -253,26 +261,34 @@ def train_epoch(backend: Backend, batches: Iterable, config: TrainConfig, epoch:
                 if should_stop is not None and should_stop():
                     raise _Interrupted(carried)
     except _Interrupted:
-        state.partial = {"loss_sum": float(loss_sum), "tokens": tokens,
+        loss_sum, tokens = world.sum([loss_sum, tokens])
+        state.partial = {"loss_sum": partial["loss_sum"] + loss_sum, "tokens": partial["tokens"] + int(tokens),
                          "seconds": partial["seconds"] + time.perf_counter() - start}
         raise
+    loss_sum, tokens = world.sum([loss_sum, tokens])
+    loss_sum, tokens = partial["loss_sum"] + loss_sum, partial["tokens"] + int(tokens)
     mean_loss = float(loss_sum) / max(tokens, 1)
     seconds = partial["seconds"] + time.perf_counter() - start
     # past ~709 nats exp() overflows float64: a perplexity that large is divergence too
     if not math.isfinite(mean_loss) or mean_loss > MAX_FINITE_LOSS:
         raise TrainingDiverged(epoch, mean_loss)
-    return EpochResult(epoch, math.exp(mean_loss), tokens, seconds, lr=lr)
+    return EpochResult(epoch, math.exp(mean_loss), tokens, seconds, lr=lr, world_size=world.size)
 
 
-def evaluate_perplexity(backend: Backend, corpus: np.ndarray, batch_size: int, num_steps: int) -> float:
-    """Perplexity of held-out text: its tokens read in order, the state carried, no training."""
+def evaluate_perplexity(backend: Backend, corpus: np.ndarray, batch_size: int, num_steps: int,
+                        world: World = SINGLE) -> float:
+    """Perplexity of held-out text: its tokens read in order, the state carried, no training.
+
+    On several ranks each scores its share of the ``batch_size`` rows and the sums are added up.
+    """
     corpus = np.asarray(corpus, dtype=np.int64)
     rows = (len(corpus) - 1) // batch_size
     if rows < 1:
         raise ValueError(f"held-out text too short: {len(corpus)} tokens for batch_size {batch_size}")
     xs = corpus[:rows * batch_size].reshape(batch_size, rows)
     ys = corpus[1:rows * batch_size + 1].reshape(batch_size, rows)
-    state = backend.begin_state(batch_size)
+    xs, ys = world.rows(xs), world.rows(ys)
+    state = backend.begin_state(xs.shape[0])
     nll, count = 0.0, 0
     for i in range(0, rows, num_steps):
         X, Y = xs[:, i:i + num_steps], ys[:, i:i + num_steps]
@@ -280,6 +296,7 @@ def evaluate_perplexity(backend: Backend, corpus: np.ndarray, batch_size: int, n
         log_probs = log_softmax(np.asarray(logits, dtype=np.float64))
         nll -= log_probs[np.arange(Y.size), Y.T.reshape(-1)].sum()
         count += Y.size
+    nll, count = world.sum([nll, count])
     return math.exp(nll / count)
 
 
@@ -299,7 +316,8 @@ def train(backend: Backend, loader: Iterable, config: TrainConfig, *,
           on_epoch: Callable[[EpochResult], None] | None = None,
           validation: np.ndarray | None = None, eval_every: int | None = None,
           best_by: str = "train", stop_when: Callable[[EpochResult], bool] | None = None,
-          should_stop: Callable[[], bool] | None = None) -> TrainResult:
+          should_stop: Callable[[], bool] | None = None, world: World = SINGLE,
+          reduce: Callable[[dict], dict] | None = None) -> TrainResult:
     """Train until ``config.epochs`` epochs are done; ``on_epoch`` is called after each (for logs and
     checkpoints), with ``state`` (a TrainState, updated in place) already describing that epoch.
 
@@ -310,6 +328,9 @@ def train(backend: Backend, loader: Iterable, config: TrainConfig, *,
     - ``stop_when(stats)``: end training after an epoch for which it returns True.
     - ``should_stop()``: asked after every batch; True stops inside the epoch, and the result says
       ``interrupted`` with the carried state, while ``state`` records how far the epoch got.
+    - ``world`` and ``reduce``: training on several ranks (``scratchrnn.distributed``): ``loader``
+      yields this rank's rows, ``reduce`` averages gradients, losses and validation are summed over
+      the ranks; every rank gets the same results. ``should_stop`` must then agree on all ranks.
 
     Raises TrainingDiverged when the loss stops being finite; the caller still holds whatever
     ``on_epoch`` saved before that.
@@ -329,14 +350,15 @@ def train(backend: Backend, loader: Iterable, config: TrainConfig, *,
         epoch = state.epoch + 1
         try:
             stats = train_epoch(backend, _epoch_batches(loader, state), config, epoch, optimizer=optimizer,
-                                schedule=schedule, state=state, carried=carried, should_stop=should_stop)
+                                schedule=schedule, state=state, carried=carried, should_stop=should_stop,
+                                world=world, reduce=reduce)
         except _Interrupted as stop:
             result.interrupted, result.carried = True, stop.carried
             return result
         carried = None
         if validation is not None and (epoch % interval == 0 or epoch == config.epochs):
             stats.val_perplexity = evaluate_perplexity(backend, validation, config.batch_size,
-                                                       config.num_steps)
+                                                       config.num_steps, world)
             result.validation.append((epoch, stats.val_perplexity))
         stats.is_best = _improved(state, stats, best_by)
         state.epoch, state.batch = epoch, 0

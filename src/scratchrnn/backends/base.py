@@ -141,12 +141,14 @@ class Backend(ABC):
         return float(loss), {name: self.ops.to_numpy(g) for name, g in grads.items()}, new_state
 
     def train_step(self, X: np.ndarray, Y: np.ndarray, state: State, lr: float,
-                   clip_theta: float | None, optimizer: Optimizer | None = None) -> tuple[Any, State]:
+                   clip_theta: float | None, optimizer: Optimizer | None = None, reduce=None
+                   ) -> tuple[Any, State]:
         """One minibatch: forward, loss, backward, clip to ``clip_theta`` (None: no clipping), then
-        ``optimizer``'s update (the chapter's SGD when None). Returns the mean loss (a float or a
-        framework scalar) and the new, not detached, state."""
+        ``optimizer``'s update (the chapter's SGD when None). ``reduce`` (several ranks) averages the
+        gradients over the ranks before clipping (see ``optim.apply_update``). Returns the mean loss
+        (a float or a framework scalar) and the new, not detached, state."""
         loss, grads, new_state = self.gradients(X, Y, state)
-        apply_update(self, grads, lr, clip_theta, optimizer or self._chapter_sgd())
+        apply_update(self, grads, lr, clip_theta, optimizer or self._chapter_sgd(), reduce)
         return loss, new_state
 
     def _chapter_sgd(self) -> Optimizer:
