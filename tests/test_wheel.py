@@ -34,8 +34,7 @@ def test_the_wheel_installs_trains_and_generates_in_a_fresh_environment(tmp_path
     dist = tmp_path / "dist"
     # sdist first, then the wheel from the unpacked sdist: what make wheel does, and what proves the
     # sdist complete; --no-isolation builds with this environment's setuptools, offline
-    _run([sys.executable, "-m", "build", "--no-isolation", "--outdir", dist, REPO],
-         env=dict(os.environ, SCRATCHRNN_PORTABLE="1"), cwd=tmp_path)
+    _run([sys.executable, "-m", "build", "--no-isolation", "--outdir", dist, REPO], cwd=tmp_path)
     # from here on nothing may reach the source tree
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "SCRATCHRNN_NO_KERNEL")}
     (wheel,) = dist.glob("scratchrnn-*.whl")

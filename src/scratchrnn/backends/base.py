@@ -194,3 +194,14 @@ def decode_weights_of(params: dict, config: ModelConfig, concat=np.concatenate) 
     else:
         input_rows = p["W_emb"] @ p["W_xh"] + p["b_h"]
     return input_rows, concat([p["W_hh"], p["W_hq"]], axis=1), p["b_q"]
+
+
+def is_chapter_model(config: ModelConfig) -> bool:
+    """The chapter's own model (8.5): one RNN layer, no dropout. Backends keep their chapter code for it
+    and build every other model from the book's 9.1-9.3 cells."""
+    return config.cell == "rnn" and config.num_layers == 1 and not config.dropout
+
+
+def state_size(config: ModelConfig) -> int:
+    """How many (batch, hidden) tensors the flat state holds: each layer's H (and C for the LSTM)."""
+    return (2 if config.cell == "lstm" else 1) * config.num_layers

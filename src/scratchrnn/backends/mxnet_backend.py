@@ -11,6 +11,10 @@ loss comes back as an MXNet scalar that ``float()`` turns into a number when the
 
 MXNet 1.9.1 is the last MXNet release and needs NumPy 1.x, so this backend lives in its own
 environment (``.venv-mxnet``); nothing here may use NumPy 2 features.
+
+GRU and LSTM cells, stacked layers and dropout are the book's MXNet code of chapters 9.1-9.3
+(``mxnet_cells``); the chapter's own model keeps ``_rnn`` below. Dropout masks are drawn in plain
+NumPy (``dropout.DropoutMasks``), as the NumPy backend draws them.
 """
 from __future__ import annotations
 
@@ -26,12 +30,15 @@ with warnings.catch_warnings():
     from mxnet import autograd, gluon, np, npx
     from mxnet.util import use_np
 
-from .base import Backend, TensorOps
+from .base import Backend, TensorOps, is_chapter_model, state_size
+from .dropout import DropoutMasks
 
 # NumPy semantics for mxnet.np arrays, switched on as the chapter does before anything else. MXNet
 # keeps that switch per thread, so the backend class below is also wrapped in ``use_np``: a backend
 # made in one thread then still computes correctly when another thread calls it.
 npx.set_np()
+
+from . import mxnet_cells  # noqa: E402  (it uses the mxnet imported quietly above)
 
 
 class MXNetOps(TensorOps):
@@ -63,13 +70,16 @@ class MXNetOps(TensorOps):
 
 
 @use_np
-class MXNetBackend(Backend):
+class MXNetBackend(DropoutMasks, Backend):
     name = "mxnet"
     devices = ("cpu",)
+    cells = ("rnn", "gru", "lstm")
+    layers_and_dropout = True
     ops = MXNetOps()
 
-    def __init__(self, params, config, device="cpu", dtype="float32"):
+    def __init__(self, params, config, device="cpu", dtype="float32", dropout_seed: int = 0):
         super().__init__(params, config, device, dtype)   # CPU only: MXNet 1.9.1 from pip is a CPU build
+        self._init_dropout(dropout_seed)
         self.ctx = mx.cpu()
         self.params = {}
         for name in config.param_shapes():
@@ -82,7 +92,9 @@ class MXNetBackend(Backend):
 
     # -- state ------------------------------------------------------------------------------------
     def begin_state(self, batch_size):
-        return (np.zeros((batch_size, self.config.num_hiddens), dtype=self.dtype, ctx=self.ctx),)
+        # flat: each layer's tensors in turn (H; or H, C for the LSTM), as the NumPy backend's
+        return tuple(np.zeros((batch_size, self.config.num_hiddens), dtype=self.dtype, ctx=self.ctx)
+                     for _ in range(state_size(self.config)))
 
     def detach(self, state):
         # detach() returns a new array. The chapter calls `s.detach()` and drops the result, which
@@ -125,17 +137,26 @@ class MXNetBackend(Backend):
         # the values and still passes its gradient on to the parameter.
         return {name: np.copy(p) for name, p in self.params.items()}
 
+    def _model(self, X, state, weights, masks=None):
+        """The chapter's ``rnn`` for its own model, the book's deep model (9.3) for every other."""
+        if is_chapter_model(self.config):
+            return self._rnn(self._inputs(X, weights), state, weights)
+        return mxnet_cells.deep_model(self._inputs(X, weights), state, weights, self.config, masks)
+
     def forward(self, X, state):
         # pause(): inference records nothing, even if a caller is inside autograd.record()
         with autograd.pause():
-            logits, state = self._rnn(self._inputs(X, self.params), state, self.params)
+            logits, state = self._model(X, state, self.params)
         return logits.asnumpy(), state
 
     def _loss(self, X, Y, state):
         y = self._tokens(onp.asarray(Y).T.reshape(-1))   # time-major, to line up with the logits
+        masks = self.draw_masks(X)
+        if masks is not None:
+            masks = [np.array(mask, dtype=self.dtype, ctx=self.ctx) for mask in masks]
         with autograd.record():
             weights = self._graph_weights()
-            logits, new_state = self._rnn(self._inputs(X, weights), state, weights)
+            logits, new_state = self._model(X, state, weights, masks)
             loss = self.loss(logits, y).mean()
         return loss, new_state
 

@@ -5,6 +5,10 @@ The pieces are the ones the Paddle edition of the chapter writes: parameters are
 ``paddle.matmul`` and ``paddle.tanh``, and ``loss.backward()`` fills ``.grad``. Clipping and the
 optimizers are the package's own (``scratchrnn.optim``), written once for every backend over
 ``PaddleOps``; the new values are assigned under ``paddle.no_grad()``.
+
+GRU and LSTM cells, stacked layers and dropout are the book's Paddle code of chapters 9.1-9.3
+(``paddle_cells``); the chapter's own model keeps ``_rnn`` below. Dropout masks are drawn in NumPy
+(``dropout.DropoutMasks``), as the NumPy backend draws them.
 """
 from __future__ import annotations
 
@@ -13,7 +17,8 @@ import warnings
 
 import numpy as np
 
-from .base import Backend, TensorOps
+from .base import Backend, TensorOps, is_chapter_model, state_size
+from .dropout import DropoutMasks
 
 
 def _amd_cpu_with_avx2() -> bool:
@@ -64,6 +69,8 @@ def _import_paddle_quietly():
 
 paddle, F = _import_paddle_quietly()
 
+from . import paddle_cells  # noqa: E402  (it uses the paddle imported quietly above)
+
 
 class PaddleOps(TensorOps):
     """The optimizers' and clipping's tensor operations in Paddle (see ``TensorOps``)."""
@@ -89,13 +96,16 @@ class PaddleOps(TensorOps):
         return paddle.to_tensor(np.asarray(array), dtype=like.dtype, place=like.place)
 
 
-class PaddleBackend(Backend):
+class PaddleBackend(DropoutMasks, Backend):
     name = "paddle"
     devices = ("cpu",)
+    cells = ("rnn", "gru", "lstm")
+    layers_and_dropout = True
     ops = PaddleOps()
 
-    def __init__(self, params, config, device="cpu", dtype="float32"):
+    def __init__(self, params, config, device="cpu", dtype="float32", dropout_seed: int = 0):
         super().__init__(params, config, device, dtype)
+        self._init_dropout(dropout_seed)
         self.place = paddle.CPUPlace()
         self.params = {}
         for name in config.param_shapes():
@@ -105,8 +115,9 @@ class PaddleBackend(Backend):
 
     # -- state ------------------------------------------------------------------------------------
     def begin_state(self, batch_size):
+        # flat: each layer's tensors in turn (H; or H, C for the LSTM), as the NumPy backend's
         zeros = np.zeros((batch_size, self.config.num_hiddens), dtype=self.dtype)
-        return (paddle.to_tensor(zeros, place=self.place),)
+        return tuple(paddle.to_tensor(zeros, place=self.place) for _ in range(state_size(self.config)))
 
     def detach(self, state):
         return tuple(s.detach() for s in state)
@@ -149,14 +160,25 @@ class PaddleBackend(Backend):
         # place. ``clone`` snapshots the values and still passes gradients back to the parameters.
         return {name: p.clone() for name, p in self.params.items()}
 
+    def _model(self, X, state, weights, train: bool):
+        """The chapter's ``rnn`` for its own model, the book's deep model (9.3) for every other; with
+        dropout masks in training."""
+        inputs = self._inputs(self._tokens(X), weights)
+        if is_chapter_model(self.config):
+            return self._rnn(inputs, state, weights)
+        masks = self.draw_masks(X) if train else None
+        if masks is not None:
+            masks = [paddle.to_tensor(mask, place=self.place) for mask in masks]
+        return paddle_cells.deep_model(inputs, state, weights, self.config, masks)
+
     def forward(self, X, state):
         with paddle.no_grad():
-            logits, state = self._rnn(self._inputs(self._tokens(X), self.params), state, self.params)
+            logits, state = self._model(X, state, self.params, train=False)
         return logits.numpy(), state
 
     def _loss(self, X, Y, state):
         weights = self._graph_weights()
-        logits, new_state = self._rnn(self._inputs(self._tokens(X), weights), state, weights)
+        logits, new_state = self._model(X, state, weights, train=True)
         targets = paddle.to_tensor(np.asarray(Y, dtype=np.int64).T.reshape(-1), place=self.place)
         return F.cross_entropy(logits, targets), new_state
 

@@ -7,9 +7,14 @@ for every backend over ``TFOps``.
 
 Speed: from a detached state (the normal case) the forward pass, the tape and the clipping of a
 training step are one ``tf.function``, traced once for the batch shape and reused for every step, so
-Python runs once per step rather than once per operation; the update then assigns the variables. A state that was not detached makes the step replay
-earlier batches (see ``TFState``); that step runs eagerly around compiled pieces instead, so a longer
-history never means a new trace.
+Python runs once per step rather than once per operation; the update then assigns the variables. A
+state that was not detached makes the step replay earlier batches (see ``TFState``); that step runs
+eagerly around compiled pieces instead, so a longer history never means a new trace.
+
+GRU and LSTM cells, stacked layers and dropout are the book's TensorFlow code of chapters 9.1-9.3
+(``tensorflow_cells``), in the same graphs; the chapter's own model keeps ``_rnn`` below. Dropout
+masks are drawn in NumPy (``dropout.DropoutMasks``), as the NumPy backend draws them, and enter the
+graph as inputs: a mask drawn inside a traced function would be drawn once, at tracing.
 """
 from __future__ import annotations
 
@@ -23,7 +28,9 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from ..optim import clip_by_global_norm  # noqa: E402
-from .base import Backend, TensorOps  # noqa: E402
+from . import tensorflow_cells  # noqa: E402
+from .base import Backend, TensorOps, is_chapter_model, state_size  # noqa: E402
+from .dropout import DropoutMasks  # noqa: E402
 
 _DTYPES = {"float32": tf.float32, "float64": tf.float64}
 
@@ -34,8 +41,9 @@ class TFState(tuple):
     PyTorch keeps the graph of earlier batches alive inside a state; a GradientTape cannot reach
     into the tape of an earlier step. So a state that was not detached carries the recipe instead:
     ``start``, the state its run of batches began from, and ``earlier``, each batch since then as
-    (tokens, weights it was computed with), oldest first. The next training step replays them
-    inside its own tape, so its loss backpropagates into those batches (the chapter's exercise).
+    (tokens, weights it was computed with, dropout masks or None), oldest first. The next training
+    step replays them inside its own tape, so its loss backpropagates into those batches (the
+    chapter's exercise). With dropout, each earlier batch keeps its masks: it is replayed as it ran.
     """
 
     start: tuple = ()
@@ -69,13 +77,16 @@ class TFOps(TensorOps):
         return tf.constant(np.asarray(array), dtype=like.dtype)
 
 
-class TensorFlowBackend(Backend):
+class TensorFlowBackend(DropoutMasks, Backend):
     name = "tensorflow"
     devices = ("cpu",)
+    cells = ("rnn", "gru", "lstm")
+    layers_and_dropout = True
     ops = TFOps()
 
-    def __init__(self, params, config, device="cpu", dtype="float32"):
+    def __init__(self, params, config, device="cpu", dtype="float32", dropout_seed: int = 0):
         super().__init__(params, config, device, dtype)
+        self._init_dropout(dropout_seed)
         self.tf_dtype = _DTYPES[dtype]
         self.params = {name: tf.Variable(np.asarray(params[name], dtype=dtype), name=name)
                        for name in config.param_shapes()}
@@ -89,7 +100,9 @@ class TensorFlowBackend(Backend):
 
     # -- state ------------------------------------------------------------------------------------
     def begin_state(self, batch_size):
-        return TFState((tf.zeros((batch_size, self.config.num_hiddens), dtype=self.tf_dtype),))
+        # flat: each layer's tensors in turn (H; or H, C for the LSTM), as the NumPy backend's
+        return TFState(tuple(tf.zeros((batch_size, self.config.num_hiddens), dtype=self.tf_dtype)
+                             for _ in range(state_size(self.config))))
 
     def detach(self, state):
         # eager tensors hold no graph: forgetting the recipe of earlier batches is all it takes
@@ -122,30 +135,42 @@ class TensorFlowBackend(Backend):
             outputs.append(tf.matmul(H, W_hq) + b_q)
         return tf.concat(outputs, axis=0), (H,)
 
-    def _forward(self, tokens, state):
-        return self._rnn(self._inputs(tokens, self.params), state, self.params)
+    def _model(self, tokens, state, weights, masks):
+        """The chapter's ``rnn`` for its own model, the book's deep model (9.3) for every other."""
+        inputs = self._inputs(tokens, weights)
+        if is_chapter_model(self.config):
+            return self._rnn(inputs, state, weights)
+        return tensorflow_cells.deep_model(inputs, state, weights, self.config, masks)
 
-    def _batch_loss(self, tokens, targets, state):
+    def _forward(self, tokens, state, masks=None):
+        return self._model(tokens, state, self.params, masks)
+
+    def _batch_loss(self, tokens, targets, state, masks):
         """Mean cross-entropy of predicting the targets from the tokens, and the state after them."""
-        logits, new_state = self._forward(tokens, state)
+        logits, new_state = self._forward(tokens, state, masks)
         loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=logits))
         return loss, new_state
 
-    def _state_after(self, tokens, state, weights):
-        """The state at the end of an earlier batch, recomputed with the weights that batch used."""
-        # its outputs are not needed: they were trained on when that batch ran
-        _, state = self._rnn(self._inputs(tokens, weights), state, weights)
+    def _state_after(self, tokens, state, weights, masks):
+        """The state at the end of an earlier batch, recomputed with the weights (and dropout masks)
+        that batch used."""
+        if is_chapter_model(self.config):
+            # its outputs are not needed: they were trained on when that batch ran
+            _, state = self._rnn(self._inputs(tokens, weights), state, weights)
+            return state
+        _, state = tensorflow_cells.deep_layers(self._inputs(tokens, weights), state, weights, self.config,
+                                                masks)
         return state
 
-    def _loss_and_grads(self, tokens, targets, start, earlier):
+    def _loss_and_grads(self, tokens, targets, start, earlier, masks):
         """Loss and gradients of one batch, replaying the ``earlier`` batches (see TFState) first."""
-        earlier_weights = [weights for _tokens, weights in earlier]
+        earlier_weights = [weights for _tokens, weights, _masks in earlier]
         with tf.GradientTape() as tape:
             tape.watch(earlier_weights)
             state = start
-            for earlier_tokens, weights in earlier:
-                state = self._replay_graph(earlier_tokens, state, weights)
-            loss, new_state = self._loss_graph(tokens, targets, state)
+            for earlier_tokens, weights, earlier_masks in earlier:
+                state = self._replay_graph(earlier_tokens, state, weights, earlier_masks)
+            loss, new_state = self._loss_graph(tokens, targets, state, masks)
         grads, earlier_grads = tape.gradient(
             loss, (self.params, earlier_weights), unconnected_gradients=tf.UnconnectedGradients.ZERO)
         # an earlier batch used older values of the same parameters: its gradients are theirs too
@@ -154,10 +179,10 @@ class TensorFlowBackend(Backend):
             grads = {name: g + tf.convert_to_tensor(batch_grads[name]) for name, g in grads.items()}
         return loss, grads, new_state
 
-    def _clipped_gradients(self, tokens, targets, start, earlier, theta):
+    def _clipped_gradients(self, tokens, targets, start, earlier, masks, theta):
         """Loss, gradients clipped by their global norm (``optim.clip_by_global_norm``, traced into the
         graph with TensorFlow's operations), and the new state."""
-        loss, grads, new_state = self._loss_and_grads(tokens, targets, start, earlier)
+        loss, grads, new_state = self._loss_and_grads(tokens, targets, start, earlier, masks)
         grads, _ = clip_by_global_norm(grads, theta, self.ops)
         return loss, grads, new_state
 
@@ -177,35 +202,40 @@ class TensorFlowBackend(Backend):
         """Y time-major and flattened, to line up with the (steps * batch) rows of the logits."""
         return tf.constant(np.asarray(Y, dtype=np.int64).T.reshape(-1))
 
-    def _carry(self, state, tokens):
+    def _masks(self, X):
+        """A training batch's dropout masks as constants (None without dropout); see DropoutMasks."""
+        masks = self.draw_masks(X)
+        return None if masks is None else tuple(tf.constant(mask) for mask in masks)
+
+    def _carry(self, state, tokens, masks):
         """What a step needs to replay ``state``'s history, and the history the new state will carry."""
         start, earlier = (state.start, state.earlier) if getattr(state, "earlier", ()) else (tuple(state), ())
         # read_value is a snapshot: the update after this step does not change it (copy on write)
         weights_now = {name: param.read_value() for name, param in self.params.items()}
-        return start, earlier, (*earlier, (tokens, weights_now))
+        return start, earlier, (*earlier, (tokens, weights_now, masks))
 
     def forward(self, X, state):
         logits, new_state = self._forward(self._time_major(X), tuple(state))
         return logits.numpy(), TFState(new_state)
 
     def gradients(self, X, Y, state):
-        tokens, targets = self._time_major(X), self._targets(Y)
-        start, earlier, history = self._carry(state, tokens)
-        loss, grads, new_state = self._loss_and_grads(tokens, targets, start, earlier)
+        tokens, targets, masks = self._time_major(X), self._targets(Y), self._masks(X)
+        start, earlier, history = self._carry(state, tokens, masks)
+        loss, grads, new_state = self._loss_and_grads(tokens, targets, start, earlier, masks)
         return loss, grads, TFState(new_state, start, history)
 
     def train_step(self, X, Y, state, lr, clip_theta, optimizer=None):
         """The base class's step, with the gradients and their clipping fused into one graph; the
         optimizer's update (the same code as for every backend) then runs eagerly on the variables."""
-        tokens, targets = self._time_major(X), self._targets(Y)
-        start, earlier, history = self._carry(state, tokens)
+        tokens, targets, masks = self._time_major(X), self._targets(Y), self._masks(X)
+        start, earlier, history = self._carry(state, tokens, masks)
         # A detached state: gradients and clipping run as one graph, traced once. A state carrying
         # earlier batches runs eagerly around the compiled pieces, because a single graph would be
         # traced anew for every length of history.
         step = self._clipped_gradients if earlier else self._clipped_graph
         # None or a tensor, not a Python float: a new float value would trace the graph again
         theta = None if clip_theta is None else tf.constant(clip_theta, dtype=self.tf_dtype)
-        loss, grads, new_state = step(tokens, targets, start, earlier, theta)
+        loss, grads, new_state = step(tokens, targets, start, earlier, masks, theta)
         (optimizer or self._chapter_sgd()).update(self, grads, lr)
         return loss, TFState(new_state, start, history)
 
