@@ -108,7 +108,7 @@ CONFIG_CASES = {
     "too many parameters": (_edit(["model", "num_hiddens"], 65536), "parameters"),
     "vocab_size a string": (_edit(["model", "vocab_size"], "28"), "model.vocab_size"),
     "unknown activation": (_edit(["model", "activation"], "sigmoid"), "model.activation must be one of"),
-    "unknown cell": (_edit(["model", "cell"], "lstm"), "model.cell must be one of"),
+    "unknown cell": (_edit(["model", "cell"], "transformer"), "model.cell must be one of"),
     "dropout NaN": (_edit(["model", "dropout"], float("nan")), "model.dropout"),
     "unknown cleaning": (_edit(["data", "cleaning"], "shout"), "data.cleaning must be one of"),
     "unknown token": (_edit(["data", "token"], "byte"), "data.token must be one of"),

@@ -272,7 +272,7 @@ def _add_train_parser(sub) -> None:
                             "does); may differ from the N a run was saved with when resuming")
     ranks.add_argument("--threads", type=_positive_int, default=None, metavar="T",
                        help="threads of each rank (default: this machine's cores divided by its ranks, at "
-                            "least 1; one process alone keeps its libraries' own default)")
+                            "least 1; one process alone keeps what its libraries choose)")
     run.add_argument("--json", action="store_true",
                      help="print one JSON object with the results on stdout, nothing else")
 
