@@ -224,9 +224,12 @@ class TensorFlowBackend(DropoutMasks, Backend):
         loss, grads, new_state = self._loss_and_grads(tokens, targets, start, earlier, masks)
         return loss, grads, TFState(new_state, start, history)
 
-    def train_step(self, X, Y, state, lr, clip_theta, optimizer=None):
+    def train_step(self, X, Y, state, lr, clip_theta, optimizer=None, reduce=None):
         """The base class's step, with the gradients and their clipping fused into one graph; the
         optimizer's update (the same code as for every backend) then runs eagerly on the variables."""
+        if reduce is not None:
+            # gradients averaged over ranks would have to leave the graph before clipping
+            raise ValueError("the tensorflow backend trains in one process (no reduce)")
         tokens, targets, masks = self._time_major(X), self._targets(Y), self._masks(X)
         start, earlier, history = self._carry(state, tokens, masks)
         # A detached state: gradients and clipping run as one graph, traced once. A state carrying
