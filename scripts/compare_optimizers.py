@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import time
 from pathlib import Path
@@ -36,6 +37,7 @@ def main() -> None:
     args = parser.parse_args()
 
     results = {}
+    load_before = os.getloadavg()[0]
     for name, lr in RUNS.items():
         config = RunConfig(out=f"{args.runs}/{name}", backend=args.backend, data=args.data,
                            model={"num_hiddens": 512}, predict_every=0, num_chars=200,
@@ -58,6 +60,7 @@ def main() -> None:
     command = f".venv/bin/python scripts/compare_optimizers.py --epochs {args.epochs} --backend {args.backend}"
     record = {"command": command, "backend": args.backend, "data": Path(args.data).name,
               "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}", "scratchrnn": __version__,
+              "load_average": [round(load_before, 1), round(os.getloadavg()[0], 1)],
               "results": results}
     (out / "optimizers.json").write_text(json.dumps(record, indent=1) + "\n")
     _plot(results, out / "optimizers.png")
@@ -96,6 +99,9 @@ def _table(record: dict, path: Path) -> None:
         f"character (the log of perplexity). Rerun with:",
         "",
         f"    {record['command']}",
+        "",
+        f"The machine's load average was {record['load_average'][0]} when the runs started and "
+        f"{record['load_average'][1]} when they ended (2 cores): the seconds grow with it, the losses do not.",
         "",
         "| epoch | " + " | ".join(f"{n} held-out | {n} training | {n} seconds" for n in names) + " |",
         "|---:|" + "---:|---:|---:|" * len(names),
