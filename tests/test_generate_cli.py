@@ -161,7 +161,7 @@ def test_ctrl_c_during_generation_is_one_line_and_status_130(run):
     proc.send_signal(signal.SIGINT)
     proc.stdout.read()                  # keep reading so that the process is never blocked on the pipe
     err = proc.stderr.read().decode()
-    assert proc.wait(timeout=60) == 130
+    assert proc.wait(timeout=60) == 130, err
     assert _beyond_the_checkpoint_line(err) == ["scratchrnn: generation interrupted"], err
 
 

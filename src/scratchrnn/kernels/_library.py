@@ -163,8 +163,22 @@ def _bind(library, variant: str) -> Kernels | None:
     for f in (runs_here, vector_floats, decode, forward, backward):
         f.restype = ctypes.c_int
     # vector_floats 0: a variant this processor does not run (see variant_kernels)
-    return Kernels(variant, vector_floats() if runs_here() else 0, decode, forward, backward, tanh,
-                   library.scratchrnn_last_threads)
+    return Kernels(variant, vector_floats() if runs_here() else 0, _interruptible(decode),
+                   _interruptible(forward), _interruptible(backward), tanh, library.scratchrnn_last_threads)
+
+
+def _interruptible(function):
+    """``function``, but a Ctrl-C that lands while ctypes converts its arguments is raised as the
+    KeyboardInterrupt it is (ctypes wraps it in an ArgumentError, which nobody would take for Ctrl-C)."""
+    def call(*args):
+        try:
+            return function(*args)
+        except ctypes.ArgumentError as err:
+            if "KeyboardInterrupt" in str(err):
+                raise KeyboardInterrupt from None
+            raise
+    call.__name__ = getattr(function, "__name__", "kernel")
+    return call
 
 
 def variant_kernels(variant: str) -> Kernels | None:
