@@ -1,6 +1,7 @@
 """What every cell shares: its parameters named per gate, weights laid side by side, a few helpers."""
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,7 +23,7 @@ class CellWeights:
     W_hh: np.ndarray | None = None
 
 
-class Cell:
+class Cell(ABC):
     """A recurrent cell (see the package's docstring for what each method computes)."""
 
     name = "cell"
@@ -57,11 +58,12 @@ class Cell:
     def begin_state(self, batch_size: int, num_hiddens: int, dtype) -> tuple[np.ndarray, ...]:
         return tuple(np.zeros((batch_size, num_hiddens), dtype=dtype) for _ in self.state_names)
 
+    @abstractmethod
     def forward(self, terms: np.ndarray, state: tuple, weights: CellWeights, activation: str):
         """Every step's output H (steps, batch, hidden), the state after the last step, and what
         ``backward`` needs (the cache)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def backward(self, cache, weights: CellWeights, d_outputs: np.ndarray | None, d_final: tuple | None,
                  need_d_state0: bool):
         """From the loss gradient reaching each step's output (``d_outputs``, or None: nothing) and the
@@ -69,7 +71,6 @@ class Cell:
         gradient of the input terms (steps, batch, gates * hidden), of the recurrent weights (a dict
         under the cell's plain names) and of the starting state (a tuple, or None unless
         ``need_d_state0``). ``d_outputs`` may be overwritten."""
-        raise NotImplementedError
 
 
 def side_by_side(params: dict[str, np.ndarray], stem: str, gates: tuple[str, ...]) -> np.ndarray:
