@@ -220,6 +220,46 @@ def test_two_ranks_of_one_thread_use_one_thread_each():
     assert outputs == [["1", "1"], ["1", "1"]]
 
 
+_TEAM = """
+import numpy as np, torch
+from scratchrnn import backends, kernels
+from scratchrnn.kernels import _library
+from scratchrnn.model import ModelConfig, init_params
+torch.set_num_threads(2)
+config = ModelConfig(11, 128)
+backend = backends.create("torch", init_params(config, 0), config, dtype="float32")
+X, Y = np.random.default_rng(0).integers(0, 11, (2, 32, 6))
+backend.train_step(X, Y, backend.begin_state(32), 0.1, 5.0)
+print(kernels.torch_team.status(), "|", kernels.last_threads(), _library.helper_threads())
+"""
+
+
+@trains_compiled
+@pytest.mark.parametrize("team", ["on", "off"])
+def test_the_torch_backends_kernel_calls_run_on_pytorchs_threads(team, tmp_path):
+    """A training step's compiled loops run on PyTorch's own threads (at::parallel_for, built on first
+    use into the cache folder): the library starts no threads of its own beside PyTorch's. With
+    SCRATCHRNN_TORCH_TEAM=0 they run on the library's threads, and say why."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    env = {**os.environ, "SCRATCHRNN_CACHE": str(tmp_path / "cache"), "SCRATCHRNN_TORCH_TEAM": team,
+           "PYTHONPATH": str(Path(kernels.__file__).parents[2])}
+    for name in ("SCRATCHRNN_THREADS", "OMP_NUM_THREADS"):
+        env.pop(name, None)
+    done = subprocess.run([sys.executable, "-c", _TEAM], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    status, counts = done.stdout.strip().split(" | ")
+    if team == "on":
+        assert status == "PyTorch's threads"
+        assert counts.split() == ["2", "0"]                 # two threads, none of the library's own
+        assert list((tmp_path / "cache").glob("torch_team-*.so"))
+    else:
+        assert status == "the kernels' own threads (SCRATCHRNN_TORCH_TEAM is off)"
+        assert counts.split() == ["2", "1"]                 # the caller and one helper
+
+
 @trains_compiled
 def test_numpy_training_is_the_same_whether_or_not_torch_was_loaded(monkeypatch):
     """The NumPy backend's compiled loops take their threads from the environment, not from PyTorch:

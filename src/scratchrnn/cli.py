@@ -60,13 +60,23 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+class _PrintVersion(argparse.Action):
+    """``--version``: one line, whatever the terminal's width (argparse's own action wraps it)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest, nargs=0, default=default, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"scratchrnn {__version__} (compiled kernels: {kernels.status()})")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="scratchrnn",
         description="Character-level RNN language models from scratch (Dive into Deep Learning, 8.5).",
         formatter_class=_HelpFormatter)
-    parser.add_argument("--version", action="version",
-                        version=f"scratchrnn {__version__} (compiled kernels: {kernels.status()})",
+    parser.add_argument("--version", action=_PrintVersion,
                         help="show the version, and whether the compiled kernels (greedy generation, the "
                              "recurrences of a training step) are built and on, then exit")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)

@@ -87,8 +87,9 @@ def _run_recurrence(tokens, h0, W_xh, W_hh, b_h, W_emb, activation: str):
         embedded = torch.index_select(W_emb, 0, flat_tokens)
         torch.addmm(b_h, embedded, W_xh, out=projections)
     if _runs_compiled(hs):
-        kernels.recurrence.forward(hs.numpy(), W_hh.detach().numpy(), activation,
-                                   threads=kernels.threads("torch"))
+        with kernels.running_on(kernels.torch_team.team()):
+            kernels.recurrence.forward(hs.numpy(), W_hh.detach().numpy(), activation,
+                                       threads=kernels.threads("torch"))
         return hs, embedded
     steps = hs.unbind(0)
     for t in range(num_steps):
@@ -193,10 +194,11 @@ class _RNNLoss(torch.autograd.Function):
 
         need_dh0 = ctx.needs_input_grad[0]
         if _runs_compiled(hs):
-            dz, d_h0 = kernels.recurrence.backward(
-                hs.numpy(), W_hh_T.numpy(), None if dhs is None else dhs.numpy(),
-                None if d_h_last is None else d_h_last.numpy(), ctx.activation, need_dh0,
-                threads=kernels.threads("torch"))
+            with kernels.running_on(kernels.torch_team.team()):
+                dz, d_h0 = kernels.recurrence.backward(
+                    hs.numpy(), W_hh_T.numpy(), None if dhs is None else dhs.numpy(),
+                    None if d_h_last is None else d_h_last.numpy(), ctx.activation, need_dh0,
+                    threads=kernels.threads("torch"))
             dz, d_h0 = torch.from_numpy(dz), None if d_h0 is None else torch.from_numpy(d_h0)
         else:
             dz, d_h0 = _backprop_steps(hs, W_hh_T, dhs, d_h_last, ctx.activation, need_dh0)
