@@ -88,8 +88,8 @@ def test_gather_rows_in_the_world_of_one_is_the_identity():
 # -- 2 ranks against one process -------------------------------------------------------------------------
 def test_two_ranks_take_the_same_steps_as_one_process_with_the_whole_batch(tmp_path):
     """Per-epoch training and held-out perplexities and final weights to 1e-9 (float64): RNN, GRU and
-    LSTM, SGD and Adam, sequential and random partitioning, torch and numpy; both ranks end with
-    identical weights."""
+    LSTM, SGD and Adam, sequential and random partitioning, torch and numpy, two layers with dropout;
+    both ranks end with identical weights."""
     out = tmp_path / "ranks.npz"
     done = subprocess.run([*TORCHRUN, "--standalone", "--nproc-per-node", "2",
                            str(HERE / "distributed_worker.py"), str(out)],
@@ -111,11 +111,11 @@ TINY = ["--backend", "torch", "--dtype", "float64", "--hidden", "8", "--max-toke
         "--num-steps", "5", "--no-progress", "--predict-every", "0"]
 
 
-def _reference(tmp_path, epochs: int) -> dict:
+def _reference(tmp_path, epochs: int, **model) -> dict:
     """The tiny run's last/ weights from one process, through the same runner."""
     config = RunConfig(out=str(tmp_path / "reference"), backend="torch", dtype="float64", max_tokens=600,
-                       model={"num_hiddens": 8}, train=TrainConfig(epochs=epochs, batch_size=4, num_steps=5),
-                       predict_every=0)
+                       model={"num_hiddens": 8, **model},
+                       train=TrainConfig(epochs=epochs, batch_size=4, num_steps=5), predict_every=0)
     run(config, "new", say=lambda line: None, progress=False)
     return load_checkpoint(tmp_path / "reference", "last").params
 
@@ -133,12 +133,17 @@ def test_refusals_come_before_any_process_starts(capsys, tmp_path):
     assert not (tmp_path / "a").exists()
 
 
-def test_nproc_run_stopped_inside_an_epoch_resumes_on_one_process(tmp_path):
+@pytest.mark.parametrize("model", [{}, {"cell": "gru", "num_layers": 2, "dropout": 0.3}],
+                         ids=["rnn", "gru-2-layers-dropout"])
+def test_nproc_run_stopped_inside_an_epoch_resumes_on_one_process(tmp_path, model):
     """Ctrl-C on both ranks (after their 5th batch, so at the 6th through the all_reduce): rank 0 saves
     the whole batch's carried state, world_size 2; one process resumes the epoch from its middle and ends
-    where a run never stopped ends (1e-9, float64)."""
+    where a run never stopped ends (1e-9, float64) -- with dropout too: the ranks' masks are rows of
+    one stream's, which the checkpoint continues."""
     out = tmp_path / "run"
-    stopped = _train_cli(*TINY, "--epochs", "2", "--nproc", "2", "--out", str(out),
+    flags = {"cell": "--cell", "num_layers": "--layers", "dropout": "--dropout"}
+    model_args = [str(part) for key, value in model.items() for part in (flags[key], value)]
+    stopped = _train_cli(*TINY, *model_args, "--epochs", "2", "--nproc", "2", "--out", str(out),
                          env=_env(SCRATCHRNN_FAULT="train.batch-end:after-5-sigint"))
     assert stopped.returncode == 130, stopped.stderr[-3000:]
     assert stopped.stderr.count("stopping after this batch") == 1          # rank 0 alone speaks
@@ -148,7 +153,7 @@ def test_nproc_run_stopped_inside_an_epoch_resumes_on_one_process(tmp_path):
     assert saved.optimizer_state["carried/0"].shape == (4, 8)              # all 4 rows, both ranks'
     resumed = _train_cli("--resume", str(out), "--no-progress")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    reference = _reference(tmp_path, 2)
+    reference = _reference(tmp_path, 2, **model)
     final = load_checkpoint(out, "last").params
     for name, value in reference.items():
         np.testing.assert_allclose(final[name], value, rtol=1e-9, atol=1e-12, err_msg=name)

@@ -284,9 +284,9 @@ def _prepare(config, resume, world):
 
     optimizer = train_cfg.make_optimizer()
     # dropout masks come from the backend's own generator, seeded from the run's seed; on several
-    # ranks a stream of its own for each (the same masks on every rank's rows would be correlated)
-    dropout_seed = train_cfg.seed * world.size + world.rank
-    options = {"dropout_seed": dropout_seed} if model.dropout else {}
+    # ranks every rank holds the same stream and keeps its rows of each mask (training.train), so
+    # the masks are those of one process, and a resume on any number of ranks continues them
+    options = {"dropout_seed": train_cfg.seed} if model.dropout else {}
     if resume is None:
         backend = backends.create(cfg.backend, init_params(model, train_cfg.seed), model,
                                   device=cfg.device, dtype=cfg.dtype, **options)
@@ -300,8 +300,7 @@ def _prepare(config, resume, world):
         backend = backends.create(cfg.backend, ckpt.params, model, device=cfg.device, dtype=cfg.dtype,
                                   **options)
         dropout_rng = resume["saved"].get("dropout_rng")
-        # saved from rank 0's stream: the other ranks go on with streams of their own
-        if dropout_rng is not None and world.is_main and hasattr(backend, "set_dropout_rng_state"):
+        if dropout_rng is not None and hasattr(backend, "set_dropout_rng_state"):
             backend.set_dropout_rng_state(json_safe_ints(dropout_rng, to_text=False))
         arrays = dict(ckpt.optimizer_state)
         carried_arrays = [arrays.pop(f"{CARRIED_SLOT}/{i}") for i in range(len(arrays))
