@@ -27,6 +27,7 @@ HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 from distributed_worker import CASES, train_case  # noqa: E402
 
+from scratchrnn import distributed  # noqa: E402
 from scratchrnn.checkpoint import load_checkpoint  # noqa: E402
 from scratchrnn.data import SeqDataLoader  # noqa: E402
 from scratchrnn.distributed import SINGLE, World, world_from_env  # noqa: E402
@@ -202,3 +203,29 @@ def test_two_nodes_on_the_loopback_address(tmp_path):
     final = load_checkpoint(out, "last").params
     for name, value in reference.items():
         np.testing.assert_allclose(final[name], value, rtol=1e-9, atol=1e-12, err_msg=name)
+
+
+@pytest.mark.parametrize("exits, status", [
+    ({0: 130, 1: -signal.SIGTERM}, 130),    # Ctrl-C: rank 0 ended first, the agent stopped rank 1
+    ({0: 130, 1: 130}, 130),
+    ({0: 2, 1: -signal.SIGTERM}, 2),        # a user error, said by the rank
+    ({0: -signal.SIGKILL, 1: -signal.SIGTERM}, 1),
+    ({0: -signal.SIGTERM, 1: -signal.SIGTERM}, 1),
+])
+def test_launch_maps_how_the_ranks_ended_to_one_exit_status(monkeypatch, tmp_path, exits, status):
+    """What --nproc returns, whichever rank the agent saw end first: an interrupt or a user error that
+    the ranks reported themselves keeps its status; a rank killed from outside is an error (1)."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
+    from torch.distributed.launcher import api
+
+    error_file = str(tmp_path / "none.json")
+    failures = {rank: ProcessFailure(rank, 1000 + rank, code, error_file) for rank, code in exits.items()}
+
+    def launcher(config, entrypoint):
+        def run(*args):
+            raise ChildFailedError("scratchrnn", failures)
+        return run
+
+    monkeypatch.setattr(api, "elastic_launch", launcher)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")          # launch sets it for its ranks; restored after
+    assert distributed.launch(2, ["train"]) == status
