@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from scratchrnn import backends
+from scratchrnn.checkpoint import Checkpoint, save_checkpoint
 from scratchrnn.data import SeqDataLoader, load_corpus, split_heldout
 from scratchrnn.errors import TrainingDiverged
 from scratchrnn.generation import Decoding, predict
@@ -260,6 +261,10 @@ def train_within(configuration: Configuration, minutes: float, text: dict, args)
         if stats.is_best:
             result.best_params = backend.get_params()
 
+    # The budget ends the run through the rounds, not through train()'s should_stop: should_stop would
+    # cut a round short without scoring it, so the minutes after the last evaluation would be spent and
+    # never seen. Instead the round ends when no training time is left, train() scores it, and
+    # stop_when ends the run after that evaluation, the last point of the curve.
     budget.start()
     try:
         train(backend, rounds, config, on_epoch=on_round, validation=text["heldout"], eval_every=1,
@@ -271,6 +276,18 @@ def train_within(configuration: Configuration, minutes: float, text: dict, args)
     print(f"   best held-out {best['val_nats']:.3f} nats/char at {best['seconds'] / 60:.1f} min, "
           f"{result.tokens_per_sec:,.0f} tokens/s" if best else f"   no evaluation ({result.diverged})", flush=True)
     return result
+
+
+def save_best_weights(result: RunResult, text: dict, runs: Path) -> Path | None:
+    """The run's best weights as a checkpoint directory, for ``scratchrnn generate`` to read later."""
+    if result.best_params is None:
+        return None
+    directory = runs / f"{result.configuration.name}-{result.budget_minutes:g}min"
+    info = {"configuration": result.configuration.settings(), "best": result.best,
+            "budget_minutes": result.budget_minutes, "script": "scripts/shakespeare.py"}
+    save_checkpoint(directory, Checkpoint(result.best_params, text["vocab"],
+                                          result.configuration.model(len(text["vocab"])), "raw", info=info))
+    return directory
 
 
 def samples_of(result: RunResult, text: dict, args) -> str:
@@ -306,6 +323,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--temperature", type=float, default=0.8)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results",
                         help="where shakespeare.{md,json,png} are written")
+    parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "shakespeare",
+                        help="where each run's best weights are saved (scratchrnn generate DIR reads them)")
     args = parser.parse_args(argv)
     names = [c.name for c in configurations()]
     for name in (args.only or []) + ([] if args.long in ("best", "none") else [args.long]):
@@ -356,6 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     for configuration in configurations(args.hidden):
         if not args.only or configuration.name in args.only:
             results.append(train_within(configuration, short, text, args))
+            save_best_weights(results[-1], text, args.runs)
             save({})
     finished = [r for r in results if r.best is not None]
     if args.long != "none" and finished:
@@ -364,6 +384,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             pick = next(c for c in configurations(args.hidden) if c.name == args.long)
         results.append(train_within(pick, long, text, args))
+        save_best_weights(results[-1], text, args.runs)
     paths = save(samples_of_best(results, text, args))
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0

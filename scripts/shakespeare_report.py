@@ -75,8 +75,17 @@ def record(args, results: list, samples: dict, text: dict, *, command: str, star
         "budget_minutes": list(budgets), "budget_scale": args.budget_scale, "evaluations": args.evaluations,
         "long_run": args.long, "goals": goals, "anchors": ANCHORS,
         "sampling": {"prompt": args.prompt, "chars": args.sample_chars, "temperature": args.temperature},
-        "samples": samples, "runs": runs,
+        "samples": samples, "runs": runs, "weights": _shown(args.runs),
     }
+
+
+def _shown(path: Path) -> str:
+    """A path as the reader of the record would type it: relative to the repository where it lies in it."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        return str(path.resolve().relative_to(root))
+    except ValueError:
+        return str(path)
 
 
 # -- the verdicts ---------------------------------------------------------------------------------------
@@ -191,9 +200,17 @@ def markdown(rec: dict) -> str:
         lines += [f"{sampling['chars']} characters sampled by the best weights of **{name}** (temperature "
                   f"{sampling['temperature']:g}, prompt `{sampling['prompt']}`):", "", "```text", sample,
                   "```", ""]
+    scored = [run for run in rec["runs"] if run["best"]]
+    if scored:
+        best = min(scored, key=lambda run: run["best"]["val_nats"])
+        lines += [f"Each run's best weights are a checkpoint directory in `{rec['weights']}/`, named after its "
+                  f"configuration and budget: `scratchrnn generate {rec['weights']}/"
+                  f"{best['configuration']}-{best['budget_minutes']:g}min --temperature 0.8 --num-chars 500` "
+                  f"continues the best one.", ""]
     threads = f", {machine['threads']} threads" if machine["threads"] else ""
     lines += [
-        "Rerun with (`make shakespeare` runs the same):",
+        "Rerun with (`make shakespeare` runs the same):" if rec["command"].endswith("scripts/shakespeare.py")
+        else "Rerun with:",
         "",
         f"    {rec['command']}",
         "",

@@ -43,7 +43,7 @@ def test_shakespeare_trains_every_configuration_within_its_budget_and_writes_the
     out = tmp_path / "results"
     # budgets of 0.3 s and 0.9 s; the numpy backend starts faster than torch
     _run("shakespeare.py", "--data", str(play), "--budget-scale", "0.0005", "--hidden", "8", "--evaluations",
-         "3", "--backend", "numpy", "--sample-chars", "40", "--out", str(out))
+         "3", "--backend", "numpy", "--sample-chars", "40", "--out", str(out), "--runs", str(tmp_path / "runs"))
     record = json.loads((out / "shakespeare.json").read_text())
     names = [row[0] for row in shakespeare.CONFIGURATIONS]
     # every configuration for the short budget, then the best of them again for the long one
@@ -65,12 +65,18 @@ def test_shakespeare_trains_every_configuration_within_its_budget_and_writes_the
     for words in ("Goal 1", "Goal 2", "1.47", "1.88", "--budget-scale 0.0005", "load average", "```text"):
         assert words in markdown
     assert (out / "shakespeare.png").read_bytes()[:8] == PNG_MAGIC
+    # the long run's best weights, as a checkpoint scratchrnn generate reads
+    generate = subprocess.run([sys.executable, "-m", "scratchrnn", "generate",
+                               str(tmp_path / "runs" / f"{long_run['configuration']}-0.015min"), "--prefix",
+                               "ROMEO:", "--num-chars", "10"], capture_output=True, text=True, timeout=60)
+    assert generate.returncode == 0 and generate.stdout.startswith("ROMEO:"), generate.stderr
 
 
 def test_shakespeare_only_one_configuration_and_no_long_run(tmp_path, play):
     out = tmp_path / "results"
     _run("shakespeare.py", "--data", str(play), "--only", "gru-512", "--long", "none", "--budget-scale", "0.0005",
-         "--hidden", "8", "--evaluations", "2", "--backend", "numpy", "--sample-chars", "20", "--out", str(out))
+         "--hidden", "8", "--evaluations", "2", "--backend", "numpy", "--sample-chars", "20", "--out", str(out),
+         "--runs", str(tmp_path / "runs"))
     record = json.loads((out / "shakespeare.json").read_text())
     assert [run["name"] for run in record["runs"]] == ["gru-512 (0.005-minute run)"]
     assert "not tried" in (out / "shakespeare.md").read_text()     # no run had the long budget
