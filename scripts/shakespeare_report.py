@@ -234,16 +234,15 @@ def plot(rec: dict, path: Path) -> None:
             minutes = [p["seconds"] / 60 for p in points]
             losses = [p["val_nats"] for p in points]
             values += losses
-            ax.plot(minutes, losses, "o-", markersize=3, label=run['name'])
-    for goal in rec["goals"]:
-        ax.axhline(goal["nats"], color="tab:red", linestyle="--", linewidth=1)
-        ax.axvline(goal["minutes"], color="tab:red", linestyle=":", linewidth=1)
-        ax.annotate(f"goal {goal['nats']:.2f} within {goal['minutes']:g} min", (goal["minutes"], goal["nats"]),
-                    textcoords="offset points", xytext=(-4, 3), ha="right", fontsize="x-small", color="tab:red")
-    for anchor in rec["anchors"]:
-        ax.axhline(anchor["nats"], color="grey", linestyle="-.", linewidth=1)
-        ax.annotate(anchor["name"], (0, anchor["nats"]), textcoords="offset points", xytext=(2, 3),
-                    fontsize="x-small", color="dimgrey", xycoords=("axes fraction", "data"))
+            ax.plot(minutes, losses, "o-", markersize=3, label=run["name"])
+    # the goals and the anchors are told apart in the legend (labels on lines 0.03 apart would collide)
+    for goal, colour in zip(rec["goals"], ("tab:red", "darkred")):
+        ax.axhline(goal["nats"], color=colour, linestyle="--", linewidth=1,
+                   label=f"goal: {goal['nats']:.2f} within {goal['minutes']:g} min")
+        ax.axvline(goal["minutes"], color=colour, linestyle=":", linewidth=1)
+    for anchor, style in zip(rec["anchors"], ("-.", ":")):
+        ax.axhline(anchor["nats"], color="dimgrey", linestyle=style, linewidth=1,
+                   label=f"{anchor['name']}: {anchor['nats']:.2f}")
     # the first minutes of a run start far above the range the goals are about: keep that range readable
     lines = [g["nats"] for g in rec["goals"]] + [a["nats"] for a in rec["anchors"]]
     bottom = min(values + lines) - 0.05
