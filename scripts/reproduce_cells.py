@@ -95,8 +95,8 @@ def write_record(args: argparse.Namespace, rows: list[dict], rnn: list[dict], lo
         "characters of The Time Machine with batches of 32 x 35 (sequential partitioning), 256 hidden "
         "units, learning rate 1, clipping at 1, 500 epochs. The same settings here, each run a "
         "`scratchrnn train --cell ...` of its own, one after the other; the chapter's RNN (8.5, 512 "
-        "hidden units, from [chapter.md](chapter.md)) beside them. Continuations are greedy, from each "
-        "run's best weights (lowest training perplexity).",
+        "hidden units, from [chapter.md](chapter.md)) beside them. The cells' continuations are greedy, "
+        "from each run's best weights (its lowest training perplexity).",
         "",
         summary_sentence(rows),
         "",
