@@ -247,11 +247,13 @@ trains_compiled = pytest.mark.skipif(
 
 
 @trains_compiled
-@pytest.mark.parametrize("config", [ModelConfig(11, 40, "tanh"), ModelConfig(11, 40, "relu", "learned", 5)],
-                         ids=lambda c: f"{c.activation}-{c.embedding}")
+@pytest.mark.parametrize("config", [ModelConfig(11, 40, "tanh"), ModelConfig(11, 40, "relu", "learned", 5),
+                                    ModelConfig(11, 40, "tanh", cell="rnn", num_layers=2, dropout=0.2)],
+                         ids=variant_id)
 def test_cpu_float32_training_runs_compiled_and_trains_as_torchs_own_loops(config, monkeypatch):
     """The recurrences go to the compiled library, on at most torch.get_num_threads() threads, and
-    train as PyTorch's own step loops do."""
+    train as PyTorch's own step loops do: the chapter's model, and RNN layers stacked with dropout
+    (the stacked fast path's RNN cell)."""
     params = _boosted_params(config, scale=10)
     losses, weights, compiled_ran = _train_float32(config, params, monkeypatch, kernel=True, batch=38)
     assert compiled_ran and 1 <= kernels.last_threads() <= torch.get_num_threads()
