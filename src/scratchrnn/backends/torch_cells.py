@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from .. import kernels
+from ..cells.base import split_by_gate
 
 
 # -- the RNN cell's step loops (the chapter's model uses them directly) --------------------------------
@@ -149,17 +150,11 @@ class TorchCell:
 
     def input_grads(self, d_W_x, d_b) -> dict:
         """The gradients of W_x{g} and b_{g}, cut from those of the side-by-side W_x and b."""
-        hidden = d_b.shape[0] // len(self.layout)
-        grads = {}
-        for k, g in enumerate(self.layout):
-            grads[f"W_x{g}"] = d_W_x[:, k * hidden:(k + 1) * hidden]
-            grads[f"b_{g}"] = d_b[k * hidden:(k + 1) * hidden]
-        return grads
+        return {**split_by_gate(d_W_x, "W_x", self.layout), **split_by_gate(d_b, "b_", self.layout)}
 
     def recurrent_grads(self, d_W_h) -> dict:
         """The gradients of W_h{g}, cut from that of the side-by-side W_h."""
-        hidden = d_W_h.shape[0]
-        return {f"W_h{g}": d_W_h[:, k * hidden:(k + 1) * hidden] for k, g in enumerate(self.recurrent)}
+        return split_by_gate(d_W_h, "W_h", self.recurrent)
 
 
 def _states_buffer(terms, start):
