@@ -177,9 +177,10 @@ class StackedLoss(torch.autograd.Function):
     @staticmethod
     def backward(ctx, d_loss, *d_final):
         model = ctx.model
-        dlogits = None
-        if d_loss is not None:
-            dlogits = cross_entropy_grad(ctx.log_probs, ctx.targets, d_loss)
         need_d_state0 = any(ctx.needs_input_grad[4:4 + model.state_count])
-        grads, d_state0 = model.backprop(ctx.record, dlogits, d_final, need_d_state0)
+        # the hand-written gradient is not itself differentiable: nothing for autograd to record, even
+        # under backward(create_graph=True)
+        with torch.no_grad():
+            dlogits = None if d_loss is None else cross_entropy_grad(ctx.log_probs, ctx.targets, d_loss)
+            grads, d_state0 = model.backprop(ctx.record, dlogits, d_final, need_d_state0)
         return (None, None, None, None, *(d_state0 or (None,) * model.state_count), *grads)
