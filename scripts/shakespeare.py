@@ -49,15 +49,19 @@ DATA = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
 # units; emb the width of a learned embedding (0: one-hot inputs, the chapter's); drop dropout; optim
 # and lr the optimizer and its learning rate; schedule "constant" or "cosine" (here over the run's
 # wall-time budget, see WallClockTrainConfig) after warm steps of linear warm-up; B x T batches of B
-# rows of T time steps; sampling "sequential" or "random" partitioning. The first row is the
-# baseline: the chapter's RNN with its settings, 512 hidden, SGD at lr 1.
+# rows of T time steps; sampling "sequential" or "random" partitioning; init "book" (N(0, 0.01), the
+# book's) or "scaled" (N(0, 1/fan-in), model.init_params); fb the LSTM's forget-gate bias at the start
+# (char-rnn's 1). The first row is the baseline: the chapter's RNN with its settings, 512 hidden, SGD
+# at lr 1.
 CONFIGURATIONS = [
-    #name                         cell    L  H    emb drop optim   lr    schedule    warm B   T    sampling
-    ("rnn-baseline",              "rnn",  1, 512, 0,  0.0, "sgd",  1.0,  "constant", 0,   32, 35,  "sequential"),
-    ("lstm-512",                  "lstm", 1, 512, 64, 0.0, "adam", 2e-3, "constant", 0,   64, 100, "random"),
-    ("gru-512",                   "gru",  1, 512, 64, 0.0, "adam", 2e-3, "constant", 0,   64, 100, "random"),
-    ("lstm-512-dropout-cosine",   "lstm", 1, 512, 64, 0.2, "adam", 2e-3, "cosine",   200, 64, 100, "random"),
-    ("lstm-2x512-dropout-cosine", "lstm", 2, 512, 64, 0.2, "adam", 2e-3, "cosine",   200, 64, 100, "random"),
+    #name                         cell    L  H    emb drop optim   lr    schedule    warm B   T    sampling      init      fb
+    ("rnn-baseline",              "rnn",  1, 512, 0,  0.0, "sgd",  1.0,  "constant", 0,   32, 35,  "sequential", "book",   0.0),
+    ("lstm-512",                  "lstm", 1, 512, 64, 0.0, "adam", 2e-3, "constant", 0,   64, 100, "random",     "book",   0.0),
+    ("gru-512",                   "gru",  1, 512, 64, 0.0, "adam", 2e-3, "constant", 0,   64, 100, "random",     "book",   0.0),
+    ("lstm-512-dropout-cosine",   "lstm", 1, 512, 64, 0.2, "adam", 2e-3, "cosine",   200, 64, 100, "random",     "book",   0.0),
+    ("lstm-512-scaled",           "lstm", 1, 512, 64, 0.2, "adam", 2e-3, "cosine",   50,  64, 100, "random",     "scaled", 1.0),
+    ("lstm-2x512-dropout-cosine", "lstm", 2, 512, 64, 0.2, "adam", 2e-3, "cosine",   200, 64, 100, "random",     "book",   0.0),
+    ("lstm-2x512-scaled",         "lstm", 2, 512, 64, 0.2, "adam", 2e-3, "cosine",   50,  64, 100, "random",     "scaled", 1.0),
 ]
 BASELINE = CONFIGURATIONS[0][0]
 GOALS = ((10.0, 1.50), (30.0, 1.45))          # (minutes, nats per character): issue 12's two goals
@@ -81,6 +85,8 @@ class Configuration:
     batch_size: int
     num_steps: int
     sampling: str
+    init: str = "book"
+    forget_bias: float = 0.0
 
     def model(self, vocab_size: int) -> ModelConfig:
         embedding = {"embedding": "learned", "embed_dim": self.embed} if self.embed else {}
@@ -95,8 +101,10 @@ class Configuration:
         inputs = f"embedding {self.embed}" if self.embed else "one-hot"
         dropout = f", dropout {self.dropout:g}" if self.dropout else ""
         schedule = f", {self.lr_schedule} (warm-up {self.warmup})" if self.lr_schedule != "constant" else ""
+        init = f", init {self.init}" if self.init != "book" else ""
+        forget = f", forget bias {self.forget_bias:g}" if self.forget_bias else ""
         return (f"{self.cell} {layers}{self.hidden}, {inputs}{dropout}, {self.optimizer} {self.lr:g}{schedule}, "
-                f"batch {self.batch_size} x {self.num_steps} {self.sampling}")
+                f"batch {self.batch_size} x {self.num_steps} {self.sampling}{init}{forget}")
 
 
 def configurations(hidden: int | None = None) -> list[Configuration]:
@@ -235,8 +243,8 @@ def train_within(configuration: Configuration, minutes: float, text: dict, args)
     model = configuration.model(len(text["vocab"]))
     parameters = sum(int(np.prod(shape)) for shape in model.param_shapes().values())
     options = {"dropout_seed": args.seed} if model.dropout else {}
-    backend = backends.create(args.backend, init_params(model, args.seed), model, device=args.device,
-                              dtype=args.dtype, **options)
+    params = init_params(model, args.seed, init=configuration.init, forget_bias=configuration.forget_bias)
+    backend = backends.create(args.backend, params, model, device=args.device, dtype=args.dtype, **options)
     loader = SeqDataLoader(text["train"], configuration.batch_size, configuration.num_steps,
                            configuration.sampling, seed=args.seed)
     result = RunResult(f"{configuration.name} ({minutes:g}-minute run)", configuration, minutes, parameters)

@@ -201,6 +201,13 @@ def _add_train_parser(sub) -> None:
     model.add_argument("--dropout", type=_fraction, default=0.0, metavar="P",
                        help="dropout between layers and before the output layer while training (off when "
                             "scoring held-out text and generating)")
+    model.add_argument("--init", choices=("book", "scaled"), default="book",
+                       help="the starting weights: book, N(0, 0.01) as the book draws them; scaled, N(0, "
+                            "1/fan-in) and a learned embedding N(0, 1), which wide gated models with "
+                            "learned embeddings start learning from much sooner")
+    model.add_argument("--forget-bias", type=float, default=0.0, metavar="B",
+                       help="the LSTM's forget-gate bias at the start (char-rnn uses 1: keep the memory "
+                            "until the model learns to forget)")
     model.add_argument("--hidden", type=_positive_int, default=512, help="hidden units (of every layer)")
     model.add_argument("--activation", choices=("tanh", "relu"), default="tanh",
                        help="nonlinearity of the rnn cell's hidden state (gated cells use tanh)")

@@ -36,7 +36,7 @@ from .distributed import SINGLE, GradientAverager, World
 from .errors import RunInterrupted, TrainingDiverged, UserError
 from .generation import default_prefix, encode_prefix, predict
 from .interrupts import StopRequests
-from .model import ModelConfig, check_fits_in_memory, init_params
+from .model import INITS, ModelConfig, check_fits_in_memory, init_params
 from .plotting import plot_training
 from .rundir import RunDirectory
 from .training import BEST_BY, TrainConfig, TrainState, json_safe_ints, train
@@ -59,6 +59,8 @@ class RunConfig:
     val_fraction: float | None = None    # None: 0.1 of a file; for the bundled book the text after the slice
     best_by: str | None = None           # None: "val" where text is held out of a file, else "train"
     model: dict = field(default_factory=dict)     # ModelConfig's fields except vocab_size
+    init: str = "book"                   # the weights' start (model.init_params): "book" or "scaled"
+    forget_bias: float = 0.0             # the LSTM's forget-gate bias at the start (char-rnn: 1)
     train: TrainConfig = field(default_factory=TrainConfig)
     checkpoint_every: int = 1
     predict_every: int = 10
@@ -92,6 +94,10 @@ class RunConfig:
                 raise ValueError(f"{name} must be a positive integer, not {value}")
         if isinstance(self.predict_every, bool) or not isinstance(self.predict_every, int) or self.predict_every < 0:
             raise ValueError(f"predict_every must be an integer >= 0, not {self.predict_every}")
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, not {self.init!r}")
+        if self.forget_bias and self.model.get("cell", "rnn") != "lstm":
+            raise ValueError(f"forget_bias is for the lstm cell, not the {self.model.get('cell', 'rnn')} cell")
         if not isinstance(self.out, str) or not self.out.strip():
             raise ValueError(f"out must name a directory, not {self.out!r}")
         self.train.validate()
@@ -288,7 +294,8 @@ def _prepare(config, resume, world):
     # the masks are those of one process, and a resume on any number of ranks continues them
     options = {"dropout_seed": train_cfg.seed} if model.dropout else {}
     if resume is None:
-        backend = backends.create(cfg.backend, init_params(model, train_cfg.seed), model,
+        params = init_params(model, train_cfg.seed, init=cfg.init, forget_bias=cfg.forget_bias)
+        backend = backends.create(cfg.backend, params, model,
                                   device=cfg.device, dtype=cfg.dtype, **options)
         state, carried = TrainState(), None
     else:
