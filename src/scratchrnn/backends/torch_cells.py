@@ -12,7 +12,7 @@ steps after the loop. What is PyTorch's own here:
 - the factors backward multiplies each step's gradient by (derivatives of the gates, products of
   gates saved by the forward pass) are computed for all steps at once before the loop, in a few large
   operations, so that the loop keeps only what depends on the gradient flowing back: per step, four
-  element-wise operations and one product for the LSTM, five and two for the GRU;
+  element-wise operations and one product for the LSTM, four and two for the GRU;
 - the gates are laid side by side in an order of our own (the GRU as [r | z | h], the LSTM as
   [o | i | f | c]), chosen so that the gates one operation serves sit next to each other: one
   sigmoid covers every sigmoid gate, one broadcast multiplication fills several gates' gradients.
