@@ -252,7 +252,7 @@ class TorchGRU(TorchCell):
         W_h_T, W_hh_T = weights.W_h.T.contiguous(), weights.W_hh.T.contiguous()
         d_terms = torch.empty_like(acts)
         d_reset_h = torch.empty_like(hs[0])
-        d_outputs = _output_grads(d_outputs, d_final and d_final[0], hs[1:])
+        d_outputs = _output_grads(d_outputs, None if d_final is None else d_final[0], hs[1:])
         dh = d_outputs[-1]
         for t in range(num_steps - 1, -1, -1):
             d_step, factor = d_terms[t], factors[t]
