@@ -197,9 +197,16 @@ def main() -> None:
     parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated, from: {', '.join(ROWS)}")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batches", type=int, default=3, help="minibatches of 32 x 35 tokens per timing")
-    parser.add_argument("--threads", type=int, help="torch.set_num_threads for every row (default: torch's)")
+    parser.add_argument("--threads", type=int,
+                        help="threads for every row, torch's and NumPy's BLAS alike (default: the libraries' "
+                             "own); 1 on a machine whose other programs keep a core busy, where a team of "
+                             "two threads waits at every step for the one that shares its core")
     parser.add_argument("--name", help="write benchmarks/results/<name>.json")
     args = parser.parse_args()
+    if args.threads:
+        # before NumPy and torch are imported: their BLAS libraries read these when they start
+        for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[variable] = str(args.threads)
     import torch
     if args.threads:
         torch.set_num_threads(args.threads)

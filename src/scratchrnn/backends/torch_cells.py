@@ -12,7 +12,7 @@ steps after the loop. What is PyTorch's own here:
 - the factors backward multiplies each step's gradient by (derivatives of the gates, products of
   gates saved by the forward pass) are computed for all steps at once before the loop, in a few large
   operations, so that the loop keeps only what depends on the gradient flowing back: per step, four
-  element-wise operations and one product for the LSTM, five and two for the GRU;
+  element-wise operations and one product for the LSTM, four and two for the GRU;
 - the gates are laid side by side in an order of our own (the GRU as [r | z | h], the LSTM as
   [o | i | f | c]), chosen so that the gates one operation serves sit next to each other: one
   sigmoid covers every sigmoid gate, one broadcast multiplication fills several gates' gradients.
@@ -255,7 +255,7 @@ class TorchGRU(TorchCell):
         W_h_T, W_hh_T = weights.W_h.T.contiguous(), weights.W_hh.T.contiguous()
         d_terms = torch.empty_like(acts)
         d_reset_h = torch.empty_like(hs[0])
-        d_outputs = _output_grads(d_outputs, d_final and d_final[0], hs[1:])
+        d_outputs = _output_grads(d_outputs, None if d_final is None else d_final[0], hs[1:])
         dh = d_outputs[-1]
         for t in range(num_steps - 1, -1, -1):
             d_step, factor = d_terms[t], factors[t]
