@@ -131,7 +131,7 @@ static void *gru_forward_rows(void *arg)
                 const float *restrict pre = candidate_acc + (size_t)r * P, *restrict hp = h_prev + (size_t)r * H;
                 const float *restrict z = zr + (size_t)r * 2 * H;
                 float *restrict cand = candidates + (size_t)r * H, *restrict hr = h + (size_t)r * H;
-                for (int c = 0; c < H; c++) cand[c] = tanh_float(pre[c]);
+                activate(cand, pre, H, 0);
                 for (int c = 0; c < H; c++) hr[c] = cand[c] + z[c] * (hp[c] - cand[c]);
             }
         }
@@ -164,9 +164,9 @@ static void *lstm_forward_rows(void *arg)
                 for (int k = 0; k < H; k++) i[k] = sigmoid_float(pre[k]);
                 for (int k = 0; k < H; k++) f[k] = sigmoid_float(pre[P + k]);
                 for (int k = 0; k < H; k++) o[k] = sigmoid_float(pre[2 * P + k]);
-                for (int k = 0; k < H; k++) cand[k] = tanh_float(pre[3 * P + k]);
+                activate(cand, pre + 3 * P, H, 0);
                 for (int k = 0; k < H; k++) cr[k] = f[k] * cp[k] + i[k] * cand[k];
-                for (int k = 0; k < H; k++) tc[k] = tanh_float(cr[k]);
+                activate(tc, cr, H, 0);
                 for (int k = 0; k < H; k++) hr[k] = o[k] * tc[k];
             }
         }

@@ -1,0 +1,148 @@
+"""The compiled step loops of the gated cells against the NumPy cells' own loops, at the chapter's size.
+
+    .venv/bin/python benchmarks/gated_kernel.py              # two to three minutes on 2 cores
+
+For the GRU and the LSTM, minibatches of 32 and 256 rows (``--rows``), 35 steps, 512 hidden units,
+float32, side by side in one process:
+- the loops alone: milliseconds per minibatch of the cell's forward pass and of its backward pass
+  (``GRUCell.forward`` / ``.backward``, ``LSTMCell``'s, the recurrent weights' gradient products
+  included), with the NumPy loops and with each variant of the compiled ones this processor runs
+  (avx512, avx2, baseline), on ``kernels.threads()`` threads;
+- inside whole NumPy training steps (one-hot input, the output layer, the loss, clipping, SGD, the
+  state carried), where the BLAS library's threads, spinning for a while after each of the step's large
+  products, share the cores with the compiled loops' threads: milliseconds per step, and the ratio of
+  NumPy's loops to each variant's. That is where ``kernels.gated.MAX_BATCH`` comes from.
+Each measurement is taken in rounds that run every implementation once, in turn, so that a machine
+that slows down for a while slows them all alike; the loops alone count the best round, the training
+steps the median. No framework is imported. The tables are printed as Markdown.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+
+from scratchrnn import backends, kernels
+from scratchrnn.cells import get_cell
+from scratchrnn.cells.base import CellWeights
+from scratchrnn.data import load_corpus, seq_data_iter_sequential
+from scratchrnn.kernels import _library, gated
+from scratchrnn.model import ModelConfig, init_params
+
+HIDDEN, STEPS = 512, 35
+
+
+class Implementation:
+    """Runs what follows with the NumPy loops ("numpy") or with one variant's compiled loops."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __enter__(self):
+        self._saved = _library._chosen, dict(gated.MAX_BATCH)
+        if self.name == "numpy":
+            os.environ["SCRATCHRNN_NO_KERNEL"] = "1"
+        else:
+            _library._chosen = kernels.variant_kernels(self.name)
+            for cell in gated.GATES:                     # measured at every size, whatever the limits say
+                gated.MAX_BATCH[(self.name, cell, "numpy")] = 1 << 30
+        return self
+
+    def __exit__(self, *exc):
+        os.environ.pop("SCRATCHRNN_NO_KERNEL", None)
+        _library._chosen = self._saved[0]
+        gated.MAX_BATCH.clear()
+        gated.MAX_BATCH.update(self._saved[1])
+
+
+def loops_alone(cell_name: str, batch: int, names: list[str], rounds: int) -> dict:
+    """Best ms per minibatch of the cell's forward and backward pass, per implementation."""
+    rng = np.random.default_rng(0)
+    cell = get_cell(cell_name)
+    gates = gated.GATES[cell_name]
+    recurrent_width = (gates - 1 if cell_name == "gru" else gates) * HIDDEN
+    weights = CellWeights(None, None, rng.normal(0, 0.05, (HIDDEN, recurrent_width)).astype(np.float32),
+                          rng.normal(0, 0.05, (HIDDEN, HIDDEN)).astype(np.float32) if cell_name == "gru" else None)
+    terms = rng.normal(0, 0.5, (STEPS, batch, gates * HIDDEN)).astype(np.float32)
+    state = cell.begin_state(batch, HIDDEN, np.float32)
+    d_outputs = rng.normal(0, 0.01, (STEPS, batch, HIDDEN)).astype(np.float32)
+    best = {name: [float("inf"), float("inf")] for name in names}
+    for _ in range(rounds):
+        for name in names:
+            with Implementation(name):
+                start = time.perf_counter()
+                _, _, cache = cell.forward(terms, state, weights)
+                middle = time.perf_counter()
+                cell.backward(cache, weights, d_outputs.copy(), None, True)
+                end = time.perf_counter()
+            best[name] = [min(best[name][0], middle - start), min(best[name][1], end - middle)]
+    return {name: (1e3 * forward, 1e3 * backward) for name, (forward, backward) in best.items()}
+
+
+def training_steps(cell_name: str, batch: int, names: list[str], rounds: int, steps_per_round: int) -> dict:
+    """Median ms per NumPy training step, per implementation."""
+    corpus, vocab = load_corpus()
+    config = ModelConfig(len(vocab), HIDDEN, cell=cell_name)
+    minibatches = list(seq_data_iter_sequential(corpus, batch, STEPS, np.random.default_rng(0)))
+    runners = {}
+    for name in names:
+        backend = backends.create("numpy", init_params(config, 0), config)
+        runners[name] = [backend, backend.begin_state(batch), 0]
+    times = {name: [] for name in names}
+    for _ in range(rounds):
+        for name in names:
+            backend, state, position = runners[name]
+            with Implementation(name):
+                for index in range(steps_per_round + 1):       # the first of a round warms up
+                    X, Y = minibatches[(position + index) % len(minibatches)]
+                    start = time.perf_counter()
+                    _, state = backend.train_step(X, Y, backend.detach(state), 1.0, 1.0)
+                    if index:
+                        times[name].append(time.perf_counter() - start)
+            runners[name][1:] = [state, position + steps_per_round + 1]
+    return {name: 1e3 * float(np.median(values)) for name, values in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", default="32,256", help="comma-separated minibatch sizes")
+    parser.add_argument("--cells", default="gru,lstm")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of the loops alone; the best counts")
+    parser.add_argument("--train-rounds", type=int, default=3, help="rounds of training steps (0: none)")
+    parser.add_argument("--train-steps", type=int, default=4, help="training steps per implementation and round")
+    args = parser.parse_args()
+    if kernels.load() is None:
+        raise SystemExit(f"the compiled kernels are {kernels.status()}")
+    variants = kernels.built_variants()
+    names = ["numpy", *variants]
+    print(f"kernels: {kernels.status()}; variants this processor runs: {', '.join(variants)}")
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}\n")
+    cells, batches = args.cells.split(","), [int(b) for b in args.rows.split(",")]
+    print(f"The loops alone: ms per minibatch of {STEPS} steps, {HIDDEN} hidden, forward / backward, "
+          f"best of {args.rounds} rounds ({kernels.threads()} threads)\n")
+    print("| cell | rows | " + " | ".join(names) + " |")
+    print("|---|---:|" + "---:|" * len(names))
+    for cell in cells:
+        for batch in batches:
+            result = loops_alone(cell, batch, names, args.rounds)
+            cells_text = " | ".join(f"{result[n][0]:.1f} / {result[n][1]:.1f}" for n in names)
+            print(f"| {cell} | {batch} | {cells_text} |", flush=True)
+    if args.train_rounds:
+        print(f"\nInside NumPy training steps: median ms per step ({args.train_rounds} rounds of "
+              f"{args.train_steps}), and NumPy's loops' time over the variant's\n")
+        print("| cell | rows | " + " | ".join(names) + " |")
+        print("|---|---:|" + "---:|" * len(names))
+        for cell in cells:
+            for batch in batches:
+                result = training_steps(cell, batch, names, args.train_rounds, args.train_steps)
+                cells_text = " | ".join(f"{result[n]:.1f}" + ("" if n == "numpy" else
+                                                             f" ({result['numpy'] / result[n]:.2f}x)")
+                                        for n in names)
+                print(f"| {cell} | {batch} | {cells_text} |", flush=True)
+    print(f"\nload average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+if __name__ == "__main__":
+    main()
