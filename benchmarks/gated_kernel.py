@@ -47,7 +47,8 @@ class Implementation:
         else:
             _library._chosen = kernels.variant_kernels(self.name)
             for cell in gated.GATES:                     # measured at every size, whatever the limits say
-                gated.MAX_BATCH[(self.name, cell, "numpy")] = 1 << 30
+                for op in ("forward", "backward"):
+                    gated.MAX_BATCH[(self.name, cell, op, "numpy")] = 1 << 30
         return self
 
     def __exit__(self, *exc):
@@ -81,8 +82,33 @@ def loops_alone(cell_name: str, batch: int, names: list[str], rounds: int) -> di
     return {name: (1e3 * forward, 1e3 * backward) for name, (forward, backward) in best.items()}
 
 
+class LoopClock:
+    """Adds up the time spent in a cell's forward and backward passes (the instance's methods wrapped
+    for as long as it is open)."""
+
+    def __init__(self, cell):
+        self.cell, self.spent = cell, {"forward": 0.0, "backward": 0.0}
+
+    def __enter__(self):
+        for op in self.spent:
+            real = getattr(type(self.cell), op).__get__(self.cell)
+
+            def timed(*args, _real=real, _op=op, **kwargs):
+                start = time.perf_counter()
+                result = _real(*args, **kwargs)
+                self.spent[_op] += time.perf_counter() - start
+                return result
+            setattr(self.cell, op, timed)
+        return self
+
+    def __exit__(self, *exc):
+        for op in self.spent:
+            delattr(self.cell, op)
+
+
 def training_steps(cell_name: str, batch: int, names: list[str], rounds: int, steps_per_round: int) -> dict:
-    """Median ms per NumPy training step, per implementation."""
+    """Median ms per NumPy training step, and in it per forward and backward pass of the cell, per
+    implementation: {name: (step, forward, backward)}."""
     corpus, vocab = load_corpus()
     config = ModelConfig(len(vocab), HIDDEN, cell=cell_name)
     minibatches = list(seq_data_iter_sequential(corpus, batch, STEPS, np.random.default_rng(0)))
@@ -94,15 +120,17 @@ def training_steps(cell_name: str, batch: int, names: list[str], rounds: int, st
     for _ in range(rounds):
         for name in names:
             backend, state, position = runners[name]
-            with Implementation(name):
+            with Implementation(name), LoopClock(backend.cell) as clock:
                 for index in range(steps_per_round + 1):       # the first of a round warms up
                     X, Y = minibatches[(position + index) % len(minibatches)]
+                    clock.spent.update(forward=0.0, backward=0.0)
                     start = time.perf_counter()
                     _, state = backend.train_step(X, Y, backend.detach(state), 1.0, 1.0)
                     if index:
-                        times[name].append(time.perf_counter() - start)
+                        times[name].append((time.perf_counter() - start, clock.spent["forward"],
+                                            clock.spent["backward"]))
             runners[name][1:] = [state, position + steps_per_round + 1]
-    return {name: 1e3 * float(np.median(values)) for name, values in times.items()}
+    return {name: tuple(1e3 * np.median(values, axis=0)) for name, values in times.items()}
 
 
 def main() -> None:
@@ -131,15 +159,17 @@ def main() -> None:
             print(f"| {cell} | {batch} | {cells_text} |", flush=True)
     if args.train_rounds:
         print(f"\nInside NumPy training steps: median ms per step ({args.train_rounds} rounds of "
-              f"{args.train_steps}), and NumPy's loops' time over the variant's\n")
+              f"{args.train_steps}), NumPy's loops' step time over the variant's, and of the step the "
+              "cell's forward / backward pass\n")
         print("| cell | rows | " + " | ".join(names) + " |")
         print("|---|---:|" + "---:|" * len(names))
         for cell in cells:
             for batch in batches:
                 result = training_steps(cell, batch, names, args.train_rounds, args.train_steps)
-                cells_text = " | ".join(f"{result[n]:.1f}" + ("" if n == "numpy" else
-                                                             f" ({result['numpy'] / result[n]:.2f}x)")
-                                        for n in names)
+                numpy_step = result["numpy"][0]
+                cells_text = " | ".join(
+                    f"{step:.1f}" + ("" if n == "numpy" else f" ({numpy_step / step:.2f}x)")
+                    + f"; {forward:.1f} / {backward:.1f}" for n in names for step, forward, backward in [result[n]])
                 print(f"| {cell} | {batch} | {cells_text} |", flush=True)
     print(f"\nload average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 

@@ -19,8 +19,9 @@ SHAPES = [  # batch, hidden, threads
     (3, 7, 2),          # too few rows for two groups: one thread
     (19, 37, 2),        # groups of 10 and 9 rows; rows that fill no whole vector
     (32, 64, 2),        # the chapter's batch: two groups of 16 rows
-    (64, 48, 3),        # three threads, groups that are not a multiple of the threads
+    (64, 48, 3),        # three threads: groups of 22, 21 and 21 rows
     (32, 512, 2),       # the chapter's size
+    (150, 16, 2),       # more rows than two groups take: four groups of 37 or 38, two per thread
 ]
 STEPS = 5
 
@@ -183,14 +184,15 @@ def _train_chained(config, params, monkeypatch, kernel: bool, batch: int):
                          ids=lambda c: f"{c.cell}x{c.num_layers}-{c.embedding}-dropout{c.dropout}")
 def test_numpy_training_with_the_compiled_gated_loops_equals_training_without(config, monkeypatch):
     batch = 19
-    if not kernels.supports(config.cell, np.float32, "cpu", "forward", batch=batch, framework="numpy"):
+    compiled = [op for op in ("forward", "backward")
+                if kernels.supports(config.cell, np.float32, "cpu", op, batch=batch, framework="numpy")]
+    if not compiled:
         pytest.skip(f"the numpy backend does not train the {config.cell} with the {kernels.load().variant} "
                     "variant's loops")
     params = _boosted_params(config, scale=10)
     losses, weights, calls = _train_chained(config, params, monkeypatch, True, batch)
     ref_losses, ref_weights, ref_calls = _train_chained(config, params, monkeypatch, False, batch)
-    # every minibatch: forward once per layer, backward once per layer and per batch it reaches
-    assert {f"{config.cell}_forward", f"{config.cell}_backward"} == set(calls) and not ref_calls
+    assert set(calls) == {f"{config.cell}_{op}" for op in compiled} and not ref_calls
     np.testing.assert_allclose(losses, ref_losses, rtol=1e-5)
     for name, value in ref_weights.items():
         assert _rel_err(weights[name], value) < 1e-5, name
@@ -200,7 +202,7 @@ def test_numpy_training_with_the_compiled_gated_loops_equals_training_without(co
 def test_what_the_compiled_gated_loops_take():
     for cell in ("gru", "lstm"):
         for op in ("forward", "backward"):
-            most = gated.max_batch(cell, "numpy")
+            most = gated.max_batch(cell, op, "numpy")
             on = kernels.enabled() and most > 0
             at_32 = kernels.supports(cell, np.float32, "cpu", op, batch=32, framework="numpy")
             assert at_32 == (on and most >= 32)
@@ -211,22 +213,24 @@ def test_what_the_compiled_gated_loops_take():
             if on and most < 1 << 30:
                 assert not kernels.supports(cell, np.float32, "cpu", op, batch=most + 1, framework="numpy")
         assert not kernels.supports(cell, np.float32, "cpu", "decode")      # the decoder is the RNN's
-    assert gated.max_batch("gru", "a framework nobody measured") == 0
+    assert gated.max_batch("gru", "forward", "a framework nobody measured") == 0
 
 
 def test_each_variant_is_used_only_where_it_was_measured_faster():
-    """Every variant, cell and framework named in MAX_BATCH is one the library has; max_batch gives
-    its row, and a variant with no row gives 0."""
-    for (variant, cell, framework), most in gated.MAX_BATCH.items():
-        assert variant in kernels._library.VARIANTS and cell in gated.GATES and most > 0
+    """Every combination named in MAX_BATCH is one the library has; max_batch gives its row, and a
+    combination with no row gives 0."""
+    for (variant, cell, op, framework), most in gated.MAX_BATCH.items():
+        assert variant in kernels._library.VARIANTS and cell in gated.GATES and op in ("forward", "backward")
+        assert most > 0
         chosen = kernels.variant_kernels(variant)
         if chosen is not None:
-            assert gated.max_batch(cell, framework, kernels=chosen) == most
+            assert gated.max_batch(cell, op, framework, kernels=chosen) == most
     for variant in VARIANTS:
         chosen = kernels.variant_kernels(variant)
         for cell in gated.GATES:
-            want = gated.MAX_BATCH.get((variant, cell, "numpy"), 0)
-            assert gated.max_batch(cell, "numpy", kernels=chosen) == want
+            for op in ("forward", "backward"):
+                want = gated.MAX_BATCH.get((variant, cell, op, "numpy"), 0)
+                assert gated.max_batch(cell, op, "numpy", kernels=chosen) == want
 
 
 def test_the_wrappers_refuse_terms_of_the_wrong_width():

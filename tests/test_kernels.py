@@ -228,7 +228,8 @@ def test_supports_answers_the_one_question():
     assert kernels.supports("rnn", "float32", "cpu", "decode", batch=1) == on
     assert not kernels.supports("rnn", np.float32, "cpu", "decode", batch=0)
     for cell in ("gru", "lstm"):          # their loops where they were measured faster (gated.MAX_BATCH)
-        assert kernels.supports(cell, np.float32, "cpu", "forward") == (on and gated.max_batch(cell) > 0)
+        for op in ("forward", "backward"):
+            assert kernels.supports(cell, np.float32, "cpu", op) == (on and gated.max_batch(cell, op) > 0)
         assert not kernels.supports(cell, np.float32, "cpu", "decode")
     assert not kernels.supports("gcn", np.float32, "cpu", "forward")
 

@@ -37,5 +37,5 @@ def supports(cell: str, dtype, device: str, op: str, *, batch: int | None = None
     elif cell == "rnn":
         most = recurrence.max_batch(framework)
     else:
-        most = gated.max_batch(cell, framework)
+        most = gated.max_batch(cell, op, framework)
     return most > 0 and (batch is None or 0 < batch <= most)

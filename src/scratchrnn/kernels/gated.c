@@ -27,8 +27,13 @@
    sigmoid(x) is computed as the cells compute it, 0.5 (1 + tanh(x / 2)). */
 #include "kernels.h"
 
+/* A group's rows share every weight the group reads from the caches: at every step each group streams
+   all of the recurrent weights (several MB at the chapter's size, more than a core's own cache holds),
+   and each block of them, once loaded, serves all rows of the group. Hence groups as large as the
+   threads allow, up to MAX_ROWS_PER_GROUP, whose accumulators still fit in that cache beside a block
+   of weights; and no group under MIN_ROWS_PER_GROUP rows, too few to keep the multiply-adds busy. */
 #define MIN_ROWS_PER_GROUP 8
-#define MAX_ROWS_PER_GROUP 16
+#define MAX_ROWS_PER_GROUP 64
 
 /* What one group of rows needs; the pointers are to the whole minibatch's arrays. */
 typedef struct {
@@ -56,39 +61,77 @@ static size_t rows_of(const GatedJob *j, int t, int width)
     return ((size_t)t * j->batch + j->first) * width;
 }
 
-/* W (rows x blocks * cols) with each block of columns padded to `padded` and each row on cache lines:
-   the forward products' right-hand side. W itself where that is already its layout. */
-static float *pack_blocks(const float *W, int rows, int blocks, int cols, int padded, int *copied)
+/* The weights as the products read them: in panels of PANEL_VECS vectors of columns, each panel's K rows
+   one after the other, so that a product streams each panel from memory in order (rows of the whole
+   matrix would lie a page or more apart, where the processor prefetches worse and the cache's sets
+   collide). The columns are those of W (rows x blocks * cols) with each block padded to `padded` (the
+   forward products: K = rows), or of W^T (K = blocks * cols, columns padded to `padded` >= rows: the
+   backward ones). A job packs panels first..first+count-1. */
+#define PANEL_VECS TILE_VECS
+#define PANEL (PANEL_VECS * VEC)
+typedef struct {
+    const float *W;
+    float *out;
+    int rows, blocks, cols, padded, transposed, first, count;
+} PackJob;
+
+/* the width in floats of panel p of a matrix `width` floats wide, and where it starts in the packing */
+static int panel_width(int p, int width) { return width - p * PANEL < PANEL ? width - p * PANEL : PANEL; }
+
+static void *pack_panels(void *arg)
 {
-    *copied = !(padded == cols && (uintptr_t)W % 64 == 0);
-    if (!*copied) return (float *)W;
-    float *out = alloc_floats((size_t)rows * blocks * padded);
+    const PackJob *p = arg;
+    const int source_width = p->blocks * p->cols;
+    const int K = p->transposed ? source_width : p->rows;
+    const int width = p->transposed ? p->padded : p->blocks * p->padded;
+    for (int panel = p->first; panel < p->first + p->count; panel++) {
+        const int first_column = panel * PANEL, columns = panel_width(panel, width);
+        float *out = p->out + (size_t)K * first_column;
+        for (int k = 0; k < K; k++, out += columns)
+            for (int c = 0; c < columns; c++) {
+                const int column = first_column + c;
+                if (p->transposed)        /* W^T[k][column] = W[column][k] */
+                    out[c] = column < p->rows ? p->W[(size_t)column * source_width + k] : 0.0f;
+                else {                    /* column `column % padded` of block `column / padded` */
+                    const int block = column / p->padded, within = column % p->padded;
+                    out[c] = within < p->cols ? p->W[(size_t)k * source_width + block * p->cols + within] : 0.0f;
+                }
+            }
+    }
+    return NULL;
+}
+
+#define MAX_PACK_JOBS 16
+
+/* W packed in panels as above, by up to num_threads threads; NULL if memory ran out. */
+static float *packed(const float *W, int rows, int blocks, int cols, int padded, int transposed,
+                     int num_threads)
+{
+    const int K = transposed ? blocks * cols : rows, width = transposed ? padded : blocks * padded;
+    float *out = alloc_floats((size_t)K * width);
     if (!out) return NULL;
-    for (int i = 0; i < rows; i++)
-        for (int b = 0; b < blocks; b++) {
-            float *to = out + ((size_t)i * blocks + b) * padded;
-            memcpy(to, W + ((size_t)i * blocks + b) * cols, sizeof(float) * cols);
-            memset(to + cols, 0, sizeof(float) * (padded - cols));
-        }
+    const int panels = (width + PANEL - 1) / PANEL;
+    int count = num_threads < panels ? num_threads : panels;
+    count = count < 1 ? 1 : count > MAX_PACK_JOBS ? MAX_PACK_JOBS : count;
+    PackJob jobs[MAX_PACK_JOBS];
+    for (int k = 0; k < count; k++) {
+        jobs[k] = (PackJob){ .W = W, .out = out, .rows = rows, .blocks = blocks, .cols = cols,
+                             .padded = padded, .transposed = transposed };
+        jobs[k].count = group_rows(panels, count, k, &jobs[k].first);
+    }
+    scratchrnn_pool_run(pack_panels, jobs, sizeof(PackJob), count, count);
     return out;
 }
 
-/* W^T for W (rows x cols): (cols x padded), each row on cache lines, padded >= rows; the backward
-   products' right-hand side. Copied in tiles, so that reads and writes both stay within few lines. */
-#define TRANSPOSE_TILE 16
-static float *pack_transposed(const float *W, int rows, int cols, int padded)
+/* C[:, 0:vecs * VEC] (rows ldc apart) += A (M x K, rows lda apart) times the packed weights: one
+   add_product per panel */
+static void add_panel_product(float *C, int ldc, const float *A, int lda, const float *panels, int K, int M,
+                              int vecs)
 {
-    float *out = alloc_floats((size_t)cols * padded);
-    if (!out) return NULL;
-    for (int j0 = 0; j0 < cols; j0 += TRANSPOSE_TILE)
-        for (int i0 = 0; i0 < rows; i0 += TRANSPOSE_TILE) {
-            const int j_end = j0 + TRANSPOSE_TILE < cols ? j0 + TRANSPOSE_TILE : cols;
-            const int i_end = i0 + TRANSPOSE_TILE < rows ? i0 + TRANSPOSE_TILE : rows;
-            for (int j = j0; j < j_end; j++)
-                for (int i = i0; i < i_end; i++) out[(size_t)j * padded + i] = W[(size_t)i * cols + j];
-        }
-    for (int j = 0; j < cols; j++) memset(out + (size_t)j * padded + rows, 0, sizeof(float) * (padded - rows));
-    return out;
+    for (int v0 = 0; v0 < vecs; v0 += PANEL_VECS) {
+        const int width = vecs - v0 < PANEL_VECS ? vecs - v0 : PANEL_VECS;
+        add_product(C + v0 * VEC, ldc, A, lda, panels + (size_t)K * v0 * VEC, width * VEC, K, M, width);
+    }
 }
 
 /* acc's rows (ldc apart) set to `count` blocks of `width` floats of src's rows (lds apart), block b at
@@ -116,7 +159,7 @@ static void *gru_forward_rows(void *arg)
             float *zr = j->gates + rows_of(j, t, 2 * H), *reset_h = j->reset_h + rows_of(j, t, H);
             load_terms(gate_acc, 2 * P, terms, 3 * H, R, 2, H, P);
             load_terms(candidate_acc, P, terms + 2 * H, 3 * H, R, 1, H, P);
-            add_product(gate_acc, 2 * P, h_prev, H, j->W, 2 * P, H, R, 2 * P / VEC);
+            add_panel_product(gate_acc, 2 * P, h_prev, H, j->W, H, R, 2 * P / VEC);
             for (int r = 0; r < R; r++) {
                 const float *restrict pre = gate_acc + (size_t)r * 2 * P, *restrict hp = h_prev + (size_t)r * H;
                 float *restrict z = zr + (size_t)r * 2 * H, *restrict reset = z + H;
@@ -125,7 +168,7 @@ static void *gru_forward_rows(void *arg)
                 for (int c = 0; c < H; c++) reset[c] = sigmoid_float(pre[P + c]);
                 for (int c = 0; c < H; c++) rh[c] = reset[c] * hp[c];
             }
-            add_product(candidate_acc, P, reset_h, H, j->W_candidate, P, H, R, P / VEC);
+            add_panel_product(candidate_acc, P, reset_h, H, j->W_candidate, H, R, P / VEC);
             float *candidates = j->candidates + rows_of(j, t, H), *h = j->hs + rows_of(j, t + 1, H);
             for (int r = 0; r < R; r++) {
                 const float *restrict pre = candidate_acc + (size_t)r * P, *restrict hp = h_prev + (size_t)r * H;
@@ -153,7 +196,7 @@ static void *lstm_forward_rows(void *arg)
         for (int t = 0; t < j->steps; t++) {
             const float *h_prev = j->hs + rows_of(j, t, H), *c_prev = j->cs + rows_of(j, t, H);
             load_terms(acc, 4 * P, j->terms + rows_of(j, t, 4 * H), 4 * H, R, 4, H, P);
-            add_product(acc, 4 * P, h_prev, H, j->W, 4 * P, H, R, 4 * P / VEC);
+            add_panel_product(acc, 4 * P, h_prev, H, j->W, H, R, 4 * P / VEC);
             float *acts = j->gates + rows_of(j, t, 4 * H), *tanh_cs = j->tanh_cs + rows_of(j, t, H);
             float *h = j->hs + rows_of(j, t + 1, H), *c = j->cs + rows_of(j, t + 1, H);
             for (int r = 0; r < R; r++) {
@@ -221,7 +264,7 @@ static void *gru_backward_rows(void *arg)
                 for (int c = 0; c < H; c++) d_z[c] = (hp[c] - cand[c]) * d[c] * (z[c] * (1.0f - z[c]));
             }
             memset(d_reset_h, 0, sizeof(float) * (size_t)R * P);
-            add_product(d_reset_h, P, d_terms + 2 * H, 3 * H, j->W_candidate, P, H, R, P / VEC);
+            add_panel_product(d_reset_h, P, d_terms + 2 * H, 3 * H, j->W_candidate, H, R, P / VEC);
             for (int r = 0; r < R; r++) {
                 const float *restrict drh = d_reset_h + (size_t)r * P, *restrict hp = h_prev + (size_t)r * H;
                 const float *restrict reset = zr + (size_t)r * 2 * H + H;
@@ -236,7 +279,7 @@ static void *gru_backward_rows(void *arg)
                 const float *restrict reset = z + H;
                 for (int c = 0; c < H; c++) d[c] = d[c] * z[c] + drh[c] * reset[c];
             }
-            add_product(dh, P, d_terms, 3 * H, j->W, P, 2 * H, R, P / VEC);
+            add_panel_product(dh, P, d_terms, 3 * H, j->W, 2 * H, R, P / VEC);
         }
         store_rows(j->dh0, j, dh);
         j->status = 0;
@@ -280,7 +323,7 @@ static void *lstm_backward_rows(void *arg)
             }
             if (t == 0 && !j->dh0) break;
             memset(dh, 0, sizeof(float) * (size_t)R * P);
-            add_product(dh, P, d_terms, 4 * H, j->W, P, 4 * H, R, P / VEC);
+            add_panel_product(dh, P, d_terms, 4 * H, j->W, 4 * H, R, P / VEC);
         }
         store_rows(j->dh0, j, dh);
         store_rows(j->dc0, j, dc);
@@ -292,9 +335,8 @@ static void *lstm_backward_rows(void *arg)
 }
 
 /* Runs one of the loops over groups of rows on at most num_threads threads; 0, or -1 if memory ran
-   out. Groups of 8 to 16 rows, at least one per thread, which the threads take one at a time (see
-   recurrence.c's run_in_groups): every group reads all of the weights at every step, so a group of
-   more rows multiplies more per weight it reads, and one of fewer leaves less to wait for at the end. */
+   out. As many groups as threads, or twice or three times as many, ... where that many would have more
+   than MAX_ROWS_PER_GROUP rows; the threads take them one at a time. */
 static int run_gated_groups(void *(*loop)(void *), GatedJob whole, int num_threads)
 {
     const int threads = row_groups(whole.batch, num_threads, MIN_ROWS_PER_GROUP);
@@ -323,9 +365,8 @@ int VARIANT_NAME(scratchrnn_gru_forward)(int steps, int batch, int hidden, int n
                                          float *hs, float *zr, float *candidates, float *reset_h)
 {
     const int P = round_up(hidden, LANES);
-    int gates_copied, candidate_copied;
-    float *W = pack_blocks(W_h, hidden, 2, hidden, P, &gates_copied);
-    float *W_candidate = pack_blocks(W_hh, hidden, 1, hidden, P, &candidate_copied);
+    float *W = packed(W_h, hidden, 2, hidden, P, 0, num_threads);
+    float *W_candidate = packed(W_hh, hidden, 1, hidden, P, 0, num_threads);
     int status = -1;
     if (W && W_candidate) {
         GatedJob whole = { .steps = steps, .batch = batch, .hidden = hidden, .padded = P, .terms = terms,
@@ -333,8 +374,8 @@ int VARIANT_NAME(scratchrnn_gru_forward)(int steps, int batch, int hidden, int n
                            .candidates = candidates, .reset_h = reset_h };
         status = run_gated_groups(gru_forward_rows, whole, num_threads);
     }
-    if (gates_copied) free(W);
-    if (candidate_copied) free(W_candidate);
+    free(W);
+    free(W_candidate);
     return status;
 }
 
@@ -349,8 +390,8 @@ int VARIANT_NAME(scratchrnn_gru_backward)(int steps, int batch, int hidden, int 
                                           const float *dh_last, float *d_terms, float *dh0)
 {
     const int P = round_up(hidden, LANES);
-    float *W_T = pack_transposed(W_h, hidden, 2 * hidden, P);
-    float *W_candidate_T = pack_transposed(W_hh, hidden, hidden, P);
+    float *W_T = packed(W_h, hidden, 2, hidden, P, 1, num_threads);
+    float *W_candidate_T = packed(W_hh, hidden, 1, hidden, P, 1, num_threads);
     int status = -1;
     if (W_T && W_candidate_T) {
         GatedJob whole = { .steps = steps, .batch = batch, .hidden = hidden, .padded = P, .W = W_T,
@@ -374,15 +415,14 @@ int VARIANT_NAME(scratchrnn_lstm_forward)(int steps, int batch, int hidden, int 
                                           float *acts, float *tanh_cs)
 {
     const int P = round_up(hidden, LANES);
-    int copied;
-    float *W = pack_blocks(W_h, hidden, 4, hidden, P, &copied);
+    float *W = packed(W_h, hidden, 4, hidden, P, 0, num_threads);
     int status = -1;
     if (W) {
         GatedJob whole = { .steps = steps, .batch = batch, .hidden = hidden, .padded = P, .terms = terms,
                            .W = W, .hs = hs, .cs = cs, .gates = acts, .tanh_cs = tanh_cs };
         status = run_gated_groups(lstm_forward_rows, whole, num_threads);
     }
-    if (copied) free(W);
+    free(W);
     return status;
 }
 
@@ -398,7 +438,7 @@ int VARIANT_NAME(scratchrnn_lstm_backward)(int steps, int batch, int hidden, int
                                            float *dh0, float *dc0)
 {
     const int P = round_up(hidden, LANES);
-    float *W_T = pack_transposed(W_h, hidden, 4 * hidden, P);
+    float *W_T = packed(W_h, hidden, 4, hidden, P, 1, num_threads);
     int status = -1;
     if (W_T) {
         GatedJob whole = { .steps = steps, .batch = batch, .hidden = hidden, .padded = P, .W = W_T,

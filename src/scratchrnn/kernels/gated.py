@@ -20,23 +20,22 @@ import numpy as np
 
 from . import _library
 
-# The most rows for which the compiled loops were found faster than the framework's own loops inside
-# its training steps, by variant, cell and framework (benchmarks/gated_kernel.py, benchmarks/README.md);
-# a variant, cell or framework not named here is not used.
-MAX_BATCH = {
-    ("avx512", "gru", "numpy"): 1 << 30, ("avx512", "lstm", "numpy"): 1 << 30,
-    ("avx2", "gru", "numpy"): 1 << 30, ("avx2", "lstm", "numpy"): 1 << 30,
-    ("baseline", "gru", "numpy"): 1 << 30, ("baseline", "lstm", "numpy"): 1 << 30,
-}
+# The most rows for which the compiled loop was found faster than the framework's own inside its
+# training steps, by variant, cell, loop ("forward" or "backward") and framework
+# (benchmarks/gated_kernel.py, benchmarks/README.md). A combination not named here is not used: the two
+# loops are chosen separately, since either can follow the other's forward pass.
+MAX_BATCH = {(variant, cell, op, "numpy"): 1 << 30 for variant in ("avx512", "avx2", "baseline")
+             for cell in ("gru", "lstm") for op in ("forward", "backward")}
 GATES = {"gru": 3, "lstm": 4}
 
 
-def max_batch(cell: str, framework: str | None = None, kernels: _library.Kernels | None = None) -> int:
-    """The most rows a minibatch may have for a backend to run this cell's loops compiled (0: never)."""
+def max_batch(cell: str, op: str, framework: str | None = None, kernels: _library.Kernels | None = None) -> int:
+    """The most rows a minibatch may have for a backend to run this cell's loop ``op`` ("forward" or
+    "backward") compiled; 0: never. ``framework`` None stands for "numpy"."""
     kernels = kernels or _library.load()
     if kernels is None or kernels.gru_forward is None:
         return 0
-    return MAX_BATCH.get((kernels.variant, cell, framework or "numpy"), 0)
+    return MAX_BATCH.get((kernels.variant, cell, op, framework or "numpy"), 0)
 
 
 def _floats(array: np.ndarray | None, shape: tuple[int, ...], name: str) -> np.ndarray | None:
