@@ -10,11 +10,17 @@ float32, side by side in one process:
   (avx512, avx2, baseline), on ``kernels.threads()`` threads;
 - inside whole NumPy training steps (one-hot input, the output layer, the loss, clipping, SGD, the
   state carried), where the BLAS library's threads, spinning for a while after each of the step's large
-  products, share the cores with the compiled loops' threads: milliseconds per step, and the ratio of
-  NumPy's loops to each variant's. That is where ``kernels.gated.MAX_BATCH`` comes from.
+  products, share the cores with the compiled loops' threads: milliseconds per step, NumPy's loops'
+  step over the variant's, and the cell's forward and backward pass within the step. That is where
+  ``kernels.gated.MAX_BATCH`` comes from.
 Each measurement is taken in rounds that run every implementation once, in turn, so that a machine
-that slows down for a while slows them all alike; the loops alone count the best round, the training
-steps the median. No framework is imported. The tables are printed as Markdown.
+that slows down for a while slows them all alike, and the fastest run counts (a machine's noise is all
+on one side). No framework is imported. The tables are printed as Markdown.
+
+On a machine that others share, wall-clock times of two threads say more about the neighbours than
+about the loops. Then ``OPENBLAS_NUM_THREADS=1 SCRATCHRNN_THREADS=1 ... --clock cpu`` compares what
+each implementation costs a core: the CPU time of the process (every thread of it, each alone here),
+which a neighbour taking the core for a while does not add to.
 """
 from __future__ import annotations
 
@@ -32,6 +38,7 @@ from scratchrnn.kernels import _library, gated
 from scratchrnn.model import ModelConfig, init_params
 
 HIDDEN, STEPS = 512, 35
+clock = time.perf_counter           # --clock cpu: time.process_time
 
 
 class Implementation:
@@ -73,11 +80,11 @@ def loops_alone(cell_name: str, batch: int, names: list[str], rounds: int) -> di
     for _ in range(rounds):
         for name in names:
             with Implementation(name):
-                start = time.perf_counter()
+                start = clock()
                 _, _, cache = cell.forward(terms, state, weights)
-                middle = time.perf_counter()
+                middle = clock()
                 cell.backward(cache, weights, d_outputs.copy(), None, True)
-                end = time.perf_counter()
+                end = clock()
             best[name] = [min(best[name][0], middle - start), min(best[name][1], end - middle)]
     return {name: (1e3 * forward, 1e3 * backward) for name, (forward, backward) in best.items()}
 
@@ -94,9 +101,9 @@ class LoopClock:
             real = getattr(type(self.cell), op).__get__(self.cell)
 
             def timed(*args, _real=real, _op=op, **kwargs):
-                start = time.perf_counter()
+                start = clock()
                 result = _real(*args, **kwargs)
-                self.spent[_op] += time.perf_counter() - start
+                self.spent[_op] += clock() - start
                 return result
             setattr(self.cell, op, timed)
         return self
@@ -107,7 +114,7 @@ class LoopClock:
 
 
 def training_steps(cell_name: str, batch: int, names: list[str], rounds: int, steps_per_round: int) -> dict:
-    """Median ms per NumPy training step, and in it per forward and backward pass of the cell, per
+    """The fastest NumPy training step, and in it the cell's forward and backward pass (ms), per
     implementation: {name: (step, forward, backward)}."""
     corpus, vocab = load_corpus()
     config = ModelConfig(len(vocab), HIDDEN, cell=cell_name)
@@ -120,36 +127,42 @@ def training_steps(cell_name: str, batch: int, names: list[str], rounds: int, st
     for _ in range(rounds):
         for name in names:
             backend, state, position = runners[name]
-            with Implementation(name), LoopClock(backend.cell) as clock:
+            with Implementation(name), LoopClock(backend.cell) as passes:
                 for index in range(steps_per_round + 1):       # the first of a round warms up
                     X, Y = minibatches[(position + index) % len(minibatches)]
-                    clock.spent.update(forward=0.0, backward=0.0)
-                    start = time.perf_counter()
+                    passes.spent.update(forward=0.0, backward=0.0)
+                    start = clock()
                     _, state = backend.train_step(X, Y, backend.detach(state), 1.0, 1.0)
                     if index:
-                        times[name].append((time.perf_counter() - start, clock.spent["forward"],
-                                            clock.spent["backward"]))
+                        times[name].append((clock() - start, passes.spent["forward"],
+                                            passes.spent["backward"]))
             runners[name][1:] = [state, position + steps_per_round + 1]
-    return {name: tuple(1e3 * np.median(values, axis=0)) for name, values in times.items()}
+    return {name: tuple(1e3 * np.array(min(values))) for name, values in times.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", default="32,256", help="comma-separated minibatch sizes")
     parser.add_argument("--cells", default="gru,lstm")
+    parser.add_argument("--variants", default="", help="comma-separated variants to measure (default: all "
+                        "that this processor runs)")
     parser.add_argument("--rounds", type=int, default=5, help="rounds of the loops alone; the best counts")
     parser.add_argument("--train-rounds", type=int, default=3, help="rounds of training steps (0: none)")
     parser.add_argument("--train-steps", type=int, default=4, help="training steps per implementation and round")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="wall-clock time, or the CPU time of the process (with one thread everywhere)")
     args = parser.parse_args()
+    global clock
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
     if kernels.load() is None:
         raise SystemExit(f"the compiled kernels are {kernels.status()}")
-    variants = kernels.built_variants()
+    variants = [v for v in kernels.built_variants() if not args.variants or v in args.variants.split(",")]
     names = ["numpy", *variants]
     print(f"kernels: {kernels.status()}; variants this processor runs: {', '.join(variants)}")
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}\n")
     cells, batches = args.cells.split(","), [int(b) for b in args.rows.split(",")]
     print(f"The loops alone: ms per minibatch of {STEPS} steps, {HIDDEN} hidden, forward / backward, "
-          f"best of {args.rounds} rounds ({kernels.threads()} threads)\n")
+          f"best of {args.rounds} rounds ({kernels.threads()} threads, {args.clock} clock)\n")
     print("| cell | rows | " + " | ".join(names) + " |")
     print("|---|---:|" + "---:|" * len(names))
     for cell in cells:
@@ -158,8 +171,8 @@ def main() -> None:
             cells_text = " | ".join(f"{result[n][0]:.1f} / {result[n][1]:.1f}" for n in names)
             print(f"| {cell} | {batch} | {cells_text} |", flush=True)
     if args.train_rounds:
-        print(f"\nInside NumPy training steps: median ms per step ({args.train_rounds} rounds of "
-              f"{args.train_steps}), NumPy's loops' step time over the variant's, and of the step the "
+        print(f"\nInside NumPy training steps: ms per step, the fastest of {args.train_rounds} rounds of "
+              f"{args.train_steps}, NumPy's loops' step time over the variant's, and of the step the "
               "cell's forward / backward pass\n")
         print("| cell | rows | " + " | ".join(names) + " |")
         print("|---|---:|" + "---:|" * len(names))
