@@ -39,9 +39,9 @@
 typedef struct {
     int steps, batch, hidden, padded, first, rows;
     const float *terms;          /* forward: (steps, batch, gates * hidden) */
-    const float *W;              /* forward: W_h packed, (hidden, gates * padded); backward: W_h^T
-                                    packed, (gates * hidden, padded) (the GRU's z and r gates only) */
-    const float *W_candidate;    /* GRU: W_hh packed (forward) or W_hh^T packed (backward) */
+    const float *W;              /* in panels (see packed): forward W_h, hidden x gates * padded;
+                                    backward W_h^T, gates * hidden x padded (the GRU's: z and r only) */
+    const float *W_candidate;    /* GRU: W_hh (forward) or W_hh^T (backward), in panels */
     float *hs, *cs;              /* (steps + 1, batch, hidden): H_t and (LSTM) C_t, the start first */
     float *gates;                /* GRU [Z | R] (steps, batch, 2 hidden); LSTM [I | F | O | C~] (4) */
     float *candidates, *reset_h; /* GRU: H~_t and R_t * H_{t-1}, (steps, batch, hidden) */
@@ -75,7 +75,7 @@ typedef struct {
     int rows, blocks, cols, padded, transposed, first, count;
 } PackJob;
 
-/* the width in floats of panel p of a matrix `width` floats wide, and where it starts in the packing */
+/* the width in floats of panel p of a matrix `width` floats wide: PANEL, less for the last one */
 static int panel_width(int p, int width) { return width - p * PANEL < PANEL ? width - p * PANEL : PANEL; }
 
 static void *pack_panels(void *arg)
@@ -335,8 +335,8 @@ static void *lstm_backward_rows(void *arg)
 }
 
 /* Runs one of the loops over groups of rows on at most num_threads threads; 0, or -1 if memory ran
-   out. As many groups as threads, or twice or three times as many, ... where that many would have more
-   than MAX_ROWS_PER_GROUP rows; the threads take them one at a time. */
+   out. The fewest groups that are a multiple of the threads and have at most MAX_ROWS_PER_GROUP rows
+   each; the threads take them one at a time. */
 static int run_gated_groups(void *(*loop)(void *), GatedJob whole, int num_threads)
 {
     const int threads = row_groups(whole.batch, num_threads, MIN_ROWS_PER_GROUP);

@@ -23,10 +23,11 @@ from . import _library
 # The most rows for which the compiled loop was found faster than the framework's own inside its
 # training steps, by variant, cell, loop ("forward" or "backward") and framework
 # (benchmarks/gated_kernel.py, benchmarks/README.md). A combination not named here is not used: the two
-# loops are chosen separately, since either can follow the other's forward pass. Beyond these sizes the
-# BLAS library's products, and its threads spinning on the cores between them, won or tied; the AVX2
-# forward loops and the baseline's were slower than NumPy's (whose BLAS library picks AVX-512 here).
-# PyTorch's rows come with the measurements of its own gated loops.
+# loops are chosen separately, since either can follow the other's forward pass. At 256 rows the BLAS
+# library's products, and its threads spinning on the cores between them, won or tied, and sizes
+# between were not measured; the AVX2 forward loops and the baseline's were slower than NumPy's (whose
+# BLAS library picks AVX-512 on that machine). PyTorch's rows come with the measurements of the torch
+# backend's own gated loops.
 MAX_BATCH = {
     **{("avx512", cell, op, "numpy"): 32 for cell in ("gru", "lstm") for op in ("forward", "backward")},
     ("avx2", "gru", "backward", "numpy"): 32,
@@ -41,7 +42,10 @@ def max_batch(cell: str, op: str, framework: str | None = None, kernels: _librar
     kernels = kernels or _library.load()
     if kernels is None or kernels.gru_forward is None:
         return 0
-    return MAX_BATCH.get((kernels.variant, cell, op, framework or "numpy"), 0)
+    variant = kernels.variant
+    if variant == "native":         # built for this machine: counts as the variant of its vector width
+        variant = {16: "avx512", 8: "avx2"}.get(kernels.vector_floats, "baseline")
+    return MAX_BATCH.get((variant, cell, op, framework or "numpy"), 0)
 
 
 def _floats(array: np.ndarray | None, shape: tuple[int, ...], name: str) -> np.ndarray | None:
