@@ -92,5 +92,6 @@ class BuildKernels(build_ext):
 
 ext_modules = [] if sys.platform == "win32" else [
     Extension(KERNELS, VARIANT_SOURCES + SHARED_SOURCES,
-              depends=[str(KERNELS_DIR / "kernels.h"), str(KERNELS_DIR / "_sources.py")], optional=True)]
+              depends=[str(KERNELS_DIR / name) for name in ("kernels.h", "pool.h", "_sources.py")],
+              optional=True)]
 setup(ext_modules=ext_modules, cmdclass={"build_ext": BuildKernels})

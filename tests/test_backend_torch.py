@@ -3,11 +3,13 @@
 The contract runs on the default fast path and on the chapter's plain path; the tests below hold the
 fast path to the plain one directly, float64, including what the contract exercises only lightly.
 """
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 from contract import (MODEL_VARIANTS, BackendContract, ForwardOnly, _boosted_params, _rel_err,
-                      switch_compiled_loops)
+                      switch_compiled_loops, variant_id)
 
 from scratchrnn import backends, kernels
 from scratchrnn.kernels import recurrence as fast_recurrence
@@ -21,13 +23,9 @@ class TestTorchBackend(BackendContract):
 
 
 class TestTorchChapterPath(BackendContract):
-    backend_name = "torch"
+    """The book's autograd form (impl="chapter") for every model: it is what the fast path is held to."""
 
-    def supports(self, config):
-        # gated cells, stacked layers and dropout run the same code (torch_chapter) under either impl:
-        # TestTorchBackend checks them once
-        return super().supports(config) and config.cell == "rnn" and config.num_layers == 1 \
-            and not config.dropout
+    backend_name = "torch"
 
     def make(self, params, config, dtype="float32"):
         return backends.create("torch", params, config, device=self.device, dtype=dtype, impl="chapter")
@@ -111,6 +109,99 @@ def test_fast_training_without_detaching_equals_the_plain_path(config):
         assert _rel_err(results["fast"][1][key], value) < 1e-5, key
 
 
+# -- the fast path of every other model (torch_stacked) against the book's autograd form ----------------
+STACKED_VARIANTS = [ModelConfig(9, 8, "tanh", embedding, 3 if embedding == "learned" else 0, cell=cell,
+                                num_layers=layers, dropout=dropout)
+                    for cell in ("gru", "lstm") for layers in (1, 2) for dropout in (0.0, 0.3)
+                    for embedding in ("onehot", "learned")]
+STACKED_VARIANTS.append(ModelConfig(9, 8, "relu", cell="rnn", num_layers=2, dropout=0.3))
+TIGHT = 1e-10     # float64: the two forms differ only in the order of their roundings
+
+
+def _random_state(backend, rng, batch):
+    """A carried state far from zero (each layer's H, and C for the LSTM), as NumPy arrays."""
+    return [rng.normal(0, 0.5, s.shape) for s in backend.state_to_numpy(backend.begin_state(batch))]
+
+
+def _loss_and_state_grads(backend, X, Y, start):
+    """Loss, parameter gradients, new state and the gradient of the starting state, by autograd's
+    backward through whichever form the backend runs; and the name of the loss's backward node."""
+    state = tuple(torch.tensor(s, requires_grad=True) for s in start)
+    loss, new_state = backend._loss(X, Y, state)
+    backend._backward(loss)
+    grads = {name: p.grad.numpy().copy() for name, p in backend.params.items()}
+    return (float(loss.detach()), grads, [s.detach().numpy() for s in new_state], [s.grad.numpy() for s in state],
+            type(loss.grad_fn).__name__)
+
+
+@pytest.mark.parametrize("config", STACKED_VARIANTS, ids=variant_id)
+def test_stacked_fast_path_equals_the_books_autograd_form(config):
+    """Loss, every gradient, the new state and the gradient of the carried state, to 1e-10 in float64,
+    with the same dropout masks (each backend draws them from its own generator, seeded alike)."""
+    params = _boosted_params(config, scale=10)
+    fast, plain = _pair(config, params)
+    rng = np.random.default_rng(11)
+    start = _random_state(fast, rng, 3)
+    X, Y = rng.integers(0, config.vocab_size, (2, 3, 7))
+    loss, grads, state, d_start, node = _loss_and_state_grads(fast, X, Y, start)
+    ref_loss, ref_grads, ref_state, ref_d_start, ref_node = _loss_and_state_grads(plain, X, Y, start)
+    assert node == "StackedLossBackward" and ref_node != node        # the two forms really ran
+    assert abs(loss - ref_loss) <= TIGHT * abs(ref_loss)
+    assert set(grads) == set(ref_grads)
+    for name in ref_grads:
+        assert np.abs(ref_grads[name]).max() > 1e-6, name            # a gradient worth comparing
+        assert _rel_err(grads[name], ref_grads[name]) < TIGHT, name
+    for ours, theirs in zip(state + d_start, ref_state + ref_d_start, strict=True):
+        assert np.abs(theirs).max() > 1e-6
+        assert _rel_err(ours, theirs) < TIGHT
+    # evaluation: no masks, the same logits and state
+    logits, after = fast.forward(X, fast.state_from_numpy(start))
+    ref_logits, ref_after = plain.forward(X, plain.state_from_numpy(start))
+    assert _rel_err(logits, ref_logits) < TIGHT
+    for ours, theirs in zip(fast.state_to_numpy(after), plain.state_to_numpy(ref_after), strict=True):
+        assert _rel_err(ours, theirs) < TIGHT
+
+
+def test_stacked_fast_path_with_dropout_differs_from_no_dropout():
+    """The masks reach the fast path: with dropout its loss is not the one without."""
+    config = ModelConfig(9, 8, cell="lstm", num_layers=2, dropout=0.3)
+    params = _boosted_params(config, scale=10)
+    X, Y = np.random.default_rng(2).integers(0, 9, (2, 3, 7))
+    with_masks = backends.create("torch", params, config, dtype="float64")
+    without = backends.create("torch", params, dataclasses.replace(config, dropout=0.0), dtype="float64")
+    loss = with_masks.loss_and_grads(X, Y, with_masks.begin_state(3))[0]
+    assert abs(loss - without.loss_and_grads(X, Y, without.begin_state(3))[0]) > 1e-3
+
+
+@pytest.mark.parametrize("config", [ModelConfig(9, 8, cell="gru", num_layers=2, dropout=0.3),
+                                    ModelConfig(9, 8, "tanh", "learned", 3, cell="lstm", num_layers=2,
+                                                dropout=0.3),
+                                    ModelConfig(9, 8, cell="lstm")], ids=variant_id)
+def test_stacked_fast_training_without_detaching_equals_the_books_form(config):
+    """Four chained batches, never detached, with clipped updates between them: each batch's backward
+    runs back through every earlier one, with the weights each was computed with."""
+    params = _boosted_params(config, scale=10)
+    fast, plain = _pair(config, params)
+    rng = np.random.default_rng(12)
+    batches = [rng.integers(0, config.vocab_size, (2, 2, 5)) for _ in range(4)]
+    results = {}
+    for name, backend in (("fast", fast), ("plain", plain)):
+        state, losses = backend.begin_state(2), []
+        for X, Y in batches:
+            loss, state = backend.train_step(X, Y, state, 0.3, 5.0)
+            losses.append(float(loss))
+        results[name] = losses, backend.get_params()
+    np.testing.assert_allclose(results["fast"][0], results["plain"][0], rtol=TIGHT)
+    detached = backends.create("torch", params, config, dtype="float64")
+    state = detached.begin_state(2)
+    for X, Y in batches:
+        _, state = detached.train_step(X, Y, detached.detach(state), 0.3, 5.0)
+    for key, value in results["plain"][1].items():
+        assert _rel_err(results["fast"][1][key], value) < TIGHT, key
+    # backpropagating into earlier batches is another computation than detaching
+    assert max(_rel_err(detached.get_params()[key], value) for key, value in results["plain"][1].items()) > 1e-6
+
+
 class _DecodeInTorch(ForwardOnly):
     """The PyTorch decode loop (what a GPU runs), forced on the CPU."""
 
@@ -156,11 +247,13 @@ trains_compiled = pytest.mark.skipif(
 
 
 @trains_compiled
-@pytest.mark.parametrize("config", [ModelConfig(11, 40, "tanh"), ModelConfig(11, 40, "relu", "learned", 5)],
-                         ids=lambda c: f"{c.activation}-{c.embedding}")
+@pytest.mark.parametrize("config", [ModelConfig(11, 40, "tanh"), ModelConfig(11, 40, "relu", "learned", 5),
+                                    ModelConfig(11, 40, "tanh", cell="rnn", num_layers=2, dropout=0.2)],
+                         ids=variant_id)
 def test_cpu_float32_training_runs_compiled_and_trains_as_torchs_own_loops(config, monkeypatch):
     """The recurrences go to the compiled library, on at most torch.get_num_threads() threads, and
-    train as PyTorch's own step loops do."""
+    train as PyTorch's own step loops do: the chapter's model, and RNN layers stacked with dropout
+    (the stacked fast path's RNN cell)."""
     params = _boosted_params(config, scale=10)
     losses, weights, compiled_ran = _train_float32(config, params, monkeypatch, kernel=True, batch=38)
     assert compiled_ran and 1 <= kernels.last_threads() <= torch.get_num_threads()
@@ -218,6 +311,46 @@ def test_two_ranks_of_one_thread_use_one_thread_each():
     outputs = [rank.communicate(timeout=300)[0].split() for rank in ranks]
     assert [rank.returncode for rank in ranks] == [0, 0]
     assert outputs == [["1", "1"], ["1", "1"]]
+
+
+_TEAM = """
+import numpy as np, torch
+from scratchrnn import backends, kernels
+from scratchrnn.kernels import _library
+from scratchrnn.model import ModelConfig, init_params
+torch.set_num_threads(2)
+config = ModelConfig(11, 128)
+backend = backends.create("torch", init_params(config, 0), config, dtype="float32")
+X, Y = np.random.default_rng(0).integers(0, 11, (2, 32, 6))
+backend.train_step(X, Y, backend.begin_state(32), 0.1, 5.0)
+print(kernels.torch_team.status(), "|", kernels.last_threads(), _library.helper_threads())
+"""
+
+
+@trains_compiled
+@pytest.mark.parametrize("team", ["on", "off"])
+def test_the_torch_backends_kernel_calls_run_on_pytorchs_threads(team, tmp_path):
+    """A training step's compiled loops run on PyTorch's own threads (at::parallel_for, built on first
+    use into the cache folder): the library starts no threads of its own beside PyTorch's. With
+    SCRATCHRNN_TORCH_TEAM=0 they run on the library's threads, and say why."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    env = {**os.environ, "SCRATCHRNN_CACHE": str(tmp_path / "cache"), "SCRATCHRNN_TORCH_TEAM": team,
+           "PYTHONPATH": str(Path(kernels.__file__).parents[2])}
+    for name in ("SCRATCHRNN_THREADS", "OMP_NUM_THREADS"):
+        env.pop(name, None)
+    done = subprocess.run([sys.executable, "-c", _TEAM], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    status, counts = done.stdout.strip().split(" | ")
+    if team == "on":
+        assert status == "PyTorch's threads"
+        assert counts.split() == ["2", "0"]                 # two threads, none of the library's own
+        assert list((tmp_path / "cache").glob("torch_team-*.so"))
+    else:
+        assert status == "the kernels' own threads (SCRATCHRNN_TORCH_TEAM is off)"
+        assert counts.split() == ["2", "1"]                 # the caller and one helper
 
 
 @trains_compiled

@@ -117,6 +117,23 @@ def test_init_is_the_books_and_the_forget_bias_is_optional():
         init_params(ModelConfig(9, 6, cell="gru"), 0, forget_bias=1.0)
 
 
+def test_scaled_init_keeps_signals_their_size_through_each_product():
+    """init="scaled": every weight matrix N(0, 1/rows), so x @ W has x's scale; the embedding N(0, 1);
+    biases still 0. The book's init stays the default."""
+    config = ModelConfig(50, 400, cell="lstm", num_layers=2, embedding="learned", embed_dim=200)
+    params = init_params(config, 0, init="scaled")
+    for name, value in params.items():
+        if cells.is_bias(name):
+            assert not value.any(), name
+        else:
+            expected = 1.0 if name == "W_emb" else 1 / np.sqrt(value.shape[0])
+            assert abs(value.std() / expected - 1) < 0.05, name
+    x = np.random.default_rng(1).standard_normal((64, 400)).astype(np.float32)
+    assert 0.9 < (x @ params["l1.W_hi"]).std() < 1.1
+    with pytest.raises(ValueError, match="init must be one of"):
+        init_params(config, 0, init="xavier")
+
+
 @pytest.mark.parametrize("kwargs,message", [
     ({"cell": "gru", "activation": "relu"}, "activation must be 'tanh' for the gru cell"),
     ({"cell": "transformer"}, "cell must be one of"),

@@ -131,11 +131,27 @@ def _assert_user_error(proc, *fragments):
     (["--max-tokens", "100"], ["corpus too short", "100 tokens", "32 x 35"]),
     (["--data", "/no/such/file.txt"], ["not found", "/no/such/file.txt"]),
     (["--no-detach", "--sampling", "random"], ["--no-detach"]),
+    (["--forget-bias", "1"], ["--forget-bias", "--cell lstm"]),
+    (["--init", "xavier"], ["--init"]),
 ])
 def test_bad_train_options(tmp_path, args, fragments):
     proc = run_cli("train", "--out", tmp_path / "run", "--epochs", "1", *args)
     _assert_user_error(proc, *fragments)
     assert not (tmp_path / "run").exists()
+
+
+def test_init_and_forget_bias_choose_the_starting_weights(tiny_text, tmp_path):
+    """--init scaled and --forget-bias 1 reach the weights the run starts from (one epoch at a
+    learning rate too small to move them visibly), and the run directory records them."""
+    out = tmp_path / "run"
+    proc = run_cli("train", "--data", tiny_text, "--out", out, "--cell", "lstm", "--hidden", "64", "--epochs", "1",
+                   "--lr", "1e-9", "--init", "scaled", "--forget-bias", "1", "--batch-size", "4",
+                   "--num-steps", "5", "--no-progress", "--predict-every", "0")
+    assert proc.returncode == 0, proc.stderr
+    params = load_checkpoint(out, "last").params
+    np.testing.assert_allclose(params["b_f"], 1.0, atol=1e-6)
+    np.testing.assert_allclose(params["b_i"], 0.0, atol=1e-6)
+    assert 0.8 < params["W_hi"].std() * np.sqrt(64) < 1.2          # N(0, 1/64), not the book's 0.01
 
 
 @pytest.mark.parametrize("content, fragment", [(b"", "empty"), (b"\xff\xfe\x00bad", "not UTF-8")])

@@ -27,6 +27,7 @@ HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 from distributed_worker import CASES, train_case  # noqa: E402
 
+from scratchrnn import distributed  # noqa: E402
 from scratchrnn.checkpoint import load_checkpoint  # noqa: E402
 from scratchrnn.data import SeqDataLoader  # noqa: E402
 from scratchrnn.distributed import SINGLE, World, world_from_env  # noqa: E402
@@ -88,8 +89,8 @@ def test_gather_rows_in_the_world_of_one_is_the_identity():
 # -- 2 ranks against one process -------------------------------------------------------------------------
 def test_two_ranks_take_the_same_steps_as_one_process_with_the_whole_batch(tmp_path):
     """Per-epoch training and held-out perplexities and final weights to 1e-9 (float64): RNN, GRU and
-    LSTM, SGD and Adam, sequential and random partitioning, torch and numpy; both ranks end with
-    identical weights."""
+    LSTM, SGD and Adam, sequential and random partitioning, torch and numpy, two layers with dropout;
+    both ranks end with identical weights."""
     out = tmp_path / "ranks.npz"
     done = subprocess.run([*TORCHRUN, "--standalone", "--nproc-per-node", "2",
                            str(HERE / "distributed_worker.py"), str(out)],
@@ -111,11 +112,11 @@ TINY = ["--backend", "torch", "--dtype", "float64", "--hidden", "8", "--max-toke
         "--num-steps", "5", "--no-progress", "--predict-every", "0"]
 
 
-def _reference(tmp_path, epochs: int) -> dict:
+def _reference(tmp_path, epochs: int, **model) -> dict:
     """The tiny run's last/ weights from one process, through the same runner."""
     config = RunConfig(out=str(tmp_path / "reference"), backend="torch", dtype="float64", max_tokens=600,
-                       model={"num_hiddens": 8}, train=TrainConfig(epochs=epochs, batch_size=4, num_steps=5),
-                       predict_every=0)
+                       model={"num_hiddens": 8, **model},
+                       train=TrainConfig(epochs=epochs, batch_size=4, num_steps=5), predict_every=0)
     run(config, "new", say=lambda line: None, progress=False)
     return load_checkpoint(tmp_path / "reference", "last").params
 
@@ -133,12 +134,17 @@ def test_refusals_come_before_any_process_starts(capsys, tmp_path):
     assert not (tmp_path / "a").exists()
 
 
-def test_nproc_run_stopped_inside_an_epoch_resumes_on_one_process(tmp_path):
+@pytest.mark.parametrize("model", [{}, {"cell": "gru", "num_layers": 2, "dropout": 0.3}],
+                         ids=["rnn", "gru-2-layers-dropout"])
+def test_nproc_run_stopped_inside_an_epoch_resumes_on_one_process(tmp_path, model):
     """Ctrl-C on both ranks (after their 5th batch, so at the 6th through the all_reduce): rank 0 saves
     the whole batch's carried state, world_size 2; one process resumes the epoch from its middle and ends
-    where a run never stopped ends (1e-9, float64)."""
+    where a run never stopped ends (1e-9, float64) -- with dropout too: the ranks' masks are rows of
+    one stream's, which the checkpoint continues."""
     out = tmp_path / "run"
-    stopped = _train_cli(*TINY, "--epochs", "2", "--nproc", "2", "--out", str(out),
+    flags = {"cell": "--cell", "num_layers": "--layers", "dropout": "--dropout"}
+    model_args = [str(part) for key, value in model.items() for part in (flags[key], value)]
+    stopped = _train_cli(*TINY, *model_args, "--epochs", "2", "--nproc", "2", "--out", str(out),
                          env=_env(SCRATCHRNN_FAULT="train.batch-end:after-5-sigint"))
     assert stopped.returncode == 130, stopped.stderr[-3000:]
     assert stopped.stderr.count("stopping after this batch") == 1          # rank 0 alone speaks
@@ -148,7 +154,7 @@ def test_nproc_run_stopped_inside_an_epoch_resumes_on_one_process(tmp_path):
     assert saved.optimizer_state["carried/0"].shape == (4, 8)              # all 4 rows, both ranks'
     resumed = _train_cli("--resume", str(out), "--no-progress")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    reference = _reference(tmp_path, 2)
+    reference = _reference(tmp_path, 2, **model)
     final = load_checkpoint(out, "last").params
     for name, value in reference.items():
         np.testing.assert_allclose(final[name], value, rtol=1e-9, atol=1e-12, err_msg=name)
@@ -197,3 +203,29 @@ def test_two_nodes_on_the_loopback_address(tmp_path):
     final = load_checkpoint(out, "last").params
     for name, value in reference.items():
         np.testing.assert_allclose(final[name], value, rtol=1e-9, atol=1e-12, err_msg=name)
+
+
+@pytest.mark.parametrize("exits, status", [
+    ({0: 130, 1: -signal.SIGTERM}, 130),    # Ctrl-C: rank 0 ended first, the agent stopped rank 1
+    ({0: 130, 1: 130}, 130),
+    ({0: 2, 1: -signal.SIGTERM}, 2),        # a user error, said by the rank
+    ({0: -signal.SIGKILL, 1: -signal.SIGTERM}, 1),
+    ({0: -signal.SIGTERM, 1: -signal.SIGTERM}, 1),
+])
+def test_launch_maps_how_the_ranks_ended_to_one_exit_status(monkeypatch, tmp_path, exits, status):
+    """What --nproc returns, whichever rank the agent saw end first: an interrupt or a user error that
+    the ranks reported themselves keeps its status; a rank killed from outside is an error (1)."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
+    from torch.distributed.launcher import api
+
+    error_file = str(tmp_path / "none.json")
+    failures = {rank: ProcessFailure(rank, 1000 + rank, code, error_file) for rank, code in exits.items()}
+
+    def launcher(config, entrypoint):
+        def run(*args):
+            raise ChildFailedError("scratchrnn", failures)
+        return run
+
+    monkeypatch.setattr(api, "elastic_launch", launcher)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")          # launch sets it for its ranks; restored after
+    assert distributed.launch(2, ["train"]) == status

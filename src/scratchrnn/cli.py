@@ -60,13 +60,23 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+class _PrintVersion(argparse.Action):
+    """``--version``: one line, whatever the terminal's width (argparse's own action wraps it)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest, nargs=0, default=default, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"scratchrnn {__version__} (compiled kernels: {kernels.status()})")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="scratchrnn",
         description="Character-level RNN language models from scratch (Dive into Deep Learning, 8.5).",
         formatter_class=_HelpFormatter)
-    parser.add_argument("--version", action="version",
-                        version=f"scratchrnn {__version__} (compiled kernels: {kernels.status()})",
+    parser.add_argument("--version", action=_PrintVersion,
                         help="show the version, and whether the compiled kernels (greedy generation, the "
                              "recurrences of a training step) are built and on, then exit")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -191,6 +201,13 @@ def _add_train_parser(sub) -> None:
     model.add_argument("--dropout", type=_fraction, default=0.0, metavar="P",
                        help="dropout between layers and before the output layer while training (off when "
                             "scoring held-out text and generating)")
+    model.add_argument("--init", choices=("book", "scaled"), default="book",
+                       help="the starting weights: book, N(0, 0.01) as the book draws them; scaled, N(0, "
+                            "1/fan-in) and a learned embedding N(0, 1), which wide gated models with "
+                            "learned embeddings start learning from much sooner")
+    model.add_argument("--forget-bias", type=float, default=0.0, metavar="B",
+                       help="the LSTM's forget-gate bias at the start (char-rnn uses 1: keep the memory "
+                            "until the model learns to forget)")
     model.add_argument("--hidden", type=_positive_int, default=512, help="hidden units (of every layer)")
     model.add_argument("--activation", choices=("tanh", "relu"), default="tanh",
                        help="nonlinearity of the rnn cell's hidden state (gated cells use tanh)")

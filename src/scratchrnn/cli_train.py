@@ -33,7 +33,8 @@ def run_config_from(args):
     return RunConfig(out=args.resume or args.out or f"runs/{args.backend}-{args.sampling}",
                      backend=args.backend, device=args.device, dtype=args.dtype, data=args.data,
                      cleaning=args.cleaning, max_tokens=args.max_tokens, val_fraction=args.val_fraction,
-                     best_by=args.best_by, model=model, train=train, checkpoint_every=args.checkpoint_every,
+                     best_by=args.best_by, model=model, init=args.init, forget_bias=args.forget_bias,
+                     train=train, checkpoint_every=args.checkpoint_every,
                      predict_every=args.predict_every, prefixes=args.prefix)
 
 
@@ -43,6 +44,8 @@ def _check_flags(args) -> None:
         raise UserError("--out is empty: name a directory (or leave --out out for the default)")
     if args.no_detach and args.sampling == "random":
         raise UserError("--no-detach needs --sampling sequential (random batches reset the state anyway)")
+    if args.forget_bias and args.cell != "lstm":
+        raise UserError(f"--forget-bias is for --cell lstm, not {args.cell}")
     if args.best_by == "val" and args.val_fraction == 0:
         raise UserError("--best-by val needs held-out text: drop --val-fraction 0")
     out = args.out or f"runs/{args.backend}-{args.sampling}"

@@ -319,8 +319,11 @@ def launch(nproc: int, argv: list[str], threads: int | None = None) -> int:
         elastic_launch(config, sys.executable)("-m", "scratchrnn", *argv)
     except ChildFailedError as err:
         codes = {failure.exitcode for failure in err.failures.values()}
-        if codes <= {2, 130}:
-            return max(codes)        # the ranks said why themselves
+        # SIGTERM: the agent stopping the ranks still running once one has ended (after Ctrl-C, rank 0
+        # may end before the others have left their last all_reduce)
+        said = codes - {-signal.SIGTERM}
+        if said and said <= {2, 130}:
+            return max(said)         # the ranks said why themselves
         # the cause first: a rank killed from outside, then one that crashed; SIGTERM is the agent
         # stopping the others, and 2 a rank that saw its peer vanish
         rank, failure = min(err.failures.items(), key=lambda item: (

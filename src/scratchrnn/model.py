@@ -112,19 +112,28 @@ def check_seed(seed, field: str = "seed") -> None:
         raise ValueError(f"{field} must be >= 0, not {seed}")
 
 
+INITS = ("book", "scaled")
+
+
 def init_params(config: ModelConfig, seed: int = 0, dtype=np.float32, *,
-                forget_bias: float = 0.0) -> dict[str, np.ndarray]:
+                forget_bias: float = 0.0, init: str = "book") -> dict[str, np.ndarray]:
     """Weights ~ N(0, 0.01^2), biases 0, exactly as the book's ``get_params`` (8.5, 9.1, 9.2).
 
     The weights are drawn from one generator in ``param_shapes`` order, so a model's first layer and
     the chapter's RNN get the same numbers from the same seed. ``forget_bias`` starts every LSTM
     layer's forget-gate bias b_f there instead of at 0 (char-rnn uses 1: the memory is kept until the
-    model learns to forget); it draws nothing, so the weights stay the same. Refuses (UserError)
+    model learns to forget); it draws nothing, so the weights stay the same. ``init="scaled"`` draws
+    each weight matrix from N(0, 1 / rows) instead (rows: the width of what it multiplies; a learned
+    embedding N(0, 1)), so that signals keep their size through every product, as frameworks'
+    defaults do: with the book's 0.01, a wide gated model with learned embeddings starts from
+    near-zero signals in every gate and spends its first epoch growing them. Refuses (UserError)
     weights larger than the memory available, before drawing any of them.
     """
     check_seed(seed)
     if forget_bias and config.cell != "lstm":
         raise ValueError(f"forget_bias is for the lstm cell, not the {config.cell} cell")
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, not {init!r}")
     sizes = [int(np.prod(shape, dtype=object)) for shape in config.param_shapes().values()]
     # the draw is float64 before its cast, one matrix at a time
     needed = sum(sizes) * np.dtype(dtype).itemsize + max(sizes) * 8
@@ -140,7 +149,8 @@ def init_params(config: ModelConfig, seed: int = 0, dtype=np.float32, *,
             value = forget_bias if name.rsplit(".", 1)[-1] == "b_f" else 0.0
             params[name] = np.full(shape, value, dtype=dtype)
         else:
-            params[name] = (rng.standard_normal(shape) * 0.01).astype(dtype)
+            scale = 0.01 if init == "book" else 1.0 if name == "W_emb" else 1.0 / np.sqrt(shape[0])
+            params[name] = (rng.standard_normal(shape) * scale).astype(dtype)
     return params
 
 

@@ -84,6 +84,14 @@ class Optimizer:
             self.state = {slot: {name: ops.zeros_like(p) for name, p in params.items()}
                           for slot in self.slots}
         self.step_count += 1
+        self.move(backend, grads, lr)
+
+    def move(self, backend, grads: dict, lr) -> None:
+        """Every parameter's move by the rule, without the bookkeeping of ``update`` (the state's
+        creation, the step count). For a rule that keeps no state (``stateless``), this is all a step
+        does, and a backend may trace it into a compiled step of its own (TensorFlow's graph)."""
+        params = backend.parameters()
+        ops = backend.ops
         for name, value in params.items():
             grad = grads[name]
             if self.config.weight_decay and not self.decoupled:
@@ -95,6 +103,8 @@ class Optimizer:
             backend.assign(name, new_value)
 
     decoupled = False
+    #: True for a rule with no slots whose step does not depend on the step count
+    stateless = False
 
     def _rule(self, ops, value, grad, slots: dict, lr: float):
         raise TypeError(f"{type(self).__name__} defines no update rule")
@@ -129,6 +139,8 @@ class Optimizer:
 
 class SGD(Optimizer):
     """The chapter's ``sgd``: p <- p - lr * g."""
+
+    stateless = True
 
     def _rule(self, ops, value, grad, slots, lr):
         return value - lr * grad, {}

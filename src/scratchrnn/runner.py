@@ -36,7 +36,7 @@ from .distributed import SINGLE, GradientAverager, World
 from .errors import RunInterrupted, TrainingDiverged, UserError
 from .generation import default_prefix, encode_prefix, predict
 from .interrupts import StopRequests
-from .model import ModelConfig, check_fits_in_memory, init_params
+from .model import INITS, ModelConfig, check_fits_in_memory, init_params
 from .plotting import plot_training
 from .rundir import RunDirectory
 from .training import BEST_BY, TrainConfig, TrainState, json_safe_ints, train
@@ -59,6 +59,8 @@ class RunConfig:
     val_fraction: float | None = None    # None: 0.1 of a file; for the bundled book the text after the slice
     best_by: str | None = None           # None: "val" where text is held out of a file, else "train"
     model: dict = field(default_factory=dict)     # ModelConfig's fields except vocab_size
+    init: str = "book"                   # the weights' start (model.init_params): "book" or "scaled"
+    forget_bias: float = 0.0             # the LSTM's forget-gate bias at the start (char-rnn: 1)
     train: TrainConfig = field(default_factory=TrainConfig)
     checkpoint_every: int = 1
     predict_every: int = 10
@@ -92,6 +94,10 @@ class RunConfig:
                 raise ValueError(f"{name} must be a positive integer, not {value}")
         if isinstance(self.predict_every, bool) or not isinstance(self.predict_every, int) or self.predict_every < 0:
             raise ValueError(f"predict_every must be an integer >= 0, not {self.predict_every}")
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, not {self.init!r}")
+        if self.forget_bias and self.model.get("cell", "rnn") != "lstm":
+            raise ValueError(f"forget_bias is for the lstm cell, not the {self.model.get('cell', 'rnn')} cell")
         if not isinstance(self.out, str) or not self.out.strip():
             raise ValueError(f"out must name a directory, not {self.out!r}")
         self.train.validate()
@@ -284,11 +290,12 @@ def _prepare(config, resume, world):
 
     optimizer = train_cfg.make_optimizer()
     # dropout masks come from the backend's own generator, seeded from the run's seed; on several
-    # ranks a stream of its own for each (the same masks on every rank's rows would be correlated)
-    dropout_seed = train_cfg.seed * world.size + world.rank
-    options = {"dropout_seed": dropout_seed} if model.dropout else {}
+    # ranks every rank holds the same stream and keeps its rows of each mask (training.train), so
+    # the masks are those of one process, and a resume on any number of ranks continues them
+    options = {"dropout_seed": train_cfg.seed} if model.dropout else {}
     if resume is None:
-        backend = backends.create(cfg.backend, init_params(model, train_cfg.seed), model,
+        params = init_params(model, train_cfg.seed, init=cfg.init, forget_bias=cfg.forget_bias)
+        backend = backends.create(cfg.backend, params, model,
                                   device=cfg.device, dtype=cfg.dtype, **options)
         state, carried = TrainState(), None
     else:
@@ -300,8 +307,7 @@ def _prepare(config, resume, world):
         backend = backends.create(cfg.backend, ckpt.params, model, device=cfg.device, dtype=cfg.dtype,
                                   **options)
         dropout_rng = resume["saved"].get("dropout_rng")
-        # saved from rank 0's stream: the other ranks go on with streams of their own
-        if dropout_rng is not None and world.is_main and hasattr(backend, "set_dropout_rng_state"):
+        if dropout_rng is not None and hasattr(backend, "set_dropout_rng_state"):
             backend.set_dropout_rng_state(json_safe_ints(dropout_rng, to_text=False))
         arrays = dict(ckpt.optimizer_state)
         carried_arrays = [arrays.pop(f"{CARRIED_SLOT}/{i}") for i in range(len(arrays))

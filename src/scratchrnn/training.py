@@ -342,6 +342,7 @@ def train(backend: Backend, loader: Iterable, config: TrainConfig, *,
         raise ValueError("best_by 'val' needs validation text")
     state = state if state is not None else TrainState()
     optimizer = optimizer if optimizer is not None else config.make_optimizer()
+    backend.share_dropout_stream(world.rank, world.size)
     steps_per_epoch = max(1, _steps_per_epoch(loader))
     schedule = config.schedule(steps_per_epoch)
     interval = eval_every or config.evaluation_interval()

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ..cells import RankRows
 from ..errors import UserError
 from ..model import ModelConfig
 from ..optim import SGD, OptimizerConfig, Optimizer, apply_update
@@ -150,6 +151,15 @@ class Backend(ABC):
         loss, grads, new_state = self.gradients(X, Y, state)
         apply_update(self, grads, lr, clip_theta, optimizer or self._chapter_sgd(), reduce)
         return loss, new_state
+
+    def share_dropout_stream(self, rank: int, world: int) -> None:
+        """Training on ``world`` ranks: this rank's dropout masks become its rows of the masks of the
+        whole global batch (``cells.RankRows``), so that N ranks train as one process would. Every
+        rank must hold the same dropout seed. Once is enough; nothing changes on one rank or for a
+        backend without a dropout generator."""
+        generator = getattr(self, "_dropout_rng", None)
+        if world > 1 and generator is not None and not isinstance(generator, RankRows):
+            self._dropout_rng = RankRows(generator, rank, world)
 
     def _chapter_sgd(self) -> Optimizer:
         if getattr(self, "_sgd", None) is None:

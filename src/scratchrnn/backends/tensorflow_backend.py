@@ -97,6 +97,7 @@ class TensorFlowBackend(DropoutMasks, Backend):
         self._clipped_graph = tf.function(self._clipped_gradients)
         self._loss_graph = tf.function(self._batch_loss)
         self._replay_graph = tf.function(self._state_after)
+        self._step_graphs = {}      # id(optimizer) -> its whole step as one graph (a stateless rule)
 
     # -- state ------------------------------------------------------------------------------------
     def begin_state(self, batch_size):
@@ -235,12 +236,31 @@ class TensorFlowBackend(DropoutMasks, Backend):
         # A detached state: gradients and clipping run as one graph, traced once. A state carrying
         # earlier batches runs eagerly around the compiled pieces, because a single graph would be
         # traced anew for every length of history.
-        step = self._clipped_gradients if earlier else self._clipped_graph
+        optimizer = optimizer or self._chapter_sgd()
         # None or a tensor, not a Python float: a new float value would trace the graph again
         theta = None if clip_theta is None else tf.constant(clip_theta, dtype=self.tf_dtype)
+        if optimizer.stateless and not earlier:
+            # the update in the same graph too (it is the chapter's whole step): the rule's code,
+            # traced; the step count, a Python number, is kept outside
+            optimizer.step_count += 1
+            loss, new_state = self._step_graph(optimizer)(tokens, targets, start, masks, theta,
+                                                          tf.constant(lr, dtype=self.tf_dtype))
+            return loss, TFState(new_state, start, history)
+        step = self._clipped_gradients if earlier else self._clipped_graph
         loss, grads, new_state = step(tokens, targets, start, earlier, masks, theta)
-        (optimizer or self._chapter_sgd()).update(self, grads, lr)
+        optimizer.update(self, grads, lr)
         return loss, TFState(new_state, start, history)
+
+    def _step_graph(self, optimizer):
+        """A whole training step for ``optimizer``'s stateless rule, as one graph traced once."""
+        if id(optimizer) not in self._step_graphs:
+            def step(tokens, targets, start, masks, theta, lr):
+                loss, grads, new_state = self._clipped_gradients(tokens, targets, start, (), masks, theta)
+                optimizer.move(self, grads, lr)
+                return loss, new_state
+            # one optimizer per run; an older one's graph is dropped with it
+            self._step_graphs = {id(optimizer): tf.function(step)}
+        return self._step_graphs[id(optimizer)]
 
     def parameters(self):
         return dict(self.params)

@@ -18,10 +18,12 @@ It is kept for readers of the chapter and as the yardstick the fast path is test
 Because ``_RNNLoss`` returns the gradient with respect to the state it started from, a state that is
 not detached still lets the next batch backpropagate into this one (the chapter's exercise).
 
-The fast path is the chapter's model's only (one RNN layer, no dropout). GRU and LSTM cells, stacked
-layers and dropout run the book's own code (chapters 9.1-9.3, ``torch_chapter``) under either
-``impl``, with autograd; their dropout masks are drawn from a NumPy generator exactly as the NumPy
-backend draws them, so the two backends train alike from the same seed.
+Every other model -- GRU and LSTM cells, stacked layers, dropout -- has a fast path of the same kind,
+``torch_stacked.StackedLoss`` over the cells' step loops in ``torch_cells`` (gates side by side, one
+product per step, BPTT by hand); ``impl="chapter"`` runs the book's own code for them (chapters
+9.1-9.3, ``torch_chapter``) with autograd. Both draw their dropout masks from a NumPy generator exactly
+as the NumPy backend draws them, so the two implementations, and the two backends, train alike from
+the same seed.
 """
 from __future__ import annotations
 
@@ -31,12 +33,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .. import kernels
 from ..errors import UserError
-from ..cells import dropout_mask
 from . import torch_chapter
-from .base import Backend, TensorOps, decode_weights_of, has_decode_weights
-from .numpy_backend import decode_loop, dropout_generator
+from .base import Backend, TensorOps, decode_weights_of, has_decode_weights, is_chapter_model
+from .dropout import DropoutMasks
+from .numpy_backend import decode_loop
+from .torch_cells import activate_, rnn_backward_steps, rnn_forward_steps
+from .torch_stacked import StackedLoss, StackedModel, cross_entropy_grad, mean_cross_entropy, scatter_add_rows
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 IMPLEMENTATIONS = ("fast", "chapter")
@@ -86,67 +89,8 @@ def _run_recurrence(tokens, h0, W_xh, W_hh, b_h, W_emb, activation: str):
     else:
         embedded = torch.index_select(W_emb, 0, flat_tokens)
         torch.addmm(b_h, embedded, W_xh, out=projections)
-    if _runs_compiled(hs):
-        kernels.recurrence.forward(hs.numpy(), W_hh.detach().numpy(), activation,
-                                   threads=kernels.threads("torch"))
-        return hs, embedded
-    steps = hs.unbind(0)
-    for t in range(num_steps):
-        _activate_(steps[t + 1].addmm_(steps[t], W_hh), activation)
+    rnn_forward_steps(hs, W_hh, activation)
     return hs, embedded
-
-
-def _runs_compiled(hs) -> bool:
-    """Whether the step loops over the states ``hs`` (steps + 1, batch, hidden) run compiled."""
-    return (hs.dtype == torch.float32
-            and kernels.supports("rnn", np.float32, hs.device.type, "forward", batch=hs.shape[1],
-                                 framework="torch"))
-
-
-def _activate_(z, activation: str):
-    """act(z), in place."""
-    if activation == "relu":
-        return z.relu_()
-    if z.device.type == "cpu" and not z.requires_grad:
-        # NumPy's SIMD tanh is about five times faster than ATen's on the CPUs measured (see
-        # benchmarks/README.md), and a CPU tensor's memory can be viewed as a NumPy array.
-        values = z.numpy()
-        np.tanh(values, out=values)
-        return z
-    return z.tanh_()
-
-
-def _activation_grad(hs, activation: str):
-    """d act(z) / dz in terms of the output h = act(z) (a new tensor)."""
-    if activation == "tanh":
-        return torch.addcmul(hs.new_ones(()), hs, hs, value=-1)     # 1 - h^2
-    return (hs > 0).to(hs.dtype)
-
-
-def _scatter_add_rows(indices, rows, num_rows: int):
-    """``out[i] = sum of rows whose index is i``: the gradient of a row gather."""
-    return rows.new_zeros((num_rows, rows.shape[1])).index_add_(0, indices, rows)
-
-
-def _backprop_steps(hs, W_hh_T, dhs, d_h_last, activation: str, need_dh0: bool):
-    """dL/dz_t for every step, (steps, batch, hidden), and dL/dh_0 if ``need_dh0``: the step loop of
-    backpropagation through time. ``dhs`` (the gradient reaching each state from its output, or None)
-    is used as scratch space."""
-    num_steps = hs.shape[0] - 1
-    dz = _activation_grad(hs[1:], activation)  # becomes dL/dz_t step by step below
-    dz_steps = dz.unbind(0)
-    dhs_steps = dhs.unbind(0) if dhs is not None else None
-    # dL/dh_t for the last step: from its output and from later batches
-    if dhs is None:
-        dh = d_h_last
-    else:
-        dh = dhs_steps[-1] if d_h_last is None else dhs_steps[-1].add_(d_h_last)
-    for t in range(num_steps - 1, -1, -1):
-        dz_steps[t].mul_(dh)
-        if t > 0:
-            # dL/dh_{t-1}: its own output's gradient (dhs is scratch here) + dL/dz_t W_hh^T
-            dh = dz_steps[t] @ W_hh_T if dhs is None else dhs_steps[t - 1].addmm_(dz_steps[t], W_hh_T)
-    return dz, dz_steps[0] @ W_hh_T if need_dh0 else None
 
 
 class _RNNLoss(torch.autograd.Function):
@@ -168,8 +112,7 @@ class _RNNLoss(torch.autograd.Function):
         hs, embedded = _run_recurrence(tokens, h0, W_xh, W_hh, b_h, W_emb, activation)
         num_steps, batch, hidden = hs.shape[0] - 1, hs.shape[1], hs.shape[2]
         logits = torch.addmm(b_q, hs[1:].view(num_steps * batch, hidden), W_hq)
-        log_probs = torch.log_softmax(logits, dim=1)
-        loss = -log_probs.gather(1, targets[:, None]).mean()
+        loss, log_probs = mean_cross_entropy(logits, targets)
         ctx.save_for_backward(hs, log_probs, W_hh_T, W_hq, W_xh_used, embedded, tokens, targets)
         ctx.activation = activation
         # unused outputs give None gradients (rather than zeros), so backward can skip their terms
@@ -183,24 +126,12 @@ class _RNNLoss(torch.autograd.Function):
         hs_flat = hs[1:].reshape(-1, hidden)
         d_W_hq = d_b_q = dhs = None
         if d_loss is not None:
-            # d mean-CE / d logits = (softmax - one_hot(y)) / n
-            dlogits = log_probs.exp()
-            dlogits[torch.arange(targets.numel(), device=targets.device), targets] -= 1
-            dlogits *= d_loss / targets.numel()
+            dlogits = cross_entropy_grad(log_probs, targets, d_loss)
             d_W_hq = (dlogits.T @ hs_flat).T     # as the transpose of a product: ~2.5x faster on MKL
             d_b_q = dlogits.sum(dim=0)
             dhs = (dlogits @ W_hq.T).view(num_steps, batch, hidden)
 
-        need_dh0 = ctx.needs_input_grad[0]
-        if _runs_compiled(hs):
-            dz, d_h0 = kernels.recurrence.backward(
-                hs.numpy(), W_hh_T.numpy(), None if dhs is None else dhs.numpy(),
-                None if d_h_last is None else d_h_last.numpy(), ctx.activation, need_dh0,
-                threads=kernels.threads("torch"))
-            dz, d_h0 = torch.from_numpy(dz), None if d_h0 is None else torch.from_numpy(d_h0)
-        else:
-            dz, d_h0 = _backprop_steps(hs, W_hh_T, dhs, d_h_last, ctx.activation, need_dh0)
-
+        dz, d_h0 = rnn_backward_steps(hs, W_hh_T, dhs, d_h_last, ctx.activation, ctx.needs_input_grad[0])
         dz_flat = dz.view(-1, hidden)
         d_W_hh = hs[:-1].view(-1, hidden).T @ dz_flat
         d_b_h = dz_flat.sum(dim=0)
@@ -208,19 +139,14 @@ class _RNNLoss(torch.autograd.Function):
         vocab_size = log_probs.shape[1]
         d_W_emb = None
         if embedded is None:
-            d_W_xh = _scatter_add_rows(flat_tokens, dz_flat, vocab_size)
+            d_W_xh = scatter_add_rows(flat_tokens, dz_flat, vocab_size)
         else:
             d_W_xh = embedded.reshape(-1, embedded.shape[-1]).T @ dz_flat
-            d_W_emb = _scatter_add_rows(flat_tokens, dz_flat @ W_xh.T, vocab_size)
+            d_W_emb = scatter_add_rows(flat_tokens, dz_flat @ W_xh.T, vocab_size)
         return d_h0, d_W_xh, d_W_hh, d_b_h, d_W_hq, d_b_q, d_W_emb, None, None, None
 
 
-def _is_chapter_model(config) -> bool:
-    """The chapter's model: one RNN layer, no dropout (what ``_rnn`` and the hand BPTT compute)."""
-    return config.cell == "rnn" and config.num_layers == 1 and not config.dropout
-
-
-class TorchBackend(Backend):
+class TorchBackend(DropoutMasks, Backend):
     name = "torch"
     devices = ("cpu", "cuda")
     cells = ("rnn", "gru", "lstm")
@@ -236,12 +162,13 @@ class TorchBackend(Backend):
             raise UserError(f"the torch backend's impl must be one of {', '.join(IMPLEMENTATIONS)}, "
                             f"not {impl!r}")
         self.impl = impl
-        # the hand-written BPTT exists for the chapter's model; every other model (gated cells, more
-        # layers, dropout) runs the book's autograd form (torch_chapter), whatever ``impl`` says
-        self.hand_bptt = impl == "fast" and _is_chapter_model(config)
+        # the fast path: _RNNLoss for the chapter's model, StackedLoss for every other (gated cells,
+        # more layers, dropout); impl="chapter" runs the book's code with autograd
+        self.hand_bptt = impl == "fast"
+        self.stacked = StackedModel(config) if self.hand_bptt and not is_chapter_model(config) else None
         # dropout masks come from a NumPy generator, drawn as the NumPy backend draws them: the same
-        # seed gives both backends the same masks
-        self._dropout_rng = dropout_generator(dropout_seed)
+        # seed gives both backends, and both implementations, the same masks
+        self._init_dropout(dropout_seed)
         self.torch_device = torch.device(device)
         self.torch_dtype = _DTYPES[dtype]
         self.params = {
@@ -252,13 +179,6 @@ class TorchBackend(Backend):
 
     def __repr__(self) -> str:
         return super().__repr__()[:-1] + f", impl={self.impl})"
-
-    def dropout_rng_state(self) -> dict:
-        """The state of the generator the dropout masks come from (JSON-able), for checkpoints."""
-        return self._dropout_rng.bit_generator.state
-
-    def set_dropout_rng_state(self, state: dict) -> None:
-        self._dropout_rng.bit_generator.state = state
 
     # -- state ------------------------------------------------------------------------------------
     def begin_state(self, batch_size):
@@ -308,18 +228,17 @@ class TorchBackend(Backend):
         # place. ``clone`` snapshots the values and still passes gradients to the parameters.
         return {name: p.clone() for name, p in self.params.items()}
 
+    def _train_masks(self, X):
+        """One training batch's dropout masks as tensors on the device (None without dropout)."""
+        masks = self.draw_masks(X)
+        return None if masks is None else [torch.as_tensor(m, device=self.torch_device) for m in masks]
+
     def _chapter_logits(self, X, state, weights, train: bool):
         """The chapter's ``rnn`` for its own model, the book's deep model (9.3) for every other; with
         dropout masks in training."""
-        if _is_chapter_model(self.config):
+        if is_chapter_model(self.config):
             return self._rnn(self._inputs(X, weights), state, weights)
-        masks = None
-        if train and self.config.dropout:
-            steps, batch = np.shape(X)[1], np.shape(X)[0]
-            masks = [torch.as_tensor(dropout_mask(self._dropout_rng, (steps, batch, self.config.num_hiddens),
-                                                  self.config.dropout, self.numpy_dtype()),
-                                     device=self.torch_device)
-                     for _ in range(self.config.num_layers)]
+        masks = self._train_masks(X) if train else None
         return torch_chapter.deep_model(self._inputs(X, weights), state, weights, self.config, masks)
 
     def _chapter_loss(self, X, Y, state):
@@ -329,6 +248,12 @@ class TorchBackend(Backend):
         return F.cross_entropy(logits, y.long()), new_state
 
     # -- the fast path (impl="fast") --------------------------------------------------------------
+    def _stacked_loss(self, X, Y, state):
+        loss, *new_state = StackedLoss.apply(self.stacked, self._tokens(X), self._tokens(Y).reshape(-1),
+                                             self._train_masks(X), *state,
+                                             *(self.params[name] for name in self.stacked.param_names))
+        return loss, tuple(new_state)
+
     def _fast_loss(self, X, Y, state):
         p = self.params
         loss, h_last = _RNNLoss.apply(state[0], p["W_xh"], p["W_hh"], p["b_h"], p["W_hq"], p["b_q"],
@@ -338,6 +263,9 @@ class TorchBackend(Backend):
 
     def _fast_forward(self, X, state):
         p = self.params
+        if self.stacked is not None:
+            logits, new_state, _ = self.stacked.run(self._tokens(X), state, p)
+            return logits, new_state
         hs, _ = _run_recurrence(self._tokens(X), state[0], p["W_xh"], p["W_hh"], p["b_h"], p.get("W_emb"),
                                 self.config.activation)
         logits = torch.addmm(p["b_q"], hs[1:].reshape(-1, self.config.num_hiddens), p["W_hq"])
@@ -353,7 +281,9 @@ class TorchBackend(Backend):
         return logits.cpu().numpy(), state
 
     def _loss(self, X, Y, state):
-        return (self._fast_loss if self.hand_bptt else self._chapter_loss)(X, Y, state)
+        if not self.hand_bptt:
+            return self._chapter_loss(X, Y, state)
+        return (self._fast_loss if self.stacked is None else self._stacked_loss)(X, Y, state)
 
     def _backward(self, loss):
         for p in self.params.values():
@@ -431,7 +361,7 @@ class TorchBackend(Backend):
             if step + 1 == num_tokens:
                 break
             rows = input_rows.index_select(0, torch.from_numpy(tokens[step]).to(self.torch_device))
-            _activate_(torch.add(product[:, :hidden], rows, out=h), self.config.activation)
+            activate_(torch.add(product[:, :hidden], rows, out=h), self.config.activation)
             torch.mm(h, W_step, out=product)
             logits = (product[:, hidden:] + self.params["b_q"]).cpu().numpy()
         return tokens.T

@@ -58,5 +58,26 @@ def dropout_mask(rng: np.random.Generator, shape: tuple[int, ...], rate: float, 
     return np.where(keep, 1.0 / (1.0 - rate), 0.0).astype(dtype)
 
 
-__all__ = ["CELLS", "Cell", "CellWeights", "GRUCell", "LSTMCell", "RNNCell", "dropout_mask", "get_cell", "is_bias",
-           "layer_prefix"]
+class RankRows:
+    """The dropout stream of one rank of several, as a generator for ``dropout_mask``: every rank
+    holds the same stream (the same seed, and the same state after a resume) and draws each batch's
+    masks for the whole global batch, then keeps its own rows, ``rank::world`` along the batch axis --
+    the rows its data loader gives it. So N ranks apply exactly the masks one process applies to the
+    whole batch, and the state saved by any rank continues every rank's stream. The price: each rank
+    draws N times the numbers it uses.
+    """
+
+    def __init__(self, generator: np.random.Generator, rank: int, world: int):
+        self.generator, self.rank, self.world = generator, rank, world
+
+    @property
+    def bit_generator(self):
+        return self.generator.bit_generator
+
+    def random(self, shape: tuple[int, ...]) -> np.ndarray:
+        steps, batch, *rest = shape
+        return self.generator.random((steps, batch * self.world, *rest))[:, self.rank::self.world]
+
+
+__all__ = ["CELLS", "Cell", "CellWeights", "GRUCell", "LSTMCell", "RNNCell", "RankRows", "dropout_mask", "get_cell",
+           "is_bias", "layer_prefix"]

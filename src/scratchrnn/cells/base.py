@@ -48,12 +48,7 @@ class Cell(ABC):
 
     def input_grads(self, d_W_x: np.ndarray, d_b: np.ndarray) -> dict[str, np.ndarray]:
         """The gradients of W_x{g} and b_{g}, cut from those of the side-by-side W_x and b."""
-        hidden = d_b.shape[0] // len(self.gates)
-        grads = {}
-        for k, g in enumerate(self.gates):
-            grads[f"W_x{g}"] = d_W_x[:, k * hidden:(k + 1) * hidden]
-            grads[f"b_{g}"] = d_b[k * hidden:(k + 1) * hidden]
-        return grads
+        return {**split_by_gate(d_W_x, "W_x", self.gates), **split_by_gate(d_b, "b_", self.gates)}
 
     def begin_state(self, batch_size: int, num_hiddens: int, dtype) -> tuple[np.ndarray, ...]:
         return tuple(np.zeros((batch_size, num_hiddens), dtype=dtype) for _ in self.state_names)
@@ -78,6 +73,13 @@ def side_by_side(params: dict[str, np.ndarray], stem: str, gates: tuple[str, ...
     if len(gates) == 1:
         return params[stem + gates[0]]
     return np.concatenate([params[stem + g] for g in gates], axis=-1)
+
+
+def split_by_gate(values, stem: str, gates: tuple[str, ...]) -> dict:
+    """``side_by_side`` undone: ``{stem + g: g's block of the last axis}``, as views (NumPy arrays or
+    any framework's tensors)."""
+    width = values.shape[-1] // len(gates)
+    return {stem + g: values[..., k * width:(k + 1) * width] for k, g in enumerate(gates)}
 
 
 def sigmoid_(z: np.ndarray) -> np.ndarray:

@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import decode, gated, recurrence
+from . import decode, gated, recurrence, torch_team
 from ._library import (built_variants, configured_threads, disabled, enabled, last_threads, load,
-                       status, threads, variant_kernels)
+                       running_on, status, threads, variant_kernels)
 
 CELLS = ("rnn", "gru", "lstm")
 OPERATIONS = ("decode", "forward", "backward")
 
 __all__ = ["supports", "status", "enabled", "disabled", "load", "threads", "configured_threads",
-           "last_threads", "built_variants", "variant_kernels", "decode", "recurrence", "gated"]
+           "last_threads", "built_variants", "variant_kernels", "running_on", "decode", "recurrence",
+           "torch_team", "gated"]
 
 
 def supports(cell: str, dtype, device: str, op: str, *, batch: int | None = None,

@@ -19,6 +19,7 @@ PyTorch never more than ``torch.get_num_threads()``); ``SCRATCHRNN_KERNEL_VARIAN
 from __future__ import annotations
 
 import ctypes
+import contextlib
 import importlib.machinery
 import os
 import sys
@@ -29,7 +30,7 @@ import numpy as np
 
 from ._sources import source_hash
 
-ABI = 3                       # dispatch.c's SCRATCHRNN_KERNELS_ABI: the interface this file calls
+ABI = 4                       # dispatch.c's SCRATCHRNN_KERNELS_ABI: the interface this file calls
 VARIANTS = ("native", "avx512", "avx2", "baseline")     # in the order of preference
 MAX_DEFAULT_THREADS = 8
 _TRUE = ("1", "true", "yes", "on")
@@ -131,6 +132,9 @@ def _open():
         abi = library.scratchrnn_kernels_abi()
         built_from = library.scratchrnn_kernels_source_hash().decode("ascii", "replace")
         library.scratchrnn_last_threads.restype = ctypes.c_int
+        library.scratchrnn_use_team.argtypes = [ctypes.c_void_p]
+        library.scratchrnn_use_team.restype = None
+        library.scratchrnn_pool_helpers.restype = ctypes.c_int
     except (OSError, AttributeError, ValueError) as error:
         _handle_error = f"cannot be loaded ({path.name}: {error})"
         return None
@@ -271,6 +275,28 @@ def last_threads() -> int:
     """How many threads the last kernel call handed work to (0 before any call)."""
     library = _open()
     return library.scratchrnn_last_threads() if library is not None else 0
+
+
+@contextlib.contextmanager
+def running_on(team: int | None):
+    """Within it, this thread's kernel calls run on ``team`` (the address of a function of the
+    ``scratchrnn_team`` type, pool.h: a framework's threads) instead of the library's own threads;
+    None changes nothing."""
+    library = _open()
+    if team is None or library is None:
+        yield
+        return
+    library.scratchrnn_use_team(team)
+    try:
+        yield
+    finally:
+        library.scratchrnn_use_team(None)
+
+
+def helper_threads() -> int:
+    """How many threads of its own the library has started (0 before any call that used them)."""
+    library = _open()
+    return library.scratchrnn_pool_helpers() if library is not None else 0
 
 
 def address(array: np.ndarray | None):

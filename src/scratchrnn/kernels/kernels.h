@@ -25,11 +25,7 @@
 /* the exported name of a function of this variant, e.g. scratchrnn_recurrence_forward_avx2 */
 #define VARIANT_NAME(name) VARIANT_EXPAND(name, SCRATCHRNN_VARIANT)
 
-/* The library's threads (pool.c, compiled once, for every variant): calls fn on each of `count` jobs
-   laid out `size` bytes apart, on at most `threads` threads, the calling one included. */
-void scratchrnn_pool_run(void *(*fn)(void *), void *jobs, size_t size, int count, int threads);
-/* Records how many threads a call used, for scratchrnn_last_threads (the tests read it). */
-void scratchrnn_note_threads(int threads);
+#include "pool.h"
 
 #define LANES 16          /* floats in a 64-byte cache line (and in an AVX-512 register) */
 

@@ -13,13 +13,22 @@
    claimed with a compare-and-swap on one word that also names the call, so a helper that wakes late
    never takes a job of a later call, and a call returns as soon as its jobs are done, whether or not
    every helper it woke has come. One call at a time uses the helpers; a call made while another runs
-   (from another Python thread) computes its jobs on its own thread. */
+   (from another Python thread) computes its jobs on its own thread.
+
+   A framework's own threads instead: a caller may name a team (scratchrnn_use_team), a function that
+   runs a body on the threads of the framework it serves (under PyTorch: at::parallel_for, compiled
+   against the PyTorch that is loaded, see torch_team.py). The calls of that Python thread then run
+   their jobs there and leave the helpers asleep: beside PyTorch, whose OpenMP threads keep spinning
+   for a while after each of its operations, helpers of our own would compete with them for the same
+   cores. The team is per calling thread, so what one backend chose never reaches another's calls. */
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <time.h>
+
+#include "pool.h"
 
 #define MAX_HELPERS 255          /* fits the 8 bits of `wanted` in the claim word */
 #define MAX_JOBS 0xffff          /* fits its 16 bits of count; more jobs run on the calling thread */
@@ -142,9 +151,37 @@ static void run_alone(void *(*fn)(void *), char *jobs, size_t size, int count)
     scratchrnn_note_threads(1);
 }
 
+static _Thread_local scratchrnn_team current_team;
+
+void scratchrnn_use_team(scratchrnn_team team) { current_team = team; }
+
+/* One call's jobs, taken one at a time by the members of a team. */
+typedef struct {
+    void *(*fn)(void *);
+    char *jobs;
+    size_t size;
+    int count;
+    atomic_int next;
+} TeamCall;
+
+static void team_member(void *arg, int member)
+{
+    (void)member;
+    TeamCall *tc = arg;
+    for (int j; (j = atomic_fetch_add_explicit(&tc->next, 1, memory_order_relaxed)) < tc->count;)
+        tc->fn(tc->jobs + (size_t)j * tc->size);
+}
+
 void scratchrnn_pool_run(void *(*fn)(void *), void *jobs, size_t size, int count, int threads)
 {
     if (threads > count) threads = count;
+    if (current_team && threads > 1) {
+        TeamCall tc = { .fn = fn, .jobs = jobs, .size = size, .count = count };
+        atomic_init(&tc.next, 0);
+        current_team(team_member, &tc, threads);
+        scratchrnn_note_threads(threads);
+        return;
+    }
     if (threads > MAX_HELPERS + 1) threads = MAX_HELPERS + 1;
     if (threads <= 1 || count > MAX_JOBS || pthread_mutex_trylock(&call_lock) != 0) {
         run_alone(fn, jobs, size, count);

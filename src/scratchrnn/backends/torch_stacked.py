@@ -1,0 +1,186 @@
+"""The torch backend's fast path for every model beyond the chapter's: GRU, LSTM or RNN cells, any
+number of layers, dropout between layers and before the output layer -- backpropagation through time
+written by hand inside one ``torch.autograd.Function`` (``StackedLoss``).
+
+It is the NumPy reference's model (``numpy_backend``) in PyTorch operations: a layer's input terms
+for every gate and step are one product (one row gather for one-hot inputs), the cells' step loops
+(``torch_cells``) do one product of H with the side-by-side recurrent weights per step, and every
+weight gradient is one large product over all steps. Against the book's autograd form
+(``torch_chapter``, impl="chapter"), which multiplies each gate on its own at every step and records
+every operation for autograd, that is fewer, larger products and no graph.
+
+Dropout masks are handed in (one per layer, drawn by the backend from its NumPy generator as the
+autograd form draws them), so the two forms compute the same numbers; the tests hold them together.
+The Function returns the gradient of the state it started from, so a state that is not detached lets
+the next batch backpropagate into this one, as autograd would.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .torch_cells import TORCH_CELLS
+
+
+def scatter_add_rows(indices, rows, num_rows: int):
+    """``out[i] = sum of rows whose index is i``: the gradient of a row gather."""
+    return rows.new_zeros((num_rows, rows.shape[1])).index_add_(0, indices, rows)
+
+
+def mean_cross_entropy(logits, targets):
+    """Mean cross-entropy of rows of logits against target indices, and the log-probabilities (what
+    ``cross_entropy_grad`` needs)."""
+    log_probs = torch.log_softmax(logits, dim=1)
+    return -log_probs.gather(1, targets[:, None]).mean(), log_probs
+
+
+def cross_entropy_grad(log_probs, targets, d_loss):
+    """d loss / d logits of ``mean_cross_entropy``, times the loss's own gradient ``d_loss``:
+    (softmax - one_hot(y)) * d_loss / n (a new tensor)."""
+    dlogits = log_probs.exp()
+    dlogits[torch.arange(targets.numel(), device=targets.device), targets] -= 1
+    dlogits *= d_loss / targets.numel()
+    return dlogits
+
+
+@dataclass
+class _LayerRecord:
+    """What the backward pass needs from one layer of one forward pass."""
+
+    weights: object               # the layer's TorchCellWeights (snapshots of the parameters)
+    cache: object                 # the cell's own (see the cells' forward)
+    inputs: torch.Tensor | None   # (steps, batch, hidden): what reached the layer (layers above 0)
+    mask: torch.Tensor | None     # the dropout mask applied to its output
+
+
+@dataclass
+class _BatchRecord:
+    """What the backward pass needs from one forward pass over a minibatch."""
+
+    num_steps: int
+    flat_tokens: torch.Tensor     # (steps * batch,) input indices, time-major
+    layers: list                  # a _LayerRecord per layer, layer 0 first
+    top: torch.Tensor             # (steps * batch, hidden): what the output layer read
+    W_hq: torch.Tensor            # the output layer's weights as they were (a snapshot)
+    embedded: torch.Tensor | None = None   # (steps * batch, embed) for a learned embedding
+
+
+class StackedModel:
+    """One model configuration's forward pass and hand-written backward pass, on torch tensors.
+
+    Parameters and gradients travel as lists in ``param_names`` order (ModelConfig.param_shapes), the
+    state as the backend's flat tuple (each layer's H, and C for the LSTM, layer 0 first).
+    """
+
+    def __init__(self, config):
+        self.config = config
+        self.cell = TORCH_CELLS[config.cell]
+        self.param_names = list(config.param_shapes())
+        self.layer_names = [config.layer_param_names(layer) for layer in range(config.num_layers)]
+        self.state_count = self.cell.state_size * config.num_layers
+
+    def run(self, tokens, state, params: dict, masks=None):
+        """Logits (steps * batch, vocab), time-major; the flat state after the last step; and the
+        record the backward pass reads. ``tokens`` (steps, batch); ``masks``: one (steps, batch,
+        hidden) tensor per layer, or None (no dropout: evaluation, generation, or a rate of 0)."""
+        num_steps, batch = tokens.shape
+        hidden, width = self.config.num_hiddens, self.cell.state_size
+        flat_tokens = tokens.reshape(-1)
+        layers, final_state, embedded, x = [], [], None, None
+        for layer, names in enumerate(self.layer_names):
+            weights = self.cell.prepare({plain: params[full] for plain, full in names.items()})
+            # the input terms x_t W_x + b of every gate and step at once
+            if layer > 0:
+                terms = torch.addmm(weights.b, x.reshape(-1, hidden), weights.W_x)
+            elif self.config.embedding == "onehot":
+                # one_hot(x) @ W_x + b == (W_x + b)[x]: the bias added to vocabulary rows, not to tokens
+                terms = torch.index_select(weights.W_x + weights.b, 0, flat_tokens)
+            else:
+                embedded = torch.index_select(params["W_emb"], 0, flat_tokens)
+                terms = torch.addmm(weights.b, embedded, weights.W_x)
+            outputs, final, cache = self.cell.forward(terms.view(num_steps, batch, -1),
+                                                      tuple(state[layer * width:(layer + 1) * width]),
+                                                      weights, self.config.activation)
+            final_state.extend(final)
+            mask = None if masks is None else masks[layer]
+            if mask is not None:
+                outputs = outputs * mask
+            layers.append(_LayerRecord(weights, cache, x, mask))
+            x = outputs
+        top = x.reshape(-1, hidden)
+        logits = torch.addmm(params["b_q"], top, params["W_hq"])
+        record = _BatchRecord(num_steps, flat_tokens, layers, top, params["W_hq"].clone(), embedded)
+        return logits, tuple(final_state), record
+
+    def backprop(self, record: _BatchRecord, dlogits, d_final, need_d_state0: bool):
+        """The gradients of every parameter (a list in ``param_names`` order) and, if
+        ``need_d_state0``, of the starting state (a flat tuple), from the gradient of the logits
+        (``dlogits``, or None: nothing reaches this batch's outputs) and of the state after the batch
+        (``d_final``, flat, entries None where nothing reaches them)."""
+        hidden, vocab_size = self.config.num_hiddens, self.config.vocab_size
+        num_steps = record.num_steps
+        width = self.cell.state_size
+        grads: dict = {}
+        d_out = None
+        if dlogits is not None:
+            grads["W_hq"] = (dlogits.T @ record.top).T    # as the transpose of a product: faster on MKL
+            grads["b_q"] = dlogits.sum(dim=0)
+            d_out = (dlogits @ record.W_hq.T).view(num_steps, -1, hidden)
+        d_state0 = []
+        for layer in range(len(record.layers) - 1, -1, -1):
+            rec, names = record.layers[layer], self.layer_names[layer]
+            if d_out is not None and rec.mask is not None:
+                d_out = d_out * rec.mask
+            d_layer_final = d_final[layer * width:(layer + 1) * width]
+            if d_out is None and all(d is None for d in d_layer_final):
+                d_state0[:0] = (None,) * width    # nothing reaches this layer: no gradients from it
+                continue
+            d_terms, d_recurrent, d_start = self.cell.backward(rec.cache, rec.weights, d_out, d_layer_final,
+                                                               need_d_state0)
+            d_terms = d_terms.view(-1, d_terms.shape[-1])
+            if layer > 0:
+                d_W_x = rec.inputs.reshape(-1, hidden).T @ d_terms
+                d_out = (d_terms @ rec.weights.W_x.T).view(num_steps, -1, hidden)
+            elif record.embedded is None:
+                d_W_x = scatter_add_rows(record.flat_tokens, d_terms, vocab_size)
+            else:
+                d_W_x = record.embedded.T @ d_terms
+                grads["W_emb"] = scatter_add_rows(record.flat_tokens, d_terms @ rec.weights.W_x.T, vocab_size)
+            for plain, grad in {**self.cell.input_grads(d_W_x, d_terms.sum(dim=0)), **d_recurrent}.items():
+                grads[names[plain]] = grad
+            d_state0[:0] = d_start or ()
+        return [grads.get(name) for name in self.param_names], tuple(d_state0) if need_d_state0 else None
+
+
+class StackedLoss(torch.autograd.Function):
+    """Mean cross-entropy of a ``StackedModel`` over one minibatch, and the state after it.
+
+    apply(model, tokens, targets, masks, *state, *params) -> (loss, *new_state), with ``tokens``
+    (steps, batch) time-major, ``targets`` flattened time-major, ``masks`` as ``StackedModel.run``
+    takes them, the state flat and the parameters in ``model.param_names`` order. backward is BPTT by
+    hand (``StackedModel.backprop``).
+    """
+
+    @staticmethod
+    def forward(ctx, model, tokens, targets, masks, *tensors):
+        state, params = tensors[:model.state_count], tensors[model.state_count:]
+        logits, final_state, record = model.run(tokens, state, dict(zip(model.param_names, params)), masks)
+        loss, log_probs = mean_cross_entropy(logits, targets)
+        # the record holds only tensors made here (the weights as snapshots), none of the inputs, which
+        # the update will change in place; kept on ctx, it lives as long as the graph that needs it
+        ctx.model, ctx.record, ctx.log_probs, ctx.targets = model, record, log_probs, targets
+        # unused outputs give None gradients (rather than zeros), so backward can skip their terms
+        ctx.set_materialize_grads(False)
+        return (loss, *final_state)
+
+    @staticmethod
+    def backward(ctx, d_loss, *d_final):
+        model = ctx.model
+        need_d_state0 = any(ctx.needs_input_grad[4:4 + model.state_count])
+        # the hand-written gradient is not itself differentiable: nothing for autograd to record, even
+        # under backward(create_graph=True)
+        with torch.no_grad():
+            dlogits = None if d_loss is None else cross_entropy_grad(ctx.log_probs, ctx.targets, d_loss)
+            grads, d_state0 = model.backprop(ctx.record, dlogits, d_final, need_d_state0)
+        return (None, None, None, None, *(d_state0 or (None,) * model.state_count), *grads)
