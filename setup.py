@@ -5,11 +5,12 @@ loaded with ctypes (``scratchrnn/kernels/_library.py``), built as if it were an 
 pip compiles it at install time. ``optional=True``: where it cannot be compiled (no C compiler, no
 pthreads) the install still succeeds and the backends run their own loops.
 
-Portable by default: on x86-64 the two kernel files are compiled three times, for AVX-512, for AVX2
-with FMA and for the architecture's baseline, under names of their own, into one library; the loader
-picks what the processor it runs on has. ``SCRATCHRNN_NATIVE=1`` compiles them for the building
-machine instead (``-march=native``, beside the baseline, which a machine without those instructions
-falls back to). Elsewhere (aarch64, ...) only the baseline is built.
+Portable by default: on x86-64 the kernel files (the decoder, the RNN's and the gated cells' loops)
+are compiled three times, for AVX-512, for AVX2 with FMA and for the architecture's baseline, under
+names of their own, into one library; the loader picks what the processor it runs on has.
+``SCRATCHRNN_NATIVE=1`` compiles them for the building machine instead (``-march=native``, beside the
+baseline, which a machine without those instructions falls back to). Elsewhere (aarch64, ...) only the
+baseline is built.
 
 Every build compiles every file anew (no object or library from ``build/`` is reused), and the library
 records the hash of its sources, which the loader checks against the sources beside it.
@@ -30,7 +31,8 @@ except ImportError:                                  # setuptools before 59
 
 KERNELS = "scratchrnn.kernels._kernels"
 KERNELS_DIR = Path("src/scratchrnn/kernels")
-VARIANT_SOURCES = [str(KERNELS_DIR / "greedy_decode.c"), str(KERNELS_DIR / "recurrence.c")]
+VARIANT_SOURCES = [str(KERNELS_DIR / "greedy_decode.c"), str(KERNELS_DIR / "recurrence.c"),
+                   str(KERNELS_DIR / "gated.c")]
 SHARED_SOURCES = [str(KERNELS_DIR / "pool.c"), str(KERNELS_DIR / "dispatch.c")]
 # -ffp-contract=fast: a * b + c as one fused multiply-add, which ISO C mode otherwise forbids; the
 # library's products are multiply-adds, and fusing them halves their instructions

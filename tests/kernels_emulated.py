@@ -1,10 +1,13 @@
 """Run by test_kernels.py under qemu-x86_64 -cpu <older processor>: which variant the library picks
-there, and whether its decoder and recurrences compute what plain NumPy computes. Prints
-"variant <name>" and "agree"; exits non-zero otherwise (an illegal instruction kills it)."""
+there, and whether its decoder, its recurrences and the gated cells' loops compute what plain NumPy
+computes. Prints "variant <name>" and "agree"; exits non-zero otherwise (an illegal instruction kills
+it)."""
 import numpy as np
 
 from scratchrnn import kernels
-from scratchrnn.kernels import decode, recurrence
+from scratchrnn.cells import get_cell
+from scratchrnn.cells.base import CellWeights
+from scratchrnn.kernels import decode, gated, recurrence
 
 chosen = kernels.load()
 if chosen is None:
@@ -43,4 +46,26 @@ for t in range(steps - 1, -1, -1):
     assert np.allclose(dz[t], want_dz, atol=5e-5)
     carried = want_dz @ W.T
 assert np.allclose(dh0, carried, atol=5e-5)
+
+# the gated cells: the compiled loops against the cells' own, in float64
+for name, width in (("gru", 2), ("lstm", 4)):
+    cell = get_cell(name)
+    gates = gated.GATES[name]
+    terms = rng.normal(0, 1, (steps, batch * 8, gates * hidden))
+    weights = CellWeights(None, None, rng.normal(0, 1.2 / np.sqrt(hidden), (hidden, width * hidden)),
+                          rng.normal(0, 1.2 / np.sqrt(hidden), (hidden, hidden)) if name == "gru" else None)
+    state = tuple(np.tanh(rng.normal(size=(batch * 8, hidden))) for _ in cell.state_names)
+    d_outputs = rng.normal(size=(steps, batch * 8, hidden))
+    want_cache = cell.forward_steps(terms, state, weights)
+    want_grads = cell.backward_steps(want_cache, weights, d_outputs.copy(), *(None,) * len(state), True)
+    as32 = [a.astype(np.float32) for a in (terms, *state, weights.W_h)]
+    if name == "gru":
+        cache = gated.gru_forward(*as32, weights.W_hh.astype(np.float32), threads=2)
+        grads = gated.gru_backward(cache, as32[2], weights.W_hh.astype(np.float32), d_outputs.astype(np.float32),
+                                   None, True, threads=2)
+    else:
+        cache = gated.lstm_forward(*as32, threads=2)
+        grads = gated.lstm_backward(cache, as32[3], d_outputs.astype(np.float32), None, None, True, threads=2)
+    for got, want in zip((*cache, *grads), (*want_cache, *want_grads)):
+        assert np.allclose(got, want, atol=5e-5 * max(1.0, np.abs(want).max())), name
 print("agree")

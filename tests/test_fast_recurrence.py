@@ -117,7 +117,6 @@ def test_what_the_compiled_recurrences_take():
         assert kernels.supports("rnn", np.float32, "cpu", op, batch=32, framework="numpy") == on
         assert not kernels.supports("rnn", np.float64, "cpu", op, batch=32)
         assert not kernels.supports("rnn", np.float32, "cuda", op, batch=32)
-        assert not kernels.supports("gru", np.float32, "cpu", op, batch=32)
         # with NumPy, large batches stay with the backend's loops (the BLAS library's threads)
         assert not kernels.supports("rnn", np.float32, "cpu", op, batch=fast_recurrence.MAX_BATCH["numpy"] + 1,
                                     framework="numpy")

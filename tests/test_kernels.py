@@ -14,6 +14,7 @@ import pytest
 from scratchrnn import kernels
 from scratchrnn.kernels import _library, _sources
 from scratchrnn.kernels import decode as fast_decode
+from scratchrnn.kernels import gated
 from scratchrnn.kernels import recurrence as fast_recurrence
 
 SRC = Path(kernels.__file__).resolve().parents[2]
@@ -226,8 +227,11 @@ def test_supports_answers_the_one_question():
     assert kernels.supports("rnn", np.float32, "cpu", "decode") == on
     assert kernels.supports("rnn", "float32", "cpu", "decode", batch=1) == on
     assert not kernels.supports("rnn", np.float32, "cpu", "decode", batch=0)
-    for cell in ("gru", "lstm"):
-        assert not kernels.supports(cell, np.float32, "cpu", "forward")
+    for cell in ("gru", "lstm"):          # their loops where they were measured faster (gated.MAX_BATCH)
+        for op in ("forward", "backward"):
+            assert kernels.supports(cell, np.float32, "cpu", op) == (on and gated.max_batch(cell, op) > 0)
+        assert not kernels.supports(cell, np.float32, "cpu", "decode")
+    assert not kernels.supports("gcn", np.float32, "cpu", "forward")
 
 
 EMULATED = {"Haswell": "avx2", "Nehalem": "baseline"}   # no AVX-512; no AVX at all

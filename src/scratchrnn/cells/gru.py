@@ -7,11 +7,16 @@
 
 The input terms of all three arrive precomputed, side by side [z | r | h]; each step multiplies H_{t-1}
 by [W_hz | W_hr] once for both gates, and R_t * H_{t-1} by W_hh for the candidate.
+
+In float32 on the CPU, where the compiled library is built, both step loops run compiled
+(``kernels.gated``), with the same cache; the loops written here are the reference it is tested
+against, and what runs in float64 and elsewhere.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from .. import kernels
 from .base import Cell, CellWeights, final_grads, side_by_side, sigmoid_, zeros_if_none
 
 
@@ -25,6 +30,17 @@ class GRUCell(Cell):
                            W_h=side_by_side(params, "W_h", ("z", "r")), W_hh=params["W_hh"])
 
     def forward(self, terms, state, weights, activation="tanh"):
+        if kernels.supports("gru", terms.dtype, "cpu", "forward", batch=terms.shape[1], framework="numpy"):
+            cache = kernels.gated.gru_forward(terms, state[0], weights.W_h, weights.W_hh)
+        else:
+            cache = self.forward_steps(terms, state, weights)
+        hs = cache[0]
+        return hs[1:], (hs[-1].copy(),), cache
+
+    @staticmethod
+    def forward_steps(terms, state, weights):
+        """The forward loop in NumPy: the cache ``(hs, zr, candidates, reset_h)``, hs holding the
+        starting state and every state after it."""
         num_steps, batch, three_hidden = terms.shape
         hidden = three_hidden // 3
         dtype = terms.dtype
@@ -47,15 +63,34 @@ class GRUCell(Cell):
             h = np.subtract(h_prev, candidate, out=hs[t + 1])
             h *= z
             h += candidate
-        return hs[1:], (hs[-1].copy(),), (hs, zr, candidates, reset_h)
+        return hs, zr, candidates, reset_h
 
     def backward(self, cache, weights, d_outputs, d_final, need_d_state0):
         hs, zr, candidates, reset_h = cache
+        hidden = hs.shape[2]
+        d_h_final = final_grads(d_final, 1)[0]
+        if kernels.supports("gru", hs.dtype, "cpu", "backward", batch=hs.shape[1], framework="numpy"):
+            d_terms, dh = kernels.gated.gru_backward(cache, weights.W_h, weights.W_hh, d_outputs, d_h_final,
+                                                     need_d_state0)
+        else:
+            d_terms, dh = self.backward_steps(cache, weights, d_outputs, d_h_final, need_d_state0)
+        h_prev_flat = hs[:-1].reshape(-1, hidden)
+        d_gates = d_terms[:, :, :2 * hidden].reshape(-1, 2 * hidden)
+        d_W_h = h_prev_flat.T @ d_gates
+        d_W_hh = reset_h.reshape(-1, hidden).T @ d_terms[:, :, 2 * hidden:].reshape(-1, hidden)
+        recurrent = {"W_hz": d_W_h[:, :hidden], "W_hr": d_W_h[:, hidden:], "W_hh": d_W_hh}
+        return d_terms, recurrent, (dh,) if need_d_state0 else None
+
+    @staticmethod
+    def backward_steps(cache, weights, d_outputs, d_h_final, need_d_state0):
+        """The backward loop in NumPy: the gradient of the input terms, and dL/dH_0 (meaningful only
+        when ``need_d_state0``). ``d_outputs`` may be overwritten."""
+        hs, zr, candidates, _ = cache
         num_steps, batch, hidden = candidates.shape
         d_terms = np.empty((num_steps, batch, 3 * hidden), dtype=hs.dtype)
         W_h_T = np.ascontiguousarray(weights.W_h.T)     # (2 hidden, hidden)
         W_hh_T = np.ascontiguousarray(weights.W_hh.T)
-        dh = zeros_if_none(final_grads(d_final, 1)[0], hs[0])   # dL/dH_t arriving from later steps
+        dh = zeros_if_none(d_h_final, hs[0])            # dL/dH_t arriving from later steps
         for t in range(num_steps - 1, -1, -1):
             if d_outputs is not None:
                 dh += d_outputs[t]
@@ -78,9 +113,4 @@ class GRUCell(Cell):
                 dh *= z
                 dh += d_reset_h * r
                 dh += d_terms[t, :, :2 * hidden] @ W_h_T
-        h_prev_flat = hs[:-1].reshape(-1, hidden)
-        d_gates = d_terms[:, :, :2 * hidden].reshape(-1, 2 * hidden)
-        d_W_h = h_prev_flat.T @ d_gates
-        d_W_hh = reset_h.reshape(-1, hidden).T @ d_terms[:, :, 2 * hidden:].reshape(-1, hidden)
-        recurrent = {"W_hz": d_W_h[:, :hidden], "W_hr": d_W_h[:, hidden:], "W_hh": d_W_hh}
-        return d_terms, recurrent, (dh,) if need_d_state0 else None
+        return d_terms, dh

@@ -9,11 +9,16 @@
 
 The state is (H, C). All four pre-activations of a step come from one product of H_{t-1} with
 [W_hi | W_hf | W_ho | W_hc], added to the precomputed input terms [i | f | o | c].
+
+In float32 on the CPU, where the compiled library is built, both step loops run compiled
+(``kernels.gated``), with the same cache; the loops written here are the reference it is tested
+against, and what runs in float64 and elsewhere.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from .. import kernels
 from .base import Cell, final_grads, sigmoid_, zeros_if_none
 
 
@@ -23,6 +28,17 @@ class LSTMCell(Cell):
     state_names = ("H", "C")
 
     def forward(self, terms, state, weights, activation="tanh"):
+        if kernels.supports("lstm", terms.dtype, "cpu", "forward", batch=terms.shape[1], framework="numpy"):
+            cache = kernels.gated.lstm_forward(terms, state[0], state[1], weights.W_h)
+        else:
+            cache = self.forward_steps(terms, state, weights)
+        hs, cs = cache[:2]
+        return hs[1:], (hs[-1].copy(), cs[-1].copy()), cache
+
+    @staticmethod
+    def forward_steps(terms, state, weights):
+        """The forward loop in NumPy: the cache ``(hs, cs, acts, tanh_cs)``, hs and cs holding the
+        starting state and every state after it."""
         num_steps, batch, four_hidden = terms.shape
         hidden = four_hidden // 4
         dtype = terms.dtype
@@ -41,14 +57,30 @@ class LSTMCell(Cell):
             c += i * candidate
             np.tanh(c, out=tanh_cs[t])
             np.multiply(o, tanh_cs[t], out=hs[t + 1])
-        return hs[1:], (hs[-1].copy(), cs[-1].copy()), (hs, cs, acts, tanh_cs)
+        return hs, cs, acts, tanh_cs
 
     def backward(self, cache, weights, d_outputs, d_final, need_d_state0):
+        hs = cache[0]
+        hidden = hs.shape[2]
+        d_h_final, d_c_final = final_grads(d_final, 2)
+        if kernels.supports("lstm", hs.dtype, "cpu", "backward", batch=hs.shape[1], framework="numpy"):
+            d_terms, dh, dc = kernels.gated.lstm_backward(cache, weights.W_h, d_outputs, d_h_final, d_c_final,
+                                                          need_d_state0)
+        else:
+            d_terms, dh, dc = self.backward_steps(cache, weights, d_outputs, d_h_final, d_c_final,
+                                                  need_d_state0)
+        d_W_h = hs[:-1].reshape(-1, hidden).T @ d_terms.reshape(-1, 4 * hidden)
+        recurrent = {f"W_h{g}": d_W_h[:, k * hidden:(k + 1) * hidden] for k, g in enumerate(self.gates)}
+        return d_terms, recurrent, (dh, dc) if need_d_state0 else None
+
+    @staticmethod
+    def backward_steps(cache, weights, d_outputs, d_h_final, d_c_final, need_d_state0):
+        """The backward loop in NumPy: the gradient of the input terms, and dL/dH_0 and dL/dC_0
+        (meaningful only when ``need_d_state0``). ``d_outputs`` may be overwritten."""
         hs, cs, acts, tanh_cs = cache
         num_steps, batch, hidden = tanh_cs.shape
         d_terms = np.empty_like(acts)
         W_h_T = np.ascontiguousarray(weights.W_h.T)     # (4 hidden, hidden)
-        d_h_final, d_c_final = final_grads(d_final, 2)
         dh = zeros_if_none(d_h_final, hs[0])            # dL/dH_t and dL/dC_t arriving from later steps
         dc = zeros_if_none(d_c_final, cs[0])
         for t in range(num_steps - 1, -1, -1):
@@ -71,6 +103,4 @@ class LSTMCell(Cell):
             if t > 0 or need_d_state0:
                 dc *= f
                 np.matmul(d_terms[t], W_h_T, out=dh)
-        d_W_h = hs[:-1].reshape(-1, hidden).T @ d_terms.reshape(-1, 4 * hidden)
-        recurrent = {f"W_h{g}": d_W_h[:, k * hidden:(k + 1) * hidden] for k, g in enumerate(self.gates)}
-        return d_terms, recurrent, (dh, dc) if need_d_state0 else None
+        return d_terms, dh, dc

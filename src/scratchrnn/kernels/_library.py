@@ -30,7 +30,7 @@ import numpy as np
 
 from ._sources import source_hash
 
-ABI = 3                       # dispatch.c's SCRATCHRNN_KERNELS_ABI: the interface this file calls
+ABI = 4                       # dispatch.c's SCRATCHRNN_KERNELS_ABI: the interface this file calls
 VARIANTS = ("native", "avx512", "avx2", "baseline")     # in the order of preference
 MAX_DEFAULT_THREADS = 8
 _TRUE = ("1", "true", "yes", "on")
@@ -53,6 +53,11 @@ class Kernels:
     recurrence_backward: object
     tanh: object
     last_threads: object
+    # the gated cells' step loops (gated.c; called through gated.py)
+    gru_forward: object = None
+    gru_backward: object = None
+    lstm_forward: object = None
+    lstm_backward: object = None
 
 
 def _warn_once(message: str) -> None:
@@ -152,6 +157,8 @@ def _bind(library, variant: str) -> Kernels | None:
         runs_here, vector_floats = function("runs_here"), function("vector_floats")
         decode, forward = function("greedy_decode"), function("recurrence_forward")
         backward, tanh = function("recurrence_backward"), function("tanh")
+        gated = {name: function(name) for name in ("gru_forward", "gru_backward", "lstm_forward",
+                                                   "lstm_backward")}
     except AttributeError:
         return None
     floats = np.ctypeslib.ndpointer(np.float32, flags="C_CONTIGUOUS")
@@ -166,9 +173,25 @@ def _bind(library, variant: str) -> Kernels | None:
     tanh.restype = None
     for f in (runs_here, vector_floats, decode, forward, backward):
         f.restype = ctypes.c_int
+    _declare_gated(gated, floats, optional_floats)
     # vector_floats 0: a variant this processor does not run (see variant_kernels)
     return Kernels(variant, vector_floats() if runs_here() else 0, _interruptible(decode),
-                   _interruptible(forward), _interruptible(backward), tanh, library.scratchrnn_last_threads)
+                   _interruptible(forward), _interruptible(backward), tanh, library.scratchrnn_last_threads,
+                   **{name: _interruptible(f) for name, f in gated.items()})
+
+
+def _declare_gated(gated: dict, floats, optional_floats) -> None:
+    """The argument types of gated.c's four functions: the sizes and the thread count, then arrays
+    (an optional one, None for NULL, where the C function accepts NULL)."""
+    sizes = [ctypes.c_int] * 4
+    gated["gru_forward"].argtypes = [*sizes, *[floats] * 7]
+    gated["gru_backward"].argtypes = [*sizes, *[floats] * 5, optional_floats, optional_floats, floats,
+                                      optional_floats]
+    gated["lstm_forward"].argtypes = [*sizes, *[floats] * 6]
+    gated["lstm_backward"].argtypes = [*sizes, *[floats] * 4, *[optional_floats] * 3, floats,
+                                       optional_floats, optional_floats]
+    for f in gated.values():
+        f.restype = ctypes.c_int
 
 
 def _interruptible(function):

@@ -1,0 +1,246 @@
+"""The compiled step loops of the gated cells (scratchrnn.kernels.gated) held to the NumPy cells' own
+loops in float64, in every variant this processor runs, and the NumPy backend training GRU and LSTM
+models with them held to itself without them. Runs in the core process."""
+import dataclasses
+
+import numpy as np
+import pytest
+from contract import _boosted_params, _rel_err
+
+from scratchrnn import backends, kernels
+from scratchrnn.cells import get_cell
+from scratchrnn.cells.base import CellWeights
+from scratchrnn.kernels import gated
+from scratchrnn.model import ModelConfig
+
+needs_library = pytest.mark.skipif(kernels.load() is None, reason=f"compiled kernels {kernels.status()}")
+VARIANTS = kernels.built_variants()
+
+SHAPES = [  # batch, hidden, threads
+    (1, 1, 1),          # one row, one unit: the single-row products, every vector mostly padding
+    (3, 7, 2),          # too few rows for two groups: one thread
+    (19, 37, 2),        # groups of 10 and 9 rows; rows that fill no whole vector
+    (32, 64, 2),        # the chapter's batch: two groups of 16 rows
+    (64, 48, 3),        # three threads: groups of 22, 21 and 21 rows
+    (32, 512, 2),       # the chapter's size
+    (150, 16, 2),       # more rows than two groups take: four groups of 37 or 38, two per thread
+]
+STEPS = 5
+
+
+def _problem(cell: str, batch: int, hidden: int, carried: bool, seed: int = 0):
+    """float64 input terms, starting state and recurrent weights large enough that every gate is far
+    from 0 and 1 (so that a wrong derivative changes the results)."""
+    rng = np.random.default_rng(seed)
+    gates = gated.GATES[cell]
+    terms = rng.normal(0, 1, (STEPS, batch, gates * hidden))
+    scale = 1.2 / np.sqrt(hidden)
+    W_h = rng.normal(0, scale, (hidden, (gates - 1 if cell == "gru" else gates) * hidden))
+    W_hh = rng.normal(0, scale, (hidden, hidden)) if cell == "gru" else None
+    names = get_cell(cell).state_names
+    state = tuple(np.tanh(rng.normal(size=(batch, hidden))) if carried else np.zeros((batch, hidden))
+                  for _ in names)
+    return terms, state, CellWeights(None, None, W_h, W_hh), rng
+
+
+def _as32(value):
+    if value is None:
+        return None
+    if isinstance(value, tuple):
+        return tuple(_as32(v) for v in value)
+    return value.astype(np.float32)
+
+
+def _compiled_forward(cell, terms, state, weights, threads, variant):
+    chosen = kernels.variant_kernels(variant)
+    if cell == "gru":
+        return gated.gru_forward(_as32(terms), _as32(state[0]), _as32(weights.W_h), _as32(weights.W_hh),
+                                 threads=threads, kernels=chosen)
+    return gated.lstm_forward(_as32(terms), _as32(state[0]), _as32(state[1]), _as32(weights.W_h),
+                              threads=threads, kernels=chosen)
+
+
+def _compiled_backward(cell, cache, weights, d_outputs, d_final, need, threads, variant):
+    """(d_terms, d_state0 as a tuple, or None)"""
+    chosen = kernels.variant_kernels(variant)
+    cache, d_outputs, d_final = _as32(cache), _as32(d_outputs), _as32(d_final) or (None, None)
+    if cell == "gru":
+        d_terms, dh0 = gated.gru_backward(cache, _as32(weights.W_h), _as32(weights.W_hh), d_outputs,
+                                          d_final[0], need, threads=threads, kernels=chosen)
+        return d_terms, None if dh0 is None else (dh0,)
+    d_terms, dh0, dc0 = gated.lstm_backward(cache, _as32(weights.W_h), d_outputs, d_final[0], d_final[1],
+                                            need, threads=threads, kernels=chosen)
+    assert (dh0 is None) == (dc0 is None)
+    return d_terms, None if dh0 is None else (dh0, dc0)
+
+
+def _close(got, want, scale=None, tolerance=2e-5):
+    """Within ``tolerance`` of the largest value of ``want`` (or of ``scale``): float32 against float64."""
+    assert got.shape == want.shape and got.dtype == np.float32
+    largest = max(float(np.abs(want).max()), scale or 0.0, 1e-30)
+    assert float(np.abs(got.astype(np.float64) - want).max()) <= tolerance * largest
+
+
+@needs_library
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+@pytest.mark.parametrize("batch,hidden,threads", SHAPES)
+@pytest.mark.parametrize("carried", [True, False], ids=["carried-state", "zero-state"])
+def test_the_compiled_forward_loop_is_the_cells(variant, cell, batch, hidden, threads, carried):
+    terms, state, weights, _ = _problem(cell, batch, hidden, carried)
+    want = get_cell(cell).forward_steps(terms, state, weights)
+    got = _compiled_forward(cell, terms, state, weights, threads, variant)
+    assert len(got) == len(want) == 4
+    for got_array, want_array in zip(got, want):
+        _close(got_array, want_array)
+    assert np.abs(want[0][1:]).max() > 0.1          # states far from zero: the test can tell
+
+
+@needs_library
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+@pytest.mark.parametrize("batch,hidden,threads", SHAPES)
+@pytest.mark.parametrize("with_outputs,with_later", [(True, True), (True, False), (False, True)])
+def test_the_compiled_backward_loop_is_the_cells(variant, cell, batch, hidden, threads, with_outputs,
+                                                 with_later):
+    terms, state, weights, rng = _problem(cell, batch, hidden, carried=True)
+    the_cell = get_cell(cell)
+    cache = the_cell.forward_steps(terms, state, weights)
+    d_outputs = rng.normal(size=(STEPS, batch, hidden)) if with_outputs else None
+    d_final = tuple(rng.normal(size=(batch, hidden)) for _ in the_cell.state_names) if with_later else None
+    finals = d_final or (None,) * len(the_cell.state_names)
+    want_terms, *want_state0 = the_cell.backward_steps(
+        cache, weights, None if d_outputs is None else d_outputs.copy(), *finals, True)
+    got_terms, got_state0 = _compiled_backward(cell, cache, weights, d_outputs, d_final, True, threads, variant)
+    _close(got_terms, want_terms)
+    scale = float(np.abs(want_terms).max())        # a state gradient may be small beside the others
+    assert len(got_state0) == len(want_state0)
+    for got, want in zip(got_state0, want_state0):
+        _close(got, want, scale)
+    assert np.abs(want_terms).max() > 1e-2 and min(np.abs(w).max() for w in want_state0) > 1e-4
+    terms_only, none = _compiled_backward(cell, cache, weights, d_outputs, d_final, False, threads, variant)
+    np.testing.assert_array_equal(terms_only, got_terms)
+    assert none is None
+
+
+@needs_library
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_each_half_works_with_the_other_halfs_cache(cell):
+    """The compiled forward loop keeps what the cell's backward loop reads, and the other way round."""
+    terms, state, weights, rng = _problem(cell, 9, 20, carried=True)
+    the_cell = get_cell(cell)
+    terms, state, weights32 = _as32(terms), _as32(state), CellWeights(None, None, _as32(weights.W_h),
+                                                                      _as32(weights.W_hh))
+    d_outputs = rng.normal(size=(STEPS, 9, 20)).astype(np.float32)
+    numpy_cache = the_cell.forward_steps(terms, state, weights32)
+    compiled_cache = _compiled_forward(cell, terms, state, weights32, 2, kernels.load().variant)
+    finals = (None,) * len(the_cell.state_names)
+    from_compiled = the_cell.backward_steps(compiled_cache, weights32, d_outputs.copy(), *finals, True)
+    compiled_from_numpy = _compiled_backward(cell, numpy_cache, weights32, d_outputs, None, True, 2,
+                                             kernels.load().variant)
+    np.testing.assert_allclose(from_compiled[0], compiled_from_numpy[0], rtol=1e-4, atol=1e-6)
+    for got, want in zip(compiled_from_numpy[1], from_compiled[1:]):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+
+
+@needs_library
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_a_gated_call_uses_no_more_threads_than_it_is_given(threads):
+    terms, state, weights, _ = _problem("lstm", 48, 16, carried=False)
+    _compiled_forward("lstm", terms, state, weights, threads, kernels.load().variant)
+    assert kernels.last_threads() == threads            # 48 rows: six groups of 8 at most
+
+
+def _switch_gated_loops(monkeypatch, on: bool) -> list:
+    """The compiled library on or off; returns a list to which every call of the compiled gated
+    loops appends its name."""
+    if on:
+        monkeypatch.delenv("SCRATCHRNN_NO_KERNEL", raising=False)
+    else:
+        monkeypatch.setenv("SCRATCHRNN_NO_KERNEL", "1")
+    calls = []
+    for name in ("gru_forward", "gru_backward", "lstm_forward", "lstm_backward"):
+        real = getattr(gated, name)
+        monkeypatch.setattr(gated, name,
+                            lambda *a, _real=real, _name=name, **k: calls.append(_name) or _real(*a, **k))
+    return calls
+
+
+def _train_chained(config, params, monkeypatch, kernel: bool, batch: int):
+    """Three minibatches, never detached, with updates between them: losses and the final weights."""
+    calls = _switch_gated_loops(monkeypatch, kernel)
+    backend = backends.create("numpy", params, config, dtype="float32")
+    rng = np.random.default_rng(4)
+    state, losses = backend.begin_state(batch), []
+    for _ in range(3):
+        X, Y = rng.integers(0, config.vocab_size, (2, batch, 6))
+        loss, state = backend.train_step(X, Y, state, 0.1, 5.0)
+        losses.append(float(loss))
+    return losses, backend.get_params(), calls
+
+
+@needs_library
+@pytest.mark.parametrize("config", [ModelConfig(11, 40, cell="gru"), ModelConfig(11, 40, cell="lstm"),
+                                    ModelConfig(11, 24, "tanh", "learned", 5, cell="lstm", num_layers=2),
+                                    ModelConfig(11, 24, cell="gru", num_layers=2, dropout=0.3)],
+                         ids=lambda c: f"{c.cell}x{c.num_layers}-{c.embedding}-dropout{c.dropout}")
+def test_numpy_training_with_the_compiled_gated_loops_equals_training_without(config, monkeypatch):
+    batch = 19
+    compiled = [op for op in ("forward", "backward")
+                if kernels.supports(config.cell, np.float32, "cpu", op, batch=batch, framework="numpy")]
+    if not compiled:
+        pytest.skip(f"the numpy backend does not train the {config.cell} with the {kernels.load().variant} "
+                    "variant's loops")
+    params = _boosted_params(config, scale=10)
+    losses, weights, calls = _train_chained(config, params, monkeypatch, True, batch)
+    ref_losses, ref_weights, ref_calls = _train_chained(config, params, monkeypatch, False, batch)
+    assert set(calls) == {f"{config.cell}_{op}" for op in compiled} and not ref_calls
+    np.testing.assert_allclose(losses, ref_losses, rtol=1e-5)
+    for name, value in ref_weights.items():
+        assert _rel_err(weights[name], value) < 1e-5, name
+    assert max(_rel_err(weights[name], params[name]) for name in params) > 1e-3   # it did train
+
+
+def test_what_the_compiled_gated_loops_take():
+    for cell in ("gru", "lstm"):
+        for op in ("forward", "backward"):
+            most = gated.max_batch(cell, op, "numpy")
+            on = kernels.enabled() and most > 0
+            at_32 = kernels.supports(cell, np.float32, "cpu", op, batch=32, framework="numpy")
+            assert at_32 == (on and most >= 32)
+            assert kernels.supports(cell, np.float32, "cpu", op, framework="numpy") == on
+            assert not kernels.supports(cell, np.float64, "cpu", op, batch=32)
+            assert not kernels.supports(cell, np.float32, "cuda", op, batch=32)
+            assert not kernels.supports(cell, np.float32, "cpu", op, batch=0)
+            if on and most < 1 << 30:
+                assert not kernels.supports(cell, np.float32, "cpu", op, batch=most + 1, framework="numpy")
+        assert not kernels.supports(cell, np.float32, "cpu", "decode")      # the decoder is the RNN's
+    assert gated.max_batch("gru", "forward", "a framework nobody measured") == 0
+
+
+def test_each_variant_is_used_only_where_it_was_measured_faster():
+    """Every combination named in MAX_BATCH is one the library has; max_batch gives its row, and a
+    combination with no row gives 0."""
+    for (variant, cell, op, framework), most in gated.MAX_BATCH.items():
+        assert variant in kernels._library.VARIANTS and cell in gated.GATES and op in ("forward", "backward")
+        assert most > 0
+        chosen = kernels.variant_kernels(variant)
+        if chosen is not None:
+            assert gated.max_batch(cell, op, framework, kernels=chosen) == most
+    for variant in VARIANTS:
+        chosen = kernels.variant_kernels(variant)
+        for cell in gated.GATES:
+            for op in ("forward", "backward"):
+                want = gated.MAX_BATCH.get((variant, cell, op, "numpy"), 0)
+                assert gated.max_batch(cell, op, "numpy", kernels=chosen) == want
+                # a build for the building machine counts as the variant of its vector width
+                native = dataclasses.replace(chosen, variant="native")
+                assert gated.max_batch(cell, op, "numpy", kernels=native) == want
+
+
+def test_the_wrappers_refuse_terms_of_the_wrong_width():
+    if kernels.load() is None:
+        pytest.skip(f"compiled kernels {kernels.status()}")
+    with pytest.raises(ValueError, match="3 \\* hidden"):
+        gated.gru_forward(np.zeros((2, 3, 10), np.float32), np.zeros((3, 3), np.float32),
+                          np.zeros((3, 6), np.float32), np.zeros((3, 3), np.float32))
