@@ -246,8 +246,8 @@ def npz_arrays(data: bytes, path, shapes: dict[str, tuple[int, ...]]) -> dict[st
                     raw = member.read(nbytes)
                     if len(raw) != nbytes or member.read(1):   # reading to the end checks the CRC
                         raise corrupt(path, f"member {short(info.filename)} does not hold {nbytes} bytes of data")
-            # zipfile raises NotImplementedError for a compression method it lacks (a crafted member)
-            except (zipfile.BadZipFile, EOFError, OSError, ValueError, NotImplementedError) as err:
+            # RuntimeError: what zipfile raises for a compression method it lacks (a crafted member)
+            except (zipfile.BadZipFile, EOFError, OSError, ValueError, RuntimeError) as err:
                 raise corrupt(path, f"member {short(info.filename)} is damaged ({short(str(err), 80)})") from None
             array = np.frombuffer(raw, dtype=dtype).reshape(shape, order="F" if fortran else "C")
             arrays[name] = array.copy()
