@@ -64,8 +64,8 @@ test-torch test-tensorflow test-paddle: test-%: $(VENV)/.test
 test-mxnet: $(MXNET_VENV)/.test
 	$(MXPY) $(PYTEST) tests/test_backend_mxnet.py
 
-# the full runs behind docs/exercises.md (about 15 minutes on 2 cores)
-EXERCISES := onehot-vs-embedding hyperparams sampling no-clip no-detach relu
+# the full runs behind docs/exercises.md and docs/experiments/cells (about 17 minutes on 2 cores)
+EXERCISES := onehot-vs-embedding hyperparams sampling no-clip no-detach relu cells
 OTHER_TEXT ?= ../shared/data/tinyshakespeare.txt
 exercises: $(VENV)/.base
 	for name in $(EXERCISES); do \
