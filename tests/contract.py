@@ -102,6 +102,19 @@ def _run_steps(backend, batches, sampling, lr=1.0, clip=1.0, detach=True, optimi
     return losses
 
 
+def chained_float32_steps(backend_name, config, params, batch: int):
+    """Three minibatches in float32, never detached, with SGD updates between them: the losses and the
+    final weights (what the compiled loops are held to, against the backend's own loops)."""
+    backend = backends.create(backend_name, params, config, dtype="float32")
+    rng = np.random.default_rng(4)
+    state, losses = backend.begin_state(batch), []
+    for _ in range(3):
+        X, Y = rng.integers(0, config.vocab_size, (2, batch, 6))
+        loss, state = backend.train_step(X, Y, state, 0.1, 5.0)
+        losses.append(float(loss))
+    return losses, backend.get_params()
+
+
 FIXTURE = Path(__file__).parent / "fixtures" / "time_machine_h64.npz"
 
 

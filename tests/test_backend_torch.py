@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from contract import (MODEL_VARIANTS, BackendContract, ForwardOnly, _boosted_params, _rel_err,
-                      switch_compiled_loops, variant_id)
+                      chained_float32_steps, switch_compiled_loops, variant_id)
 
 from scratchrnn import backends, kernels
 from scratchrnn.kernels import recurrence as fast_recurrence
@@ -231,14 +231,7 @@ def _train_float32(config, params, monkeypatch, kernel: bool, batch: int):
     """Three chained (never detached) batches on the fast path in float32: losses, weights, and whether
     the compiled recurrences ran."""
     calls = switch_compiled_loops(monkeypatch, kernel)
-    backend = backends.create("torch", params, config, dtype="float32")
-    rng = np.random.default_rng(4)
-    state, losses = backend.begin_state(batch), []
-    for _ in range(3):
-        X, Y = rng.integers(0, config.vocab_size, (2, batch, 6))
-        loss, state = backend.train_step(X, Y, state, 0.1, 5.0)
-        losses.append(float(loss))
-    return losses, backend.get_params(), bool(calls)
+    return (*chained_float32_steps("torch", config, params, batch), bool(calls))
 
 
 trains_compiled = pytest.mark.skipif(

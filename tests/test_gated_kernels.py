@@ -5,9 +5,9 @@ import dataclasses
 
 import numpy as np
 import pytest
-from contract import _boosted_params, _rel_err
+from contract import _boosted_params, _rel_err, chained_float32_steps
 
-from scratchrnn import backends, kernels
+from scratchrnn import kernels
 from scratchrnn.cells import get_cell
 from scratchrnn.cells.base import CellWeights
 from scratchrnn.kernels import gated
@@ -169,14 +169,7 @@ def _switch_gated_loops(monkeypatch, on: bool) -> list:
 def _train_chained(config, params, monkeypatch, kernel: bool, batch: int):
     """Three minibatches, never detached, with updates between them: losses and the final weights."""
     calls = _switch_gated_loops(monkeypatch, kernel)
-    backend = backends.create("numpy", params, config, dtype="float32")
-    rng = np.random.default_rng(4)
-    state, losses = backend.begin_state(batch), []
-    for _ in range(3):
-        X, Y = rng.integers(0, config.vocab_size, (2, batch, 6))
-        loss, state = backend.train_step(X, Y, state, 0.1, 5.0)
-        losses.append(float(loss))
-    return losses, backend.get_params(), calls
+    return (*chained_float32_steps("numpy", config, params, batch), calls)
 
 
 @needs_library
