@@ -1,6 +1,7 @@
-"""The compiled step loops of the gated cells against the NumPy cells' own loops, at the chapter's size.
+"""The compiled step loops of the gated cells against a backend's own loops, at the chapter's size.
 
-    .venv/bin/python benchmarks/gated_kernel.py              # two to three minutes on 2 cores
+    .venv/bin/python benchmarks/gated_kernel.py                      # NumPy's; two to three minutes on 2 cores
+    .venv/bin/python benchmarks/gated_kernel.py --framework torch    # the torch backend's fast path
 
 For the GRU and the LSTM, minibatches of 32 and 256 rows (``--rows``), 35 steps, 512 hidden units,
 float32, side by side in one process:
@@ -13,9 +14,12 @@ float32, side by side in one process:
   products, share the cores with the compiled loops' threads: milliseconds per step, NumPy's loops'
   step over the variant's, and the cell's forward and backward pass within the step. That is where
   ``kernels.gated.MAX_BATCH`` comes from.
+With ``--framework torch`` the same for the torch backend: its cells' own loops in PyTorch operations
+(``backends.torch_cells``, the weights in their gate order) against the compiled ones called from
+them (in the compiled loops' order, on PyTorch's threads), and whole torch training steps.
 Each measurement is taken in rounds that run every implementation once, in turn, so that a machine
 that slows down for a while slows them all alike, and the fastest run counts (a machine's noise is all
-on one side). No framework is imported. The tables are printed as Markdown.
+on one side). No framework is imported unless ``--framework`` names it. The tables are printed as Markdown.
 
 On a machine that others share, wall-clock times of two threads say more about the neighbours than
 about the loops. Then ``OPENBLAS_NUM_THREADS=1 SCRATCHRNN_THREADS=1 ... --clock cpu`` compares what
@@ -39,23 +43,24 @@ from scratchrnn.model import ModelConfig, init_params
 
 HIDDEN, STEPS = 512, 35
 clock = time.perf_counter           # --clock cpu: time.process_time
+framework = "numpy"                 # --framework
 
 
 class Implementation:
-    """Runs what follows with the NumPy loops ("numpy") or with one variant's compiled loops."""
+    """Runs what follows with the framework's own loops ("own") or with one variant's compiled loops."""
 
     def __init__(self, name: str):
         self.name = name
 
     def __enter__(self):
         self._saved = _library._chosen, dict(gated.MAX_BATCH)
-        if self.name == "numpy":
+        if self.name == "own":
             os.environ["SCRATCHRNN_NO_KERNEL"] = "1"
         else:
             _library._chosen = kernels.variant_kernels(self.name)
             for cell in gated.GATES:                     # measured at every size, whatever the limits say
                 for op in ("forward", "backward"):
-                    gated.MAX_BATCH[(self.name, cell, op, "numpy")] = 1 << 30
+                    gated.MAX_BATCH[(self.name, cell, op, framework)] = 1 << 30
         return self
 
     def __exit__(self, *exc):
@@ -67,6 +72,8 @@ class Implementation:
 
 def loops_alone(cell_name: str, batch: int, names: list[str], rounds: int) -> dict:
     """Best ms per minibatch of the cell's forward and backward pass, per implementation."""
+    if framework == "torch":
+        return torch_loops_alone(cell_name, batch, names, rounds)
     rng = np.random.default_rng(0)
     cell = get_cell(cell_name)
     gates = gated.GATES[cell_name]
@@ -84,6 +91,39 @@ def loops_alone(cell_name: str, batch: int, names: list[str], rounds: int) -> di
                 _, _, cache = cell.forward(terms, state, weights)
                 middle = clock()
                 cell.backward(cache, weights, d_outputs.copy(), None, True)
+                end = clock()
+            best[name] = [min(best[name][0], middle - start), min(best[name][1], end - middle)]
+    return {name: (1e3 * forward, 1e3 * backward) for name, (forward, backward) in best.items()}
+
+
+def torch_loops_alone(cell_name: str, batch: int, names: list[str], rounds: int) -> dict:
+    """loops_alone for the torch backend's cells: the weights prepared in the gate order of the loops
+    that run (``TorchCell.runs_compiled``), the input terms copied before each forward pass (which
+    turns them into the gates' values in place)."""
+    import torch
+    from scratchrnn.backends.torch_cells import TORCH_CELLS
+    torch.manual_seed(0)
+    cell = TORCH_CELLS[cell_name]
+    gates = gated.GATES[cell_name]
+    params = {f"W_x{g}": torch.zeros(1, HIDDEN) for g in cell.layout}
+    params.update({f"b_{g}": torch.zeros(HIDDEN) for g in cell.layout})
+    params.update({f"W_h{g}": torch.randn(HIDDEN, HIDDEN) * 0.05 for g in cell.recurrent})
+    if cell_name == "gru":
+        params["W_hh"] = torch.randn(HIDDEN, HIDDEN) * 0.05
+    terms = torch.randn(STEPS, batch, gates * HIDDEN) * 0.5
+    state = tuple(torch.zeros(batch, HIDDEN) for _ in range(cell.state_size))
+    d_outputs = torch.randn(STEPS, batch, HIDDEN) * 0.01
+    best = {name: [float("inf"), float("inf")] for name in names}
+    for _ in range(rounds):
+        for name in names:
+            with Implementation(name):
+                weights = cell.prepare(params, cell.runs_compiled(batch, torch.float32, terms.device))
+                assert weights.compiled == (name != "own")
+                step_terms, step_grads = terms.clone(), d_outputs.clone()
+                start = clock()
+                _, _, cache = cell.forward(step_terms, state, weights)
+                middle = clock()
+                cell.backward(cache, weights, step_grads, None, True)
                 end = clock()
             best[name] = [min(best[name][0], middle - start), min(best[name][1], end - middle)]
     return {name: (1e3 * forward, 1e3 * backward) for name, (forward, backward) in best.items()}
@@ -114,20 +154,21 @@ class LoopClock:
 
 
 def training_steps(cell_name: str, batch: int, names: list[str], rounds: int, steps_per_round: int) -> dict:
-    """The fastest NumPy training step, and in it the cell's forward and backward pass (ms), per
+    """The fastest training step of the framework's backend, and in it the cell's forward and backward pass (ms), per
     implementation: {name: (step, forward, backward)}."""
     corpus, vocab = load_corpus()
     config = ModelConfig(len(vocab), HIDDEN, cell=cell_name)
     minibatches = list(seq_data_iter_sequential(corpus, batch, STEPS, np.random.default_rng(0)))
     runners = {}
     for name in names:
-        backend = backends.create("numpy", init_params(config, 0), config)
+        backend = backends.create(framework, init_params(config, 0), config, dtype="float32")
         runners[name] = [backend, backend.begin_state(batch), 0]
     times = {name: [] for name in names}
     for _ in range(rounds):
         for name in names:
             backend, state, position = runners[name]
-            with Implementation(name), LoopClock(backend.cell) as passes:
+            cell = backend.stacked.cell if framework == "torch" else backend.cell
+            with Implementation(name), LoopClock(cell) as passes:
                 for index in range(steps_per_round + 1):       # the first of a round warms up
                     X, Y = minibatches[(position + index) % len(minibatches)]
                     passes.spent.update(forward=0.0, backward=0.0)
@@ -151,19 +192,23 @@ def main() -> None:
     parser.add_argument("--train-steps", type=int, default=4, help="training steps per implementation and round")
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                         help="wall-clock time, or the CPU time of the process (with one thread everywhere)")
+    parser.add_argument("--framework", choices=("numpy", "torch"), default="numpy",
+                        help="the backend whose own loops the compiled ones are measured against")
     args = parser.parse_args()
-    global clock
+    global clock, framework
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
+    framework = args.framework
     if kernels.load() is None:
         raise SystemExit(f"the compiled kernels are {kernels.status()}")
     variants = [v for v in kernels.built_variants() if not args.variants or v in args.variants.split(",")]
-    names = ["numpy", *variants]
+    names = ["own", *variants]
+    header = "| cell | rows | " + " | ".join(f"{framework}'s own" if n == "own" else n for n in names) + " |"
     print(f"kernels: {kernels.status()}; variants this processor runs: {', '.join(variants)}")
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}\n")
     cells, batches = args.cells.split(","), [int(b) for b in args.rows.split(",")]
     print(f"The loops alone: ms per minibatch of {STEPS} steps, {HIDDEN} hidden, forward / backward, "
-          f"best of {args.rounds} rounds ({kernels.threads()} threads, {args.clock} clock)\n")
-    print("| cell | rows | " + " | ".join(names) + " |")
+          f"best of {args.rounds} rounds ({kernels.threads(framework)} threads, {args.clock} clock)\n")
+    print(header)
     print("|---|---:|" + "---:|" * len(names))
     for cell in cells:
         for batch in batches:
@@ -171,17 +216,17 @@ def main() -> None:
             cells_text = " | ".join(f"{result[n][0]:.1f} / {result[n][1]:.1f}" for n in names)
             print(f"| {cell} | {batch} | {cells_text} |", flush=True)
     if args.train_rounds:
-        print(f"\nInside NumPy training steps: ms per step, the fastest of {args.train_rounds} rounds of "
-              f"{args.train_steps}, NumPy's loops' step time over the variant's, and of the step the "
+        print(f"\nInside {framework} training steps: ms per step, the fastest of {args.train_rounds} rounds of "
+              f"{args.train_steps}, the {framework} loops' step time over the variant's, and of the step the "
               "cell's forward / backward pass\n")
-        print("| cell | rows | " + " | ".join(names) + " |")
+        print(header)
         print("|---|---:|" + "---:|" * len(names))
         for cell in cells:
             for batch in batches:
                 result = training_steps(cell, batch, names, args.train_rounds, args.train_steps)
-                numpy_step = result["numpy"][0]
+                own_step = result["own"][0]
                 cells_text = " | ".join(
-                    f"{step:.1f}" + ("" if n == "numpy" else f" ({numpy_step / step:.2f}x)")
+                    f"{step:.1f}" + ("" if n == "own" else f" ({own_step / step:.2f}x)")
                     + f"; {forward:.1f} / {backward:.1f}" for n in names for step, forward, backward in [result[n]])
                 print(f"| {cell} | {batch} | {cells_text} |", flush=True)
     print(f"\nload average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scratchrnn import backends, cells
+from scratchrnn import backends, cells, kernels
 from scratchrnn.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from scratchrnn.data import SeqDataLoader, load_corpus
 from scratchrnn.errors import UserError
@@ -53,17 +53,19 @@ def _boosted_params(config: ModelConfig, seed: int = 3, scale: float = 40) -> di
 
 def switch_compiled_loops(monkeypatch, on: bool) -> list:
     """Turns the compiled library on or off for this test; returns a list to which every call of the
-    compiled training loops (scratchrnn.kernels.recurrence) appends, to tell whether they ran."""
-    from scratchrnn.kernels import recurrence as fast_recurrence
+    compiled training loops appends its name ("rnn_forward", "gru_backward", ...: the RNN's
+    scratchrnn.kernels.recurrence, the gated cells' scratchrnn.kernels.gated), to tell which ran."""
+    from scratchrnn.kernels import gated, recurrence
     if on:
         monkeypatch.delenv("SCRATCHRNN_NO_KERNEL", raising=False)
     else:
         monkeypatch.setenv("SCRATCHRNN_NO_KERNEL", "1")
     calls = []
-    for name in ("forward", "backward"):
-        real = getattr(fast_recurrence, name)
-        monkeypatch.setattr(fast_recurrence, name,
-                            lambda *a, _real=real, **k: calls.append(1) or _real(*a, **k))
+    loops = {f"rnn_{op}": (recurrence, op) for op in ("forward", "backward")}
+    loops.update({f"{cell}_{op}": (gated, f"{cell}_{op}") for cell in ("gru", "lstm") for op in ("forward", "backward")})
+    for label, (module, name) in loops.items():
+        real = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a, _real=real, _label=label, **k: calls.append(_label) or _real(*a, **k))
     return calls
 
 
@@ -113,6 +115,34 @@ def chained_float32_steps(backend_name, config, params, batch: int):
         loss, state = backend.train_step(X, Y, state, 0.1, 5.0)
         losses.append(float(loss))
     return losses, backend.get_params()
+
+
+# gated models for the compiled loops' training tests: each cell alone, and stacked with an embedding or dropout
+GATED_KERNEL_CONFIGS = [ModelConfig(11, 40, cell="gru"), ModelConfig(11, 40, cell="lstm"),
+                        ModelConfig(11, 24, "tanh", "learned", 5, cell="lstm", num_layers=2),
+                        ModelConfig(11, 24, cell="gru", num_layers=2, dropout=0.3)]
+
+
+def check_compiled_gated_training(backend_name, config, monkeypatch, batch: int = 19):
+    """A backend trains a gated model in float32 with the compiled loops where ``kernels.supports``
+    says so (and only those loops run compiled) as it does with its own loops: three chained
+    minibatches with updates, losses and weights to 1e-5."""
+    compiled = [op for op in ("forward", "backward")
+                if kernels.supports(config.cell, np.float32, "cpu", op, batch=batch, framework=backend_name)]
+    if not compiled:
+        pytest.skip(f"the {backend_name} backend does not train the {config.cell} with the "
+                    f"{kernels.load().variant} variant's loops")
+    params = _boosted_params(config, scale=10)
+    calls = switch_compiled_loops(monkeypatch, True)
+    losses, weights = chained_float32_steps(backend_name, config, params, batch)
+    ran, calls[:] = set(calls), []
+    switch_compiled_loops(monkeypatch, False)
+    ref_losses, ref_weights = chained_float32_steps(backend_name, config, params, batch)
+    assert ran == {f"{config.cell}_{op}" for op in compiled} and not calls
+    np.testing.assert_allclose(losses, ref_losses, rtol=1e-5)
+    for name, value in ref_weights.items():
+        assert _rel_err(weights[name], value) < 1e-5, name
+    assert max(_rel_err(weights[name], params[name]) for name in params) > 1e-3   # it did train
 
 
 FIXTURE = Path(__file__).parent / "fixtures" / "time_machine_h64.npz"

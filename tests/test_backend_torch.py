@@ -8,8 +8,9 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from contract import (MODEL_VARIANTS, BackendContract, ForwardOnly, _boosted_params, _rel_err,
-                      chained_float32_steps, switch_compiled_loops, variant_id)
+from contract import (GATED_KERNEL_CONFIGS, MODEL_VARIANTS, BackendContract, ForwardOnly, _boosted_params,
+                      _rel_err, chained_float32_steps, check_compiled_gated_training, switch_compiled_loops,
+                      variant_id)
 
 from scratchrnn import backends, kernels
 from scratchrnn.kernels import recurrence as fast_recurrence
@@ -255,6 +256,13 @@ def test_cpu_float32_training_runs_compiled_and_trains_as_torchs_own_loops(confi
     np.testing.assert_allclose(losses, ref_losses, rtol=1e-5)
     for name, value in ref_weights.items():
         assert _rel_err(weights[name], value) < 1e-5, name
+
+
+@pytest.mark.parametrize("config", GATED_KERNEL_CONFIGS, ids=variant_id)
+def test_torch_gated_training_with_the_compiled_loops_equals_its_own_loops(config, monkeypatch):
+    """The fast path's GRU and LSTM loops run compiled (weights in the compiled loops' gate order) and
+    train as PyTorch's own loops do."""
+    check_compiled_gated_training("torch", config, monkeypatch)
 
 
 @trains_compiled

@@ -5,13 +5,12 @@ import dataclasses
 
 import numpy as np
 import pytest
-from contract import _boosted_params, _rel_err, chained_float32_steps
+from contract import GATED_KERNEL_CONFIGS, check_compiled_gated_training, variant_id
 
 from scratchrnn import kernels
 from scratchrnn.cells import get_cell
 from scratchrnn.cells.base import CellWeights
 from scratchrnn.kernels import gated
-from scratchrnn.model import ModelConfig
 
 needs_library = pytest.mark.skipif(kernels.load() is None, reason=f"compiled kernels {kernels.status()}")
 VARIANTS = kernels.built_variants()
@@ -151,47 +150,10 @@ def test_a_gated_call_uses_no_more_threads_than_it_is_given(threads):
     assert kernels.last_threads() == threads            # 48 rows: six groups of 8 at most
 
 
-def _switch_gated_loops(monkeypatch, on: bool) -> list:
-    """The compiled library on or off; returns a list to which every call of the compiled gated
-    loops appends its name."""
-    if on:
-        monkeypatch.delenv("SCRATCHRNN_NO_KERNEL", raising=False)
-    else:
-        monkeypatch.setenv("SCRATCHRNN_NO_KERNEL", "1")
-    calls = []
-    for name in ("gru_forward", "gru_backward", "lstm_forward", "lstm_backward"):
-        real = getattr(gated, name)
-        monkeypatch.setattr(gated, name,
-                            lambda *a, _real=real, _name=name, **k: calls.append(_name) or _real(*a, **k))
-    return calls
-
-
-def _train_chained(config, params, monkeypatch, kernel: bool, batch: int):
-    """Three minibatches, never detached, with updates between them: losses and the final weights."""
-    calls = _switch_gated_loops(monkeypatch, kernel)
-    return (*chained_float32_steps("numpy", config, params, batch), calls)
-
-
 @needs_library
-@pytest.mark.parametrize("config", [ModelConfig(11, 40, cell="gru"), ModelConfig(11, 40, cell="lstm"),
-                                    ModelConfig(11, 24, "tanh", "learned", 5, cell="lstm", num_layers=2),
-                                    ModelConfig(11, 24, cell="gru", num_layers=2, dropout=0.3)],
-                         ids=lambda c: f"{c.cell}x{c.num_layers}-{c.embedding}-dropout{c.dropout}")
+@pytest.mark.parametrize("config", GATED_KERNEL_CONFIGS, ids=variant_id)
 def test_numpy_training_with_the_compiled_gated_loops_equals_training_without(config, monkeypatch):
-    batch = 19
-    compiled = [op for op in ("forward", "backward")
-                if kernels.supports(config.cell, np.float32, "cpu", op, batch=batch, framework="numpy")]
-    if not compiled:
-        pytest.skip(f"the numpy backend does not train the {config.cell} with the {kernels.load().variant} "
-                    "variant's loops")
-    params = _boosted_params(config, scale=10)
-    losses, weights, calls = _train_chained(config, params, monkeypatch, True, batch)
-    ref_losses, ref_weights, ref_calls = _train_chained(config, params, monkeypatch, False, batch)
-    assert set(calls) == {f"{config.cell}_{op}" for op in compiled} and not ref_calls
-    np.testing.assert_allclose(losses, ref_losses, rtol=1e-5)
-    for name, value in ref_weights.items():
-        assert _rel_err(weights[name], value) < 1e-5, name
-    assert max(_rel_err(weights[name], params[name]) for name in params) > 1e-3   # it did train
+    check_compiled_gated_training("numpy", config, monkeypatch)
 
 
 def test_what_the_compiled_gated_loops_take():

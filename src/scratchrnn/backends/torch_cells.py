@@ -21,10 +21,14 @@ steps after the loop. What is PyTorch's own here:
 Nothing here records autograd history: these functions run inside ``torch.autograd.Function``s
 (``torch_stacked``, and ``torch_backend`` for the chapter's model), which hand their results to
 autograd. They run on any device and in float32 or float64; on the CPU in float32, where the compiled
-library is built, the RNN cell's two loops run compiled (``scratchrnn.kernels``).
+library is built and is faster for the variant and size (``kernels.supports``), every cell's two loops
+run compiled instead, on PyTorch's own threads. The compiled gated loops take their gates in the NumPy
+cells' order, so a layer whose loops run compiled has its weights laid side by side in that order
+(``compiled_layout``); ``TorchCellWeights`` records which order it holds.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -121,9 +125,10 @@ def rnn_backward_steps(hs, W_hh_T, dhs, d_h_last, activation: str, need_dh0: boo
 # -- cells for the stacked model ------------------------------------------------------------------------
 @dataclass(frozen=True)
 class TorchCellWeights:
-    """One layer's weights side by side in the cell's own gate order (see each cell's ``layout``):
-    ``W_x`` (input, gates * hidden), ``b`` (gates * hidden,), ``W_h`` the recurrent weights that
-    multiply H_{t-1}, and for the GRU ``W_hh``, the candidate's, which multiplies R * H_{t-1}.
+    """One layer's weights side by side in the gate order ``layout`` (the cell's own, or the compiled
+    loops' when ``compiled``): ``W_x`` (input, gates * hidden), ``b`` (gates * hidden,), ``W_h`` the
+    recurrent weights that multiply H_{t-1} (the gates ``recurrent``, in that order), and for the GRU
+    ``W_hh``, the candidate's, which multiplies R * H_{t-1}.
 
     Every one is a new tensor, never a parameter itself: the optimizer updates parameters in place,
     and a later batch whose state was not detached still backpropagates through this one with the
@@ -133,6 +138,22 @@ class TorchCellWeights:
     b: torch.Tensor
     W_h: torch.Tensor
     W_hh: torch.Tensor | None = None
+    layout: tuple[str, ...] = ()
+    recurrent: tuple[str, ...] = ()
+    compiled: bool = False
+
+
+def _array(tensor):
+    """A CPU tensor's memory as a NumPy array (None for None), for the compiled loops."""
+    return None if tensor is None else tensor.detach().numpy()
+
+
+def _compiled_call(function, *args, **kwargs):
+    """``function`` of ``kernels.gated`` on PyTorch's own threads (kernels/torch_team.py), as many as
+    PyTorch is told to use; its arrays back as tensors sharing their memory."""
+    with kernels.running_on(kernels.torch_team.team()):
+        results = function(*args, threads=kernels.threads("torch"), **kwargs)
+    return tuple(None if a is None else torch.from_numpy(a) for a in results)
 
 
 class TorchCell:
@@ -143,21 +164,37 @@ class TorchCell:
     layout: tuple[str, ...] = ()
     #: gates whose recurrent weights multiply H_{t-1} (side by side in W_h, in this order)
     recurrent: tuple[str, ...] = ()
+    #: the same two in the order of the compiled loops (``kernels.gated``: the NumPy cells')
+    compiled_layout: tuple[str, ...] = ()
+    compiled_recurrent: tuple[str, ...] = ()
     state_size = 1
 
-    def prepare(self, params: dict) -> TorchCellWeights:
-        """``params`` under the cell's plain names -> the layer's weights side by side (new tensors)."""
-        return TorchCellWeights(W_x=torch.cat([params[f"W_x{g}"] for g in self.layout], dim=1),
-                                b=torch.cat([params[f"b_{g}"] for g in self.layout]),
-                                W_h=torch.cat([params[f"W_h{g}"] for g in self.recurrent], dim=1))
+    def runs_compiled(self, batch: int, dtype, device) -> bool:
+        """Whether this cell's loops over ``batch`` rows run compiled: both of them or neither, since
+        the weights' order is chosen for both."""
+        return (bool(self.compiled_layout) and dtype == torch.float32
+                and all(kernels.supports(self.name, np.float32, device.type, op, batch=batch, framework="torch")
+                        for op in ("forward", "backward")))
 
-    def input_grads(self, d_W_x, d_b) -> dict:
+    def prepare(self, params: dict, compiled: bool = False) -> TorchCellWeights:
+        """``params`` under the cell's plain names -> the layer's weights side by side (new tensors),
+        in the compiled loops' gate order if ``compiled``."""
+        layout, recurrent = ((self.compiled_layout, self.compiled_recurrent) if compiled
+                             else (self.layout, self.recurrent))
+        return TorchCellWeights(W_x=torch.cat([params[f"W_x{g}"] for g in layout], dim=1),
+                                b=torch.cat([params[f"b_{g}"] for g in layout]),
+                                W_h=torch.cat([params[f"W_h{g}"] for g in recurrent], dim=1),
+                                layout=layout, recurrent=recurrent, compiled=compiled)
+
+    @staticmethod
+    def input_grads(weights: TorchCellWeights, d_W_x, d_b) -> dict:
         """The gradients of W_x{g} and b_{g}, cut from those of the side-by-side W_x and b."""
-        return {**split_by_gate(d_W_x, "W_x", self.layout), **split_by_gate(d_b, "b_", self.layout)}
+        return {**split_by_gate(d_W_x, "W_x", weights.layout), **split_by_gate(d_b, "b_", weights.layout)}
 
-    def recurrent_grads(self, d_W_h) -> dict:
+    @staticmethod
+    def recurrent_grads(weights: TorchCellWeights, d_W_h) -> dict:
         """The gradients of W_h{g}, cut from that of the side-by-side W_h."""
-        return split_by_gate(d_W_h, "W_h", self.recurrent)
+        return split_by_gate(d_W_h, "W_h", weights.recurrent)
 
 
 def _states_buffer(terms, start):
@@ -190,9 +227,11 @@ class TorchRNN(TorchCell):
     name = "rnn"
     layout = recurrent = ("h",)
 
-    def prepare(self, params):
-        # clones: the snapshots every TorchCellWeights is (cat of one tensor would copy too, less plainly)
-        return TorchCellWeights(W_x=params["W_xh"].clone(), b=params["b_h"].clone(), W_h=params["W_hh"].clone())
+    def prepare(self, params, compiled=False):
+        # clones: the snapshots every TorchCellWeights is (cat of one tensor would copy too, less plainly);
+        # the loops decide for themselves whether they run compiled (runs_compiled above)
+        return TorchCellWeights(W_x=params["W_xh"].clone(), b=params["b_h"].clone(), W_h=params["W_hh"].clone(),
+                                layout=self.layout, recurrent=self.recurrent)
 
     def forward(self, terms, state, weights, activation):
         hs = _states_buffer(terms, state[0])
@@ -208,7 +247,7 @@ class TorchRNN(TorchCell):
                                      need_d_state0)
         hidden = hs.shape[2]
         d_W_hh = hs[:-1].reshape(-1, hidden).T @ dz.reshape(-1, hidden)
-        return dz, self.recurrent_grads(d_W_hh), (dh0,) if need_d_state0 else None
+        return dz, self.recurrent_grads(weights, d_W_hh), (dh0,) if need_d_state0 else None
 
 
 class TorchGRU(TorchCell):
@@ -219,12 +258,17 @@ class TorchGRU(TorchCell):
     name = "gru"
     layout = ("r", "z", "h")
     recurrent = ("r", "z")
+    compiled_layout = ("z", "r", "h")
+    compiled_recurrent = ("z", "r")
 
-    def prepare(self, params):
-        weights = super().prepare(params)
-        return TorchCellWeights(weights.W_x, weights.b, weights.W_h, W_hh=params["W_hh"].clone())
+    def prepare(self, params, compiled=False):
+        return dataclasses.replace(super().prepare(params, compiled), W_hh=params["W_hh"].clone())
 
     def forward(self, terms, state, weights, activation="tanh"):
+        if weights.compiled:
+            hs, zr, candidates, reset_h = _compiled_call(kernels.gated.gru_forward, _array(terms),
+                                                         _array(state[0]), _array(weights.W_h), _array(weights.W_hh))
+            return hs[1:], (hs[-1].clone(),), (hs, zr, candidates, reset_h)
         hs = _states_buffer(terms, state[0])
         hidden = hs.shape[2]
         acts = terms                              # the input terms become the gates' values, in place
@@ -241,6 +285,8 @@ class TorchGRU(TorchCell):
         return hs[1:], (hs[-1].clone(),), (hs, acts, reset_h)
 
     def backward(self, cache, weights, d_outputs, d_final, need_d_state0):
+        if weights.compiled:
+            return self._compiled_backward(cache, weights, d_outputs, d_final, need_d_state0)
         hs, acts, reset_h = cache
         num_steps, batch, hidden = reset_h.shape
         h_prev = hs[:-1]
@@ -269,11 +315,24 @@ class TorchGRU(TorchCell):
                 carried = _carried(d_outputs, t, dh).addmm_(d_step[:, :2 * hidden], W_h_T)
                 carried.addcmul_(dh, z[t]).addcmul_(d_reset_h, r[t])
                 dh = carried
+        return d_terms, self._weight_grads(weights, h_prev, reset_h, d_terms), (dh,) if need_d_state0 else None
+
+    def _compiled_backward(self, cache, weights, d_outputs, d_final, need_d_state0):
+        hs, zr, candidates, reset_h = cache
+        d_terms, dh0 = _compiled_call(
+            kernels.gated.gru_backward, tuple(_array(a) for a in cache), _array(weights.W_h),
+            _array(weights.W_hh), _array(d_outputs), _array(None if d_final is None else d_final[0]),
+            need_d_state0)
+        return d_terms, self._weight_grads(weights, hs[:-1], reset_h, d_terms), (dh0,) if need_d_state0 else None
+
+    def _weight_grads(self, weights, h_prev, reset_h, d_terms) -> dict:
+        """The recurrent weights' gradients, one product each over all steps: W_h's (the two sigmoid
+        gates, first in either order) from H_{t-1}, W_hh's from R * H_{t-1}."""
+        hidden = h_prev.shape[2]
         d_flat = d_terms.view(-1, 3 * hidden)
-        d_W_h = h_prev.reshape(-1, hidden).T @ d_flat[:, :2 * hidden]
-        grads = self.recurrent_grads(d_W_h)
-        grads["W_hh"] = reset_h.view(-1, hidden).T @ d_flat[:, 2 * hidden:]
-        return d_terms, grads, (dh,) if need_d_state0 else None
+        grads = self.recurrent_grads(weights, h_prev.reshape(-1, hidden).T @ d_flat[:, :2 * hidden])
+        grads["W_hh"] = reset_h.reshape(-1, hidden).T @ d_flat[:, 2 * hidden:]
+        return grads
 
 
 class TorchLSTM(TorchCell):
@@ -283,9 +342,14 @@ class TorchLSTM(TorchCell):
 
     name = "lstm"
     layout = recurrent = ("o", "i", "f", "c")
+    compiled_layout = compiled_recurrent = ("i", "f", "o", "c")
     state_size = 2
 
     def forward(self, terms, state, weights, activation="tanh"):
+        if weights.compiled:
+            hs, cs, acts, tanh_cs = _compiled_call(kernels.gated.lstm_forward, _array(terms), _array(state[0]),
+                                                   _array(state[1]), _array(weights.W_h))
+            return hs[1:], (hs[-1].clone(), cs[-1].clone()), (hs, cs, acts, tanh_cs)
         hs = _states_buffer(terms, state[0])
         cs = _states_buffer(terms, state[1])
         hidden = hs.shape[2]
@@ -301,6 +365,12 @@ class TorchLSTM(TorchCell):
         return hs[1:], (hs[-1].clone(), cs[-1].clone()), (hs, cs, acts, tanh_cs)
 
     def backward(self, cache, weights, d_outputs, d_final, need_d_state0):
+        if weights.compiled:
+            d_h_last, d_c_last = (None, None) if d_final is None else d_final
+            d_terms, dh0, dc0 = _compiled_call(
+                kernels.gated.lstm_backward, tuple(_array(a) for a in cache), _array(weights.W_h),
+                _array(d_outputs), _array(d_h_last), _array(d_c_last), need_d_state0)
+            return d_terms, self._weight_grads(weights, cache[0], d_terms), (dh0, dc0) if need_d_state0 else None
         hs, cs, acts, tanh_cs = cache
         num_steps, batch, hidden = tanh_cs.shape
         o, i, f, candidate = (acts[..., k * hidden:(k + 1) * hidden] for k in range(4))
@@ -327,8 +397,12 @@ class TorchLSTM(TorchCell):
             if t > 0 or need_d_state0:
                 dc.mul_(f[t])
                 dh = _carried(d_outputs, t, dh).addmm_(d_step, W_h_T)
-        d_W_h = hs[:-1].reshape(-1, hidden).T @ d_terms.view(-1, 4 * hidden)
-        return d_terms, self.recurrent_grads(d_W_h), (dh, dc) if need_d_state0 else None
+        return d_terms, self._weight_grads(weights, hs, d_terms), (dh, dc) if need_d_state0 else None
+
+    def _weight_grads(self, weights, hs, d_terms) -> dict:
+        """W_h's gradient, one product over all steps of H_{t-1} with the gates' gradients."""
+        hidden = hs.shape[2]
+        return self.recurrent_grads(weights, hs[:-1].reshape(-1, hidden).T @ d_terms.view(-1, 4 * hidden))
 
 
 TORCH_CELLS = {"rnn": TorchRNN(), "gru": TorchGRU(), "lstm": TorchLSTM()}

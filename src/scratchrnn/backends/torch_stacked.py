@@ -88,8 +88,10 @@ class StackedModel:
         hidden, width = self.config.num_hiddens, self.cell.state_size
         flat_tokens = tokens.reshape(-1)
         layers, final_state, embedded, x = [], [], None, None
+        W_hq = params["W_hq"]
+        compiled = self.cell.runs_compiled(batch, W_hq.dtype, W_hq.device)
         for layer, names in enumerate(self.layer_names):
-            weights = self.cell.prepare({plain: params[full] for plain, full in names.items()})
+            weights = self.cell.prepare({plain: params[full] for plain, full in names.items()}, compiled)
             # the input terms x_t W_x + b of every gate and step at once
             if layer > 0:
                 terms = torch.addmm(weights.b, x.reshape(-1, hidden), weights.W_x)
@@ -147,7 +149,7 @@ class StackedModel:
             else:
                 d_W_x = record.embedded.T @ d_terms
                 grads["W_emb"] = scatter_add_rows(record.flat_tokens, d_terms @ rec.weights.W_x.T, vocab_size)
-            for plain, grad in {**self.cell.input_grads(d_W_x, d_terms.sum(dim=0)), **d_recurrent}.items():
+            for plain, grad in {**self.cell.input_grads(rec.weights, d_W_x, d_terms.sum(dim=0)), **d_recurrent}.items():
                 grads[names[plain]] = grad
             d_state0[:0] = d_start or ()
         return [grads.get(name) for name in self.param_names], tuple(d_state0) if need_d_state0 else None

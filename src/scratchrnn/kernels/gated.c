@@ -87,16 +87,25 @@ static void *pack_panels(void *arg)
     for (int panel = p->first; panel < p->first + p->count; panel++) {
         const int first_column = panel * PANEL, columns = panel_width(panel, width);
         float *out = p->out + (size_t)K * first_column;
-        for (int k = 0; k < K; k++, out += columns)
-            for (int c = 0; c < columns; c++) {
-                const int column = first_column + c;
-                if (p->transposed)        /* W^T[k][column] = W[column][k] */
+        if (p->transposed) {              /* W^T[k][column] = W[column][k] */
+            for (int k = 0; k < K; k++, out += columns)
+                for (int c = 0; c < columns; c++) {
+                    const int column = first_column + c;
                     out[c] = column < p->rows ? p->W[(size_t)column * source_width + k] : 0.0f;
-                else {                    /* column `column % padded` of block `column / padded` */
-                    const int block = column / p->padded, within = column % p->padded;
-                    out[c] = within < p->cols ? p->W[(size_t)k * source_width + block * p->cols + within] : 0.0f;
                 }
-            }
+            continue;
+        }
+        /* column `column % padded` of block `column / padded`, found once per panel (-1: padding):
+           a division per element took most of the packing's time */
+        int source[PANEL];
+        for (int c = 0; c < columns; c++) {
+            const int column = first_column + c, block = column / p->padded, within = column % p->padded;
+            source[c] = within < p->cols ? block * p->cols + within : -1;
+        }
+        for (int k = 0; k < K; k++, out += columns) {
+            const float *row = p->W + (size_t)k * source_width;
+            for (int c = 0; c < columns; c++) out[c] = source[c] >= 0 ? row[source[c]] : 0.0f;
+        }
     }
     return NULL;
 }

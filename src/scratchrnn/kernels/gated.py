@@ -10,7 +10,8 @@ the recurrent weights' gradients are one large product each over all steps, whic
 from those (as the cells do).
 
 Each thread takes a group of the minibatch's rows and walks all steps of those rows alone, on the
-library's own threads (pool.c), at most ``threads`` of them (default ``_library.threads()``; a
+library's own threads (pool.c) or the team a caller names (``_library.running_on``: the torch backend
+names PyTorch's), at most ``threads`` of them (default ``_library.threads()``; a
 framework's backend passes ``_library.threads(framework)``). ``kernels`` names a variant's functions
 (tests and benchmarks); by default the variant in use.
 """
@@ -26,12 +27,17 @@ from . import _library
 # loops are chosen separately, since either can follow the other's forward pass. At 256 rows the BLAS
 # library's products, and its threads spinning on the cores between them, won or tied, and sizes
 # between were not measured; the AVX2 forward loops and the baseline's were slower than NumPy's (whose
-# BLAS library picks AVX-512 on that machine). PyTorch's rows come with the measurements of the torch
-# backend's own gated loops.
+# BLAS library picks AVX-512 on that machine).
 MAX_BATCH = {
     **{("avx512", cell, op, "numpy"): 32 for cell in ("gru", "lstm") for op in ("forward", "backward")},
     ("avx2", "gru", "backward", "numpy"): 32,
     ("avx2", "lstm", "backward", "numpy"): 32,
+    # The torch backend's own loops make an operator call per gate operation and step, and their
+    # products run on MKL's AVX-512 code here: the AVX-512 loops were faster at every size measured (32
+    # to 1024 rows), the AVX2 ones up to 32 rows only, the baseline's nowhere. Both loops or neither,
+    # since the weights' gate order is chosen for both (backends/torch_cells.py).
+    **{("avx512", cell, op, "torch"): 1 << 30 for cell in ("gru", "lstm") for op in ("forward", "backward")},
+    **{("avx2", cell, op, "torch"): 32 for cell in ("gru", "lstm") for op in ("forward", "backward")},
 }
 GATES = {"gru": 3, "lstm": 4}
 
