@@ -214,6 +214,19 @@ def chapter_code(torch, device):
 # =====================================================================================================
 # Worker: one implementation, one process.
 # =====================================================================================================
+# For benchmarks that time several implementations in one process (interleaved.py, gated.py): how
+# long to wait before timing a row. NumPy's OpenBLAS threads keep spinning on the cores for about a
+# tenth of a second after its last product, and a row timed right after a NumPy row shared the cores
+# with them: the chapter's code, timed after the numpy rows, trained at 33,000 tokens/s instead of
+# 48,000 in one process.
+SETTLE_SECONDS = 0.3
+
+
+def settle() -> None:
+    """Waits until the threads of the row timed before have stopped spinning."""
+    time.sleep(SETTLE_SECONDS)
+
+
 def peak_rss_mb() -> float:
     """This process's peak resident memory so far (Linux reports KiB, macOS bytes)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -530,6 +543,32 @@ def format_table(summary: dict, rel: dict) -> str:
     return "\n".join(lines)
 
 
+class StealMeter:
+    """The share of the CPUs' time that the hypervisor gave to other machines while this one wanted it
+    ("steal" in /proc/stat), from its creation to ``share()``: on a virtual machine whose host is
+    busy, every rate of a run drops with it, and a run with a large share says more about the host than
+    about the code. None where /proc/stat has no such column (not Linux, or not virtual)."""
+
+    def __init__(self):
+        self.start = self._times()
+
+    @staticmethod
+    def _times() -> list[int] | None:
+        try:
+            fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+        except OSError:
+            return None
+        # cpu user nice system idle iowait irq softirq steal [guest guest_nice: already in user, nice]
+        return [int(value) for value in fields[1:9]] if fields[:1] == ["cpu"] and len(fields) >= 9 else None
+
+    def share(self) -> float | None:
+        end = self._times()
+        if self.start is None or end is None:
+            return None
+        spent = [b - a for a, b in zip(self.start, end)]
+        return spent[7] / sum(spent) if sum(spent) > 0 else 0.0
+
+
 def machine_description() -> dict:
     info = {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()}
     try:
@@ -585,6 +624,7 @@ def main(argv=None) -> int:
     for name, why in skipped.items():
         print(f"  skipping {name}: {why}", flush=True)
     runs: dict[str, list[dict]] = {name: [] for name in gemm_workers + impls}
+    steal = StealMeter()
     for round_index in range(spec["rounds"]):
         # rotate the order every round, so no implementation always runs first (or last)
         order = gemm_workers + impls[round_index % len(impls):] + impls[:round_index % len(impls)]
@@ -609,9 +649,12 @@ def main(argv=None) -> int:
           + f"; training FLOPs per token 6(H^2+HV) = {flops_per_token(spec) / 1e6:.2f} MFLOP")
     print("ratios (x) are to the chapter's code; gen 64 is compared with the chapter's one-stream "
           "predict_ch8")
+    steal_share = steal.share()
+    if steal_share is not None:
+        print(f"the hypervisor took {100 * steal_share:.1f}% of the CPUs' time during the run (steal)")
 
     report = {
-        "machine": machine_description(), "device": args.device, "settings": spec,
+        "machine": {**machine_description(), "steal_share": steal_share}, "device": args.device, "settings": spec,
         "implementations": {name: IMPLEMENTATIONS[name][1] for name in impls},
         "skipped": skipped, "gemm_gflops": gemm_rates, "flops_per_token": flops_per_token(spec),
         "results": measured, "ratios_to_chapter": rel, "runs": runs,

@@ -19,7 +19,8 @@ carried and detached, float32, on the CPU):
 
 Every row lives in this one process (torch and NumPy only; no two deep-learning frameworks), and each
 round times every row once, in an order rotated from round to round, so that a busy stretch of a
-shared machine slows every row alike; a rate is the median over the rounds. Each round also times a
+shared machine slows every row alike, each after a pause in which the row before's threads stop
+spinning (``bench.settle``); a rate is the median over the rounds. Each round also times a
 512x512 float32 GEMM (bench.py's), the machine's practical limit: one training token costs about
 6 (G H^2 + H V) FLOPs (G gates: 3 for the GRU, 4 for the LSTM), so tokens/s times that, over the GEMM
 rate, is how near the limit each row trains.
@@ -210,6 +211,7 @@ def main() -> None:
     import torch
     if args.threads:
         torch.set_num_threads(args.threads)
+    from scratchrnn import kernels
     from scratchrnn.data import SeqDataLoader, load_corpus
     spec = {"num_hiddens": 512, "num_steps": 35}
     corpus, vocab = load_corpus(None, None)
@@ -225,20 +227,24 @@ def main() -> None:
     rates: dict = {name: [] for name in runners}
     gemm: dict = {"torch": [], "numpy": []}
     names = list(runners)
+    steal = bench.StealMeter()
     for round_index in range(args.rounds):
         for framework, rate in gemm_rates(0.3).items():
             gemm[framework].append(rate)
         order = names[round_index % len(names):] + names[:round_index % len(names)]
         for name in order:
             timed = batches[2 + args.batches * round_index:][:args.batches]
+            bench.settle()
             rates[name].append(runners[name].train(timed))
         print(f"  round {round_index + 1} of {args.rounds}: load average {os.getloadavg()[0]:.2f}", flush=True)
 
+    steal_share = steal.share()
     medians = {name: statistics.median(values) for name, values in rates.items()}
     gemm_medians = {framework: statistics.median(values) for framework, values in gemm.items()}
     best_gemm = max(gemm_medians.values())
     print(f"\nmedian of {args.rounds} rounds, {args.batches} batches of 32 x 35 tokens per timing; "
-          f"torch threads {torch.get_num_threads()}; load average {os.getloadavg()}")
+          f"torch threads {torch.get_num_threads()}; load average {os.getloadavg()}; kernels {kernels.status()}"
+          + ("" if steal_share is None else f"; the hypervisor took {100 * steal_share:.1f}% of the CPUs' time"))
     print(format_table(medians, best_gemm, len(vocab), spec["num_hiddens"]))
     print("GEMM 512x512 float32: " + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in gemm_medians.items())
           + "; % of GEMM against the faster")
@@ -246,8 +252,8 @@ def main() -> None:
         path = Path(__file__).resolve().parent / "results" / f"{args.name}.json"
         path.write_text(json.dumps({
             "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                        "load_average_at_end": os.getloadavg()},
-            "settings": {**vars(args), "torch_threads": torch.get_num_threads()},
+                        "load_average_at_end": os.getloadavg(), "steal_share": steal_share},
+            "settings": {**vars(args), "torch_threads": torch.get_num_threads(), "kernels": kernels.status()},
             "gemm_gflops": gemm_medians, "tokens_per_s": medians, "runs": rates, "gemm_runs": gemm}, indent=2) + "\n")
         print(f"written: {path}")
 

@@ -7,9 +7,10 @@ chapter's code and against the backends' own loops, interleaved, for a machine t
 ``make bench`` runs each implementation in processes of its own, one after another, which is right on
 a quiet machine; on a shared one the load changes between processes, and ratios across them are
 noise. Here one process holds the chapter's code and the torch and numpy backends, and each round
-times every row once, in a rotating order, so a slow stretch of the machine slows every row alike;
-rates are medians over the rounds (``--best``: the best
-timing of each row, the one other programs disturbed least, for a machine that is busy throughout). Rows: ``chapter`` (the chapter's code, from bench.py), then torch
+times every row once, in a rotating order, so a slow stretch of the machine slows every row alike,
+each after a pause in which the row before's threads stop spinning (``bench.settle``); rates are
+medians over the rounds (``--best``: the best timing of each row, the one other programs disturbed
+least, for a machine that is busy throughout). Rows: ``chapter`` (the chapter's code, from bench.py), then torch
 and numpy with each kernel variant this processor runs forced (``torch-avx512``, ...) and with the
 kernels off (``torch-loop``, ``numpy-loop``: the backends' own loops). A variant too slow for an
 operation is not used for it (``kernels.supports``), so its row runs the backend's loop there.
@@ -59,6 +60,10 @@ def kernel_mode(mode: str):
             os.environ["SCRATCHRNN_NO_KERNEL"] = saved_env
 
 
+def _steal_text(share: float | None) -> str:
+    return "steal not known" if share is None else f"the hypervisor took {100 * share:.1f}% of the CPUs' time"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=7)
@@ -88,11 +93,13 @@ def main() -> None:
     times: dict = {name: {"train_b32_tokens_per_s": [], "gen_1_chars_per_s": [], "gen_64_chars_per_s": []}
                    for name in rows}
     names = list(rows)
+    steal = bench.StealMeter()
     for part in ("train", "generate"):
         for round_index in range(args.rounds):
             order = names[round_index % len(names):] + names[:round_index % len(names)]
             for name in order:
                 runner, mode = rows[name]
+                bench.settle()
                 with kernel_mode(mode or "loop"):
                     if part == "train":
                         timed = batches[2 + args.train_batches * round_index:][:args.train_batches]
@@ -108,6 +115,7 @@ def main() -> None:
                     times[name]["gen_64_chars_per_s"].append(64 * 100 / (time.perf_counter() - start))
             print(f"  {part}, round {round_index + 1} of {args.rounds}", flush=True)
 
+    steal_share = steal.share()
     statistic = max if args.best else statistics.median
     medians = {name: {key: statistic(values) for key, values in columns.items() if values}
                for name, columns in times.items()}
@@ -115,7 +123,8 @@ def main() -> None:
     ratios = {name: {key: value / base["gen_1_chars_per_s" if key == "gen_64_chars_per_s" else key]
                      for key, value in columns.items()} for name, columns in medians.items()}
     print(f"\nkernels: {kernels.status()}; variants this processor runs: {', '.join(variants)}; "
-          f"{'best' if args.best else 'median'} of {args.rounds} rounds; load average {os.getloadavg()}")
+          f"{'best' if args.best else 'median'} of {args.rounds} rounds; load average {os.getloadavg()}; "
+          f"{_steal_text(steal_share)}")
     print(f"{'row':<16} {'train b32 tok/s':>22} {'gen 1 chars/s':>22} {'gen 64 chars/s':>22}")
     for name, columns in medians.items():
         cells = [f"{columns[key]:,.0f} ({ratios[name][key]:.2f}x)" if key in columns else "-"
@@ -125,7 +134,7 @@ def main() -> None:
         path = Path(__file__).resolve().parent / "results" / f"{args.name}.json"
         path.write_text(json.dumps({
             "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                        "load_average_at_end": os.getloadavg()},
+                        "load_average_at_end": os.getloadavg(), "steal_share": steal_share},
             "kernels": kernels.status(), "variants": variants, "settings": vars(args),
             "statistic": "best" if args.best else "median", "results": medians, "ratios_to_chapter": ratios, "runs": times}, indent=2) + "\n")
         print(f"written: {path}")

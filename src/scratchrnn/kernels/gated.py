@@ -33,9 +33,10 @@ MAX_BATCH = {
     ("avx2", "gru", "backward", "numpy"): 32,
     ("avx2", "lstm", "backward", "numpy"): 32,
     # The torch backend's own loops make an operator call per gate operation and step, and their
-    # products run on MKL's AVX-512 code here: the AVX-512 loops were faster at every size measured (32
-    # to 1024 rows), the AVX2 ones up to 32 rows only, the baseline's nowhere. Both loops or neither,
-    # since the weights' gate order is chosen for both (backends/torch_cells.py).
+    # products run on MKL's AVX-512 code here: inside its training steps the AVX-512 loops were faster
+    # at 32 and 256 rows (benchmarks/gated_kernel.py --framework torch), the AVX2 ones at 32 rows only,
+    # the baseline's at neither. Both loops or neither, since the weights' gate order is chosen for
+    # both (backends/torch_cells.py).
     **{("avx512", cell, op, "torch"): 1 << 30 for cell in ("gru", "lstm") for op in ("forward", "backward")},
     **{("avx2", cell, op, "torch"): 32 for cell in ("gru", "lstm") for op in ("forward", "backward")},
 }
