@@ -30,6 +30,7 @@ with warnings.catch_warnings():
     from mxnet import autograd, gluon, np, npx
     from mxnet.util import use_np
 
+from ..optim import apply_update
 from .base import Backend, TensorOps, is_chapter_model, state_size
 from .dropout import DropoutMasks
 
@@ -170,6 +171,17 @@ class MXNetBackend(DropoutMasks, Backend):
         self._backward(loss)
         # copies: the next backward() overwrites the gradient buffers (grad_req "write")
         return loss.detach(), {name: p.grad.copy() for name, p in self.params.items()}, new_state
+
+    def train_step(self, X, Y, state, lr, clip_theta, optimizer=None, reduce=None):
+        loss, new_state = self._loss(X, Y, state)
+        self._backward(loss)
+        # the gradient buffers themselves, not copies as gradients() returns: the update reads them
+        # before the next backward() overwrites them (MXNet's engine orders the two), and at the
+        # chapter's size each operation the engine runs costs more than its arithmetic, so the copies
+        # showed in the step's time (benchmarks/README.md, "Has a change lost speed?")
+        grads = {name: p.grad for name, p in self.params.items()}
+        apply_update(self, grads, lr, clip_theta, optimizer or self._chapter_sgd(), reduce)
+        return loss.detach(), new_state
 
     def parameters(self):
         return dict(self.params)
