@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from scratchrnn import backends
-from scratchrnn.backends.base import TensorOps
+from scratchrnn.backends.base import Backend, TensorOps
 from scratchrnn.data import SeqDataLoader, load_corpus
 from scratchrnn.model import ModelConfig, init_params
 from scratchrnn.optim import OPTIMIZERS, OptimizerConfig, Schedule, clip_by_global_norm, create_optimizer
@@ -16,9 +16,10 @@ from scratchrnn.training import TrainConfig, train
 
 
 class ArrayModel:
-    """The part of a backend an optimizer sees: parameters, assign, ops (NumPy)."""
+    """The part of a backend an optimizer sees: parameters, assign, add_to_parameters, ops (NumPy)."""
 
     ops = TensorOps()
+    add_to_parameters = Backend.add_to_parameters      # the generic form, over parameters and assign
 
     def __init__(self, params):
         self.params = {k: v.copy() for k, v in params.items()}

@@ -138,12 +138,16 @@ class Optimizer:
 
 
 class SGD(Optimizer):
-    """The chapter's ``sgd``: p <- p - lr * g."""
+    """The chapter's ``sgd``: p <- p - lr * g, for all parameters at once through the backend's
+    ``add_to_parameters`` (in place, in one operation, where the framework can)."""
 
     stateless = True
 
-    def _rule(self, ops, value, grad, slots, lr):
-        return value - lr * grad, {}
+    def move(self, backend, grads, lr):
+        if self.config.weight_decay:
+            params = backend.parameters()
+            grads = {name: grad + self.config.weight_decay * params[name] for name, grad in grads.items()}
+        backend.add_to_parameters(grads, -lr)
 
 
 class Momentum(Optimizer):

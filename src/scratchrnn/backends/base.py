@@ -152,6 +152,12 @@ class Backend(ABC):
         apply_update(self, grads, lr, clip_theta, optimizer or self._chapter_sgd(), reduce)
         return loss, new_state
 
+    def add_to_parameters(self, deltas: dict, alpha) -> None:
+        """Every parameter p <- p + alpha * deltas[name] (plain SGD's step, ``optim.SGD``), through
+        ``assign``; a backend may do it in place in fewer operations."""
+        for name, value in self.parameters().items():
+            self.assign(name, value + alpha * deltas[name])
+
     def share_dropout_stream(self, rank: int, world: int) -> None:
         """Training on ``world`` ranks: this rank's dropout masks become its rows of the masks of the
         whole global batch (``cells.RankRows``), so that N ranks train as one process would. Every

@@ -55,7 +55,8 @@ class TorchOps(TensorOps):
         return torch.zeros_like(x)
 
     def global_norm(self, tensors):
-        return torch.sqrt(sum(torch.sum(t * t) for t in tensors))
+        # the norm of the tensors' norms: two operations for any number of tensors
+        return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(list(tensors))))
 
     def clip_factor(self, norm, theta):
         # a tensor, not a Python number: no device-to-host copy of the norm on every step
@@ -303,6 +304,13 @@ class TorchBackend(DropoutMasks, Backend):
         # in place: the parameter tensor stays the leaf autograd fills gradients into
         with torch.no_grad():
             self.params[name].copy_(value)
+
+    def add_to_parameters(self, deltas, alpha):
+        # one multi-tensor operation for every parameter, in place, where p + alpha * delta per
+        # parameter and a copy back would make two new tensors and three operations each
+        names = list(self.params)
+        with torch.no_grad():
+            torch._foreach_add_([self.params[name] for name in names], [deltas[name] for name in names], alpha=alpha)
 
     def get_params(self):
         return {name: p.detach().cpu().numpy().copy() for name, p in self.params.items()}
