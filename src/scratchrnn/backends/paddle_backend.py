@@ -203,5 +203,11 @@ class PaddleBackend(DropoutMasks, Backend):
         with paddle.no_grad():
             paddle.assign(value, output=self.params[name])
 
+    def add_to_parameters(self, deltas, alpha):
+        # in place, as the chapter's sgd: no new parameter-sized tensor and copy back per parameter
+        with paddle.no_grad():
+            for name, param in self.params.items():
+                param.add_(deltas[name] * alpha)
+
     def get_params(self):
         return {name: np.array(p.numpy()) for name, p in self.params.items()}
