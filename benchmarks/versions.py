@@ -145,11 +145,13 @@ def main() -> None:
 
 
 def _commit(checkout: Path) -> str:
-    """The checkout's commit (with "+changes" where it has uncommitted ones), or "unknown"."""
+    """The checkout's commit (with "+changes" where its code, src/ and setup.py, has uncommitted
+    changes), or "unknown"."""
     try:
         commit = subprocess.run(["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"], capture_output=True,
                                 text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(checkout), "status", "--porcelain", "--untracked-files=no"],
+        dirty = subprocess.run(["git", "-C", str(checkout), "status", "--porcelain", "--untracked-files=no", "--",
+                                "src", "setup.py"],
                                capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
