@@ -297,17 +297,20 @@ class BackendContract:
             np.testing.assert_allclose(got[name], want[name], rtol=1e-4,
                                        atol=1e-4 * float(np.max(np.abs(want[name]))), err_msg=name)
 
-    @pytest.mark.parametrize("name", ["adam", "rmsprop", "momentum"])
+    @pytest.mark.parametrize("name", ["adam", "rmsprop", "momentum", "sgd-decay"])
     def test_twenty_steps_of_other_optimizers_match_numpy(self, name):
-        """The optimizers are written once (scratchrnn.optim) over each backend's TensorOps: the same
-        rule on this framework's tensors gives the reference's losses and weights."""
+        """The optimizers are written once (scratchrnn.optim) over each backend's TensorOps and
+        ``add_to_parameters``: the same rule on this framework's tensors gives the reference's losses
+        and weights (sgd-decay: SGD with weight decay, whose gradients gain a term before the move)."""
         batches, vocab = _chapter_batches("sequential")
         config = ModelConfig(len(vocab), 64)
         params = init_params(config, 0)
         ours, ref = self.make(params, config), self.reference(params, config)
-        lr = 0.3 if name == "momentum" else 0.002
-        losses = _run_steps(ours, batches, "sequential", lr=lr, optimizer=create_optimizer(name))
-        ref_losses = _run_steps(ref, batches, "sequential", lr=lr, optimizer=create_optimizer(name))
+        lr = {"momentum": 0.3, "sgd-decay": 1.0}.get(name, 0.002)
+        make = (lambda: create_optimizer("sgd", weight_decay=0.01)) if name == "sgd-decay" else (
+            lambda: create_optimizer(name))
+        losses = _run_steps(ours, batches, "sequential", lr=lr, optimizer=make())
+        ref_losses = _run_steps(ref, batches, "sequential", lr=lr, optimizer=make())
         np.testing.assert_allclose(losses, ref_losses, rtol=1e-4)
         assert ref_losses[-1] < ref_losses[0] - 0.1          # it trained, so the comparison means something
         got, want = ours.get_params(), ref.get_params()
