@@ -194,8 +194,11 @@ def main() -> None:
                         help="wall-clock time, or the CPU time of the process (with one thread everywhere)")
     parser.add_argument("--framework", choices=("numpy", "torch"), default="numpy",
                         help="the backend whose own loops the compiled ones are measured against")
+    parser.add_argument("--steps", type=int, default=35,
+                        help="time steps per minibatch (1: what a call costs besides its steps)")
     args = parser.parse_args()
-    global clock, framework
+    global clock, framework, STEPS
+    STEPS = args.steps
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     framework = args.framework
     if kernels.load() is None:

@@ -102,9 +102,15 @@ static void *pack_panels(void *arg)
             const int column = first_column + c, block = column / p->padded, within = column % p->padded;
             source[c] = within < p->cols ? block * p->cols + within : -1;
         }
+        /* the usual case, no padding in the panel (its columns then follow each other in W, across
+           gates too): a copy per row */
+        const int contiguous = source[0] >= 0 && source[columns - 1] == source[0] + columns - 1;
         for (int k = 0; k < K; k++, out += columns) {
             const float *row = p->W + (size_t)k * source_width;
-            for (int c = 0; c < columns; c++) out[c] = source[c] >= 0 ? row[source[c]] : 0.0f;
+            if (contiguous)
+                memcpy(out, row + source[0], sizeof(float) * columns);
+            else
+                for (int c = 0; c < columns; c++) out[c] = source[c] >= 0 ? row[source[c]] : 0.0f;
         }
     }
     return NULL;
