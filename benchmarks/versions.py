@@ -35,7 +35,7 @@ sys.path.insert(0, str(HERE))
 import bench  # noqa: E402  (this folder: the chapter's code, the pause between rows, the steal meter)
 
 
-def worker(row: str, backend_name: str) -> None:
+def worker(row: str, backend_name: str, cell: str) -> None:
     """Serves one row: after warming up, reads "START COUNT" lines and answers each with the tokens/s
     of training minibatches START .. START + COUNT - 1."""
     import scratchrnn
@@ -50,7 +50,8 @@ def worker(row: str, backend_name: str) -> None:
         from scratchrnn import backends
         from scratchrnn.model import ModelConfig, init_params
         from scratchrnn.training import TrainConfig, train_epoch
-        config = ModelConfig(len(vocab), 512)
+        # the cell named only when it is not the chapter's: versions before the cells had no such field
+        config = ModelConfig(len(vocab), 512) if cell == "rnn" else ModelConfig(len(vocab), 512, cell=cell)
         backend = backends.create(backend_name, init_params(config, 0), config)
         settings = TrainConfig(epochs=1, lr=1.0, batch_size=32, num_steps=35, sampling="sequential", clip=1.0)
 
@@ -68,9 +69,10 @@ def worker(row: str, backend_name: str) -> None:
 class Worker:
     """A row's worker process, started with ``src`` first on its PYTHONPATH."""
 
-    def __init__(self, row: str, src: Path, backend_name: str, python: str):
+    def __init__(self, row: str, src: Path, backend_name: str, python: str, cell: str):
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(src), os.environ.get("PYTHONPATH", "")])}
-        self.process = subprocess.Popen([python, __file__, "--worker", row, "--backend", backend_name],
+        self.process = subprocess.Popen([python, __file__, "--worker", row, "--backend", backend_name,
+                                         "--cell", cell],
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
         self.info = self._answer()
         if row != "chapter" and Path(self.info["scratchrnn"]) != src / "scratchrnn":
@@ -99,20 +101,23 @@ def main() -> None:
     parser.add_argument("--backend", default="torch", choices=("torch", "numpy", "tensorflow", "paddle", "mxnet"))
     parser.add_argument("--python", default=sys.executable,
                         help="the Python that runs the two versions' rows (default: this one)")
+    parser.add_argument("--cell", default="rnn", choices=("rnn", "gru", "lstm"),
+                        help="the versions' cell (gru, lstm: versions that have them; the chapter's row "
+                             "stays the chapter's RNN)")
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--batches", type=int, default=8, help="minibatches of 32 x 35 tokens per timing")
     parser.add_argument("--name", help="write benchmarks/results/<name>.json")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        return worker(args.worker, args.backend)
+        return worker(args.worker, args.backend, args.cell)
     if args.other is None or not (args.other / "src" / "scratchrnn").is_dir():
         parser.error("--other must name a checkout of scratchrnn (a folder with src/scratchrnn)")
     sources = {"chapter": HERE.parent / "src", "this": HERE.parent / "src", "other": args.other.resolve() / "src"}
-    workers = {row: Worker(row, src, args.backend, sys.executable if row == "chapter" else args.python)
+    workers = {row: Worker(row, src, args.backend, sys.executable if row == "chapter" else args.python, args.cell)
                for row, src in sources.items()}
     commits = {row: _commit(src.parent) for row, src in sources.items() if row != "chapter"}
-    print(f"{args.backend} backend; this: {commits['this']}, other: {commits['other']}", flush=True)
+    print(f"{args.backend} backend, {args.cell}; this: {commits['this']}, other: {commits['other']}", flush=True)
     rates: dict = {row: [] for row in workers}
     names = list(workers)
     steal = bench.StealMeter()
@@ -139,7 +144,8 @@ def main() -> None:
         path.write_text(json.dumps({
             "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                         "load_average_at_end": os.getloadavg(), "steal_share": steal_share},
-            "settings": {"backend": args.backend, "rounds": args.rounds, "batches": args.batches},
+            "settings": {"backend": args.backend, "cell": args.cell, "rounds": args.rounds,
+                         "batches": args.batches},
             "commits": commits, "tokens_per_s": medians, "runs": rates}, indent=2) + "\n")
         print(f"written: {path}")
 
