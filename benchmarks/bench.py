@@ -568,6 +568,11 @@ class StealMeter:
         spent = [b - a for a, b in zip(self.start, end)]
         return spent[7] / sum(spent) if sum(spent) > 0 else 0.0
 
+    @staticmethod
+    def describe(share: float | None) -> str:
+        """The share as the benchmarks print it."""
+        return "steal not known" if share is None else f"the hypervisor took {100 * share:.1f}% of the CPUs' time"
+
 
 def machine_description() -> dict:
     info = {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()}
@@ -651,7 +656,7 @@ def main(argv=None) -> int:
           "predict_ch8")
     steal_share = steal.share()
     if steal_share is not None:
-        print(f"the hypervisor took {100 * steal_share:.1f}% of the CPUs' time during the run (steal)")
+        print(StealMeter.describe(steal_share) + " during the run (steal)")
 
     report = {
         "machine": {**machine_description(), "steal_share": steal_share}, "device": args.device, "settings": spec,

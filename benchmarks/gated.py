@@ -244,7 +244,7 @@ def main() -> None:
     best_gemm = max(gemm_medians.values())
     print(f"\nmedian of {args.rounds} rounds, {args.batches} batches of 32 x 35 tokens per timing; "
           f"torch threads {torch.get_num_threads()}; load average {os.getloadavg()}; kernels {kernels.status()}"
-          + ("" if steal_share is None else f"; the hypervisor took {100 * steal_share:.1f}% of the CPUs' time"))
+          + f"; {bench.StealMeter.describe(steal_share)}")
     print(format_table(medians, best_gemm, len(vocab), spec["num_hiddens"]))
     print("GEMM 512x512 float32: " + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in gemm_medians.items())
           + "; % of GEMM against the faster")

@@ -60,10 +60,6 @@ def kernel_mode(mode: str):
             os.environ["SCRATCHRNN_NO_KERNEL"] = saved_env
 
 
-def _steal_text(share: float | None) -> str:
-    return "steal not known" if share is None else f"the hypervisor took {100 * share:.1f}% of the CPUs' time"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=7)
@@ -124,7 +120,7 @@ def main() -> None:
                      for key, value in columns.items()} for name, columns in medians.items()}
     print(f"\nkernels: {kernels.status()}; variants this processor runs: {', '.join(variants)}; "
           f"{'best' if args.best else 'median'} of {args.rounds} rounds; load average {os.getloadavg()}; "
-          f"{_steal_text(steal_share)}")
+          f"{bench.StealMeter.describe(steal_share)}")
     print(f"{'row':<16} {'train b32 tok/s':>22} {'gen 1 chars/s':>22} {'gen 64 chars/s':>22}")
     for name, columns in medians.items():
         cells = [f"{columns[key]:,.0f} ({ratios[name][key]:.2f}x)" if key in columns else "-"

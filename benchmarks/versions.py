@@ -135,7 +135,7 @@ def main() -> None:
     steal_share = steal.share()
     medians = {row: statistics.median(values) for row, values in rates.items()}
     print(f"\nmedian tokens/s of {args.rounds} rounds of {args.batches} minibatches"
-          + ("" if steal_share is None else f"; the hypervisor took {100 * steal_share:.1f}% of the CPUs' time"))
+          + f"; {bench.StealMeter.describe(steal_share)}")
     print("| row | tokens/s | x chapter | x other |\n|---|---:|---:|---:|")
     for row, rate in medians.items():
         print(f"| {row} | {rate:,.0f} | {rate / medians['chapter']:.2f}x | {rate / medians['other']:.2f}x |")
