@@ -32,7 +32,7 @@ except ImportError:                                  # setuptools before 59
 KERNELS = "scratchrnn.kernels._kernels"
 KERNELS_DIR = Path("src/scratchrnn/kernels")
 VARIANT_SOURCES = [str(KERNELS_DIR / "greedy_decode.c"), str(KERNELS_DIR / "recurrence.c"),
-                   str(KERNELS_DIR / "gated.c")]
+                   str(KERNELS_DIR / "gated.c"), str(KERNELS_DIR / "lstm_units.c")]
 SHARED_SOURCES = [str(KERNELS_DIR / "pool.c"), str(KERNELS_DIR / "dispatch.c")]
 # -ffp-contract=fast: a * b + c as one fused multiply-add, which ISO C mode otherwise forbids; the
 # library's products are multiply-adds, and fusing them halves their instructions
@@ -92,6 +92,6 @@ class BuildKernels(build_ext):
 
 ext_modules = [] if sys.platform == "win32" else [
     Extension(KERNELS, VARIANT_SOURCES + SHARED_SOURCES,
-              depends=[str(KERNELS_DIR / name) for name in ("kernels.h", "pool.h", "_sources.py")],
+              depends=[str(KERNELS_DIR / name) for name in ("kernels.h", "gated.h", "pool.h", "_sources.py")],
               optional=True)]
 setup(ext_modules=ext_modules, cmdclass={"build_ext": BuildKernels})

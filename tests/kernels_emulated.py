@@ -59,13 +59,16 @@ for name, width in (("gru", 2), ("lstm", 4)):
     want_cache = cell.forward_steps(terms, state, weights)
     want_grads = cell.backward_steps(want_cache, weights, d_outputs.copy(), *(None,) * len(state), True)
     as32 = [a.astype(np.float32) for a in (terms, *state, weights.W_h)]
+    runs = []
     if name == "gru":
         cache = gated.gru_forward(*as32, weights.W_hh.astype(np.float32), threads=2)
-        grads = gated.gru_backward(cache, as32[2], weights.W_hh.astype(np.float32), d_outputs.astype(np.float32),
-                                   None, True, threads=2)
-    else:
-        cache = gated.lstm_forward(*as32, threads=2)
-        grads = gated.lstm_backward(cache, as32[3], d_outputs.astype(np.float32), None, None, True, threads=2)
-    for got, want in zip((*cache, *grads), (*want_cache, *want_grads)):
-        assert np.allclose(got, want, atol=5e-5 * max(1.0, np.abs(want).max())), name
+        runs.append((cache, gated.gru_backward(cache, as32[2], weights.W_hh.astype(np.float32),
+                                               d_outputs.astype(np.float32), None, True, threads=2)))
+    for shares in ((0, 2) if name == "lstm" else ()):     # the rows shared out, then the hidden units
+        cache = gated.lstm_forward(*as32, threads=2, unit_shares=shares)
+        runs.append((cache, gated.lstm_backward(cache, as32[3], d_outputs.astype(np.float32), None, None, True,
+                                                threads=2, unit_shares=shares)))
+    for cache, grads in runs:
+        for got, want in zip((*cache, *grads), (*want_cache, *want_grads)):
+            assert np.allclose(got, want, atol=5e-5 * max(1.0, np.abs(want).max())), name
 print("agree")

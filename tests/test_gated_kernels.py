@@ -2,6 +2,9 @@
 loops in float64, in every variant this processor runs, and the NumPy backend training GRU and LSTM
 models with them held to itself without them. Runs in the core process."""
 import dataclasses
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -50,16 +53,16 @@ def _as32(value):
     return value.astype(np.float32)
 
 
-def _compiled_forward(cell, terms, state, weights, threads, variant):
+def _compiled_forward(cell, terms, state, weights, threads, variant, **lstm_options):
     chosen = kernels.variant_kernels(variant)
     if cell == "gru":
         return gated.gru_forward(_as32(terms), _as32(state[0]), _as32(weights.W_h), _as32(weights.W_hh),
                                  threads=threads, kernels=chosen)
     return gated.lstm_forward(_as32(terms), _as32(state[0]), _as32(state[1]), _as32(weights.W_h),
-                              threads=threads, kernels=chosen)
+                              threads=threads, kernels=chosen, **lstm_options)
 
 
-def _compiled_backward(cell, cache, weights, d_outputs, d_final, need, threads, variant):
+def _compiled_backward(cell, cache, weights, d_outputs, d_final, need, threads, variant, **lstm_options):
     """(d_terms, d_state0 as a tuple, or None)"""
     chosen = kernels.variant_kernels(variant)
     cache, d_outputs, d_final = _as32(cache), _as32(d_outputs), _as32(d_final) or (None, None)
@@ -68,7 +71,7 @@ def _compiled_backward(cell, cache, weights, d_outputs, d_final, need, threads, 
                                           d_final[0], need, threads=threads, kernels=chosen)
         return d_terms, None if dh0 is None else (dh0,)
     d_terms, dh0, dc0 = gated.lstm_backward(cache, _as32(weights.W_h), d_outputs, d_final[0], d_final[1],
-                                            need, threads=threads, kernels=chosen)
+                                            need, threads=threads, kernels=chosen, **lstm_options)
     assert (dh0 is None) == (dc0 is None)
     return d_terms, None if dh0 is None else (dh0, dc0)
 
@@ -120,6 +123,67 @@ def test_the_compiled_backward_loop_is_the_cells(variant, cell, batch, hidden, t
     terms_only, none = _compiled_backward(cell, cache, weights, d_outputs, d_final, False, threads, variant)
     np.testing.assert_array_equal(terms_only, got_terms)
     assert none is None
+
+
+UNIT_SHARES = [  # batch, hidden, threads, shares of the hidden units asked for
+    (32, 512, 2, 2),    # the chapter's size: two shares of 256 units
+    (19, 37, 2, 2),     # shares of 32 and 5 units, the second mostly padding
+    (5, 130, 3, 3),     # three shares (48, 48 and 34 units) on three threads
+    (7, 40, 1, 2),      # one thread: it takes both shares of every step itself
+    (9, 20, 2, 5),      # more shares asked than there are vectors of units: as many as there are
+]
+
+
+@needs_library
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("batch,hidden,threads,shares", UNIT_SHARES)
+def test_the_lstm_loops_with_the_hidden_units_shared_out_are_the_cells(variant, batch, hidden, threads, shares):
+    """lstm_units.c: every thread computes some of the hidden units of every row, meeting the others at
+    every step; the same results as the cell's loops, forward and backward, every input used."""
+    terms, state, weights, rng = _problem("lstm", batch, hidden, carried=True)
+    cell = get_cell("lstm")
+    cache = cell.forward_steps(terms, state, weights)
+    got = _compiled_forward("lstm", terms, state, weights, threads, variant, unit_shares=shares)
+    for got_array, want_array in zip(got, cache):
+        _close(got_array, want_array)
+    d_outputs = rng.normal(size=(STEPS, batch, hidden))
+    d_final = tuple(rng.normal(size=(batch, hidden)) for _ in range(2))
+    want_terms, *want_state0 = cell.backward_steps(cache, weights, d_outputs.copy(), *d_final, True)
+    got_terms, got_state0 = _compiled_backward("lstm", cache, weights, d_outputs, d_final, True, threads, variant,
+                                               unit_shares=shares)
+    _close(got_terms, want_terms)
+    for got_grad, want_grad in zip(got_state0, want_state0):
+        _close(got_grad, want_grad, float(np.abs(want_terms).max()))
+    terms_only, none = _compiled_backward("lstm", cache, weights, d_outputs, d_final, False, threads, variant,
+                                          unit_shares=shares)
+    np.testing.assert_array_equal(terms_only, got_terms)
+    assert none is None
+
+
+def test_the_lstm_shares_out_its_hidden_units_only_where_that_was_measured_faster():
+    """kernels.gated.lstm_unit_shares: large W_h and few rows on several threads (benchmarks/lstm_split.py)."""
+    assert gated.lstm_unit_shares(32, 512, 2) == 2              # the chapter's size
+    assert gated.lstm_unit_shares(32, 512, 8) == 8
+    assert gated.lstm_unit_shares(16, 384, 2) == 2
+    assert gated.lstm_unit_shares(32, 512, 1) == 0              # one thread: nothing to share out
+    assert gated.lstm_unit_shares(128, 512, 2) == 0             # many rows: the rows
+    assert gated.lstm_unit_shares(32, 256, 2) == 0              # W_h that the rows' loops keep in cache
+    assert gated.lstm_unit_shares(32, 512, 16) == 512 // gated.MIN_UNITS_PER_SHARE
+
+
+@needs_library
+def test_the_split_benchmark_times_both_ways():
+    """benchmarks/lstm_split.py at its smallest, on numpy's threads: a row per size and kind of timing,
+    each with both ways' times and their ratio."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "lstm_split.py"
+    done = subprocess.run([sys.executable, str(script), "--framework", "numpy", "--hidden", "64", "--rows", "8",
+                           "--rounds", "2", "--repeats", "1", "--steps"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [[cell.strip() for cell in line.split("|")[1:-1]] for line in done.stdout.splitlines()
+            if line.startswith("| 64 | 8 |")]
+    assert [row[2] for row in rows] == ["loops", "step"]
+    for row in rows:
+        assert float(row[3]) > 0 and float(row[4]) > 0 and float(row[5].split("x")[0]) > 0
 
 
 @needs_library

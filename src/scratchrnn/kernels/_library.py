@@ -30,7 +30,7 @@ import numpy as np
 
 from ._sources import source_hash
 
-ABI = 4                       # dispatch.c's SCRATCHRNN_KERNELS_ABI: the interface this file calls
+ABI = 5                       # dispatch.c's SCRATCHRNN_KERNELS_ABI: the interface this file calls
 VARIANTS = ("native", "avx512", "avx2", "baseline")     # in the order of preference
 MAX_DEFAULT_THREADS = 8
 _TRUE = ("1", "true", "yes", "on")
@@ -187,8 +187,9 @@ def _declare_gated(gated: dict, floats, optional_floats) -> None:
     gated["gru_forward"].argtypes = [*sizes, *[floats] * 7]
     gated["gru_backward"].argtypes = [*sizes, *[floats] * 5, optional_floats, optional_floats, floats,
                                       optional_floats]
-    gated["lstm_forward"].argtypes = [*sizes, *[floats] * 6]
-    gated["lstm_backward"].argtypes = [*sizes, *[floats] * 4, *[optional_floats] * 3, floats,
+    # the LSTM's take the number of shares of its hidden units after the thread count (lstm_units.c)
+    gated["lstm_forward"].argtypes = [*sizes, ctypes.c_int, *[floats] * 6]
+    gated["lstm_backward"].argtypes = [*sizes, ctypes.c_int, *[floats] * 4, *[optional_floats] * 3, floats,
                                        optional_floats, optional_floats]
     for f in gated.values():
         f.restype = ctypes.c_int

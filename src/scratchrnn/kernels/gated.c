@@ -6,7 +6,9 @@
    each waiting for the one before, with several elementwise passes (sigmoids, tanh, the gates' sums)
    around every one. Here the minibatch's rows, which never look at each other, are shared out among
    the library's threads (pool.c) once for the whole sequence; each walks all the steps of its rows
-   alone, applying the gates as it goes while the rows are in its core's cache.
+   alone, applying the gates as it goes while the rows are in its core's cache. The LSTM's loops can
+   share out the hidden units instead, the caller says (lstm_units.c): with few rows and recurrent
+   weights larger than a core's cache, that keeps each thread's part of the weights in its cache.
 
    The mathematics is that of the NumPy cells (src/scratchrnn/cells/gru.py and lstm.py), to which the
    tests hold these loops; the sums run in another order, so results agree to float32 rounding. The
@@ -25,7 +27,7 @@
      [I_t | F_t | O_t | C~_t] = [sigmoid | sigmoid | sigmoid | tanh](terms_t + H_{t-1} W_h)
      C_t = F_t C_{t-1} + I_t C~_t,  H_t = O_t tanh(C_t)
    sigmoid(x) is computed as the cells compute it, 0.5 (1 + tanh(x / 2)). */
-#include "kernels.h"
+#include "gated.h"
 
 /* A group's rows share every weight the group reads from the caches: at every step each group streams
    all of the recurrent weights (several MB at the chapter's size, more than a core's own cache holds),
@@ -53,111 +55,11 @@ typedef struct {
     int status;
 } GatedJob;
 
-static inline float sigmoid_float(float x) { return 0.5f * (tanh_float(0.5f * x) + 1.0f); }
 
 /* Where this group's rows of step t begin in a (steps, batch, width) array */
 static size_t rows_of(const GatedJob *j, int t, int width)
 {
     return ((size_t)t * j->batch + j->first) * width;
-}
-
-/* The weights as the products read them: in panels of PANEL_VECS vectors of columns, each panel's K rows
-   one after the other, so that a product streams each panel from memory in order (rows of the whole
-   matrix would lie a page or more apart, where the processor prefetches worse and the cache's sets
-   collide). The columns are those of W (rows x blocks * cols) with each block padded to `padded` (the
-   forward products: K = rows), or of W^T (K = blocks * cols, columns padded to `padded` >= rows: the
-   backward ones). A job packs panels first..first+count-1. */
-#define PANEL_VECS TILE_VECS
-#define PANEL (PANEL_VECS * VEC)
-typedef struct {
-    const float *W;
-    float *out;
-    int rows, blocks, cols, padded, transposed, first, count;
-} PackJob;
-
-/* the width in floats of panel p of a matrix `width` floats wide: PANEL, less for the last one */
-static int panel_width(int p, int width) { return width - p * PANEL < PANEL ? width - p * PANEL : PANEL; }
-
-static void *pack_panels(void *arg)
-{
-    const PackJob *p = arg;
-    const int source_width = p->blocks * p->cols;
-    const int K = p->transposed ? source_width : p->rows;
-    const int width = p->transposed ? p->padded : p->blocks * p->padded;
-    for (int panel = p->first; panel < p->first + p->count; panel++) {
-        const int first_column = panel * PANEL, columns = panel_width(panel, width);
-        float *out = p->out + (size_t)K * first_column;
-        if (p->transposed) {              /* W^T[k][column] = W[column][k] */
-            for (int k = 0; k < K; k++, out += columns)
-                for (int c = 0; c < columns; c++) {
-                    const int column = first_column + c;
-                    out[c] = column < p->rows ? p->W[(size_t)column * source_width + k] : 0.0f;
-                }
-            continue;
-        }
-        /* column `column % padded` of block `column / padded`, found once per panel (-1: padding):
-           a division per element took most of the packing's time */
-        int source[PANEL];
-        for (int c = 0; c < columns; c++) {
-            const int column = first_column + c, block = column / p->padded, within = column % p->padded;
-            source[c] = within < p->cols ? block * p->cols + within : -1;
-        }
-        /* the usual case, no padding in the panel (its columns then follow each other in W, across
-           gates too): a copy per row */
-        const int contiguous = source[0] >= 0 && source[columns - 1] == source[0] + columns - 1;
-        for (int k = 0; k < K; k++, out += columns) {
-            const float *row = p->W + (size_t)k * source_width;
-            if (contiguous)
-                memcpy(out, row + source[0], sizeof(float) * columns);
-            else
-                for (int c = 0; c < columns; c++) out[c] = source[c] >= 0 ? row[source[c]] : 0.0f;
-        }
-    }
-    return NULL;
-}
-
-#define MAX_PACK_JOBS 16
-
-/* W packed in panels as above, by up to num_threads threads; NULL if memory ran out. */
-static float *packed(const float *W, int rows, int blocks, int cols, int padded, int transposed,
-                     int num_threads)
-{
-    const int K = transposed ? blocks * cols : rows, width = transposed ? padded : blocks * padded;
-    float *out = alloc_floats((size_t)K * width);
-    if (!out) return NULL;
-    const int panels = (width + PANEL - 1) / PANEL;
-    int count = num_threads < panels ? num_threads : panels;
-    count = count < 1 ? 1 : count > MAX_PACK_JOBS ? MAX_PACK_JOBS : count;
-    PackJob jobs[MAX_PACK_JOBS];
-    for (int k = 0; k < count; k++) {
-        jobs[k] = (PackJob){ .W = W, .out = out, .rows = rows, .blocks = blocks, .cols = cols,
-                             .padded = padded, .transposed = transposed };
-        jobs[k].count = group_rows(panels, count, k, &jobs[k].first);
-    }
-    scratchrnn_pool_run(pack_panels, jobs, sizeof(PackJob), count, count);
-    return out;
-}
-
-/* C[:, 0:vecs * VEC] (rows ldc apart) += A (M x K, rows lda apart) times the packed weights: one
-   add_product per panel */
-static void add_panel_product(float *C, int ldc, const float *A, int lda, const float *panels, int K, int M,
-                              int vecs)
-{
-    for (int v0 = 0; v0 < vecs; v0 += PANEL_VECS) {
-        const int width = vecs - v0 < PANEL_VECS ? vecs - v0 : PANEL_VECS;
-        add_product(C + v0 * VEC, ldc, A, lda, panels + (size_t)K * v0 * VEC, width * VEC, K, M, width);
-    }
-}
-
-/* acc's rows (ldc apart) set to `count` blocks of `width` floats of src's rows (lds apart), block b at
-   column b * padded: the input terms a step's product is added to. */
-static void load_terms(float *acc, int ldc, const float *src, int lds, int rows, int count, int width,
-                       int padded)
-{
-    for (int r = 0; r < rows; r++)
-        for (int b = 0; b < count; b++)
-            memcpy(acc + (size_t)r * ldc + (size_t)b * padded, src + (size_t)r * lds + (size_t)b * width,
-                   sizeof(float) * width);
 }
 
 static void *gru_forward_rows(void *arg)
@@ -172,9 +74,9 @@ static void *gru_forward_rows(void *arg)
         for (int t = 0; t < j->steps; t++) {
             const float *terms = j->terms + rows_of(j, t, 3 * H), *h_prev = j->hs + rows_of(j, t, H);
             float *zr = j->gates + rows_of(j, t, 2 * H), *reset_h = j->reset_h + rows_of(j, t, H);
-            load_terms(gate_acc, 2 * P, terms, 3 * H, R, 2, H, P);
-            load_terms(candidate_acc, P, terms + 2 * H, 3 * H, R, 1, H, P);
-            add_panel_product(gate_acc, 2 * P, h_prev, H, j->W, H, R, 2 * P / VEC);
+            load_terms(gate_acc, 2 * P, terms, 3 * H, R, 2, H, H, P);
+            load_terms(candidate_acc, P, terms + 2 * H, 3 * H, R, 1, H, H, P);
+            add_panel_product(gate_acc, 2 * P, h_prev, H, j->W, H, R, 2 * P / VEC, 0);
             for (int r = 0; r < R; r++) {
                 const float *restrict pre = gate_acc + (size_t)r * 2 * P, *restrict hp = h_prev + (size_t)r * H;
                 float *restrict z = zr + (size_t)r * 2 * H, *restrict reset = z + H;
@@ -183,7 +85,7 @@ static void *gru_forward_rows(void *arg)
                 for (int c = 0; c < H; c++) reset[c] = sigmoid_float(pre[P + c]);
                 for (int c = 0; c < H; c++) rh[c] = reset[c] * hp[c];
             }
-            add_panel_product(candidate_acc, P, reset_h, H, j->W_candidate, H, R, P / VEC);
+            add_panel_product(candidate_acc, P, reset_h, H, j->W_candidate, H, R, P / VEC, 0);
             float *candidates = j->candidates + rows_of(j, t, H), *h = j->hs + rows_of(j, t + 1, H);
             for (int r = 0; r < R; r++) {
                 const float *restrict pre = candidate_acc + (size_t)r * P, *restrict hp = h_prev + (size_t)r * H;
@@ -210,23 +112,13 @@ static void *lstm_forward_rows(void *arg)
         memset(acc, 0, sizeof(float) * (size_t)R * 4 * P);
         for (int t = 0; t < j->steps; t++) {
             const float *h_prev = j->hs + rows_of(j, t, H), *c_prev = j->cs + rows_of(j, t, H);
-            load_terms(acc, 4 * P, j->terms + rows_of(j, t, 4 * H), 4 * H, R, 4, H, P);
-            add_panel_product(acc, 4 * P, h_prev, H, j->W, H, R, 4 * P / VEC);
+            load_terms(acc, 4 * P, j->terms + rows_of(j, t, 4 * H), 4 * H, R, 4, H, H, P);
+            add_panel_product(acc, 4 * P, h_prev, H, j->W, H, R, 4 * P / VEC, 0);
             float *acts = j->gates + rows_of(j, t, 4 * H), *tanh_cs = j->tanh_cs + rows_of(j, t, H);
             float *h = j->hs + rows_of(j, t + 1, H), *c = j->cs + rows_of(j, t + 1, H);
-            for (int r = 0; r < R; r++) {
-                const float *restrict pre = acc + (size_t)r * 4 * P, *restrict cp = c_prev + (size_t)r * H;
-                float *restrict i = acts + (size_t)r * 4 * H, *restrict f = i + H, *restrict o = i + 2 * H;
-                float *restrict cand = i + 3 * H, *restrict tc = tanh_cs + (size_t)r * H;
-                float *restrict cr = c + (size_t)r * H, *restrict hr = h + (size_t)r * H;
-                for (int k = 0; k < H; k++) i[k] = sigmoid_float(pre[k]);
-                for (int k = 0; k < H; k++) f[k] = sigmoid_float(pre[P + k]);
-                for (int k = 0; k < H; k++) o[k] = sigmoid_float(pre[2 * P + k]);
-                activate(cand, pre + 3 * P, H, 0);
-                for (int k = 0; k < H; k++) cr[k] = f[k] * cp[k] + i[k] * cand[k];
-                activate(tc, cr, H, 0);
-                for (int k = 0; k < H; k++) hr[k] = o[k] * tc[k];
-            }
+            for (int r = 0; r < R; r++)
+                lstm_forward_row(acc + (size_t)r * 4 * P, P, c_prev + (size_t)r * H, acts + (size_t)r * 4 * H, H,
+                                 tanh_cs + (size_t)r * H, c + (size_t)r * H, h + (size_t)r * H, H);
         }
         j->status = 0;
     }
@@ -279,7 +171,7 @@ static void *gru_backward_rows(void *arg)
                 for (int c = 0; c < H; c++) d_z[c] = (hp[c] - cand[c]) * d[c] * (z[c] * (1.0f - z[c]));
             }
             memset(d_reset_h, 0, sizeof(float) * (size_t)R * P);
-            add_panel_product(d_reset_h, P, d_terms + 2 * H, 3 * H, j->W_candidate, H, R, P / VEC);
+            add_panel_product(d_reset_h, P, d_terms + 2 * H, 3 * H, j->W_candidate, H, R, P / VEC, 0);
             for (int r = 0; r < R; r++) {
                 const float *restrict drh = d_reset_h + (size_t)r * P, *restrict hp = h_prev + (size_t)r * H;
                 const float *restrict reset = zr + (size_t)r * 2 * H + H;
@@ -294,7 +186,7 @@ static void *gru_backward_rows(void *arg)
                 const float *restrict reset = z + H;
                 for (int c = 0; c < H; c++) d[c] = d[c] * z[c] + drh[c] * reset[c];
             }
-            add_panel_product(dh, P, d_terms, 3 * H, j->W, 2 * H, R, P / VEC);
+            add_panel_product(dh, P, d_terms, 3 * H, j->W, 2 * H, R, P / VEC, 0);
         }
         store_rows(j->dh0, j, dh);
         j->status = 0;
@@ -318,27 +210,14 @@ static void *lstm_backward_rows(void *arg)
             const float *tanh_cs = j->tanh_cs + rows_of(j, t, H);
             const float *from_output = j->d_outputs ? j->d_outputs + rows_of(j, t, H) : NULL;
             float *d_terms = j->d_terms + rows_of(j, t, 4 * H);
-            for (int r = 0; r < R; r++) {
-                float *restrict d_h = dh + (size_t)r * P, *restrict d_c = dc + (size_t)r * P;
-                const float *restrict own = from_output ? from_output + (size_t)r * H : NULL;
-                const float *restrict i = acts + (size_t)r * 4 * H, *restrict f = i + H, *restrict o = i + 2 * H;
-                const float *restrict cand = i + 3 * H, *restrict tc = tanh_cs + (size_t)r * H;
-                const float *restrict cp = c_prev + (size_t)r * H;
-                float *restrict d_i = d_terms + (size_t)r * 4 * H, *restrict d_f = d_i + H;
-                float *restrict d_o = d_i + 2 * H, *restrict d_cand = d_i + 3 * H;
-                if (own) for (int k = 0; k < H; k++) d_h[k] += own[k];
-                /* H = O tanh(C): to O, and on to C (added to what reaches C from C_{t+1}) */
-                for (int k = 0; k < H; k++) d_o[k] = d_h[k] * tc[k] * (o[k] * (1.0f - o[k]));
-                for (int k = 0; k < H; k++) d_c[k] += d_h[k] * o[k] * (1.0f - tc[k] * tc[k]);
-                /* C = F C_{t-1} + I C~ */
-                for (int k = 0; k < H; k++) d_i[k] = d_c[k] * cand[k] * (i[k] * (1.0f - i[k]));
-                for (int k = 0; k < H; k++) d_f[k] = d_c[k] * cp[k] * (f[k] * (1.0f - f[k]));
-                for (int k = 0; k < H; k++) d_cand[k] = d_c[k] * i[k] * (1.0f - cand[k] * cand[k]);
-                for (int k = 0; k < H; k++) d_c[k] *= f[k];
-            }
+            for (int r = 0; r < R; r++)
+                lstm_backward_row(dh + (size_t)r * P, dc + (size_t)r * P,
+                                  from_output ? from_output + (size_t)r * H : NULL, acts + (size_t)r * 4 * H, H,
+                                  tanh_cs + (size_t)r * H, c_prev + (size_t)r * H, d_terms + (size_t)r * 4 * H,
+                                  H);
             if (t == 0 && !j->dh0) break;
             memset(dh, 0, sizeof(float) * (size_t)R * P);
-            add_panel_product(dh, P, d_terms, 4 * H, j->W, 4 * H, R, P / VEC);
+            add_panel_product(dh, P, d_terms, 4 * H, j->W, 4 * H, R, P / VEC, 0);
         }
         store_rows(j->dh0, j, dh);
         store_rows(j->dc0, j, dc);
@@ -424,11 +303,15 @@ int VARIANT_NAME(scratchrnn_gru_backward)(int steps, int batch, int hidden, int 
    terms; W_h (hidden, 4 hidden) = [W_hi | W_hf | W_ho | W_hc]. hs and cs (steps + 1, batch, hidden)
    come in with the starting state in hs[0] and cs[0]. Writes hs[1:], cs[1:], acts = [I | F | O | C~]
    (steps, batch, 4 hidden) and tanh_cs = tanh(C_t) (steps, batch, hidden): the NumPy cell's cache.
-   Returns 0, or -1 if memory ran out. */
-int VARIANT_NAME(scratchrnn_lstm_forward)(int steps, int batch, int hidden, int num_threads,
+   unit_shares 2 or more: the hidden units shared out in that many shares (lstm_units.c), as many as
+   there are vectors of them at most; else the rows. Returns 0, or -1 if memory ran out. */
+int VARIANT_NAME(scratchrnn_lstm_forward)(int steps, int batch, int hidden, int num_threads, int unit_shares,
                                           const float *terms, const float *W_h, float *hs, float *cs,
                                           float *acts, float *tanh_cs)
 {
+    if ((unit_shares = unit_shares_of(hidden, unit_shares)))
+        return VARIANT_NAME(lstm_forward_units)(steps, batch, hidden, unit_shares, num_threads, terms, W_h,
+                                                hs, cs, acts, tanh_cs);
     const int P = round_up(hidden, LANES);
     float *W = packed(W_h, hidden, 4, hidden, P, 0, num_threads);
     int status = -1;
@@ -445,13 +328,16 @@ int VARIANT_NAME(scratchrnn_lstm_forward)(int steps, int batch, int hidden, int 
    W_h (not transposed). d_outputs (steps, batch, hidden) or NULL, as for the GRU; dh_last and dc_last
    (batch, hidden): what reaches the last H and C from later minibatches, each or both NULL. Writes
    d_terms (steps, batch, 4 hidden), and dh0, dc0 = dL/dH_0, dL/dC_0 unless dh0 is NULL (then dc0 must
-   be NULL too). Returns 0, or -1 if memory ran out. */
-int VARIANT_NAME(scratchrnn_lstm_backward)(int steps, int batch, int hidden, int num_threads,
+   be NULL too). unit_shares as for the forward loop. Returns 0, or -1 if memory ran out. */
+int VARIANT_NAME(scratchrnn_lstm_backward)(int steps, int batch, int hidden, int num_threads, int unit_shares,
                                            const float *W_h, const float *cs, const float *acts,
                                            const float *tanh_cs, const float *d_outputs,
                                            const float *dh_last, const float *dc_last, float *d_terms,
                                            float *dh0, float *dc0)
 {
+    if ((unit_shares = unit_shares_of(hidden, unit_shares)))
+        return VARIANT_NAME(lstm_backward_units)(steps, batch, hidden, unit_shares, num_threads, W_h, cs, acts,
+                                                 tanh_cs, d_outputs, dh_last, dc_last, d_terms, dh0, dc0);
     const int P = round_up(hidden, LANES);
     float *W_T = packed(W_h, hidden, 4, hidden, P, 1, num_threads);
     int status = -1;

@@ -42,6 +42,23 @@ MAX_BATCH = {
 }
 GATES = {"gru": 3, "lstm": 4}
 
+# The LSTM's loops share out the hidden units among the threads instead of the rows (lstm_units.c) where
+# W_h is too large for each core's cache to keep all of it from step to step (4 x 512 x 512 floats are
+# 4 MB; a core here has 2 MB of L2) and the minibatch has few rows: each thread then multiplies by the
+# weights of its own units only, which stay in its cache, at the price of a meeting at every step.
+# From benchmarks/lstm_split.py (benchmarks/README.md, "The LSTM's hidden units shared out").
+UNIT_SHARES_MIN_HIDDEN = 384
+UNIT_SHARES_MAX_BATCH = 64
+MIN_UNITS_PER_SHARE = 64
+
+
+def lstm_unit_shares(batch: int, hidden: int, threads: int) -> int:
+    """How many shares of its hidden units the LSTM's compiled loops take for a minibatch of ``batch``
+    rows on ``threads`` threads; 0: they share out the rows instead."""
+    if threads < 2 or batch > UNIT_SHARES_MAX_BATCH or hidden < UNIT_SHARES_MIN_HIDDEN:
+        return 0
+    return min(threads, hidden // MIN_UNITS_PER_SHARE)
+
 
 def max_batch(cell: str, op: str, framework: str | None = None, kernels: _library.Kernels | None = None) -> int:
     """The most rows a minibatch may have for a backend to run this cell's loop ``op`` ("forward" or
@@ -129,14 +146,16 @@ def gru_backward(cache: tuple, W_h: np.ndarray, W_hh: np.ndarray, d_outputs: np.
 
 
 def lstm_forward(terms: np.ndarray, h0: np.ndarray, c0: np.ndarray, W_h: np.ndarray,
-                 threads: int | None = None, kernels: _library.Kernels | None = None) -> tuple:
+                 threads: int | None = None, kernels: _library.Kernels | None = None,
+                 unit_shares: int | None = None) -> tuple:
     """The LSTM's step loop over a minibatch: ``(hs, cs, acts, tanh_cs)``, the cache of
     ``LSTMCell.forward``.
 
     ``terms`` (steps, batch, 4 hidden) are the input terms of [i | f | o | c], ``h0`` and ``c0``
     (batch, hidden) the starting state, ``W_h`` = [W_hi | W_hf | W_ho | W_hc] (hidden, 4 hidden).
     ``hs`` and ``cs`` (steps + 1, batch, hidden) hold the start and every state after it, ``acts`` =
-    [I | F | O | C~] (steps, batch, 4 hidden), ``tanh_cs`` tanh(C_t).
+    [I | F | O | C~] (steps, batch, 4 hidden), ``tanh_cs`` tanh(C_t). ``unit_shares``: the hidden units
+    shared out in that many shares (0: the rows; default: ``lstm_unit_shares``).
     """
     steps, batch, hidden = _shape(terms, "lstm")
     terms = _floats(terms, np.shape(terms), "terms")
@@ -146,14 +165,16 @@ def lstm_forward(terms: np.ndarray, h0: np.ndarray, c0: np.ndarray, W_h: np.ndar
     hs[0], cs[0] = _floats(h0, (batch, hidden), "h0"), _floats(c0, (batch, hidden), "c0")
     acts = np.empty((steps, batch, 4 * hidden), dtype=np.float32)
     tanh_cs = np.empty((steps, batch, hidden), dtype=np.float32)
+    threads = threads or _library.threads()
+    shares = lstm_unit_shares(batch, hidden, threads) if unit_shares is None else unit_shares
     _checked((kernels or _library.load()).lstm_forward(
-        steps, batch, hidden, threads or _library.threads(), terms, W_h, hs, cs, acts, tanh_cs))
+        steps, batch, hidden, threads, shares, terms, W_h, hs, cs, acts, tanh_cs))
     return hs, cs, acts, tanh_cs
 
 
 def lstm_backward(cache: tuple, W_h: np.ndarray, d_outputs: np.ndarray | None, dh_last: np.ndarray | None,
                   dc_last: np.ndarray | None, need_d_state0: bool, threads: int | None = None,
-                  kernels: _library.Kernels | None = None
+                  kernels: _library.Kernels | None = None, unit_shares: int | None = None
                   ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Backpropagation through the LSTM's step loop: ``(d_terms, dh0, dc0)``.
 
@@ -161,7 +182,7 @@ def lstm_backward(cache: tuple, W_h: np.ndarray, d_outputs: np.ndarray | None, d
     ``W_h`` it was computed with (not transposed). ``d_outputs`` as for ``gru_backward``; ``dh_last``
     and ``dc_last`` what reaches the last H and C from later minibatches (each None: nothing). Returns
     the gradient of the input terms (steps, batch, 4 hidden), and dL/dH_0 and dL/dC_0 when
-    ``need_d_state0``, else None and None.
+    ``need_d_state0``, else None and None. ``unit_shares`` as for ``lstm_forward``.
     """
     steps, batch, hidden = np.shape(cache[3])
     cs = _floats(cache[1], (steps + 1, batch, hidden), "cs")
@@ -173,8 +194,10 @@ def lstm_backward(cache: tuple, W_h: np.ndarray, d_outputs: np.ndarray | None, d
     d_terms = np.empty((steps, batch, 4 * hidden), dtype=np.float32)
     dh0, dc0 = ((np.empty((batch, hidden), dtype=np.float32) for _ in range(2)) if need_d_state0
                 else (None, None))
+    threads = threads or _library.threads()
+    shares = lstm_unit_shares(batch, hidden, threads) if unit_shares is None else unit_shares
     _checked((kernels or _library.load()).lstm_backward(
-        steps, batch, hidden, threads or _library.threads(), W_h, cs, acts, tanh_cs,
+        steps, batch, hidden, threads, shares, W_h, cs, acts, tanh_cs,
         _library.address(d_outputs), _library.address(dh_last), _library.address(dc_last), d_terms,
         _library.address(dh0), _library.address(dc0)))
     return d_terms, dh0, dc0

@@ -1,10 +1,11 @@
 /* What the compiled parts of scratchrnn share: the decoder (greedy_decode.c) and the training
-   recurrences (recurrence.c). A float32 tanh that vectorises, matrix products a block of registers at
-   a time, and groups of independent rows handed to the library's threads (pool.c).
+   recurrences (recurrence.c; the gated cells' in gated.c and lstm_units.c, with gated.h). A float32
+   tanh that vectorises, matrix products a block of registers at a time, and groups of independent rows
+   handed to the library's threads (pool.c).
 
    Written in C11 with the vector types of GCC and Clang, so that the compiler emits the vector
-   instructions of the flags each file is compiled with. setup.py compiles greedy_decode.c and
-   recurrence.c once per variant (AVX-512, AVX2 with FMA, and the architecture's baseline), each with
+   instructions of the flags each file is compiled with. setup.py compiles each of those files once
+   per variant (AVX-512, AVX2 with FMA, and the architecture's baseline), each with
    SCRATCHRNN_VARIANT naming it, so that one library holds all of them under names of their own
    (scratchrnn_greedy_decode_avx2, ...); _library.py picks the one the processor runs (dispatch.c). */
 #ifndef SCRATCHRNN_KERNELS_H
@@ -29,10 +30,10 @@
 
 #define LANES 16          /* floats in a 64-byte cache line (and in an AVX-512 register) */
 
-static int round_up(int n, int m) { return (n + m - 1) / m * m; }
+static inline int round_up(int n, int m) { return (n + m - 1) / m * m; }
 
 /* n floats, starting on a cache line (C11 wants the size a multiple of the alignment) */
-static float *alloc_floats(size_t n)
+static inline float *alloc_floats(size_t n)
 {
     return aligned_alloc(64, (n * sizeof(float) + 63) / 64 * 64);
 }
@@ -81,7 +82,7 @@ static inline float tanh_float(float x)
 }
 
 /* out[c] = act(z[c]) for c < n: tanh, or ReLU if relu (out may be z) */
-static void activate(float *out, const float *z, int n, int relu)
+static inline void activate(float *out, const float *z, int n, int relu)
 {
     if (relu) for (int c = 0; c < n; c++) out[c] = z[c] > 0.0f ? z[c] : 0.0f;
     else for (int c = 0; c < n; c++) out[c] = tanh_float(z[c]);
@@ -134,7 +135,7 @@ static inline __attribute__((always_inline)) void product_block(
 
 /* C (M x vecs*VEC, rows ldc apart) += A (M x K, rows lda apart) B (K x vecs*VEC, rows ldb apart, each
    on a cache line), in blocks of registers. */
-static void add_product(float *C, int ldc, const float *A, int lda, const float *B, int ldb, int K,
+static inline void add_product(float *C, int ldc, const float *A, int lda, const float *B, int ldb, int K,
                         int M, int vecs)
 {
     const int vec_step = M == 1 ? SINGLE_ROW_VECS : TILE_VECS, row_blocks = (M + TILE_ROWS - 1) / TILE_ROWS;
@@ -163,7 +164,7 @@ static void add_product(float *C, int ldc, const float *A, int lda, const float 
 /* Rows that never look at each other (streams of text, rows of a minibatch) can be shared out among
    threads, each computing its group alone, with no meeting and no data from other cores. Groups of
    fewer than min_rows rows would multiply too little per weight loaded: fewer threads then. */
-static int row_groups(int batch, int threads, int min_rows)
+static inline int row_groups(int batch, int threads, int min_rows)
 {
     const int most = batch / min_rows;
     return threads < most ? (threads > 1 ? threads : 1) : (most > 1 ? most : 1);
@@ -171,7 +172,7 @@ static int row_groups(int batch, int threads, int min_rows)
 
 /* The number of rows of group g of `groups`, and its first row: the first batch % groups groups have
    one row more. */
-static int group_rows(int batch, int groups, int g, int *first)
+static inline int group_rows(int batch, int groups, int g, int *first)
 {
     const int base = batch / groups, extra = batch % groups;
     *first = g * base + (g < extra ? g : extra);
