@@ -9,11 +9,12 @@ reverse. The backward functions return the gradient of the input terms and of th
 the recurrent weights' gradients are one large product each over all steps, which the caller computes
 from those (as the cells do).
 
-Each thread takes a group of the minibatch's rows and walks all steps of those rows alone, on the
-library's own threads (pool.c) or the team a caller names (``_library.running_on``: the torch backend
-names PyTorch's), at most ``threads`` of them (default ``_library.threads()``; a
-framework's backend passes ``_library.threads(framework)``). ``kernels`` names a variant's functions
-(tests and benchmarks); by default the variant in use.
+Each thread takes a group of the minibatch's rows and walks all steps of those rows alone (or, for the
+LSTM where ``lstm_unit_shares`` says so, a share of the hidden units of every row, meeting the others
+at every step: lstm_units.c), on the library's own threads (pool.c) or the team a caller names
+(``_library.running_on``: the torch backend names PyTorch's), at most ``threads`` of them (default
+``_library.threads()``; a framework's backend passes ``_library.threads(framework)``). ``kernels``
+names a variant's functions (tests and benchmarks); by default the variant in use.
 """
 from __future__ import annotations
 
