@@ -55,7 +55,6 @@ typedef struct {
     int status;
 } GatedJob;
 
-
 /* Where this group's rows of step t begin in a (steps, batch, width) array */
 static size_t rows_of(const GatedJob *j, int t, int width)
 {
