@@ -30,13 +30,6 @@
 #define MIN_LOSS_NS 1000000LL  /* waiting that calls for computing alone: more than this, and more than
                                   the work that would add (one short delay of the others does not) */
 
-static void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
-}
-
 /* The width of the vectors this build computes with (VEC), for decode.max_batch. */
 int VARIANT_NAME(scratchrnn_vector_floats)(void) { return VEC; }
 

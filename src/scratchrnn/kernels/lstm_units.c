@@ -49,13 +49,6 @@ typedef struct { Loop *loop; int own; } Worker;
 
 #define WAIT_SPINS 4000   /* pauses before a waiting thread yields its core, as the decoder's */
 
-static void cpu_pause(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
-}
-
 static void *work_stages(void *arg)
 {
     const Worker *w = arg;
@@ -77,7 +70,7 @@ static void *work_stages(void *arg)
            them waits for this core */
         for (int spins = 0; atomic_load_explicit(&loop->finished[s], memory_order_acquire) < loop->shares;
              spins += spins < WAIT_SPINS)
-            if (spins < WAIT_SPINS) cpu_pause();
+            if (spins < WAIT_SPINS) cpu_relax();
             else sched_yield();
     }
     return NULL;

@@ -60,13 +60,6 @@ static uint64_t claim_word(uint32_t generation, int wanted, int count)
            | ((uint64_t)count << 16);
 }
 
-static void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
-}
-
 static long long nanoseconds(void)
 {
     struct timespec now;

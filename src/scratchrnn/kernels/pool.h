@@ -4,6 +4,15 @@
 
 #include <stddef.h>
 
+/* One turn of a spin-wait: on x86 a pause, which tells the processor this thread only waits and leaves
+   more of the core to its other hardware thread; elsewhere nothing. */
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
 /* The library's threads (pool.c, compiled once, for every variant): calls fn on each of `count` jobs
    laid out `size` bytes apart, on at most `threads` threads, the calling one included. */
 void scratchrnn_pool_run(void *(*fn)(void *), void *jobs, size_t size, int count, int threads);
