@@ -91,20 +91,23 @@ def _activation_grad(hs, activation: str):
     return (hs > 0).to(hs.dtype)
 
 
-def rnn_backward_steps(hs, W_hh_T, dhs, d_h_last, activation: str, need_dh0: bool):
+def rnn_backward_steps(hs, W_hh, dhs, d_h_last, activation: str, need_dh0: bool):
     """dL/dz_t for every step (z_t the activation's argument), (steps, batch, hidden), and dL/dh_0 if
     ``need_dh0``: the step loop of backpropagation through time.
 
-    ``dhs`` is the gradient reaching each state from its output (None: nothing; otherwise used as
-    scratch space), ``d_h_last`` what reaches the last state from later batches (None: nothing).
+    ``W_hh`` the weights of the forward pass; ``dhs`` is the gradient reaching each state from its
+    output (None: nothing; otherwise used as scratch space), ``d_h_last`` what reaches the last state
+    from later batches (None: nothing).
     """
     if runs_compiled(hs):
         with kernels.running_on(kernels.torch_team.team()):
             dz, d_h0 = kernels.recurrence.backward(
-                hs.numpy(), W_hh_T.numpy(), None if dhs is None else dhs.numpy(),
+                hs.numpy(), W_hh.detach().numpy(), None if dhs is None else dhs.numpy(),
                 None if d_h_last is None else d_h_last.numpy(), activation, need_dh0,
                 threads=kernels.threads("torch"))
         return torch.from_numpy(dz), None if d_h0 is None else torch.from_numpy(d_h0)
+    # the step products with a contiguous W_hh^T run about a third faster than with a transposed view
+    W_hh_T = W_hh.T.contiguous()
     num_steps = hs.shape[0] - 1
     dz = _activation_grad(hs[1:], activation)  # becomes dL/dz_t step by step below
     dz_steps = dz.unbind(0)
@@ -243,7 +246,7 @@ class TorchRNN(TorchCell):
         hs, activation = cache
         d_last = None if d_final is None else d_final[0]
         d_outputs = _output_grads(d_outputs, None, hs[1:])
-        dz, dh0 = rnn_backward_steps(hs, weights.W_h.T.contiguous(), d_outputs, d_last, activation,
+        dz, dh0 = rnn_backward_steps(hs, weights.W_h, d_outputs, d_last, activation,
                                      need_d_state0)
         hidden = hs.shape[2]
         d_W_hh = hs[:-1].reshape(-1, hidden).T @ dz.reshape(-1, hidden)

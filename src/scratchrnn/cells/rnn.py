@@ -86,10 +86,10 @@ class RNNCell(Cell):
         if d_outputs is None and dh_last is None:       # nothing reaches this minibatch
             d_terms = np.zeros_like(hs[1:])
             return d_terms, {"W_hh": np.zeros_like(weights.W_h)}, (np.zeros_like(hs[0]),) if need_d_state0 else None
-        W_hh_T = np.ascontiguousarray(weights.W_h.T)
         if kernels.supports("rnn", hs.dtype, "cpu", "backward", batch=hs.shape[1], framework="numpy"):
-            dz, dh0 = kernels.recurrence.backward(hs, W_hh_T, d_outputs, dh_last, activation, need_d_state0)
+            dz, dh0 = kernels.recurrence.backward(hs, weights.W_h, d_outputs, dh_last, activation, need_d_state0)
         else:
+            W_hh_T = np.ascontiguousarray(weights.W_h.T)
             dz, dh0 = backprop_steps(hs, W_hh_T, d_outputs, dh_last, activation, need_d_state0)
         d_W_hh = hs[:-1].reshape(-1, hidden).T @ dz.reshape(-1, hidden)
         return dz, {"W_hh": d_W_hh}, (dh0,) if need_d_state0 else None

@@ -30,7 +30,7 @@ import numpy as np
 
 from ._sources import source_hash
 
-ABI = 5                       # dispatch.c's SCRATCHRNN_KERNELS_ABI: the interface this file calls
+ABI = 6                       # dispatch.c's SCRATCHRNN_KERNELS_ABI: the interface this file calls
 VARIANTS = ("native", "avx512", "avx2", "baseline")     # in the order of preference
 MAX_DEFAULT_THREADS = 8
 _TRUE = ("1", "true", "yes", "on")

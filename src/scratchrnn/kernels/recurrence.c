@@ -6,43 +6,29 @@
    step is a (batch x hidden) @ (hidden x hidden) product that must wait for the one before, small
    enough that a multithreaded BLAS call spends a good part of it starting and joining its threads,
    with Python and an elementwise pass around every one. Here the rows of the minibatch, which never
-   look at each other, are shared out among the threads once for the whole sequence: each keeps W_hh
-   (1 MB at the chapter's size) in its own core's cache and walks all the steps of its rows alone,
-   applying the activation as it goes (see row_groups in kernels.h), on the library's own threads (pool.c).
+   look at each other, are shared out among the threads once for the whole sequence: each walks all
+   the steps of its rows alone, applying the activation as it goes (see row_groups in kernels.h), on
+   the library's own threads (pool.c) or the framework's. W_hh (1 MB at the chapter's size) is first
+   packed in panels (gated.h), which every thread then streams from its own core's cache in order,
+   and the backward loop packs W_hh^T straight from W_hh, so no caller transposes it.
 
    Same mathematics as the NumPy backend's _run and _backprop_recurrence:
      forward   h_t = act(z_t),  z_t = (x_t W_xh + b_h) + h_{t-1} W_hh
      backward  dL/dz_t = (dL/dh_t from the output + dL/dz_{t+1} W_hh^T) * act'(z_t)
    with act' written in terms of h_t: 1 - h_t^2 for tanh, [h_t > 0] for ReLU. */
-#include "kernels.h"
+#include "gated.h"
 
 #define MIN_ROWS_PER_GROUP 8
 #define MAX_ROWS_PER_GROUP 16
 
 typedef struct {
     int steps, batch, hidden, relu, first, rows;
-    const float *W;                /* W_hh for the forward pass, W_hh^T for the backward one */
+    const float *W;                /* packed panels of W_hh (forward) or of W_hh^T (backward) */
     float *hs;                     /* (steps + 1, batch, hidden) */
     const float *dhs, *dh_last;    /* backward: (steps, batch, hidden) and (batch, hidden), or NULL */
     float *dz, *dh0;               /* backward: (steps, batch, hidden) and (batch, hidden) or NULL */
     int status;
 } Job;
-
-/* W (hidden x hidden) with rows on cache lines and padded to whole vectors: W itself where it already
-   is so, else a copy (*copy, to be freed). The copy is made by the thread that uses it, so it lands in
-   that thread's core's cache. */
-static const float *weights_as_rows(const float *W, int hidden, int padded, float **copy)
-{
-    *copy = NULL;
-    if (padded == hidden && (uintptr_t)W % 64 == 0) return W;
-    *copy = alloc_floats((size_t)hidden * padded);
-    if (!*copy) return NULL;
-    for (int i = 0; i < hidden; i++) {
-        memcpy(*copy + (size_t)i * padded, W + (size_t)i * hidden, sizeof(float) * hidden);
-        memset(*copy + (size_t)i * padded + hidden, 0, sizeof(float) * (padded - hidden));
-    }
-    return *copy;
-}
 
 /* Where this group's rows of step t begin in a (steps, batch, hidden) array */
 static size_t rows_at(const Job *j, int t)
@@ -54,20 +40,18 @@ static void *forward_rows(void *arg)
 {
     Job *j = arg;
     const int H = j->hidden, P = round_up(H, LANES), R = j->rows;
-    float *copy, *acc = alloc_floats((size_t)R * P);
-    const float *W = weights_as_rows(j->W, H, P, &copy);
+    float *acc = alloc_floats((size_t)R * P);
     j->status = -1;
-    if (W && acc) {
+    if (acc) {
         memset(acc, 0, sizeof(float) * (size_t)R * P);
         for (int t = 0; t < j->steps; t++) {
             float *h = j->hs + rows_at(j, t + 1);          /* comes in holding x_t W_xh + b_h */
             for (int r = 0; r < R; r++) memcpy(acc + (size_t)r * P, h + (size_t)r * H, sizeof(float) * H);
-            add_product(acc, P, j->hs + rows_at(j, t), H, W, P, H, R, P / VEC);
+            add_panel_product(acc, P, j->hs + rows_at(j, t), H, j->W, H, R, P / VEC, t & 1);
             for (int r = 0; r < R; r++) activate(h + (size_t)r * H, acc + (size_t)r * P, H, j->relu);
         }
         j->status = 0;
     }
-    free(copy);
     free(acc);
     return NULL;
 }
@@ -76,10 +60,9 @@ static void *backward_rows(void *arg)
 {
     Job *j = arg;
     const int H = j->hidden, P = round_up(H, LANES), R = j->rows;
-    float *copy, *carried = alloc_floats((size_t)R * P);   /* dL/dz_{t+1} W_hh^T: what reaches h_t */
-    const float *W_T = weights_as_rows(j->W, H, P, &copy);
+    float *carried = alloc_floats((size_t)R * P);   /* dL/dz_{t+1} W_hh^T: what reaches h_t */
     j->status = -1;
-    if (W_T && carried) {
+    if (carried) {
         memset(carried, 0, sizeof(float) * (size_t)R * P);
         if (j->dh_last)
             for (int r = 0; r < R; r++)
@@ -98,20 +81,20 @@ static void *backward_rows(void *arg)
             }
             if (t == 0 && !j->dh0) break;
             memset(carried, 0, sizeof(float) * (size_t)R * P);
-            add_product(carried, P, dz, H, W_T, P, H, R, P / VEC);
+            add_panel_product(carried, P, dz, H, j->W, H, R, P / VEC, t & 1);
         }
         if (j->dh0)
             for (int r = 0; r < R; r++)
                 memcpy(j->dh0 + (size_t)(j->first + r) * H, carried + (size_t)r * P, sizeof(float) * H);
         j->status = 0;
     }
-    free(copy);
     free(carried);
     return NULL;
 }
 
-/* Runs one of the two loops over groups of rows, one thread each; 0, or -1 if memory ran out. */
-static int run_in_groups(void *(*loop)(void *), Job whole, int num_threads)
+/* Runs one of the two loops over groups of rows, one thread each, on W_hh packed (its transpose if
+   `transposed`); 0, or -1 if memory ran out. */
+static int run_in_groups(void *(*loop)(void *), Job whole, const float *W_hh, int transposed, int num_threads)
 {
     /* two groups per thread, of 8 to 16 rows, that the threads take one at a time: a thread that
        gets its core late (beside a framework's or BLAS library's threads, which spin for a while
@@ -123,7 +106,13 @@ static int run_in_groups(void *(*loop)(void *), Job whole, int num_threads)
     const int groups = threads == 1 ? 1 : (whole.batch / rows_per_group > threads
                                            ? whole.batch / rows_per_group : threads);
     Job *jobs = malloc(sizeof(Job) * (size_t)groups);
-    if (!jobs) return -1;
+    float *panels = jobs ? packed(W_hh, whole.hidden, 1, whole.hidden, round_up(whole.hidden, LANES),
+                                  transposed, threads) : NULL;
+    if (!panels) {
+        free(jobs);
+        return -1;
+    }
+    whole.W = panels;
     for (int g = 0; g < groups; g++) {
         jobs[g] = whole;
         jobs[g].rows = group_rows(whole.batch, groups, g, &jobs[g].first);
@@ -131,6 +120,7 @@ static int run_in_groups(void *(*loop)(void *), Job whole, int num_threads)
     scratchrnn_pool_run(loop, jobs, sizeof(Job), groups, threads);
     int status = 0;
     for (int g = 0; g < groups; g++) status = jobs[g].status ? jobs[g].status : status;
+    free(panels);
     free(jobs);
     return status;
 }
@@ -141,22 +131,23 @@ static int run_in_groups(void *(*loop)(void *), Job whole, int num_threads)
 int VARIANT_NAME(scratchrnn_recurrence_forward)(int steps, int batch, int hidden, int num_threads, int relu,
                                   const float *W_hh, float *hs)
 {
-    Job whole = { .steps = steps, .batch = batch, .hidden = hidden, .relu = relu, .W = W_hh, .hs = hs };
-    return run_in_groups(forward_rows, whole, num_threads);
+    Job whole = { .steps = steps, .batch = batch, .hidden = hidden, .relu = relu, .hs = hs };
+    return run_in_groups(forward_rows, whole, W_hh, 0, num_threads);
 }
 
-/* Backpropagation through the recurrence of one minibatch, given the hs of its forward pass and W_hh^T
-   (contiguous). dhs (steps, batch, hidden): the loss gradient reaching each h_t from its own output, or
-   NULL (an earlier batch, reached only through its last state); dh_last (batch, hidden): the gradient
-   reaching the last state from later batches, or NULL. Writes dz (steps, batch, hidden) = dL/dz_t, and
-   dh0 = dL/dh_0 unless it is NULL. Returns 0, or -1 if memory ran out (outputs undefined). */
+/* Backpropagation through the recurrence of one minibatch, given the hs of its forward pass and the
+   W_hh it ran with (not transposed). dhs (steps, batch, hidden): the loss gradient reaching each h_t
+   from its own output, or NULL (an earlier batch, reached only through its last state); dh_last
+   (batch, hidden): the gradient reaching the last state from later batches, or NULL. Writes dz
+   (steps, batch, hidden) = dL/dz_t, and dh0 = dL/dh_0 unless it is NULL. Returns 0, or -1 if memory
+   ran out (outputs undefined). */
 int VARIANT_NAME(scratchrnn_recurrence_backward)(int steps, int batch, int hidden, int num_threads, int relu,
-                                   const float *W_hh_T, const float *hs, const float *dhs,
+                                   const float *W_hh, const float *hs, const float *dhs,
                                    const float *dh_last, float *dz, float *dh0)
 {
-    Job whole = { .steps = steps, .batch = batch, .hidden = hidden, .relu = relu, .W = W_hh_T,
-                  .hs = (float *)hs, .dhs = dhs, .dh_last = dh_last, .dz = dz, .dh0 = dh0 };
-    return run_in_groups(backward_rows, whole, num_threads);
+    Job whole = { .steps = steps, .batch = batch, .hidden = hidden, .relu = relu, .hs = (float *)hs,
+                  .dhs = dhs, .dh_last = dh_last, .dz = dz, .dh0 = dh0 };
+    return run_in_groups(backward_rows, whole, W_hh, 1, num_threads);
 }
 
 /* Whether this processor runs this variant: has every instruction set its file was compiled for

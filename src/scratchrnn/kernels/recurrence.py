@@ -3,10 +3,10 @@
 
 The NumPy and PyTorch backends hand them the two loops that must walk the minibatch step by step: the
 forward recurrence, and backpropagation through it. Each thread takes a group of the minibatch's rows
-and walks all steps of those rows alone, with W_hh in its own core's cache: at the chapter's size
-(batch 32, 35 steps, 512 hidden) about 2.2 ms for each loop, where NumPy's, a BLAS call and an
-elementwise pass per step, take about 5 (benchmarks/recurrence_kernel.py). The backends keep their own
-loops for float64, GPUs, and where the library is not built; those are the code the tests hold this to.
+and walks all steps of those rows alone, reading W_hh packed in panels from its own core's cache;
+NumPy's loops instead make a BLAS call and an elementwise pass per step (the two side by side:
+benchmarks/recurrence_kernel.py). The backends keep their own loops for float64, GPUs, and where the
+library is not built; those are the code the tests hold this to.
 
 Threads: the library's own (pool.c), as many as the framework served is told to use
 (``_library.threads``). They share the cores with the BLAS library's threads, which spin for a while
@@ -57,12 +57,13 @@ def forward(hs: np.ndarray, W_hh: np.ndarray, activation: str, threads: int | No
         raise MemoryError("the compiled recurrence ran out of memory")
 
 
-def backward(hs: np.ndarray, W_hh_T: np.ndarray, dhs: np.ndarray | None, dh_last: np.ndarray | None,
+def backward(hs: np.ndarray, W_hh: np.ndarray, dhs: np.ndarray | None, dh_last: np.ndarray | None,
              activation: str, need_dh0: bool, threads: int | None = None,
              kernels: _library.Kernels | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """Backpropagation through the recurrence of one minibatch: ``(dz, dh0)``.
 
-    ``hs`` are the states of its forward pass (``forward``'s output) and ``W_hh_T`` is W_hh transposed.
+    ``hs`` are the states of its forward pass (``forward``'s output) and ``W_hh`` the weights it ran
+    with, as they are (the compiled loop packs their transpose itself).
     ``dhs`` (steps, batch, hidden) is the loss gradient reaching each state from its own output (None
     for an earlier minibatch, which is reached through its last state only); ``dh_last`` is the
     gradient reaching the last state from later minibatches (None: nothing). Returns dL/dz_t for every
@@ -78,7 +79,7 @@ def backward(hs: np.ndarray, W_hh_T: np.ndarray, dhs: np.ndarray | None, dh_last
     dh0 = np.empty((batch, hidden), dtype=np.float32) if need_dh0 else None
     status = (kernels or _library.load()).recurrence_backward(
         steps, batch, hidden, threads or _library.threads(), int(activation == "relu"),
-        np.ascontiguousarray(W_hh_T, dtype=np.float32), hs, _library.address(dhs),
+        np.ascontiguousarray(W_hh, dtype=np.float32), hs, _library.address(dhs),
         _library.address(dh_last), dz, _library.address(dh0))
     if status != 0:
         raise MemoryError("the compiled recurrence ran out of memory")
