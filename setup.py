@@ -92,6 +92,7 @@ class BuildKernels(build_ext):
 
 ext_modules = [] if sys.platform == "win32" else [
     Extension(KERNELS, VARIANT_SOURCES + SHARED_SOURCES,
-              depends=[str(KERNELS_DIR / name) for name in ("kernels.h", "gated.h", "pool.h", "_sources.py")],
+              depends=[str(KERNELS_DIR / name)
+                       for name in ("kernels.h", "panels.h", "gated.h", "pool.h", "_sources.py")],
               optional=True)]
 setup(ext_modules=ext_modules, cmdclass={"build_ext": BuildKernels})

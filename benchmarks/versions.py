@@ -5,6 +5,7 @@ the chapter's settings, this checkout against another, with the chapter's code a
     (cd /tmp/before && /work/main/.venv/bin/python setup.py build_ext --inplace)
     .venv/bin/python benchmarks/versions.py --other /tmp/before --rounds 25 --name versions-torch
     .venv/bin/python benchmarks/versions.py --other /tmp/before --backend mxnet --python .venv-mxnet/bin/python
+    .venv/bin/python benchmarks/versions.py --other /tmp/before --generate 64    # generation, 64 streams
 
 On a machine whose speed moves from minute to minute (a virtual machine on a shared host), rates
 measured an hour apart, or in processes run one after another, cannot tell a few percent lost from the
@@ -18,6 +19,9 @@ float32 on the CPU, through the version's own ``train_epoch``. Rates are medians
 share of the CPUs' time the host took is printed beside them. Only the API both versions share is
 used (``backends.create``, ``ModelConfig``, ``init_params``, ``load_corpus``, ``SeqDataLoader``,
 ``TrainConfig``, ``train_epoch``), which every version since the first benchmark has.
+``--generate STREAMS`` times greedy generation instead (``generation.predict_many``), as ``bench.py``
+does: STREAMS 12-character slices of the book as prompts, ``--chars`` characters each, against the
+chapter's ``predict_ch8`` for one stream.
 """
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -35,9 +40,11 @@ sys.path.insert(0, str(HERE))
 import bench  # noqa: E402  (this folder: the chapter's code, the pause between rows, the steal meter)
 
 
-def worker(row: str, backend_name: str, cell: str) -> None:
+def worker(row: str, backend_name: str, cell: str, streams: int) -> None:
     """Serves one row: after warming up, reads "START COUNT" lines and answers each with the tokens/s
-    of training minibatches START .. START + COUNT - 1."""
+    of training minibatches START .. START + COUNT - 1, or, if ``streams``, with the characters/s of
+    generating COUNT characters for each of that many streams (the chapter's row: one stream, its
+    ``predict_ch8``)."""
     import scratchrnn
     from scratchrnn.data import SeqDataLoader, load_corpus
     corpus, vocab = load_corpus(None, None)
@@ -46,6 +53,10 @@ def worker(row: str, backend_name: str, cell: str) -> None:
     if row == "chapter":
         runner = bench._ChapterRunner("chapter", spec, vocab)
         train = runner.train
+
+        def generate(num_chars):
+            runner.generate_one(bench.GENERATION_PREFIX, num_chars)
+            return 1
     else:
         from scratchrnn import backends
         from scratchrnn.model import ModelConfig, init_params
@@ -57,22 +68,35 @@ def worker(row: str, backend_name: str, cell: str) -> None:
 
         def train(chosen):
             return train_epoch(backend, chosen, settings).tokens_per_sec
+
+        def generate(num_chars):
+            from scratchrnn.generation import predict_many
+            # as bench.py's 64 streams: 12-character slices of the book, one a stream
+            prefixes = ["".join(vocab.to_tokens(list(corpus[i * 97:i * 97 + 12]))) for i in range(streams)]
+            predict_many(backend, vocab, prefixes, num_chars)
+            return streams
     train(batches[:2])
+    if streams:
+        generate(2)
     print(json.dumps({"ready": True, "scratchrnn": str(Path(scratchrnn.__file__).parent), "batches": len(batches)}),
           flush=True)
     for line in sys.stdin:
         start, count = (int(word) for word in line.split())
-        chosen = [batches[(start + k) % len(batches)] for k in range(count)]
-        print(json.dumps({"tokens_per_s": train(chosen)}), flush=True)
+        if streams:
+            began = time.perf_counter()
+            rate = generate(count) * count / (time.perf_counter() - began)
+        else:
+            rate = train([batches[(start + k) % len(batches)] for k in range(count)])
+        print(json.dumps({"rate": rate}), flush=True)
 
 
 class Worker:
     """A row's worker process, started with ``src`` first on its PYTHONPATH."""
 
-    def __init__(self, row: str, src: Path, backend_name: str, python: str, cell: str):
+    def __init__(self, row: str, src: Path, backend_name: str, python: str, cell: str, streams: int):
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(src), os.environ.get("PYTHONPATH", "")])}
         self.process = subprocess.Popen([python, __file__, "--worker", row, "--backend", backend_name,
-                                         "--cell", cell],
+                                         "--cell", cell, "--generate", str(streams)],
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
         self.info = self._answer()
         if row != "chapter" and Path(self.info["scratchrnn"]) != src / "scratchrnn":
@@ -84,10 +108,10 @@ class Worker:
             raise SystemExit(f"a worker ended early (exit status {self.process.wait()})")
         return json.loads(line)
 
-    def train(self, start: int, count: int) -> float:
+    def measure(self, start: int, count: int) -> float:
         self.process.stdin.write(f"{start} {count}\n")
         self.process.stdin.flush()
-        return self._answer()["tokens_per_s"]
+        return self._answer()["rate"]
 
     def close(self) -> None:
         self.process.stdin.close()
@@ -106,18 +130,28 @@ def main() -> None:
                              "stays the chapter's RNN)")
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--batches", type=int, default=8, help="minibatches of 32 x 35 tokens per timing")
+    parser.add_argument("--generate", type=int, default=0, metavar="STREAMS",
+                        help="measure greedy generation for this many streams instead of training (the "
+                             "chapter's row: predict_ch8, one stream)")
+    parser.add_argument("--chars", type=int, default=200,
+                        help="with --generate: characters a stream per timing")
     parser.add_argument("--name", help="write benchmarks/results/<name>.json")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        return worker(args.worker, args.backend, args.cell)
+        return worker(args.worker, args.backend, args.cell, args.generate)
     if args.other is None or not (args.other / "src" / "scratchrnn").is_dir():
         parser.error("--other must name a checkout of scratchrnn (a folder with src/scratchrnn)")
     sources = {"chapter": HERE.parent / "src", "this": HERE.parent / "src", "other": args.other.resolve() / "src"}
-    workers = {row: Worker(row, src, args.backend, sys.executable if row == "chapter" else args.python, args.cell)
+    workers = {row: Worker(row, src, args.backend, sys.executable if row == "chapter" else args.python, args.cell,
+                           args.generate)
                for row, src in sources.items()}
     commits = {row: _commit(src.parent) for row, src in sources.items() if row != "chapter"}
-    print(f"{args.backend} backend, {args.cell}; this: {commits['this']}, other: {commits['other']}", flush=True)
+    task = f"generation, {args.generate} streams" if args.generate else "training"
+    unit = "chars/s" if args.generate else "tokens/s"
+    count = args.chars if args.generate else args.batches
+    print(f"{args.backend} backend, {args.cell}, {task}; this: {commits['this']}, other: {commits['other']}",
+          flush=True)
     rates: dict = {row: [] for row in workers}
     names = list(workers)
     steal = bench.StealMeter()
@@ -126,7 +160,7 @@ def main() -> None:
             start = 2 + args.batches * round_index
             for row in names[round_index % len(names):] + names[:round_index % len(names)]:
                 bench.settle()
-                rates[row].append(workers[row].train(start, args.batches))
+                rates[row].append(workers[row].measure(start, count))
             print(f"  round {round_index + 1} of {args.rounds}: " + ", ".join(
                 f"{row} {values[-1]:,.0f}" for row, values in rates.items()), flush=True)
     finally:
@@ -134,9 +168,9 @@ def main() -> None:
             process.close()
     steal_share = steal.share()
     medians = {row: statistics.median(values) for row, values in rates.items()}
-    print(f"\nmedian tokens/s of {args.rounds} rounds of {args.batches} minibatches"
-          + f"; {bench.StealMeter.describe(steal_share)}")
-    print("| row | tokens/s | x chapter | x other |\n|---|---:|---:|---:|")
+    timing = f"{args.chars} characters a stream" if args.generate else f"{args.batches} minibatches"
+    print(f"\nmedian {unit} of {args.rounds} rounds of {timing}; {bench.StealMeter.describe(steal_share)}")
+    print(f"| row | {unit} | x chapter | x other |\n|---|---:|---:|---:|")
     for row, rate in medians.items():
         print(f"| {row} | {rate:,.0f} | {rate / medians['chapter']:.2f}x | {rate / medians['other']:.2f}x |")
     if args.name:
@@ -145,8 +179,9 @@ def main() -> None:
             "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                         "load_average_at_end": os.getloadavg(), "steal_share": steal_share},
             "settings": {"backend": args.backend, "cell": args.cell, "rounds": args.rounds,
-                         "batches": args.batches},
-            "commits": commits, "tokens_per_s": medians, "runs": rates}, indent=2) + "\n")
+                         "batches": args.batches, "generate_streams": args.generate, "chars": args.chars},
+            "commits": commits, "chars_per_s" if args.generate else "tokens_per_s": medians, "runs": rates},
+            indent=2) + "\n")
         print(f"written: {path}")
 
 

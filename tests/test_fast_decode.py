@@ -52,6 +52,8 @@ def _reference(h, logits, input_rows, W_step, b_q, activation, num_tokens):
     # enough streams for each thread to take a group of rows: groups of 10 and 9 rows, of 9, 9 and 9
     (64, 28, 19, 2, "tanh", 40),
     (40, 7, 27, 3, "tanh", 40),
+    # W_hh in panels of 64, 64 and 32 columns (with AVX-512), every other step taken backwards
+    (150, 28, 20, 2, "tanh", 40),
     (64, 28, 512, 2, "tanh", 20),   # as many streams as it takes with AVX-512
     # more threads than this machine's cores: they wait for each other, thread 0 goes on alone for a
     # while, they meet again, and it must all come out the same

@@ -7,8 +7,8 @@
    work is split by columns of W_hh: each thread keeps its own slice of the weights (packed, in its own
    core's cache) and computes its slice of the new state and its share of the logits; the threads meet
    once per character, to add up the logits and pick the same token. With many streams the products
-   are real matrix products, computed a block of registers at a time (add_product), and each thread
-   takes a group of streams of its own instead (scratchrnn_greedy_decode).
+   are real matrix products, computed a block of registers at a time over W_hh packed in panels
+   (panels.h), and each thread takes a group of streams of its own instead (scratchrnn_greedy_decode).
 
    Same mathematics as decode_loop: h_t = act(W_xh[x_t] + b_h + h_{t-1} W_hh), logits = h_t W_hq + b_q,
    x_{t+1} = argmax(logits), the first maximum on ties as np.argmax. Sums run in another order than
@@ -22,7 +22,7 @@
 #include <stdatomic.h>
 #include <time.h>
 
-#include "kernels.h"
+#include "panels.h"
 
 #define MIN_ROWS_PER_GROUP 8   /* rows a thread needs to decode them on its own (scratchrnn_greedy_decode) */
 #define CHUNK_ROWS 16          /* rows of the groups the threads take in turn, when there are many */
@@ -43,7 +43,7 @@ void VARIANT_NAME(scratchrnn_tanh)(int n, const float *x, float *out)
    slice t; a thread alone (see run_worker) computes them all. */
 typedef struct {
     int first, width, padded;   /* columns first..first+width-1; padded: width rounded up to LANES */
-    float *W_hh;                /* (hidden, padded): W_hh[:, slice], rows of whole cache lines */
+    float *W_hh;                /* W_hh[:, slice], (hidden, padded): in panels, or rows for one row */
     float *W_hq;                /* (padded, vocab_padded): W_hq[slice, :] */
     float *acc;                 /* (batch, padded) */
     /* the scratch space of the thread with the slice's number: its copy of the state and of the
@@ -126,23 +126,35 @@ static void pick_tokens(const Shared *s, int step, const float *shares, float *l
     }
 }
 
-/* Packs slice t's weights; run by the thread that computes it, so that they land in its core's cache. */
+/* Packs slice t's weights; run by the thread that computes it, so that they land in its core's cache.
+   W_hh's slice in panels (panels.h) when there are several rows, whose products read it a panel at a
+   time; as whole rows for a single row, whose product takes more vectors of columns at once than a
+   panel holds. */
 static void pack_slice(const Shared *s, Slice *c)
 {
     const int H = s->hidden, V = s->vocab, VP = s->vocab_padded, stride = H + V;
     memset(c->W_hh, 0, sizeof(float) * (size_t)H * c->padded);
     memset(c->W_hq, 0, sizeof(float) * (size_t)c->padded * VP);
-    for (int i = 0; i < H; i++)
-        memcpy(c->W_hh + (size_t)i * c->padded, s->W_step + (size_t)i * stride + c->first,
-               sizeof(float) * c->width);
+    if (s->batch > 1) {
+        /* the slice's columns of W_step's first H, as one block of `stride` columns */
+        PackJob job = { .W = s->W_step, .out = c->W_hh, .rows = H, .blocks = 1, .cols = stride,
+                        .padded = c->padded, .first_unit = c->first, .units = c->width,
+                        .first = 0, .count = (c->padded + PANEL - 1) / PANEL };
+        pack_panels(&job);
+    } else {
+        for (int i = 0; i < H; i++)
+            memcpy(c->W_hh + (size_t)i * c->padded, s->W_step + (size_t)i * stride + c->first,
+                   sizeof(float) * c->width);
+    }
     for (int j = 0; j < c->width; j++)
         memcpy(c->W_hq + (size_t)j * VP, s->W_step + (size_t)(c->first + j) * stride + H, sizeof(float) * V);
 }
 
 /* One step for one slice: h_next[:, slice] = act(W_xh[token, slice] + b_h[slice] + h W_hh[:, slice]),
-   and the slice's share of the logits of h_next, h_next[:, slice] W_hq[slice, :]. */
-static void advance_slice(const Shared *s, const Slice *c, int index, const float *h, const int *token,
-                          float *h_next, float *shares)
+   and the slice's share of the logits of h_next, h_next[:, slice] W_hq[slice, :]. Every other step
+   takes the panels of W_hh in reverse order (add_panel_product). */
+static void advance_slice(const Shared *s, const Slice *c, int index, int step, const float *h,
+                          const int *token, float *h_next, float *shares)
 {
     const int B = s->batch, H = s->hidden, VP = s->vocab_padded, wp = c->padded;
     for (int b = 0; b < B; b++) {
@@ -150,7 +162,10 @@ static void advance_slice(const Shared *s, const Slice *c, int index, const floa
         memcpy(a, s->input_rows + (size_t)token[b] * H + c->first, sizeof(float) * c->width);
         for (int j = c->width; j < wp; j++) a[j] = 0.0f;
     }
-    add_product(c->acc, wp, h, H, c->W_hh, wp, H, B, wp / VEC);
+    if (B > 1)
+        add_panel_product(c->acc, wp, h, H, c->W_hh, H, B, wp / VEC, step & 1);
+    else
+        add_product(c->acc, wp, h, H, c->W_hh, wp, H, B, wp / VEC);
     for (int b = 0; b < B; b++) {
         float *a = c->acc + (size_t)b * wp;
         activate(a, a, wp, s->relu);                                 /* padding stays 0 */
@@ -224,7 +239,7 @@ static void *run_worker(void *arg)
         memcpy(h_copy, s->state[parity], sizeof(float) * (size_t)B * H);
         float *h_next = s->state[parity ^ 1], *shares = s->shares[parity];
         for (int t = alone ? 0 : w->thread; t < (alone ? T : w->thread + 1); t++)
-            advance_slice(s, &s->slices[t], t, h_copy, token, h_next, shares);
+            advance_slice(s, &s->slices[t], t, step, h_copy, token, h_next, shares);
         if (alone) {
             atomic_fetch_add_explicit(&s->arrived, T, memory_order_acq_rel);
         } else {

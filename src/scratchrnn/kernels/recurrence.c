@@ -9,14 +9,14 @@
    look at each other, are shared out among the threads once for the whole sequence: each walks all
    the steps of its rows alone, applying the activation as it goes (see row_groups in kernels.h), on
    the library's own threads (pool.c) or the framework's. W_hh (1 MB at the chapter's size) is first
-   packed in panels (gated.h), which every thread then streams from its own core's cache in order,
+   packed in panels (panels.h), which every thread then streams from its own core's cache in order,
    and the backward loop packs W_hh^T straight from W_hh, so no caller transposes it.
 
    Same mathematics as the NumPy backend's _run and _backprop_recurrence:
      forward   h_t = act(z_t),  z_t = (x_t W_xh + b_h) + h_{t-1} W_hh
      backward  dL/dz_t = (dL/dh_t from the output + dL/dz_{t+1} W_hh^T) * act'(z_t)
    with act' written in terms of h_t: 1 - h_t^2 for tanh, [h_t > 0] for ReLU. */
-#include "gated.h"
+#include "panels.h"
 
 #define MIN_ROWS_PER_GROUP 8
 #define MAX_ROWS_PER_GROUP 16
