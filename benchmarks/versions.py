@@ -75,9 +75,10 @@ def worker(row: str, backend_name: str, cell: str, streams: int) -> None:
             prefixes = ["".join(vocab.to_tokens(list(corpus[i * 97:i * 97 + 12]))) for i in range(streams)]
             predict_many(backend, vocab, prefixes, num_chars)
             return streams
-    train(batches[:2])
-    if streams:
+    if streams:        # the warm-up
         generate(2)
+    else:
+        train(batches[:2])
     print(json.dumps({"ready": True, "scratchrnn": str(Path(scratchrnn.__file__).parent), "batches": len(batches)}),
           flush=True)
     for line in sys.stdin:

@@ -126,22 +126,25 @@ static void pick_tokens(const Shared *s, int step, const float *shares, float *l
     }
 }
 
-/* Packs slice t's weights; run by the thread that computes it, so that they land in its core's cache.
-   W_hh's slice in panels (panels.h) when there are several rows, whose products read it a panel at a
-   time; as whole rows for a single row, whose product takes more vectors of columns at once than a
-   panel holds. */
+/* Whether the slices hold W_hh in panels (panels.h): with several rows, whose products read it a panel
+   at a time; a single row's product takes more vectors of columns at once than a panel holds, and
+   reads W_hh as whole rows. */
+static int in_panels(const Shared *s) { return s->batch > 1; }
+
+/* Packs slice t's weights; run by the thread that computes it, so that they land in its core's cache. */
 static void pack_slice(const Shared *s, Slice *c)
 {
     const int H = s->hidden, V = s->vocab, VP = s->vocab_padded, stride = H + V;
-    memset(c->W_hh, 0, sizeof(float) * (size_t)H * c->padded);
     memset(c->W_hq, 0, sizeof(float) * (size_t)c->padded * VP);
-    if (s->batch > 1) {
-        /* the slice's columns of W_step's first H, as one block of `stride` columns */
+    if (in_panels(s)) {
+        /* the slice's columns of W_step's first H, as one block of `stride` columns; the padding
+           columns written as zeros */
         PackJob job = { .W = s->W_step, .out = c->W_hh, .rows = H, .blocks = 1, .cols = stride,
                         .padded = c->padded, .first_unit = c->first, .units = c->width,
                         .first = 0, .count = (c->padded + PANEL - 1) / PANEL };
         pack_panels(&job);
     } else {
+        memset(c->W_hh, 0, sizeof(float) * (size_t)H * c->padded);
         for (int i = 0; i < H; i++)
             memcpy(c->W_hh + (size_t)i * c->padded, s->W_step + (size_t)i * stride + c->first,
                    sizeof(float) * c->width);
@@ -162,7 +165,7 @@ static void advance_slice(const Shared *s, const Slice *c, int index, int step, 
         memcpy(a, s->input_rows + (size_t)token[b] * H + c->first, sizeof(float) * c->width);
         for (int j = c->width; j < wp; j++) a[j] = 0.0f;
     }
-    if (B > 1)
+    if (in_panels(s))
         add_panel_product(c->acc, wp, h, H, c->W_hh, H, B, wp / VEC, step & 1);
     else
         add_product(c->acc, wp, h, H, c->W_hh, wp, H, B, wp / VEC);
