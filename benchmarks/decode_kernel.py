@@ -4,7 +4,7 @@
 
 For 1 to 1024 streams: microseconds per step (one character for every stream) of
 - the compiled decoder with 1 thread and with 2 (``kernels.decode.greedy_decode``),
-- ``numpy_backend.decode_loop`` (one BLAS product per step, Python around it).
+- ``backends.numpy.backend.decode_loop`` (one BLAS product per step, Python around it).
 Each is the best of several runs, the machine's noise being all on one side. This is where
 ``kernels.decode.MAX_BATCH_BY_VECTOR_FLOATS`` comes from: past it the BLAS product wins. Then, for the
 64-stream goal, the (64 x 512) @ (512 x 540) product alone; and 1 and 64 streams again while another
@@ -26,7 +26,7 @@ import numpy as np
 
 from scratchrnn import kernels
 from scratchrnn.kernels import decode as fast_decode
-from scratchrnn.backends.numpy_backend import decode_loop
+from scratchrnn.backends.numpy.backend import decode_loop
 from scratchrnn.generation import Decoding, TokenPicker
 
 HIDDEN, VOCAB = 512, 28

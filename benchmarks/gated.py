@@ -14,7 +14,7 @@ carried and detached, float32, on the CPU):
 - ``nn``: ``torch.nn.GRU`` / ``torch.nn.LSTM`` in the book's concise ``RNNModel`` (one-hot inputs, a
   linear output layer), trained by that same loop;
 - ``torch-chapter``: scratchrnn's torch backend, impl="chapter" (the book's cells, autograd);
-- ``torch``: scratchrnn's torch backend, its default fast path (hand-written BPTT, ``torch_stacked``);
+- ``torch``: scratchrnn's torch backend, its default fast path (hand-written BPTT, ``backends/torch/fast_model.py``);
 - ``numpy``: scratchrnn's NumPy reference (hand-written BPTT).
 
 Every row lives in this one process (torch and NumPy only; no two deep-learning frameworks), and each

@@ -15,7 +15,7 @@ float32, side by side in one process:
   step over the variant's, and the cell's forward and backward pass within the step. That is where
   ``kernels.gated.MAX_BATCH`` comes from.
 With ``--framework torch`` the same for the torch backend: its cells' own loops in PyTorch operations
-(``backends.torch_cells``, the weights in their gate order) against the compiled ones called from
+(``backends.torch.fast_cells``, the weights in their gate order) against the compiled ones called from
 them (in the compiled loops' order, on PyTorch's threads), and whole torch training steps.
 Each measurement is taken in rounds that run every implementation once, in turn, so that a machine
 that slows down for a while slows them all alike, and the fastest run counts (a machine's noise is all
@@ -101,7 +101,7 @@ def torch_loops_alone(cell_name: str, batch: int, names: list[str], rounds: int)
     that run (``TorchCell.runs_compiled``), the input terms copied before each forward pass (which
     turns them into the gates' values in place)."""
     import torch
-    from scratchrnn.backends.torch_cells import TORCH_CELLS
+    from scratchrnn.backends.torch.fast_cells import TORCH_CELLS
     torch.manual_seed(0)
     cell = TORCH_CELLS[cell_name]
     gates = gated.GATES[cell_name]

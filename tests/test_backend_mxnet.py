@@ -81,7 +81,7 @@ def test_a_backend_made_in_one_thread_trains_in_another():
 
 
 def test_importing_the_backend_prints_no_warnings():
-    code = "import scratchrnn.backends.mxnet_backend"
+    code = "import scratchrnn.backends.mxnet.backend"
     done = subprocess.run([sys.executable, "-W", "always", "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stderr == "" and done.stdout == ""

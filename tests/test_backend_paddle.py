@@ -45,7 +45,7 @@ def _import_backend_in_a_fresh_process(extra_env: dict) -> subprocess.CompletedP
     env = {k: v for k, v in os.environ.items() if k not in ("GLOG_minloglevel", "MKL_DEBUG_CPU_TYPE")}
     env.update(extra_env)
     code = ("import os\n"
-            "from scratchrnn.backends import paddle_backend\n"
+            "from scratchrnn.backends.paddle import backend\n"
             "names = ('GLOG_minloglevel', 'MKL_DEBUG_CPU_TYPE')\n"
             "print({k: os.environ[k] for k in names if k in os.environ})\n")
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)

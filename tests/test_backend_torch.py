@@ -110,7 +110,7 @@ def test_fast_training_without_detaching_equals_the_plain_path(config):
         assert _rel_err(results["fast"][1][key], value) < 1e-5, key
 
 
-# -- the fast path of every other model (torch_stacked) against the book's autograd form ----------------
+# -- the fast path of every other model (fast_model) against the book's autograd form ----------------
 STACKED_VARIANTS = [ModelConfig(9, 8, "tanh", embedding, 3 if embedding == "learned" else 0, cell=cell,
                                 num_layers=layers, dropout=dropout)
                     for cell in ("gru", "lstm") for layers in (1, 2) for dropout in (0.0, 0.3)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from scratchrnn import backends, cells
-from scratchrnn.backends.numpy_backend import NumpyBackend
+from scratchrnn.backends.numpy.backend import NumpyBackend
 from scratchrnn.generation import Decoding, generate_ids
 from scratchrnn.model import ModelConfig, init_params
 
@@ -238,7 +238,7 @@ def test_gradient_with_respect_to_the_starting_state(cell):
     def loss_and_d_state0(start):
         backend.set_dropout_rng_state(rng_state)
         logits, record = backend._run(X, start, train=True)
-        from scratchrnn.backends.numpy_backend import softmax_cross_entropy
+        from scratchrnn.backends.numpy.backend import softmax_cross_entropy
         value, dlogits = softmax_cross_entropy(logits, Y.T.reshape(-1))
         grads = {name: np.zeros_like(v) for name, v in params.items()}
         d_top = (dlogits @ params["W_hq"].T).reshape(record.top.shape)

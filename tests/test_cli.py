@@ -250,3 +250,28 @@ def test_every_option_is_explained_in_help():
         for action in sub._actions:
             assert action.help, f"{name} {action.option_strings or action.dest} has no help"
     assert run_cli("train", "--help").returncode == 0
+
+
+def test_import_scratchrnn_leaves_the_process_as_it_was():
+    # the command's early Ctrl-C handling is the launcher's (scratchrnn.launch), not the library's: a
+    # program that imports scratchrnn keeps its own SIGINT handler, whatever its argv[0] says
+    code = ("import signal, sys; sys.argv = ['scratchrnn', 'train']; "
+            "before = signal.getsignal(signal.SIGINT); "
+            "import scratchrnn, scratchrnn.cli; scratchrnn.predict; "
+            "sys.exit(signal.getsignal(signal.SIGINT) is not before)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_the_command_installs_its_start_up_handler_before_importing_the_cli(monkeypatch):
+    # a Ctrl-C that lands while the command still imports its modules ends it with one line, status 130
+    code = ("import os, signal, sys\n"
+            "import scratchrnn.launch as launch\n"
+            "def fake_import_then_interrupt(*a, **k):\n"
+            "    os.kill(os.getpid(), signal.SIGINT)\n"
+            "    raise AssertionError('the handler should have ended the program')\n"
+            "sys.modules['scratchrnn.cli'] = type(sys)('scratchrnn.cli')\n"
+            "sys.modules['scratchrnn.cli'].__getattr__ = lambda name: fake_import_then_interrupt()\n"
+            "launch.main()\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 130
+    assert proc.stderr == "scratchrnn: interrupted\n"

@@ -10,7 +10,7 @@ import pytest
 from contract import ForwardOnly, _boosted_params
 
 from scratchrnn import backends
-from scratchrnn.backends.numpy_backend import scatter_add_rows, softmax_cross_entropy
+from scratchrnn.backends.numpy.backend import scatter_add_rows, softmax_cross_entropy
 from scratchrnn.data import Vocab
 from scratchrnn.generation import Decoding, generate_ids, predict, vocab_text
 from scratchrnn.model import ModelConfig

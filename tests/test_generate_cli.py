@@ -12,7 +12,8 @@ import time
 import numpy as np
 import pytest
 
-from scratchrnn import backends, cli, cli_generate, console, memory
+from scratchrnn import backends, cli, console, memory
+from scratchrnn.cli import generate as cli_generate
 from scratchrnn.errors import UserError
 from scratchrnn.generation import Decoding, generate_blocks, generate_ids
 from scratchrnn.model import ModelConfig, init_params

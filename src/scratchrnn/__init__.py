@@ -1,44 +1,45 @@
 """scratchrnn: the character-level RNN of Dive into Deep Learning 8.5, from scratch, in five backends.
 
-Importing this package imports no deep-learning framework; a backend's framework is imported when
-that backend is first created (``scratchrnn.backends.create``).
+Importing this package imports no deep-learning framework and changes nothing about the process: the
+names below are loaded from their modules the first time they are used (a backend's framework when
+that backend is first created, ``scratchrnn.backends.create``). The ``scratchrnn`` command starts in
+``scratchrnn.launch``.
 """
+from __future__ import annotations
+
+import importlib
+
 __version__ = "0.1.0"
 
-import os as _os
-import signal as _signal
-import sys as _sys
+# public name -> the module that defines it (loaded on first use, PEP 562)
+_EXPORTS = {
+    "BACKENDS": "backends", "create_backend": "backends",
+    "RNNModelScratch": "chapter", "GRUModelScratch": "chapter", "LSTMModelScratch": "chapter",
+    "grad_clipping": "chapter", "load_data_time_machine": "chapter", "predict_ch8": "chapter",
+    "train_ch8": "chapter", "train_epoch_ch8": "chapter",
+    "Checkpoint": "checkpoint", "load_checkpoint": "checkpoint", "save_checkpoint": "checkpoint",
+    "SeqDataLoader": "data", "Vocab": "data", "load_corpus": "data", "read_time_machine": "data",
+    "seq_data_iter_random": "data", "seq_data_iter_sequential": "data", "tokenize": "data",
+    "TrainingDiverged": "errors", "UserError": "errors",
+    "Decoding": "generation", "predict": "generation", "predict_many": "generation",
+    "ModelConfig": "model", "init_params": "model",
+    "OptimizerConfig": "optim", "Schedule": "optim", "create_optimizer": "optim",
+    "RunConfig": "runner", "run": "runner", "resume": "runner",
+    "TrainConfig": "training", "TrainState": "training", "train": "training", "train_epoch": "training",
+}
+_RENAMED = {"create_backend": "create"}
+
+__all__ = list(_EXPORTS)
 
 
-def _interrupted_while_starting(signum, frame):
-    _os.write(2, b"scratchrnn: interrupted\n")
-    _os._exit(130)
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'scratchrnn' has no attribute {name!r}")
+    module = importlib.import_module(f".{_EXPORTS[name]}", __name__)
+    value = getattr(module, _RENAMED.get(name, name))
+    globals()[name] = value         # looked up once
+    return value
 
 
-# Started as the command (``scratchrnn ...`` or ``python -m scratchrnn``, whose argv[0] is "-m" while
-# the package is found), a Ctrl-C during the imports below would print a KeyboardInterrupt traceback:
-# until cli.main puts Python's own handler back, it ends the program with one line and status 130.
-if _sys.argv and (_sys.argv[0] == "-m" or _os.path.basename(_sys.argv[0]) == "scratchrnn"):
-    _signal.signal(_signal.SIGINT, _interrupted_while_starting)
-
-from .backends import BACKENDS, create as create_backend
-from .chapter import (GRUModelScratch, LSTMModelScratch, RNNModelScratch, grad_clipping,
-                      load_data_time_machine, predict_ch8, train_ch8, train_epoch_ch8)
-from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from .data import (SeqDataLoader, Vocab, load_corpus, read_time_machine, seq_data_iter_random,
-                   seq_data_iter_sequential, tokenize)
-from .errors import TrainingDiverged, UserError
-from .generation import Decoding, predict, predict_many
-from .model import ModelConfig, init_params
-from .optim import OptimizerConfig, Schedule, create_optimizer
-from .runner import RunConfig, resume, run
-from .training import TrainConfig, TrainState, train, train_epoch
-
-__all__ = [
-    "BACKENDS", "create_backend", "RNNModelScratch", "GRUModelScratch", "LSTMModelScratch", "grad_clipping",
-    "load_data_time_machine", "predict_ch8", "train_ch8", "train_epoch_ch8", "Checkpoint", "load_checkpoint", "save_checkpoint",
-    "SeqDataLoader", "Vocab", "load_corpus", "read_time_machine", "seq_data_iter_random",
-    "seq_data_iter_sequential", "tokenize", "TrainingDiverged", "UserError", "Decoding", "predict",
-    "predict_many", "ModelConfig", "init_params", "TrainConfig", "TrainState", "train", "train_epoch",
-    "OptimizerConfig", "Schedule", "create_optimizer", "RunConfig", "run", "resume",
-]
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -1,6 +1,6 @@
 """``python -m scratchrnn`` is the ``scratchrnn`` command."""
 import sys
 
-from .cli import main
+from .launch import main
 
 sys.exit(main())

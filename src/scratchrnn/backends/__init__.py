@@ -1,4 +1,5 @@
-"""Backends: one small module per framework, imported only when asked for.
+"""Backends: one folder per framework (``backend.py``, and the book's cells in its idiom in ``cells.py``),
+imported only when asked for.
 
 ``import scratchrnn`` imports no framework; ``create("torch", ...)`` imports torch then, and a
 framework that is not installed gives a message naming the pip extra that installs it.
@@ -14,20 +15,14 @@ from .base import Backend
 
 # name -> (module, class, framework module it needs, pip extra that installs that framework)
 _REGISTRY = {
-    "numpy": ("numpy_backend", "NumpyBackend", "numpy", None),
-    "torch": ("torch_backend", "TorchBackend", "torch", "torch"),
-    "tensorflow": ("tensorflow_backend", "TensorFlowBackend", "tensorflow", "tensorflow"),
-    "mxnet": ("mxnet_backend", "MXNetBackend", "mxnet", "mxnet"),
-    "paddle": ("paddle_backend", "PaddleBackend", "paddle", "paddle"),
+    "numpy": ("numpy.backend", "NumpyBackend", "numpy", None),
+    "torch": ("torch.backend", "TorchBackend", "torch", "torch"),
+    "tensorflow": ("tensorflow.backend", "TensorFlowBackend", "tensorflow", "tensorflow"),
+    "mxnet": ("mxnet.backend", "MXNetBackend", "mxnet", "mxnet"),
+    "paddle": ("paddle.backend", "PaddleBackend", "paddle", "paddle"),
 }
 
 BACKENDS = tuple(_REGISTRY)
-
-
-def available_modules() -> tuple[str, ...]:
-    """Backends whose module ships in this version of the package."""
-    return tuple(name for name, (module, *_rest) in _REGISTRY.items()
-                 if importlib.util.find_spec(f"{__name__}.{module}") is not None)
 
 
 def backend_class(name: str) -> type[Backend]:
@@ -35,8 +30,6 @@ def backend_class(name: str) -> type[Backend]:
     if name not in _REGISTRY:
         raise UserError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
     module_name, class_name, framework, extra = _REGISTRY[name]
-    if importlib.util.find_spec(f"{__name__}.{module_name}") is None:
-        raise UserError(f"the {name} backend is not part of this version of scratchrnn")
     if importlib.util.find_spec(framework) is None:
         hint = f"pip install 'scratchrnn[{extra}]'" if extra else "pip install scratchrnn"
         raise BackendUnavailable(

@@ -1,7 +1,7 @@
 """Dropout masks for the autograd backends, drawn in NumPy exactly as the reference draws them.
 
 The NumPy backend draws one mask per layer, layer 0 first, each (steps, batch, hidden), from its own
-generator (``numpy_backend.dropout_generator``). A backend that draws its masks from a generator in
+generator (``numpy.backend.dropout_generator``). A backend that draws its masks from a generator in
 the same state, in the same order, applies the very same masks -- which is what lets the contract
 tests compare training with dropout across frameworks, and resume a run exactly.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..cells import dropout_mask
-from .numpy_backend import dropout_generator
+from .numpy.backend import dropout_generator
 
 
 class DropoutMasks:

@@ -16,7 +16,7 @@ A cell is the part of the model that walks a sequence step by step (D2L 8.5 the 
   gradients of W_x*, b_* and of the inputs), of the recurrent weights, and of the starting state.
 
 The model (embedding, stacked layers, dropout, output layer) is assembled from cells by the backends;
-``backends.numpy_backend`` is the reference.
+``backends.numpy.backend`` is the reference.
 """
 from __future__ import annotations
 

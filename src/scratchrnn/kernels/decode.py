@@ -4,7 +4,7 @@ It runs greedy generation (the chapter's ``predict_ch8``) in float32 on the CPU,
 prompt included: ``generation.generate_ids`` hands it the weights (``Backend.decode_weights``) when
 ``kernels.supports("rnn", dtype, device, "decode", batch=...)`` says so. Where it does not (sampling,
 float64, a GPU, more than ``max_batch()`` streams, no compiler), generation runs the backend's own
-loop, e.g. ``numpy_backend.decode_loop``; both compute the same sums in another order.
+loop, e.g. ``backends.numpy.backend.decode_loop``; both compute the same sums in another order.
 
 Why: for one stream Python's per-step cost is most of NumPy's time, and that is what it removes; for
 tens of streams its products, with the weights kept in each core's cache and no other work between

@@ -37,7 +37,7 @@ MAX_BATCH = {
     # products run on MKL's AVX-512 code here: inside its training steps the AVX-512 loops were faster
     # at 32 and 256 rows (benchmarks/gated_kernel.py --framework torch), the AVX2 ones at 32 rows only,
     # the baseline's at neither. Both loops or neither, since the weights' gate order is chosen for
-    # both (backends/torch_cells.py).
+    # both (backends/torch/fast_cells.py).
     **{("avx512", cell, op, "torch"): 1 << 30 for cell in ("gru", "lstm") for op in ("forward", "backward")},
     **{("avx2", cell, op, "torch"): 32 for cell in ("gru", "lstm") for op in ("forward", "backward")},
 }

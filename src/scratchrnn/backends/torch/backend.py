@@ -19,9 +19,9 @@ Because ``_RNNLoss`` returns the gradient with respect to the state it started f
 not detached still lets the next batch backpropagate into this one (the chapter's exercise).
 
 Every other model -- GRU and LSTM cells, stacked layers, dropout -- has a fast path of the same kind,
-``torch_stacked.StackedLoss`` over the cells' step loops in ``torch_cells`` (gates side by side, one
+``fast_model.StackedLoss`` over the cells' step loops in ``fast_cells`` (gates side by side, one
 product per step, BPTT by hand); ``impl="chapter"`` runs the book's own code for them (chapters
-9.1-9.3, ``torch_chapter``) with autograd. Both draw their dropout masks from a NumPy generator exactly
+9.1-9.3, ``cells``) with autograd. Both draw their dropout masks from a NumPy generator exactly
 as the NumPy backend draws them, so the two implementations, and the two backends, train alike from
 the same seed.
 """
@@ -33,13 +33,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import UserError
-from . import torch_chapter
-from .base import Backend, TensorOps, decode_weights_of, has_decode_weights, is_chapter_model
-from .dropout import DropoutMasks
-from .numpy_backend import decode_loop
-from .torch_cells import activate_, rnn_backward_steps, rnn_forward_steps
-from .torch_stacked import StackedLoss, StackedModel, cross_entropy_grad, mean_cross_entropy, scatter_add_rows
+from ...errors import UserError
+from ..base import Backend, TensorOps, decode_weights_of, has_decode_weights, is_chapter_model
+from ..dropout import DropoutMasks
+from ..numpy.backend import decode_loop
+from . import cells
+from .fast_cells import activate_, rnn_backward_steps, rnn_forward_steps
+from .fast_model import StackedLoss, StackedModel, cross_entropy_grad, mean_cross_entropy, scatter_add_rows
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 IMPLEMENTATIONS = ("fast", "chapter")
@@ -183,7 +183,7 @@ class TorchBackend(DropoutMasks, Backend):
     # -- state ------------------------------------------------------------------------------------
     def begin_state(self, batch_size):
         # flat: each layer's tensors in turn (H; or H, C for the LSTM), as the NumPy backend's
-        count = torch_chapter.STATE_SIZES[self.config.cell] * self.config.num_layers
+        count = cells.STATE_SIZES[self.config.cell] * self.config.num_layers
         return tuple(torch.zeros((batch_size, self.config.num_hiddens), dtype=self.torch_dtype,
                                  device=self.torch_device) for _ in range(count))
 
@@ -239,7 +239,7 @@ class TorchBackend(DropoutMasks, Backend):
         if is_chapter_model(self.config):
             return self._rnn(self._inputs(X, weights), state, weights)
         masks = self._train_masks(X) if train else None
-        return torch_chapter.deep_model(self._inputs(X, weights), state, weights, self.config, masks)
+        return cells.deep_model(self._inputs(X, weights), state, weights, self.config, masks)
 
     def _chapter_loss(self, X, Y, state):
         weights = self._graph_weights()

@@ -1,4 +1,4 @@
-"""``scratchrnn generate``: the command behind the parser that cli.py builds.
+"""``scratchrnn generate``: its parser and the command.
 
 Which decoding the options ask for (sampling options imply sampling), where the prefixes come from
 (``--prefix``, ``--prefix-file``), and the output: one continuation is written as it is made, a block at
@@ -12,8 +12,10 @@ import json
 import sys
 from pathlib import Path
 
-from .errors import UserError
-from .generation import CHAPTER_PREFIX as DEFAULT_PREFIX
+from ..backends import BACKENDS
+from ..errors import UserError
+from ..generation import CHAPTER_PREFIX as DEFAULT_PREFIX
+from .common import HelpFormatter, non_negative_int, positive_float, positive_int, probability
 
 # flags that only mean something when characters are drawn: each implies --strategy sample
 _SAMPLING_FLAGS = ("--temperature", "--alpha", "--top-k", "--top-p", "--seed", "--num-samples")
@@ -28,7 +30,7 @@ class _ReaderGone(Exception):
 def _decoding_from(args):
     """The ``Decoding`` the options ask for: sampling options imply sampling, and are refused with an
     explicit ``--strategy greedy``."""
-    from .generation import Decoding
+    from ..generation import Decoding
 
     given = [flag for flag, value in zip(_SAMPLING_FLAGS, (args.temperature, args.alpha, args.top_k,
                                                           args.top_p, args.seed, args.num_samples > 1 or None))
@@ -43,7 +45,7 @@ def _decoding_from(args):
 
 def _read_prefix_file(path: str) -> list[str]:
     """The non-empty lines of a UTF-8 file, each a prefix."""
-    from .memory import format_bytes
+    from ..memory import format_bytes
 
     file = Path(path)
     try:
@@ -66,12 +68,68 @@ def _read_prefix_file(path: str) -> list[str]:
     return prefixes
 
 
-def cmd_generate(args) -> int:
-    from . import backends
-    from .checkpoint import load_checkpoint
-    from .console import SafeWriter
-    from .generation import encode_prefix, generation_bytes
-    from .memory import require
+def add_parser(sub) -> None:
+    g = sub.add_parser(
+        "generate", formatter_class=HelpFormatter,
+        help="continue a prefix with a trained model",
+        description="Load a checkpoint (written by any backend) and continue one or more prefixes. "
+                    "Greedy decoding in float32 of up to 512 prefixes runs on a small compiled decoder "
+                    "when the package was built with a C compiler (scratchrnn --version says; "
+                    "SCRATCHRNN_NO_KERNEL=1 turns it off); otherwise in the backend's own loop. Both "
+                    "compute the same sums in a different order, so their texts part only where two "
+                    "characters tie to within float32 rounding. One continuation is printed as it is "
+                    "made, so its length is not bounded by memory; several are printed one per line "
+                    "when all are done, and a request too big for the memory is refused with an "
+                    "estimate.")
+    g.add_argument("checkpoint", metavar="CHECKPOINT_DIR",
+                   help="a checkpoint directory, or a run directory (its best/ or last/, see --which)")
+    g.add_argument("--which", choices=("best", "last"), default="best",
+                   help="in a run directory: the best epoch's weights or the newest")
+    g.add_argument("--prefix", action="append", default=None, metavar="TEXT",
+                   help=f"text to continue; repeat to continue several at once as one batch (default, "
+                        f"when neither --prefix nor --prefix-file is given: the prompt training used, the "
+                        f"text's first words, or '{DEFAULT_PREFIX}'). It is cleaned like the training "
+                        f"text; a character the model's vocabulary lacks is refused, naming it (the "
+                        f"book's predict_ch8 would read it as <unk>, which the model never learned to "
+                        f"read; predict_ch8 here refuses it too)")
+    g.add_argument("--prefix-file", metavar="PATH", default=None,
+                   help="UTF-8 text file with one prefix per line (empty lines are skipped), continued "
+                        "after those of --prefix")
+    g.add_argument("--num-chars", type=non_negative_int, default=50, metavar="N",
+                   help="characters to generate after each prefix")
+    g.add_argument("--num-samples", type=positive_int, default=1, metavar="N",
+                   help="continuations of each prefix, one per line; more than 1 implies --strategy sample")
+    g.add_argument("--backend", choices=BACKENDS, default="numpy",
+                   help="framework that runs the model (any backend reads any checkpoint)")
+    g.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to run")
+    g.add_argument("--strategy", choices=("greedy", "sample"), default=None,
+                   help="greedy: the most likely character (the chapter's predict_ch8); sample: draw from "
+                        "the model's distribution. By default greedy, or sample as soon as any of "
+                        "--temperature, --alpha, --top-k, --top-p, --seed or --num-samples above 1 is "
+                        "given; with an explicit --strategy greedy those options are refused")
+    temp = g.add_mutually_exclusive_group()
+    temp.add_argument("--temperature", type=positive_float, default=None, metavar="T",
+                      help="sample from softmax(logits / T): below 1 sharper, above 1 flatter (default: 1)")
+    temp.add_argument("--alpha", type=positive_float, default=None, metavar="A",
+                      help="the chapter's exercise form q ~ P^alpha, i.e. temperature 1/alpha")
+    g.add_argument("--top-k", type=positive_int, default=None, metavar="K",
+                   help="sample only among the K likeliest characters (default: all)")
+    g.add_argument("--top-p", type=probability, default=None, metavar="P",
+                   help="sample only among the likeliest characters whose mass reaches P (default: all)")
+    g.add_argument("--seed", type=non_negative_int, default=None, metavar="S",
+                   help="seed of the sampling: the same seed gives the same text (default: a new text "
+                        "every run)")
+    g.add_argument("--stream", action="store_true",
+                   help="flush every character as it is generated (one prefix and one sample, no --json)")
+    g.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+
+def run(args) -> int:
+    from .. import backends
+    from ..checkpoint import load_checkpoint
+    from ..console import SafeWriter
+    from ..generation import encode_prefix, generation_bytes
+    from ..memory import require
 
     decoding = _decoding_from(args)
     prefixes = list(args.prefix or [])
@@ -121,7 +179,7 @@ def cmd_generate(args) -> int:
 def _print_as_made(out, backend, vocab, ids, num_chars, decoding, stream) -> None:
     """One continuation, written a block at a time (``--stream``: a character at a time, flushed), so
     its length is bounded by patience, not memory; stops as soon as the reader is gone."""
-    from .generation import generate_blocks, vocab_text
+    from ..generation import generate_blocks, vocab_text
 
     tokens = vocab.idx_to_token
     out.write(vocab_text(vocab, ids), flush=stream)
@@ -138,7 +196,7 @@ def _print_as_made(out, backend, vocab, ids, num_chars, decoding, stream) -> Non
 
 def _print_all(out, args, ckpt, backend, prefixes, encoded, decoding) -> None:
     """Every continuation, made together as one batch, then printed one per line (or as JSON)."""
-    from .generation import generate_ids, vocab_text
+    from ..generation import generate_ids, vocab_text
 
     rows = [ids for ids in encoded for _ in range(args.num_samples)]
     texts = [vocab_text(ckpt.vocab, row) for row in generate_ids(backend, rows, args.num_chars, decoding)]

@@ -13,33 +13,18 @@ MXNet 1.9.1 is the last MXNet release and needs NumPy 1.x, so this backend lives
 environment (``.venv-mxnet``); nothing here may use NumPy 2 features.
 
 GRU and LSTM cells, stacked layers and dropout are the book's MXNet code of chapters 9.1-9.3
-(``mxnet_cells``); the chapter's own model keeps ``_rnn`` below. Dropout masks are drawn in plain
+(``cells``); the chapter's own model keeps ``_rnn`` below. Dropout masks are drawn in plain
 NumPy (``dropout.DropoutMasks``), as the NumPy backend draws them.
 """
 from __future__ import annotations
 
-import warnings
-
 import numpy as onp   # plain NumPy: what crosses the backend boundary
 
-with warnings.catch_warnings():
-    # MXNet's import touches NumPy functions and distutils classes that have since been deprecated;
-    # those warnings are about MXNet's internals, not anything a user of scratchrnn can act on
-    warnings.simplefilter("ignore", DeprecationWarning)
-    import mxnet as mx
-    from mxnet import autograd, gluon, np, npx
-    from mxnet.util import use_np
-
-from ..optim import apply_update
-from .base import Backend, TensorOps, is_chapter_model, state_size
-from .dropout import DropoutMasks
-
-# NumPy semantics for mxnet.np arrays, switched on as the chapter does before anything else. MXNet
-# keeps that switch per thread, so the backend class below is also wrapped in ``use_np``: a backend
-# made in one thread then still computes correctly when another thread calls it.
-npx.set_np()
-
-from . import mxnet_cells  # noqa: E402  (it uses the mxnet imported quietly above)
+from ...optim import apply_update
+from ..base import Backend, TensorOps, is_chapter_model, state_size
+from ..dropout import DropoutMasks
+from . import cells
+from .framework import autograd, gluon, mx, np, npx, use_np
 
 
 class MXNetOps(TensorOps):
@@ -142,7 +127,7 @@ class MXNetBackend(DropoutMasks, Backend):
         """The chapter's ``rnn`` for its own model, the book's deep model (9.3) for every other."""
         if is_chapter_model(self.config):
             return self._rnn(self._inputs(X, weights), state, weights)
-        return mxnet_cells.deep_model(self._inputs(X, weights), state, weights, self.config, masks)
+        return cells.deep_model(self._inputs(X, weights), state, weights, self.config, masks)
 
     def forward(self, X, state):
         # pause(): inference records nothing, even if a caller is inside autograd.record()

@@ -19,7 +19,7 @@ steps after the loop. What is PyTorch's own here:
   ``input_grads`` cuts the gradients back out under the book's names.
 
 Nothing here records autograd history: these functions run inside ``torch.autograd.Function``s
-(``torch_stacked``, and ``torch_backend`` for the chapter's model), which hand their results to
+(``fast_model``, and ``backend`` for the chapter's model), which hand their results to
 autograd. They run on any device and in float32 or float64; on the CPU in float32, where the compiled
 library is built and is faster for the variant and size (``kernels.supports``), every cell's two loops
 run compiled instead, on PyTorch's own threads. The compiled gated loops take their gates in the NumPy
@@ -34,8 +34,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .. import kernels
-from ..cells.base import split_by_gate
+from ... import kernels
+from ...cells.base import split_by_gate
 
 
 # -- the RNN cell's step loops (the chapter's model uses them directly) --------------------------------

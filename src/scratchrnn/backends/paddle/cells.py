@@ -11,8 +11,8 @@ hand-written backward pass; the contract tests hold the two together.
 """
 from __future__ import annotations
 
-from ..cells import layer_prefix
-from .paddle_backend import F, paddle
+from ...cells import layer_prefix
+from .framework import F, paddle
 
 
 def rnn(inputs, state, w, activation: str = "tanh"):

@@ -2,11 +2,11 @@
 number of layers, dropout between layers and before the output layer -- backpropagation through time
 written by hand inside one ``torch.autograd.Function`` (``StackedLoss``).
 
-It is the NumPy reference's model (``numpy_backend``) in PyTorch operations: a layer's input terms
+It is the NumPy reference's model (``backends.numpy``) in PyTorch operations: a layer's input terms
 for every gate and step are one product (one row gather for one-hot inputs), the cells' step loops
-(``torch_cells``) do one product of H with the side-by-side recurrent weights per step, and every
+(``fast_cells``) do one product of H with the side-by-side recurrent weights per step, and every
 weight gradient is one large product over all steps. Against the book's autograd form
-(``torch_chapter``, impl="chapter"), which multiplies each gate on its own at every step and records
+(``cells``, impl="chapter"), which multiplies each gate on its own at every step and records
 every operation for autograd, that is fewer, larger products and no graph.
 
 Dropout masks are handed in (one per layer, drawn by the backend from its NumPy generator as the
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .torch_cells import TORCH_CELLS
+from .fast_cells import TORCH_CELLS
 
 
 def scatter_add_rows(indices, rows, num_rows: int):

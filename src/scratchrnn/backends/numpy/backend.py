@@ -25,9 +25,9 @@ from typing import Callable
 
 import numpy as np
 
-from ..cells import CellWeights, dropout_mask, get_cell
-from ..model import ModelConfig
-from .base import Backend, decode_weights_of
+from ...cells import CellWeights, dropout_mask, get_cell
+from ...model import ModelConfig
+from ..base import Backend, decode_weights_of
 
 
 def dropout_generator(seed: int) -> np.random.Generator:

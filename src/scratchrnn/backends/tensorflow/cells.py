@@ -12,9 +12,8 @@ pass; the contract tests hold the two together.
 """
 from __future__ import annotations
 
-import tensorflow as tf
-
-from ..cells import layer_prefix
+from ...cells import layer_prefix
+from .framework import tf
 
 
 def rnn(inputs, state, w, activation: str = "tanh"):

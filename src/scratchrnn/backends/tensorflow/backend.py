@@ -12,25 +12,19 @@ state that was not detached makes the step replay earlier batches (see ``TFState
 eagerly around compiled pieces instead, so a longer history never means a new trace.
 
 GRU and LSTM cells, stacked layers and dropout are the book's TensorFlow code of chapters 9.1-9.3
-(``tensorflow_cells``), in the same graphs; the chapter's own model keeps ``_rnn`` below. Dropout
+(``cells``), in the same graphs; the chapter's own model keeps ``_rnn`` below. Dropout
 masks are drawn in NumPy (``dropout.DropoutMasks``), as the NumPy backend draws them, and enter the
 graph as inputs: a mask drawn inside a traced function would be drawn once, at tracing.
 """
 from __future__ import annotations
 
-import os
+import numpy as np
 
-# TensorFlow's C++ side logs info lines on import (CPU features and the like). Hide those, keep its
-# warnings, and leave alone a level the user chose. It must be set before tensorflow is imported.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
-
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from ..optim import clip_by_global_norm  # noqa: E402
-from . import tensorflow_cells  # noqa: E402
-from .base import Backend, TensorOps, is_chapter_model, state_size  # noqa: E402
-from .dropout import DropoutMasks  # noqa: E402
+from ...optim import clip_by_global_norm
+from ..base import Backend, TensorOps, is_chapter_model, state_size
+from ..dropout import DropoutMasks
+from . import cells
+from .framework import tf
 
 _DTYPES = {"float32": tf.float32, "float64": tf.float64}
 
@@ -141,7 +135,7 @@ class TensorFlowBackend(DropoutMasks, Backend):
         inputs = self._inputs(tokens, weights)
         if is_chapter_model(self.config):
             return self._rnn(inputs, state, weights)
-        return tensorflow_cells.deep_model(inputs, state, weights, self.config, masks)
+        return cells.deep_model(inputs, state, weights, self.config, masks)
 
     def _forward(self, tokens, state, masks=None):
         return self._model(tokens, state, self.params, masks)
@@ -159,7 +153,7 @@ class TensorFlowBackend(DropoutMasks, Backend):
             # its outputs are not needed: they were trained on when that batch ran
             _, state = self._rnn(self._inputs(tokens, weights), state, weights)
             return state
-        _, state = tensorflow_cells.deep_layers(self._inputs(tokens, weights), state, weights, self.config,
+        _, state = cells.deep_layers(self._inputs(tokens, weights), state, weights, self.config,
                                                 masks)
         return state
 

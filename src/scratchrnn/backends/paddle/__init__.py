@@ -1,0 +1,1 @@
+"""The paddle backend (backend.py) and the book's cells in its idiom."""

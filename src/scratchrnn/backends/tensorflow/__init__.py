@@ -1,0 +1,1 @@
+"""The tensorflow backend (backend.py) and the book's cells in its idiom."""

@@ -1,0 +1,1 @@
+"""The torch backend (backend.py) and the book's cells in its idiom."""

@@ -1,0 +1,366 @@
+"""``scratchrnn train``: its parser and the command.
+
+Flags become a ``runner.RunConfig`` and one call of ``runner.run``; this module only translates (and
+speaks in flag names) and prints what the run did.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+
+from ..backends import BACKENDS
+from ..errors import RunInterrupted, UserError
+from ..model import CELLS
+from .common import (EXIT_INTERRUPTED, HelpFormatter, Parser, decay, fraction, max_tokens, non_negative_float,
+                     non_negative_int, positive_float, positive_int)
+# what --resume may be given with: the run's own settings come from its checkpoint
+_RESUME_FLAGS = {"resume", "epochs", "no_progress", "json", "command", "nproc", "threads"}
+
+
+def add_parser(sub) -> None:
+    from ..optim import OPTIMIZERS, SCHEDULES
+
+    t = sub.add_parser(
+        "train", formatter_class=HelpFormatter,
+        help="train a model into a run directory (checkpoints, metrics, plot); continue one with --resume",
+        description="Train the scratch RNN. Defaults are the chapter's settings on its book; with --data "
+                    "the defaults suit a text of one's own (all of it, raw characters, the last 10% held "
+                    "out). Writes the run directory DIR: last/ (the newest checkpoint, every "
+                    "--checkpoint-every epochs), best/ (the best epoch so far, see --best-by), "
+                    "metrics.jsonl (a line per epoch as it ends) and perplexity.{png,svg}. Ctrl-C stops "
+                    "after the current batch, saves last/ and says how to continue (exit status 130); "
+                    "--resume DIR continues exactly where the run stopped. The last line printed is the "
+                    "chapter's: final training perplexity and tokens/s; the line before it gives the "
+                    "lowest training perplexity and its epoch. In float32 on the CPU the numpy and torch "
+                    "backends run the step loops of each training step compiled, where the package was "
+                    "built with a C compiler (scratchrnn --version says; SCRATCHRNN_NO_KERNEL=1 turns "
+                    "it off).")
+    t.add_argument("--backend", choices=BACKENDS, default="numpy",
+                   help="framework that runs the model: numpy has a hand-written backward pass, and so "
+                        "has torch's fast path inside a torch.autograd.Function; the others use their "
+                        "framework's autograd")
+    t.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="where to train (cuda: torch backend with a CUDA GPU)")
+    t.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                   help="floating-point type of parameters and activations")
+    data = t.add_argument_group("data")
+    data.add_argument("--data", metavar="PATH", default=None,
+                      help="UTF-8 text file to train on (default: the bundled Time Machine)")
+    data.add_argument("--cleaning", choices=("chapter", "raw"), default=None,
+                      help="chapter: non-letters become spaces, lower case (28-token vocabulary for the "
+                           "book); raw: keep every character of the text (control characters other than "
+                           "newline, tab and carriage return are dropped). Default: chapter for the "
+                           "bundled book, raw for --data")
+    data.add_argument("--max-tokens", type=max_tokens, default=None, metavar="N|all",
+                      help="use the first N character tokens, or 'all'. Default: 10000 of the bundled "
+                           "book (the chapter's), all of --data")
+    data.add_argument("--val-fraction", type=fraction, default=None, metavar="F",
+                      help="hold out the last F of the tokens and score held-out perplexity on them "
+                           "(0: none). Default: 0.1 with --data; for the bundled book, the text right "
+                           "after the training slice (as long as the slice), so the chapter's training "
+                           "is unchanged and its memorisation shows beside held-out perplexity")
+    model = t.add_argument_group("model")
+    model.add_argument("--cell", choices=CELLS, default="rnn",
+                       help="rnn: the chapter's (8.5); gru, lstm: the book's gated cells (9.1, 9.2). The "
+                            "numpy and torch backends build every cell; the others the rnn")
+    model.add_argument("--layers", type=positive_int, default=1,
+                       help="cells stacked, each reading the one below (the book's deep RNN, 9.3)")
+    model.add_argument("--dropout", type=fraction, default=0.0, metavar="P",
+                       help="dropout between layers and before the output layer while training (off when "
+                            "scoring held-out text and generating)")
+    model.add_argument("--init", choices=("book", "scaled"), default="book",
+                       help="the starting weights: book, N(0, 0.01) as the book draws them; scaled, N(0, "
+                            "1/fan-in) and a learned embedding N(0, 1), which wide gated models with "
+                            "learned embeddings start learning from much sooner")
+    model.add_argument("--forget-bias", type=float, default=0.0, metavar="B",
+                       help="the LSTM's forget-gate bias at the start (char-rnn uses 1: keep the memory "
+                            "until the model learns to forget)")
+    model.add_argument("--hidden", type=positive_int, default=512, help="hidden units (of every layer)")
+    model.add_argument("--activation", choices=("tanh", "relu"), default="tanh",
+                       help="nonlinearity of the rnn cell's hidden state (gated cells use tanh)")
+    model.add_argument("--embedding", choices=("onehot", "learned"), default="onehot",
+                       help="onehot: the chapter's one-hot inputs; learned: a trained embedding table")
+    model.add_argument("--embed-dim", type=positive_int, default=32,
+                       help="width of the learned embedding (only with --embedding learned)")
+    opt = t.add_argument_group("optimization")
+    opt.add_argument("--epochs", type=positive_int, default=500, help="passes over the training tokens")
+    opt.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd",
+                     help="update rule: sgd (the chapter's), momentum (0.9), adagrad (min-char-rnn's), "
+                          "rmsprop (char-rnn's), adam, adamw (decoupled weight decay); rules and defaults "
+                          "as torch.optim's")
+    opt.add_argument("--lr", type=positive_float, default=1.0,
+                     help="learning rate (the peak of a schedule); 1 suits the chapter's SGD, about 0.002 "
+                          "Adam")
+    opt.add_argument("--lr-schedule", choices=SCHEDULES, default="constant",
+                     help="constant; step: times --lr-decay every --lr-decay-every epochs; cosine: down to "
+                          "a tenth of --lr over the run")
+    opt.add_argument("--warmup", type=non_negative_int, default=0, metavar="STEPS",
+                     help="optimizer steps of linear warm-up before the schedule (any schedule)")
+    opt.add_argument("--lr-decay", type=decay, default=0.5, metavar="F",
+                     help="factor of the step schedule")
+    opt.add_argument("--lr-decay-every", type=positive_int, default=None, metavar="EPOCHS",
+                     help="epochs between two decays of the step schedule (default: a third of --epochs)")
+    opt.add_argument("--weight-decay", type=non_negative_float, default=0.0,
+                     help="L2 penalty added to the gradients (adamw: decoupled, shrinking the weights)")
+    opt.add_argument("--batch-size", type=positive_int, default=32, help="sequences per minibatch")
+    opt.add_argument("--num-steps", type=positive_int, default=35,
+                     help="time steps per sequence (how far back gradients flow when detached)")
+    opt.add_argument("--sampling", choices=("sequential", "random"), default="sequential",
+                     help="sequential: batches continue each other and the state is carried (detached); "
+                          "random: shuffled subsequences, state reset for every batch")
+    clip = opt.add_mutually_exclusive_group()
+    clip.add_argument("--clip", type=positive_float, default=1.0, metavar="THETA",
+                      help="clip gradients to global L2 norm THETA")
+    clip.add_argument("--no-clip", action="store_true", help="do not clip gradients (may diverge)")
+    opt.add_argument("--no-detach", action="store_true",
+                     help="sequential sampling only: do not detach the state between batches, so "
+                          "gradients flow back to the start of the epoch; time and memory then grow "
+                          "with the number of batches in an epoch")
+    opt.add_argument("--seed", type=non_negative_int, default=0,
+                     help="seed of the initial weights and the batch order")
+    run = t.add_argument_group("run directory and output")
+    where = run.add_mutually_exclusive_group()
+    where.add_argument("--out", metavar="DIR", default=None,
+                       help="run directory (default: runs/<backend>-<sampling>)")
+    where.add_argument("--resume", metavar="DIR", default=None,
+                       help="continue the run in DIR from its last/ checkpoint, with its own settings; "
+                            "only --epochs (to train longer), --no-progress and --json may be given too")
+    run.add_argument("--overwrite", action="store_true",
+                     help="replace the run already in DIR (its checkpoints, metrics and plots); "
+                          "otherwise refused")
+    run.add_argument("--eval-every", type=positive_int, default=None, metavar="N",
+                     help="score held-out perplexity every N epochs and after the last (default: about "
+                          "50 times in a run, every epoch for runs of up to 50)")
+    run.add_argument("--best-by", choices=("train", "val"), default=None,
+                     help="which perplexity picks best/: val where text of --data is held out, train "
+                          "otherwise (the chapter's point is to fit its 10,000 characters)")
+    run.add_argument("--checkpoint-every", type=positive_int, default=1, metavar="N",
+                     help="save last/ every N epochs: a kill loses at most the epochs since")
+    run.add_argument("--predict-every", type=non_negative_int, default=10, metavar="N",
+                     help="print a greedy continuation of the first prefix every N epochs (0: never)")
+    run.add_argument("--prefix", action="append", default=None, metavar="TEXT",
+                     help="prefixes continued during and after training (repeatable; default: "
+                          "'time traveller' and 'traveller' for the bundled book, the first words of "
+                          "--data otherwise)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ranks = t.add_argument_group(
+        "several processes (data parallel, torch.distributed)",
+        "Every rank trains on its share of the rows of each batch (--batch-size is the whole batch, a "
+        "multiple of the ranks) and the gradients are averaged before clipping: N ranks take the "
+        "steps one process would. Rank 0 alone writes the run directory and prints. Backends torch "
+        "(gloo on the CPU, NCCL with --device cuda, one GPU per rank) and numpy (gloo). Several "
+        "machines: start `torchrun --nnodes M --node-rank I --nproc-per-node N --master-addr HOST "
+        "--master-port PORT -m scratchrnn train ...` on each (README: Several processes).")
+    ranks.add_argument("--nproc", type=positive_int, default=1, metavar="N",
+                       help="train on N processes of this machine (starts them as torchrun --standalone "
+                            "does); may differ from the N a run was saved with when resuming")
+    ranks.add_argument("--threads", type=positive_int, default=None, metavar="T",
+                       help="threads of each rank (default: this machine's cores divided by its ranks, at "
+                            "least 1; one process alone keeps what its libraries choose)")
+    run.add_argument("--json", action="store_true",
+                     help="print one JSON object with the results on stdout, nothing else")
+
+
+def run_config_from(args):
+    """The RunConfig that the flags of ``scratchrnn train`` ask for."""
+    from ..runner import RunConfig
+    from ..training import TrainConfig
+
+    train = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, num_steps=args.num_steps,
+                        sampling=args.sampling, clip=None if args.no_clip else args.clip,
+                        detach=not args.no_detach, seed=args.seed, optimizer=args.optimizer,
+                        weight_decay=args.weight_decay, lr_schedule=args.lr_schedule, warmup=args.warmup,
+                        lr_decay=args.lr_decay, lr_decay_every=args.lr_decay_every or 0,
+                        eval_every=args.eval_every or 0)
+    model = {"num_hiddens": args.hidden, "activation": args.activation, "embedding": args.embedding,
+             "embed_dim": args.embed_dim if args.embedding == "learned" else 0, "cell": args.cell,
+             "num_layers": args.layers, "dropout": args.dropout}
+    return RunConfig(out=args.resume or args.out or f"runs/{args.backend}-{args.sampling}",
+                     backend=args.backend, device=args.device, dtype=args.dtype, data=args.data,
+                     cleaning=args.cleaning, max_tokens=args.max_tokens, val_fraction=args.val_fraction,
+                     best_by=args.best_by, model=model, init=args.init, forget_bias=args.forget_bias,
+                     train=train, checkpoint_every=args.checkpoint_every,
+                     predict_every=args.predict_every, prefixes=args.prefix)
+
+
+def _check_flags(args) -> None:
+    """Combinations the parser cannot refuse by itself, in flag names."""
+    if args.out is not None and not args.out.strip():
+        raise UserError("--out is empty: name a directory (or leave --out out for the default)")
+    if args.no_detach and args.sampling == "random":
+        raise UserError("--no-detach needs --sampling sequential (random batches reset the state anyway)")
+    if args.forget_bias and args.cell != "lstm":
+        raise UserError(f"--forget-bias is for --cell lstm, not {args.cell}")
+    if args.best_by == "val" and args.val_fraction == 0:
+        raise UserError("--best-by val needs held-out text: drop --val-fraction 0")
+    out = args.out or f"runs/{args.backend}-{args.sampling}"
+    if args.resume is None and not args.overwrite and os.path.isdir(out):
+        from ..rundir import RunDirectory
+        held = RunDirectory(out).holds_run()
+        if held:
+            raise UserError(f"{out} already holds a run ({', '.join(held)}); pass --overwrite to replace "
+                            f"it, --resume {out} to continue it, or choose another --out")
+    if args.resume is not None:
+        given = [flag for flag in _given_flags(args) if flag.lstrip("-").replace("-", "_") not in _RESUME_FLAGS]
+        if given:
+            raise UserError(f"--resume continues a run with the settings it was started with; "
+                            f"{', '.join(given)} cannot change them (only --epochs can be raised)")
+
+
+def _given_flags(args) -> list[str]:
+    """The flags whose values differ from the defaults (so: given on the command line)."""
+    parser = Parser(prog="scratchrnn")
+    add_parser(parser.add_subparsers(dest="command"))
+    defaults = vars(parser.parse_args(["train"]))
+    return sorted(f"--{name.replace('_', '-')}" for name, value in vars(args).items()
+                  if not name.startswith("_") and value != defaults.get(name))
+
+
+def run(args) -> int:
+    from .. import distributed
+
+    _check_flags(args)
+    backend, device = _backend_and_device(args)
+    world = distributed.world_from_env()
+    if world.distributed or "LOCAL_WORLD_SIZE" in os.environ:
+        if args.nproc not in (1, world.local_size):
+            raise UserError(f"--nproc {args.nproc} under torchrun, which started {world.local_size} "
+                            f"rank(s) here: leave --nproc out (torchrun's --nproc-per-node decides)")
+    elif args.nproc > 1:
+        if backend not in distributed.BACKENDS:
+            raise UserError(f"--nproc needs --backend {' or '.join(distributed.BACKENDS)}; the {backend} "
+                            f"backend trains in one process")
+        if args.resume is None and args.batch_size % args.nproc:
+            raise UserError(f"--batch-size {args.batch_size} is not a multiple of --nproc {args.nproc}: every "
+                            f"process reads an equal share of each batch")
+        _check_torch()
+        return distributed.launch(args.nproc, args._argv, args.threads)
+    world = distributed.init_world(backend, device, args.threads)
+    try:
+        return _train(args, world)
+    except UserError as err:
+        if world.is_main or isinstance(err, distributed.PeerLost):
+            raise
+        return 2              # rank 0 says what went wrong, once
+    except RunInterrupted:
+        if world.is_main:
+            raise
+        return EXIT_INTERRUPTED
+    finally:
+        distributed.shutdown_world()
+
+
+def _backend_and_device(args) -> tuple[str, str]:
+    """The backend and device a run trains with: the flags', or for --resume the saved run's (read
+    where the directory can be read here; on a machine without it, rank 0 checks)."""
+    if args.resume is None:
+        return args.backend, args.device
+    try:
+        with open(os.path.join(args.resume, "last", "config.json"), encoding="utf-8") as f:
+            saved = json.load(f)["train_state"]["run"]
+        return str(saved["backend"]), str(saved["device"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return args.backend, args.device
+
+
+def _check_torch() -> None:
+    try:
+        import torch.distributed as dist
+    except ImportError:
+        raise UserError("--nproc needs PyTorch: pip install 'scratchrnn[torch]'") from None
+    if not dist.is_available():
+        raise UserError("--nproc needs a PyTorch built with torch.distributed")
+
+
+def _train(args, world) -> int:
+    from .. import console
+    from ..runner import run
+
+    out = console.stdout()
+    quiet = args.json or not world.is_main
+
+    def say(line: str) -> None:
+        # output problems never stop training: a full disk behind a redirection ends the printing only
+        try:
+            out.print(line)
+        except OSError:
+            pass
+    config = run_config_from(args)
+    mode = "resume" if args.resume else ("overwrite" if args.overwrite else "new")
+    if args.resume and "--epochs" not in _given_flags(args):
+        config.train.epochs = 0           # as many as the run was started with
+    try:
+        outcome = run(config, mode, say=(lambda line: None) if quiet else say,
+                      progress=not (args.no_progress or quiet), world=world)
+    except UserError as err:
+        raise UserError(_in_flag_names(str(err))) from None
+    if not world.is_main:
+        return EXIT_INTERRUPTED if outcome.status == "interrupted" else 0
+    if outcome.status == "interrupted":
+        for note in outcome.notes:
+            console.stderr().print(f"scratchrnn: {note}")
+        return EXIT_INTERRUPTED
+    summary = _summary(outcome)
+    try:
+        if quiet:
+            out.print(json.dumps(summary, ensure_ascii=False))
+        else:
+            _print_summary(out, outcome, summary)
+        out.flush()
+    except OSError as err:
+        raise UserError(f"training finished and saved in {outcome.out}, but its summary could not be "
+                        f"written ({err.strerror or err})") from None
+    return 0
+
+
+def _summary(outcome) -> dict:
+    history = outcome.history
+    last = history[-1] if history else {}
+    scored = [r for r in history if r.get("val_perplexity") is not None]
+    best = outcome.state.best
+    return {
+        "run_dir": str(outcome.out), "backend": outcome.config.backend, "device": outcome.config.device,
+        "epochs": len(history), "perplexity": last.get("train_perplexity"),
+        "tokens_per_sec": outcome.tokens_per_sec,
+        "lowest_perplexity": min(({"epoch": r["epoch"], "perplexity": r["train_perplexity"]} for r in history),
+                                 key=lambda item: item["perplexity"], default=None),
+        "heldout_perplexity": scored[-1]["val_perplexity"] if scored else None,
+        "best": best, "samples": outcome.samples, "plots": [str(p) for p in outcome.plots],
+    }
+
+
+def _print_summary(out, outcome, summary) -> None:
+    best = outcome.state.best
+    if best is not None and outcome.samples:
+        out.print(f"continuations by {outcome.out}/best (epoch {best['epoch']}, {best['by']} perplexity "
+                  f"{best['score']:.2f}):")
+    for text in outcome.samples.values():
+        out.print(text)
+    if summary["heldout_perplexity"] is not None:
+        scored = [r for r in outcome.history if r.get("val_perplexity") is not None]
+        lowest = min(scored, key=lambda r: r["val_perplexity"])
+        out.print(f"held-out perplexity {scored[-1]['val_perplexity']:.2f} at the last epoch, lowest "
+                  f"{lowest['val_perplexity']:.2f} (epoch {lowest['epoch']})")
+    plot = f", plot {outcome.plots[0]}" if outcome.plots else ""
+    out.print(f"run directory {outcome.out} (best/, last/, metrics.jsonl{plot})")
+    lowest = summary["lowest_perplexity"]
+    if lowest is not None:
+        out.print(f"lowest perplexity {lowest['perplexity']:.2f}, at epoch {lowest['epoch']}")
+    perplexity = summary["perplexity"]
+    speed = summary["tokens_per_sec"]
+    if perplexity is not None and math.isfinite(speed):
+        out.print(f"perplexity {perplexity:.1f}, {speed:.1f} tokens/sec on {outcome.config.device} "
+                  f"({outcome.config.backend})")
+
+
+# field names of the core's messages, as the flags a user of the command line knows them by
+_FLAG_NAMES = {"val_fraction": "--val-fraction", "batch_size": "--batch-size", "num_steps": "--num-steps",
+               "num_hiddens": "--hidden", "best_by": "--best-by", "max_tokens": "--max-tokens",
+               "num_layers": "--layers"}
+
+
+def _in_flag_names(message: str) -> str:
+    for field, flag in _FLAG_NAMES.items():
+        message = message.replace(field, flag)
+    return message
