@@ -45,7 +45,6 @@ MODEL_FILE = "model.safetensors"
 OPTIMIZER_FILE = "optimizer.safetensors"
 CONFIG_FILE = "config.json"
 V1_WEIGHTS_FILE = "weights.npz"
-WEIGHTS_FILE = V1_WEIGHTS_FILE          # the name version 1 used; kept for callers that import it
 CHECKPOINT_SUBDIR = "checkpoint"        # where a version-1 run directory kept its checkpoint
 RUN_POINTERS = ("best", "last")         # where a version-2 run directory keeps its checkpoints
 TOKENS = ("char", "word")
