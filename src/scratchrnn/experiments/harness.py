@@ -18,7 +18,7 @@ from ..data import SeqDataLoader, Vocab, check_corpus_fits, load_corpus
 from ..errors import TrainingDiverged
 from ..model import ModelConfig, global_norm, init_params
 from ..training import TrainConfig, evaluate_perplexity, train
-from .report import fmt
+from .formatting import fmt
 
 # A model that guesses uniformly has perplexity |V|; one ten times worse than that is not learning
 # any more but running away, so the run is stopped and reported as diverged.

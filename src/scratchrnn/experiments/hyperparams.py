@@ -6,9 +6,9 @@ from dataclasses import replace
 import numpy as np
 
 from ..data import load_corpus, split_heldout
+from .formatting import fmt
 from .harness import Context, RunOutcome, train_run
-from .report import (Panel, Report, best_val_cell, curve, fmt, plot_panels, setup_line,
-                     val_curve)
+from .report import Panel, Report, best_val_cell, curve, plot_panels, setup_line, val_curve
 
 
 def run(ctx: Context) -> tuple[Report, dict]:

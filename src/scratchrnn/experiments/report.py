@@ -12,21 +12,11 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from ..plotting import pyplot
+from .formatting import fmt
 
 if TYPE_CHECKING:
     from ..data import Vocab
     from .harness import Context, RunOutcome
-
-
-def fmt(value: float | None, digits: int = 2) -> str:
-    """A number as the reports write it: ``-`` for none, scientific notation when large."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    if not math.isfinite(value):
-        return str(value)
-    if abs(value) >= 1e4:
-        return f"{value:.2e}"
-    return f"{value:.{digits}f}"
 
 
 class Report:

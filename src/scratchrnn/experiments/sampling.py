@@ -9,8 +9,9 @@ import numpy as np
 
 from ..generation import Decoding, default_prefix, encode_prefix, generate_ids, vocab_text
 from ..model import log_softmax
+from .formatting import fmt
 from .harness import Context, train_run
-from .report import Panel, Report, fmt, plot_panels, setup_line
+from .report import Panel, Report, plot_panels, setup_line
 
 
 SAMPLING_DECODERS = [
