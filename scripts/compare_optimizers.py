@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from scratchrnn import __version__
+from scratchrnn.model import ModelSettings
 from scratchrnn.plotting import plain_number, pyplot
 from scratchrnn.runner import RunConfig, run
 from scratchrnn.training import TrainConfig
@@ -40,7 +41,7 @@ def main() -> None:
     load_before = os.getloadavg()[0]
     for name, lr in RUNS.items():
         config = RunConfig(out=f"{args.runs}/{name}", backend=args.backend, data=args.data,
-                           model={"num_hiddens": 512}, predict_every=0, num_chars=200,
+                           model=ModelSettings(num_hiddens=512), predict_every=0, num_chars=200,
                            train=TrainConfig(epochs=args.epochs, lr=lr, optimizer=name, eval_every=1))
         started = time.perf_counter()
         outcome = run(config, "overwrite", progress=False)

@@ -32,6 +32,7 @@ from scratchrnn.checkpoint import load_checkpoint  # noqa: E402
 from scratchrnn.data import SeqDataLoader  # noqa: E402
 from scratchrnn.distributed import SINGLE, World, world_from_env  # noqa: E402
 from scratchrnn.errors import UserError  # noqa: E402
+from scratchrnn.model import ModelSettings  # noqa: E402
 from scratchrnn.runner import RunConfig, run  # noqa: E402
 from scratchrnn.training import TrainConfig  # noqa: E402
 
@@ -115,7 +116,7 @@ TINY = ["--backend", "torch", "--dtype", "float64", "--hidden", "8", "--max-toke
 def _reference(tmp_path, epochs: int, **model) -> dict:
     """The tiny run's last/ weights from one process, through the same runner."""
     config = RunConfig(out=str(tmp_path / "reference"), backend="torch", dtype="float64", max_tokens=600,
-                       model={"num_hiddens": 8, **model},
+                       model=ModelSettings(num_hiddens=8, **model),
                        train=TrainConfig(epochs=epochs, batch_size=4, num_steps=5), predict_every=0)
     run(config, "new", say=lambda line: None, progress=False)
     return load_checkpoint(tmp_path / "reference", "last").params

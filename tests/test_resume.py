@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,15 +16,17 @@ import pytest
 from scratchrnn import faults
 from scratchrnn.checkpoint import load_checkpoint
 from scratchrnn.errors import UserError
+from scratchrnn.model import ModelSettings
 from scratchrnn.runner import RunConfig, resume, run
 from scratchrnn.training import TrainConfig
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 def _config(out, epochs=4, sampling="sequential", optimizer="sgd", **train) -> RunConfig:
     lr = 0.01 if optimizer == "adam" else 1.0
-    return RunConfig(out=str(out), dtype="float64", max_tokens=3000, model={"num_hiddens": 16},
+    return RunConfig(out=str(out), dtype="float64", max_tokens=3000, model=ModelSettings(num_hiddens=16),
                      predict_every=0, num_chars=10,
                      train=TrainConfig(epochs=epochs, batch_size=8, num_steps=10, sampling=sampling,
                                        optimizer=optimizer, lr=lr, seed=3, **train))
@@ -78,12 +81,30 @@ def test_a_deep_lstm_with_dropout_resumes_exactly(tmp_path):
     uninterrupted run draws."""
     def config(out, epochs):
         cfg = _config(out, epochs=epochs, optimizer="adam")
-        cfg.model = {"num_hiddens": 12, "cell": "lstm", "num_layers": 2, "dropout": 0.3}
+        cfg.model = ModelSettings(num_hiddens=12, cell="lstm", num_layers=2, dropout=0.3)
         return cfg
     _quiet_run(config(tmp_path / "whole", 3))
     _quiet_run(config(tmp_path / "parts", 1))
     resume(str(tmp_path / "parts"), epochs=3, say=lambda line: None, progress=False)
     _assert_same_run(tmp_path / "parts", tmp_path / "whole")
+
+
+def test_a_run_saved_by_an_earlier_scratchrnn_resumes_exactly(tmp_path):
+    """fixtures/v2-run-interrupted was written before the model's settings became one dataclass (its
+    saved settings hold ``init`` and ``forget_bias`` beside ``model``), and stopped by Ctrl-C inside
+    its second epoch of three: a float64 LSTM, scaled init, forget bias 1, dropout 0.2, Adam, on the
+    book's first 1,000 characters. Resumed, it trains what a run never stopped trains, and saves its
+    settings as this scratchrnn writes them."""
+    old = tmp_path / "old"
+    shutil.copytree(FIXTURES / "v2-run-interrupted", old, symlinks=True)
+    resume(str(old), say=lambda line: None, progress=False)      # the 3 epochs it was started with
+    settings = ModelSettings(num_hiddens=8, cell="lstm", dropout=0.2, init="scaled", forget_bias=1.0)
+    _quiet_run(RunConfig(out=str(tmp_path / "whole"), dtype="float64", max_tokens=1000, model=settings,
+                         predict_every=0, train=TrainConfig(epochs=3, batch_size=4, num_steps=5, seed=3,
+                                                            optimizer="adam", lr=0.01)))
+    _assert_same_run(old, tmp_path / "whole")
+    saved = load_checkpoint(old, "last").train_state["run"]
+    assert saved["model"] == settings.to_dict() and "init" not in saved and "forget_bias" not in saved
 
 
 @pytest.mark.parametrize("sampling", ["sequential", "random"])
@@ -153,8 +174,8 @@ def test_ctrl_c_on_the_command_line(tmp_path):
 def test_resume_refuses_a_finished_run_and_changed_text(tmp_path):
     data = tmp_path / "text.txt"
     data.write_text("the quick brown fox jumps over the lazy dog\n" * 80)
-    config = RunConfig(out=str(tmp_path / "run"), data=str(data), model={"num_hiddens": 8}, predict_every=0,
-                       train=TrainConfig(epochs=2, batch_size=4, num_steps=8))
+    config = RunConfig(out=str(tmp_path / "run"), data=str(data), model=ModelSettings(num_hiddens=8),
+                       predict_every=0, train=TrainConfig(epochs=2, batch_size=4, num_steps=8))
     _quiet_run(config)
     with pytest.raises(UserError, match="has done its 2 epochs"):
         resume(config.out, say=lambda line: None, progress=False)
@@ -166,7 +187,7 @@ def test_resume_refuses_a_finished_run_and_changed_text(tmp_path):
 def test_defaults_for_a_text_of_ones_own(tmp_path):
     data = tmp_path / "text.txt"
     data.write_text("To be, or not to be: that is the question.\n" * 60)
-    outcome = _quiet_run(RunConfig(out=str(tmp_path / "run"), data=str(data), model={"num_hiddens": 8},
+    outcome = _quiet_run(RunConfig(out=str(tmp_path / "run"), data=str(data), model=ModelSettings(num_hiddens=8),
                                    predict_every=0, train=TrainConfig(epochs=2, batch_size=4, num_steps=8)))
     cfg = outcome.config
     assert (cfg.cleaning, cfg.max_tokens, cfg.val_fraction, cfg.best_by) == ("raw", "all", 0.1, "val")

@@ -44,24 +44,7 @@ class ModelConfig:
     def __post_init__(self):
         if self.vocab_size < 2:
             raise ValueError(f"vocab_size must be at least 2, not {self.vocab_size}")
-        if self.num_hiddens < 1:
-            raise ValueError(f"num_hiddens must be positive, not {self.num_hiddens}")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {ACTIVATIONS}, not {self.activation!r}")
-        if self.embedding not in EMBEDDINGS:
-            raise ValueError(f"embedding must be one of {EMBEDDINGS}, not {self.embedding!r}")
-        if self.embedding == "learned" and self.embed_dim < 1:
-            raise ValueError("a learned embedding needs embed_dim >= 1")
-        if self.cell not in CELLS:
-            raise ValueError(f"cell must be one of {CELLS}, not {self.cell!r}")
-        if self.cell != "rnn" and self.activation != "tanh":
-            raise ValueError(f"activation must be 'tanh' for the {self.cell} cell (relu is for the rnn cell), "
-                             f"not {self.activation!r}")
-        if isinstance(self.num_layers, bool) or not isinstance(self.num_layers, (int, np.integer)) \
-                or self.num_layers < 1:
-            raise ValueError(f"num_layers must be a positive integer, not {self.num_layers}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), not {self.dropout}")
+        _check_architecture(self)
 
     @property
     def input_size(self) -> int:
@@ -102,6 +85,81 @@ class ModelConfig:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
+def _check_architecture(model) -> None:
+    """Refuse a model shape no cell can have, naming the field (``model``: a ModelConfig or a
+    ModelSettings, which share these fields)."""
+    if model.num_hiddens < 1:
+        raise ValueError(f"num_hiddens must be positive, not {model.num_hiddens}")
+    if model.activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {ACTIVATIONS}, not {model.activation!r}")
+    if model.embedding not in EMBEDDINGS:
+        raise ValueError(f"embedding must be one of {EMBEDDINGS}, not {model.embedding!r}")
+    if model.embedding == "learned" and model.embed_dim < 1:
+        raise ValueError("a learned embedding needs embed_dim >= 1")
+    if model.cell not in CELLS:
+        raise ValueError(f"cell must be one of {CELLS}, not {model.cell!r}")
+    if model.cell != "rnn" and model.activation != "tanh":
+        raise ValueError(f"activation must be 'tanh' for the {model.cell} cell (relu is for the rnn cell), "
+                         f"not {model.activation!r}")
+    if isinstance(model.num_layers, bool) or not isinstance(model.num_layers, (int, np.integer)) \
+            or model.num_layers < 1:
+        raise ValueError(f"num_layers must be a positive integer, not {model.num_layers}")
+    if not 0 <= model.dropout < 1:
+        raise ValueError(f"dropout must be in [0, 1), not {model.dropout}")
+
+
+INITS = ("book", "scaled")
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """A model as it is chosen before its text is read: ModelConfig's fields but the vocabulary's size,
+    and how its weights start (``init``, ``forget_bias``: see ``init_params``).
+
+    ``scratchrnn train``'s flags, ``RunConfig.model``, the experiments' runs and a run's checkpoint
+    carry the model this way; ``config(vocab_size)`` makes the ModelConfig once the text is read.
+    """
+
+    num_hiddens: int = 512
+    activation: str = "tanh"
+    embedding: str = "onehot"
+    embed_dim: int = 0
+    cell: str = "rnn"
+    num_layers: int = 1
+    dropout: float = 0.0
+    init: str = "book"                   # "book": N(0, 0.01) as the book draws; "scaled": N(0, 1/fan-in)
+    forget_bias: float = 0.0             # the LSTM's forget-gate bias at the start (char-rnn: 1)
+
+    def __post_init__(self):
+        _check_architecture(self)
+        _check_start(self.cell, self.init, self.forget_bias)
+
+    def config(self, vocab_size: int) -> ModelConfig:
+        """The model over a vocabulary of ``vocab_size`` tokens."""
+        shape = {f.name: getattr(self, f.name) for f in dataclasses.fields(ModelConfig) if f.name != "vocab_size"}
+        return ModelConfig(vocab_size, **shape)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelSettings":
+        if not isinstance(data, dict):
+            raise ValueError(f"model must be a mapping of its settings, not {data!r}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def _check_start(cell: str, init: str, forget_bias: float) -> None:
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, not {init!r}")
+    if isinstance(forget_bias, bool) or not isinstance(forget_bias, (int, float, np.integer, np.floating)) \
+            or not np.isfinite(forget_bias):
+        raise ValueError(f"forget_bias must be a number, not {forget_bias!r}")
+    if forget_bias and cell != "lstm":
+        raise ValueError(f"forget_bias is for the lstm cell, not the {cell} cell")
+
+
 def check_seed(seed, field: str = "seed") -> None:
     """Refuse a seed NumPy's generators cannot take (negative, or not an integer), naming the field."""
     if seed is None:
@@ -110,9 +168,6 @@ def check_seed(seed, field: str = "seed") -> None:
         raise ValueError(f"{field} must be an integer >= 0, not {seed!r}")
     if seed < 0:
         raise ValueError(f"{field} must be >= 0, not {seed}")
-
-
-INITS = ("book", "scaled")
 
 
 def init_params(config: ModelConfig, seed: int = 0, dtype=np.float32, *,
@@ -130,10 +185,7 @@ def init_params(config: ModelConfig, seed: int = 0, dtype=np.float32, *,
     weights larger than the memory available, before drawing any of them.
     """
     check_seed(seed)
-    if forget_bias and config.cell != "lstm":
-        raise ValueError(f"forget_bias is for the lstm cell, not the {config.cell} cell")
-    if init not in INITS:
-        raise ValueError(f"init must be one of {INITS}, not {init!r}")
+    _check_start(config.cell, init, forget_bias)
     sizes = [int(np.prod(shape, dtype=object)) for shape in config.param_shapes().values()]
     # the draw is float64 before its cast, one matrix at a time
     needed = sum(sizes) * np.dtype(dtype).itemsize + max(sizes) * 8

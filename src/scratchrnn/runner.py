@@ -36,7 +36,7 @@ from .distributed import SINGLE, GradientAverager, World
 from .errors import RunInterrupted, TrainingDiverged, UserError
 from .generation import default_prefix, encode_prefix, predict
 from .interrupts import StopRequests
-from .model import INITS, ModelConfig, check_fits_in_memory, init_params
+from .model import ModelSettings, check_fits_in_memory, init_params
 from .plotting import plot_training
 from .rundir import RunDirectory
 from .training import BEST_BY, TrainConfig, TrainState, json_safe_ints, train
@@ -58,9 +58,7 @@ class RunConfig:
     max_tokens: int | str | None = None  # None: 10000 for the bundled book, "all" for a file
     val_fraction: float | None = None    # None: 0.1 of a file; for the bundled book the text after the slice
     best_by: str | None = None           # None: "val" where text is held out of a file, else "train"
-    model: dict = field(default_factory=dict)     # ModelConfig's fields except vocab_size
-    init: str = "book"                   # the weights' start (model.init_params): "book" or "scaled"
-    forget_bias: float = 0.0             # the LSTM's forget-gate bias at the start (char-rnn: 1)
+    model: ModelSettings = field(default_factory=ModelSettings)   # the vocabulary's size comes from the data
     train: TrainConfig = field(default_factory=TrainConfig)
     checkpoint_every: int = 1
     predict_every: int = 10
@@ -94,10 +92,8 @@ class RunConfig:
                 raise ValueError(f"{name} must be a positive integer, not {value}")
         if isinstance(self.predict_every, bool) or not isinstance(self.predict_every, int) or self.predict_every < 0:
             raise ValueError(f"predict_every must be an integer >= 0, not {self.predict_every}")
-        if self.init not in INITS:
-            raise ValueError(f"init must be one of {INITS}, not {self.init!r}")
-        if self.forget_bias and self.model.get("cell", "rnn") != "lstm":
-            raise ValueError(f"forget_bias is for the lstm cell, not the {self.model.get('cell', 'rnn')} cell")
+        if not isinstance(self.model, ModelSettings):
+            raise ValueError(f"model must be a ModelSettings, not {self.model!r}")
         if not isinstance(self.out, str) or not self.out.strip():
             raise ValueError(f"out must name a directory, not {self.out!r}")
         self.train.validate()
@@ -105,13 +101,22 @@ class RunConfig:
     def to_dict(self) -> dict:
         data = dataclasses.asdict(self)
         data["train"] = self.train.to_dict()
+        data["model"] = self.model.to_dict()
         return data
 
     @classmethod
     def from_dict(cls, data: dict) -> "RunConfig":
+        """The settings ``to_dict`` wrote, or an older scratchrnn wrote (with ``init`` and
+        ``forget_bias`` beside ``model``, not in it)."""
+        if not isinstance(data, dict) or not isinstance(data.get("train", {}), dict):
+            raise ValueError("the run's settings must be a mapping with a mapping 'train'")
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
         values["train"] = TrainConfig.from_dict(values.get("train", {}))
+        model = values.get("model", {})
+        if isinstance(model, dict):
+            model = {**{k: data[k] for k in ("init", "forget_bias") if k in data}, **model}
+        values["model"] = ModelSettings.from_dict(model)
         return cls(**values)
 
 
@@ -281,8 +286,8 @@ def _prepare(config, resume, world):
                         f"every rank reads an equal share of each batch")
     corpus = load_run_corpus(cfg)
     try:
-        model = ModelConfig(len(corpus.vocab), **cfg.model)
-    except (TypeError, ValueError) as err:
+        model = cfg.model.config(len(corpus.vocab))
+    except ValueError as err:
         raise UserError(str(err)) from None
     train_cfg = cfg.train
     check_fits_in_memory(model, train_cfg.batch_size, train_cfg.num_steps, cfg.dtype)
@@ -294,7 +299,7 @@ def _prepare(config, resume, world):
     # the masks are those of one process, and a resume on any number of ranks continues them
     options = {"dropout_seed": train_cfg.seed} if model.dropout else {}
     if resume is None:
-        params = init_params(model, train_cfg.seed, init=cfg.init, forget_bias=cfg.forget_bias)
+        params = init_params(model, train_cfg.seed, init=cfg.model.init, forget_bias=cfg.model.forget_bias)
         backend = backends.create(cfg.backend, params, model,
                                   device=cfg.device, dtype=cfg.dtype, **options)
         state, carried = TrainState(), None

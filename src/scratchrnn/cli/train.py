@@ -11,7 +11,7 @@ import os
 
 from ..backends import BACKENDS
 from ..errors import RunInterrupted, UserError
-from ..model import CELLS
+from ..model import ACTIVATIONS, CELLS, EMBEDDINGS, INITS, ModelSettings
 from .common import (EXIT_INTERRUPTED, HelpFormatter, Parser, decay, fraction, max_tokens, non_negative_float,
                      non_negative_int, positive_float, positive_int)
 # what --resume may be given with: the run's own settings come from its checkpoint
@@ -61,25 +61,26 @@ def add_parser(sub) -> None:
                            "after the training slice (as long as the slice), so the chapter's training "
                            "is unchanged and its memorisation shows beside held-out perplexity")
     model = t.add_argument_group("model")
-    model.add_argument("--cell", choices=CELLS, default="rnn",
+    model.add_argument("--cell", choices=CELLS, default=ModelSettings.cell,
                        help="rnn: the chapter's (8.5); gru, lstm: the book's gated cells (9.1, 9.2). The "
                             "numpy and torch backends build every cell; the others the rnn")
-    model.add_argument("--layers", type=positive_int, default=1,
+    model.add_argument("--layers", type=positive_int, default=ModelSettings.num_layers,
                        help="cells stacked, each reading the one below (the book's deep RNN, 9.3)")
-    model.add_argument("--dropout", type=fraction, default=0.0, metavar="P",
+    model.add_argument("--dropout", type=fraction, default=ModelSettings.dropout, metavar="P",
                        help="dropout between layers and before the output layer while training (off when "
                             "scoring held-out text and generating)")
-    model.add_argument("--init", choices=("book", "scaled"), default="book",
+    model.add_argument("--init", choices=INITS, default=ModelSettings.init,
                        help="the starting weights: book, N(0, 0.01) as the book draws them; scaled, N(0, "
                             "1/fan-in) and a learned embedding N(0, 1), which wide gated models with "
                             "learned embeddings start learning from much sooner")
-    model.add_argument("--forget-bias", type=float, default=0.0, metavar="B",
+    model.add_argument("--forget-bias", type=float, default=ModelSettings.forget_bias, metavar="B",
                        help="the LSTM's forget-gate bias at the start (char-rnn uses 1: keep the memory "
                             "until the model learns to forget)")
-    model.add_argument("--hidden", type=positive_int, default=512, help="hidden units (of every layer)")
-    model.add_argument("--activation", choices=("tanh", "relu"), default="tanh",
+    model.add_argument("--hidden", type=positive_int, default=ModelSettings.num_hiddens,
+                       help="hidden units (of every layer)")
+    model.add_argument("--activation", choices=ACTIVATIONS, default=ModelSettings.activation,
                        help="nonlinearity of the rnn cell's hidden state (gated cells use tanh)")
-    model.add_argument("--embedding", choices=("onehot", "learned"), default="onehot",
+    model.add_argument("--embedding", choices=EMBEDDINGS, default=ModelSettings.embedding,
                        help="onehot: the chapter's one-hot inputs; learned: a trained embedding table")
     model.add_argument("--embed-dim", type=positive_int, default=32,
                        help="width of the learned embedding (only with --embedding learned)")
@@ -162,8 +163,10 @@ def add_parser(sub) -> None:
                      help="print one JSON object with the results on stdout, nothing else")
 
 
-def run_config_from(args):
-    """The RunConfig that the flags of ``scratchrnn train`` ask for."""
+def _run_config_from(args):
+    """The RunConfig that the flags of ``scratchrnn train`` ask for; ValueError names a field that
+    the flags set to a value the model cannot have."""
+    from ..model import ModelSettings
     from ..runner import RunConfig
     from ..training import TrainConfig
 
@@ -173,14 +176,14 @@ def run_config_from(args):
                         weight_decay=args.weight_decay, lr_schedule=args.lr_schedule, warmup=args.warmup,
                         lr_decay=args.lr_decay, lr_decay_every=args.lr_decay_every or 0,
                         eval_every=args.eval_every or 0)
-    model = {"num_hiddens": args.hidden, "activation": args.activation, "embedding": args.embedding,
-             "embed_dim": args.embed_dim if args.embedding == "learned" else 0, "cell": args.cell,
-             "num_layers": args.layers, "dropout": args.dropout}
+    model = ModelSettings(num_hiddens=args.hidden, activation=args.activation, embedding=args.embedding,
+                          embed_dim=args.embed_dim if args.embedding == "learned" else 0, cell=args.cell,
+                          num_layers=args.layers, dropout=args.dropout, init=args.init,
+                          forget_bias=args.forget_bias)
     return RunConfig(out=args.resume or args.out or f"runs/{args.backend}-{args.sampling}",
                      backend=args.backend, device=args.device, dtype=args.dtype, data=args.data,
                      cleaning=args.cleaning, max_tokens=args.max_tokens, val_fraction=args.val_fraction,
-                     best_by=args.best_by, model=model, init=args.init, forget_bias=args.forget_bias,
-                     train=train, checkpoint_every=args.checkpoint_every,
+                     best_by=args.best_by, model=model, train=train, checkpoint_every=args.checkpoint_every,
                      predict_every=args.predict_every, prefixes=args.prefix)
 
 
@@ -286,7 +289,10 @@ def _train(args, world) -> int:
             out.print(line)
         except OSError:
             pass
-    config = run_config_from(args)
+    try:
+        config = _run_config_from(args)
+    except ValueError as err:
+        raise UserError(_in_flag_names(str(err))) from None
     mode = "resume" if args.resume else ("overwrite" if args.overwrite else "new")
     if args.resume and "--epochs" not in _given_flags(args):
         config.train.epochs = 0           # as many as the run was started with

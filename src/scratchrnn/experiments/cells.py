@@ -5,7 +5,7 @@ from ..data import split_heldout
 from .harness import Context, train_run
 from .report import Panel, Report, best_val_cell, curve, plot_panels, setup_line
 
-# (label, RunSpec changes): the chapter's RNN, then the gated cells the book builds from scratch next
+# (label, changes to the base run's model): the chapter's RNN, then the gated cells the book builds from scratch next
 CELLS = [
     ("rnn", {}),
     ("gru", {"cell": "gru"}),

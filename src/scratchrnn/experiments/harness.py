@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -16,7 +16,7 @@ import numpy as np
 from .. import backends
 from ..data import SeqDataLoader, Vocab, check_corpus_fits, load_corpus
 from ..errors import TrainingDiverged
-from ..model import ModelConfig, global_norm, init_params
+from ..model import ModelSettings, global_norm, init_params
 from ..training import TrainConfig, evaluate_perplexity, train
 from .formatting import fmt
 
@@ -81,38 +81,49 @@ class Context:
         return self._corpus
 
     def base_spec(self, label: str, full_epochs: int, **changes) -> "RunSpec":
-        spec = RunSpec(label=label, hidden=self.hidden, epochs=self.epochs(full_epochs),
+        """The experiment's usual run (the chapter's RNN at this scale), with ``changes`` (see
+        ``RunSpec.changed``)."""
+        spec = RunSpec(label=label, model=ModelSettings(num_hiddens=self.hidden), epochs=self.epochs(full_epochs),
                        batch_size=self.scale.batch_size, num_steps=self.scale.num_steps)
-        return replace(spec, **changes)
+        return spec.changed(**changes)
 
 
 # -- one training run ----------------------------------------------------------------------------------
+_MODEL_FIELDS = frozenset(f.name for f in fields(ModelSettings))
+
+
 @dataclass(frozen=True)
 class RunSpec:
     """One model trained with sequential partitioning, as in the chapter."""
 
     label: str
-    hidden: int
+    model: ModelSettings
     epochs: int
     batch_size: int
     num_steps: int
     lr: float = 1.0
     clip: float | None = 1.0
     detach: bool = True
-    activation: str = "tanh"
-    embedding: str = "onehot"
-    embed_dim: int = 0
-    cell: str = "rnn"
-    num_layers: int = 1
-    dropout: float = 0.0
+
+    def changed(self, **changes) -> "RunSpec":
+        """A copy with ``changes``, which may name the model's settings (``cell="lstm"``) beside the
+        run's own fields (``lr=2.0``)."""
+        model = {k: v for k, v in changes.items() if k in _MODEL_FIELDS}
+        own = {k: v for k, v in changes.items() if k not in _MODEL_FIELDS}
+        return replace(self, model=replace(self.model, **model), **own)
+
+    def value(self, name: str):
+        """A field of the run or of its model, by name."""
+        return getattr(self.model if name in _MODEL_FIELDS else self, name)
 
     def describe(self) -> str:
+        model = self.model
         clip = f"clip {self.clip:g}" if self.clip is not None else "no clipping"
-        inputs = "one-hot" if self.embedding == "onehot" else f"embedding {self.embed_dim}"
-        cell = self.activation if self.cell == "rnn" else self.cell
-        layers = f"{self.num_layers} layers of " if self.num_layers > 1 else ""
-        dropout = f", dropout {self.dropout:g}" if self.dropout else ""
-        return (f"{layers}{cell}, {inputs}, {self.hidden} hidden, {self.num_steps} steps, "
+        inputs = "one-hot" if model.embedding == "onehot" else f"embedding {model.embed_dim}"
+        cell = model.activation if model.cell == "rnn" else model.cell
+        layers = f"{model.num_layers} layers of " if model.num_layers > 1 else ""
+        dropout = f", dropout {model.dropout:g}" if model.dropout else ""
+        return (f"{layers}{cell}, {inputs}, {model.num_hiddens} hidden, {self.num_steps} steps, "
                 f"lr {self.lr:g}, {clip}{dropout}{'' if self.detach else ', not detached'}")
 
 
@@ -173,7 +184,7 @@ class RunOutcome:
 
     def to_dict(self) -> dict:
         return {
-            "label": self.spec.label, "spec": dict(vars(self.spec)),
+            "label": self.spec.label, "spec": asdict(self.spec),
             "history": self.history, "validation": [list(v) for v in self.validation],
             "grad_norms": [[e, n if math.isfinite(n) else str(n)] for e, n in self.grad_norms],
             "epoch_seconds": self.epoch_seconds, "batch_seconds": self.batch_seconds,
@@ -215,11 +226,10 @@ def train_run(ctx: Context, spec: RunSpec, corpus: Sequence[int], vocab: Vocab,
     Divergence ends the run early and is recorded in the outcome; it is never raised.
     """
     check_corpus_fits(len(corpus), spec.batch_size, spec.num_steps, "sequential")
-    model = ModelConfig(len(vocab), spec.hidden, spec.activation, spec.embedding,
-                        spec.embed_dim if spec.embedding == "learned" else 0, cell=spec.cell,
-                        num_layers=spec.num_layers, dropout=spec.dropout)
-    options = {"dropout_seed": ctx.seed} if spec.dropout else {}
-    backend = backends.create(ctx.backend, init_params(model, ctx.seed), model, **options)
+    model = spec.model.config(len(vocab))
+    options = {"dropout_seed": ctx.seed} if model.dropout else {}
+    params = init_params(model, ctx.seed, init=spec.model.init, forget_bias=spec.model.forget_bias)
+    backend = backends.create(ctx.backend, params, model, **options)
     config = TrainConfig(epochs=spec.epochs, lr=spec.lr, batch_size=spec.batch_size,
                          num_steps=spec.num_steps, sampling="sequential", clip=spec.clip,
                          detach=spec.detach, seed=ctx.seed)

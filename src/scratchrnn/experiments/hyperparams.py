@@ -1,8 +1,6 @@
 """Exercise 2: how low can the perplexity go? A one-factor-at-a-time sweep, scored on held-out text."""
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 
 from ..data import load_corpus, split_heldout
@@ -17,11 +15,12 @@ def run(ctx: Context) -> tuple[Report, dict]:
     train_tokens, held_out = split_heldout(corpus, ctx.scale.val_fraction)
     full_epochs = 120
     base = ctx.base_spec("baseline", full_epochs)
-    H, S = base.hidden, base.num_steps
+    H, S = base.model.num_hiddens, base.num_steps
+    # the name a factor goes by in the report -> (the setting it changes, what it is, the values tried)
     factors = {
-        "hidden": ("hidden units", [max(1, H // 2), H, 2 * H]),
-        "num_steps": ("time steps", [max(2, S // 2), S, 2 * S]),
-        "lr": ("learning rate", [0.5, 1.0, 2.0]),
+        "hidden": ("num_hiddens", "hidden units", [max(1, H // 2), H, 2 * H]),
+        "num_steps": ("num_steps", "time steps", [max(2, S // 2), S, 2 * S]),
+        "lr": ("lr", "learning rate", [0.5, 1.0, 2.0]),
     }
     report = Report("Hyperparameters: how low can the perplexity go?",
                     "Exercise 2: adjust the hyperparameters (number of epochs, number of hidden units, "
@@ -29,12 +28,12 @@ def run(ctx: Context) -> tuple[Report, dict]:
                     "How low can you go?")
     outcomes: dict[tuple[str, float], RunOutcome] = {}
     baseline = train_run(ctx, base, train_tokens, vocab, held_out)
-    for factor, (_, values) in factors.items():
+    for factor, (setting, _, values) in factors.items():
         for value in values:
-            if value == getattr(base, factor):
+            if value == base.value(setting):
                 outcomes[(factor, value)] = baseline
                 continue
-            spec = replace(base, label=f"{factor}={value:g}", **{factor: value})
+            spec = base.changed(label=f"{factor}={value:g}", **{setting: value})
             outcomes[(factor, value)] = train_run(ctx, spec, train_tokens, vocab, held_out)
 
     def score(o: RunOutcome) -> float:
@@ -42,11 +41,12 @@ def run(ctx: Context) -> tuple[Report, dict]:
 
     # combine the best value of each factor into one more run (with one change it already ran)
     best_values = {f: min(values, key=lambda v: score(outcomes[(f, v)]))
-                   for f, (_, values) in factors.items()}
-    changed = [f for f in factors if best_values[f] != getattr(base, f)]
+                   for f, (_, _, values) in factors.items()}
+    best_settings = {factors[f][0]: value for f, value in best_values.items()}
+    changed = [name for name, value in best_settings.items() if value != base.value(name)]
     combined = None
     if len(changed) > 1:
-        combined = train_run(ctx, replace(base, label="best of each factor", **best_values),
+        combined = train_run(ctx, base.changed(label="best of each factor", **best_settings),
                              train_tokens, vocab, held_out)
 
     # what limits every held-out number above is the amount of text: train once more on the rest of
@@ -59,7 +59,7 @@ def run(ctx: Context) -> tuple[Report, dict]:
     more_text = None
     if len(whole) > len(corpus):
         more_tokens = np.concatenate([whole[:len(train_tokens)], whole[len(corpus):]])
-        spec = replace(base, label=f"{len(more_tokens)} training tokens", epochs=ctx.epochs(15))
+        spec = base.changed(label=f"{len(more_tokens)} training tokens", epochs=ctx.epochs(15))
         more_text = train_run(ctx, spec, more_tokens, vocab, held_out)
 
     report.text(setup_line(ctx, len(corpus), vocab) + f" Baseline: {base.describe()}, {base.epochs} "
@@ -70,7 +70,7 @@ def run(ctx: Context) -> tuple[Report, dict]:
     for (factor, value), o in outcomes.items():
         if not any(o is seen for seen in unique):  # the baseline stands in each factor's sweep
             unique.append(o)
-        rows.append([factors[factor][0], f"{value:g}", o.final_perplexity, best_val_cell(o),
+        rows.append([factors[factor][1], f"{value:g}", o.final_perplexity, best_val_cell(o),
                      f"{o.seconds_per_epoch:.3f}", o.status()])
     if combined is not None:
         unique.append(combined)
@@ -95,7 +95,7 @@ def run(ctx: Context) -> tuple[Report, dict]:
     report.table(["epochs", "train perplexity", "best held-out perplexity so far"], epoch_rows)
 
     panels = []
-    for factor, (title, values) in factors.items():
+    for factor, (_, title, values) in factors.items():
         curves = {f"{factor}={v:g}": val_curve(outcomes[(factor, v)]) for v in values}
         panels.append(Panel(f"held-out perplexity vs {title}", "perplexity", curves))
     overfit = {"baseline: train": curve(baseline), "baseline: held-out": val_curve(baseline)}

@@ -54,9 +54,10 @@ def run(ctx: Context) -> tuple[Report, dict]:
     ])
     rows = []
     for o in outcomes:
-        inputs = V if o.spec.embedding == "onehot" else o.spec.embed_dim
-        extra = V * o.spec.embed_dim if o.spec.embedding == "learned" else 0
-        rows.append([o.spec.label, inputs, inputs * o.spec.hidden + extra, o.final_perplexity,
+        model = o.spec.model
+        inputs = V if model.embedding == "onehot" else model.embed_dim
+        extra = V * model.embed_dim if model.embedding == "learned" else 0
+        rows.append([o.spec.label, inputs, inputs * model.num_hiddens + extra, o.final_perplexity,
                      best_val_cell(o), o.validation[-1][1] if o.validation else "-",
                      f"{o.seconds_per_epoch:.3f}", o.status()])
     report.table(["inputs", "width into W_xh", "input parameters", "final train perplexity",

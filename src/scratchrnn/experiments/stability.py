@@ -12,7 +12,7 @@ def clip_label(clip: float | None) -> str:
 
 
 def _stability_rows(outcomes: Sequence[RunOutcome]) -> list[list]:
-    return [[o.spec.activation, f"{o.spec.lr:g}", clip_label(o.spec.clip), o.final_perplexity,
+    return [[o.spec.model.activation, f"{o.spec.lr:g}", clip_label(o.spec.clip), o.final_perplexity,
              o.best_perplexity, o.max_grad_norm, o.status()] for o in outcomes]
 
 
