@@ -20,7 +20,8 @@ from pathlib import Path
 from scratchrnn import __version__
 from scratchrnn.model import ModelSettings
 from scratchrnn.plotting import plain_number, pyplot
-from scratchrnn.runner import RunConfig, run
+from scratchrnn.run_config import RunConfig
+from scratchrnn.runner import run
 from scratchrnn.training import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]

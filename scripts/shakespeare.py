@@ -37,7 +37,7 @@ from scratchrnn.errors import TrainingDiverged
 from scratchrnn.generation import Decoding, predict
 from scratchrnn.model import ModelConfig, init_params
 from scratchrnn.optim import Schedule
-from scratchrnn.runner import DEFAULT_VAL_FRACTION
+from scratchrnn.run_config import DEFAULT_VAL_FRACTION
 from scratchrnn.training import TrainConfig, train
 
 import shakespeare_report

@@ -33,7 +33,8 @@ from scratchrnn.data import SeqDataLoader  # noqa: E402
 from scratchrnn.distributed import SINGLE, World, world_from_env  # noqa: E402
 from scratchrnn.errors import UserError  # noqa: E402
 from scratchrnn.model import ModelSettings  # noqa: E402
-from scratchrnn.runner import RunConfig, run  # noqa: E402
+from scratchrnn.run_config import RunConfig  # noqa: E402
+from scratchrnn.runner import run  # noqa: E402
 from scratchrnn.training import TrainConfig  # noqa: E402
 
 TIMEOUT = 240          # seconds for one launch: the machine running the suite may be busy

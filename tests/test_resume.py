@@ -17,7 +17,8 @@ from scratchrnn import faults
 from scratchrnn.checkpoint import load_checkpoint
 from scratchrnn.errors import UserError
 from scratchrnn.model import ModelSettings
-from scratchrnn.runner import RunConfig, resume, run
+from scratchrnn.run_config import RunConfig
+from scratchrnn.runner import resume, run
 from scratchrnn.training import TrainConfig
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")

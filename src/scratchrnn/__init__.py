@@ -24,7 +24,7 @@ _EXPORTS = {
     "Decoding": "generation", "predict": "generation", "predict_many": "generation",
     "ModelConfig": "model", "init_params": "model",
     "OptimizerConfig": "optim", "Schedule": "optim", "create_optimizer": "optim",
-    "RunConfig": "runner", "run": "runner", "resume": "runner",
+    "RunConfig": "run_config", "run": "runner", "resume": "runner",
     "TrainConfig": "training", "TrainState": "training", "train": "training", "train_epoch": "training",
 }
 _RENAMED = {"create_backend": "create"}

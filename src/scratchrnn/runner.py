@@ -1,6 +1,6 @@
 """One training run, from its settings to a run directory: what ``scratchrnn train`` does.
 
-``RunConfig`` holds the settings as plain values (nanoGPT-style); ``run(config, mode)`` checks
+``run(config, mode)`` (settings: ``run_config.RunConfig``) puts the run together as a ``Run``, checking
 everything that can be checked before the first batch (data, sizes, prompts, the directory), then
 trains with ``training.train`` and keeps the run directory (``rundir.RunDirectory``) current:
 ``metrics.jsonl`` as each epoch ends, ``last/`` every ``checkpoint_every`` epochs, ``best/`` whenever
@@ -21,8 +21,6 @@ the save) -- so a run saved by N ranks resumes on any M that divides the batch.
 """
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -30,102 +28,19 @@ from typing import Callable
 import numpy as np
 
 from . import backends, distributed, faults
+from .backends.base import Backend
 from .checkpoint import CARRIED_SLOT, Checkpoint, estimate_checkpoint_bytes
-from .data import SeqDataLoader, check_corpus_fits, load_corpus, split_heldout
+from .data import SeqDataLoader
 from .distributed import SINGLE, GradientAverager, World
 from .errors import RunInterrupted, TrainingDiverged, UserError
-from .generation import default_prefix, encode_prefix, predict
+from .generation import predict
 from .interrupts import StopRequests
-from .model import ModelSettings, check_fits_in_memory, init_params
+from .model import ModelConfig, check_fits_in_memory, init_params
+from .optim import Optimizer
 from .plotting import plot_training
+from .run_config import Corpus, RunConfig, load_run_corpus, run_prefixes
 from .rundir import RunDirectory
-from .training import BEST_BY, TrainConfig, TrainState, json_safe_ints, train
-
-CHAPTER_MAX_TOKENS = 10000       # the chapter trains on the first 10,000 characters of its book
-DEFAULT_VAL_FRACTION = 0.1       # a text of one's own: the last 10% held out, as nanoGPT splits
-
-
-@dataclass
-class RunConfig:
-    """Everything a run needs, as plain values; ``None`` means "the default for this data" (resolve)."""
-
-    out: str
-    backend: str = "numpy"
-    device: str = "cpu"
-    dtype: str = "float32"
-    data: str | None = None              # None: the bundled Time Machine
-    cleaning: str | None = None          # None: "chapter" for the bundled book, "raw" for a file
-    max_tokens: int | str | None = None  # None: 10000 for the bundled book, "all" for a file
-    val_fraction: float | None = None    # None: 0.1 of a file; for the bundled book the text after the slice
-    best_by: str | None = None           # None: "val" where text is held out of a file, else "train"
-    model: ModelSettings = field(default_factory=ModelSettings)   # the vocabulary's size comes from the data
-    train: TrainConfig = field(default_factory=TrainConfig)
-    checkpoint_every: int = 1
-    predict_every: int = 10
-    prefixes: list | None = None         # None: the text's own first words ("time traveller" for the book)
-    num_chars: int = 50
-
-    def resolved(self) -> "RunConfig":
-        """The same settings with every ``None`` default decided for this data."""
-        bundled = self.data is None
-        max_tokens = self.max_tokens if self.max_tokens is not None else (CHAPTER_MAX_TOKENS if bundled else "all")
-        val_fraction = self.val_fraction
-        if val_fraction is None and not bundled:
-            val_fraction = DEFAULT_VAL_FRACTION
-        best_by = self.best_by or ("val" if val_fraction else "train")
-        return dataclasses.replace(self, cleaning=self.cleaning or ("chapter" if bundled else "raw"),
-                                   max_tokens=max_tokens, val_fraction=val_fraction, best_by=best_by)
-
-    @property
-    def held_out_after_slice(self) -> bool:
-        """The chapter's set-up: the book's first N tokens trained on, the next N held out (scored only)."""
-        return self.data is None and self.val_fraction is None and self.max_tokens != "all"
-
-    def validate(self) -> None:
-        if self.best_by not in (None, *BEST_BY):
-            raise ValueError(f"best_by must be one of {BEST_BY}, not {self.best_by!r}")
-        if self.val_fraction is not None and not 0 <= self.val_fraction < 1:
-            raise ValueError(f"val_fraction must be in [0, 1), not {self.val_fraction}")
-        for name in ("checkpoint_every", "num_chars"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, not {value}")
-        if isinstance(self.predict_every, bool) or not isinstance(self.predict_every, int) or self.predict_every < 0:
-            raise ValueError(f"predict_every must be an integer >= 0, not {self.predict_every}")
-        if not isinstance(self.model, ModelSettings):
-            raise ValueError(f"model must be a ModelSettings, not {self.model!r}")
-        if not isinstance(self.out, str) or not self.out.strip():
-            raise ValueError(f"out must name a directory, not {self.out!r}")
-        self.train.validate()
-
-    def to_dict(self) -> dict:
-        data = dataclasses.asdict(self)
-        data["train"] = self.train.to_dict()
-        data["model"] = self.model.to_dict()
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "RunConfig":
-        """The settings ``to_dict`` wrote, or an older scratchrnn wrote (with ``init`` and
-        ``forget_bias`` beside ``model``, not in it)."""
-        if not isinstance(data, dict) or not isinstance(data.get("train", {}), dict):
-            raise ValueError("the run's settings must be a mapping with a mapping 'train'")
-        known = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
-        values["train"] = TrainConfig.from_dict(values.get("train", {}))
-        model = values.get("model", {})
-        if isinstance(model, dict):
-            model = {**{k: data[k] for k in ("init", "forget_bias") if k in data}, **model}
-        values["model"] = ModelSettings.from_dict(model)
-        return cls(**values)
-
-
-@dataclass
-class Corpus:
-    train: np.ndarray
-    heldout: np.ndarray | None
-    vocab: object
-    fingerprint: str
+from .training import EpochResult, TrainConfig, TrainState, json_safe_ints, train
 
 
 @dataclass
@@ -147,46 +62,6 @@ class RunOutcome:
         return self.state.history
 
 
-# -- data ---------------------------------------------------------------------------------------------------
-def load_run_corpus(config: RunConfig) -> Corpus:
-    """The training tokens, the held-out tokens (or None) and the vocabulary, as ``config`` says."""
-    cfg = config
-    max_tokens = None if cfg.max_tokens == "all" else cfg.max_tokens
-    if cfg.held_out_after_slice:
-        # read twice the slice: the chapter's training text, then as much again to score
-        corpus, vocab = load_corpus(None, 2 * max_tokens, cleaning=cfg.cleaning)
-        train_ids, heldout = corpus[:max_tokens], np.asarray(corpus[max_tokens:], dtype=np.int64)
-        if len(heldout) - 1 < cfg.train.batch_size:
-            heldout = None
-    else:
-        corpus, vocab = load_corpus(cfg.data, max_tokens, cleaning=cfg.cleaning)
-        if cfg.val_fraction:
-            train_ids, heldout = split_heldout(corpus, cfg.val_fraction)
-            if len(heldout) - 1 < cfg.train.batch_size:
-                raise UserError(
-                    f"held-out text too short: val_fraction {cfg.val_fraction} of {len(corpus)} tokens is "
-                    f"{len(heldout)}, which cannot give each of the batch_size {cfg.train.batch_size} rows a "
-                    f"token to predict; hold out more text or use a smaller batch")
-        else:
-            train_ids, heldout = corpus, None
-    check_corpus_fits(len(train_ids), cfg.train.batch_size, cfg.train.num_steps, cfg.train.sampling)
-    digest = hashlib.sha256(np.asarray(train_ids, dtype=np.int64).tobytes())
-    if heldout is not None:
-        digest.update(heldout.tobytes())
-    return Corpus(np.asarray(train_ids), heldout, vocab, digest.hexdigest())
-
-
-def _prefixes(config: RunConfig, corpus: Corpus) -> list[str]:
-    """The prompts continued during and after training, checked against the vocabulary now."""
-    if config.prefixes:
-        for prefix in config.prefixes:
-            encode_prefix(prefix, corpus.vocab, config.cleaning)
-        return list(config.prefixes)
-    prefix = default_prefix(corpus.train, corpus.vocab, bundled=config.data is None)
-    prompts = [prefix, "traveller"] if config.data is None else [prefix]
-    return prompts
-
-
 # -- the run --------------------------------------------------------------------------------------------------
 def run(config: RunConfig, mode: str = "new", *, say: Callable[[str], None] = print,
         progress: bool = True, world: World = SINGLE) -> RunOutcome:
@@ -202,25 +77,24 @@ def run(config: RunConfig, mode: str = "new", *, say: Callable[[str], None] = pr
     """
     if not world.is_main:
         say, progress = (lambda line: None), False
-    run_dir = RunDirectory(config.out) if world.is_main else None
-    resume = None
-    if mode == "resume":
-        with world.together():
-            if world.is_main:
-                for note in run_dir.open("resume"):
-                    say(f"note: {note}")
-                try:
-                    resume = _load_resume(run_dir, config)
-                except BaseException:
-                    run_dir.close()
-                    raise
-        resume = world.broadcast(resume)
-        config = resume["config"]
+    directory = RunDirectory(config.out) if world.is_main else None
     try:
-        return _run(config, mode, run_dir, resume, say, progress, world)
+        saved = None
+        if mode == "resume":
+            with world.together():
+                if world.is_main:
+                    for note in directory.open("resume"):
+                        say(f"note: {note}")
+                    saved = _SavedRun.read(directory, config)
+            saved = world.broadcast(saved)
+            config = saved.config
+        with world.together():
+            this_run = Run.prepare(config, saved, world, directory, say)
+        this_run.open(mode, saved)
+        return this_run.train(progress)
     finally:
-        if run_dir is not None:
-            run_dir.close()
+        if directory is not None:
+            directory.close()
 
 
 def resume(out: str, epochs: int | None = None, **options) -> RunOutcome:
@@ -229,242 +103,303 @@ def resume(out: str, epochs: int | None = None, **options) -> RunOutcome:
     return run(RunConfig(out=str(out), train=TrainConfig(epochs=epochs or 0)), "resume", **options)
 
 
-def _load_resume(run_dir: RunDirectory, asked: RunConfig) -> dict:
-    ckpt = run_dir.load("last")
-    saved = ckpt.train_state or {}
-    if not isinstance(saved.get("run"), dict) or not isinstance(saved.get("progress"), dict):
-        raise UserError(f"{run_dir.path}/last holds no training state to resume from (written by an "
-                        f"older scratchrnn?)")
-    try:
-        config = RunConfig.from_dict(saved["run"])
-        config.out = asked.out
-        if asked.train.epochs:            # 0: as many as the run was started with
-            config.train.epochs = asked.train.epochs
-        state = TrainState.from_dict(saved["progress"])
-        config.validate()
-    except (TypeError, ValueError) as err:
-        raise UserError(f"{run_dir.path}/last has a training state this scratchrnn cannot use ({err})") from None
-    if state.epoch >= config.train.epochs and state.batch == 0:
-        raise UserError(f"the run in {run_dir.path} has done its {state.epoch} epochs; resume with more "
-                        f"epochs to train on")
-    return {"config": config, "ckpt": ckpt, "state": state, "saved": saved}
+@dataclass
+class _SavedRun:
+    """What rank 0 read from a run directory's ``last/`` to continue it (sent to the other ranks)."""
 
+    config: RunConfig        # the saved run's settings, with the directory and epochs asked for now
+    checkpoint: Checkpoint
+    state: TrainState
+    train_state: dict        # the checkpoint's train_state as written
 
-def _run(config, mode, run_dir, resume, say, progress, world) -> RunOutcome:
-    with world.together():
-        prepared = _prepare(config, resume, world)
-    cfg, corpus, model, prefixes, optimizer, backend, state, carried, loader = prepared
-    out_path = run_dir.path if run_dir is not None else Path(cfg.out)
-    # every rank must train on the same text: rank 0's fingerprint is the yardstick
-    fingerprint = world.broadcast(corpus.fingerprint)
-    with world.together():
-        if corpus.fingerprint != fingerprint:
-            raise UserError(f"the training text here is not rank 0's ({cfg.data or 'the bundled book'} "
-                            f"differs); every machine of a run needs the same text")
-        if world.is_main:
-            notes = _open_run_dir(run_dir, mode, cfg, model, optimizer, state, resume)
-    if not world.is_main:
-        notes = []
-    for note in notes:
-        say(f"note: {note}")
-    return _train_run(cfg, corpus, model, prefixes, optimizer, backend, state, carried, loader,
-                      run_dir, out_path, resume, notes, say, progress, world)
-
-
-def _prepare(config, resume, world):
-    """Everything that can refuse the run before the directory is touched, and what training needs."""
-    cfg = config.resolved()
-    try:
-        cfg.validate()
-    except ValueError as err:
-        raise UserError(str(err)) from None
-    if world.distributed and cfg.backend not in distributed.BACKENDS:
-        raise UserError(f"the {cfg.backend} backend trains in one process only; several ranks need "
-                        f"{' or '.join(distributed.BACKENDS)}")
-    if cfg.train.batch_size % world.size:
-        raise UserError(f"batch_size {cfg.train.batch_size} is not a multiple of the {world.size} ranks: "
-                        f"every rank reads an equal share of each batch")
-    corpus = load_run_corpus(cfg)
-    try:
-        model = cfg.model.config(len(corpus.vocab))
-    except ValueError as err:
-        raise UserError(str(err)) from None
-    train_cfg = cfg.train
-    check_fits_in_memory(model, train_cfg.batch_size, train_cfg.num_steps, cfg.dtype)
-    prefixes = _prefixes(cfg, corpus)
-
-    optimizer = train_cfg.make_optimizer()
-    # dropout masks come from the backend's own generator, seeded from the run's seed; on several
-    # ranks every rank holds the same stream and keeps its rows of each mask (training.train), so
-    # the masks are those of one process, and a resume on any number of ranks continues them
-    options = {"dropout_seed": train_cfg.seed} if model.dropout else {}
-    if resume is None:
-        params = init_params(model, train_cfg.seed, init=cfg.model.init, forget_bias=cfg.model.forget_bias)
-        backend = backends.create(cfg.backend, params, model,
-                                  device=cfg.device, dtype=cfg.dtype, **options)
-        state, carried = TrainState(), None
-    else:
-        ckpt, state = resume["ckpt"], resume["state"]
-        if resume["saved"].get("data_fingerprint") != corpus.fingerprint or \
-                list(ckpt.vocab.idx_to_token) != list(corpus.vocab.idx_to_token):
-            raise UserError(f"the training text is not the one the run in {cfg.out} was saved with "
-                            f"({cfg.data or 'the bundled book'} changed); resume needs the same text")
-        backend = backends.create(cfg.backend, ckpt.params, model, device=cfg.device, dtype=cfg.dtype,
-                                  **options)
-        dropout_rng = resume["saved"].get("dropout_rng")
-        if dropout_rng is not None and hasattr(backend, "set_dropout_rng_state"):
-            backend.set_dropout_rng_state(json_safe_ints(dropout_rng, to_text=False))
-        arrays = dict(ckpt.optimizer_state)
-        carried_arrays = [arrays.pop(f"{CARRIED_SLOT}/{i}") for i in range(len(arrays))
-                          if f"{CARRIED_SLOT}/{i}" in arrays]
+    @classmethod
+    def read(cls, directory: RunDirectory, asked: RunConfig) -> "_SavedRun":
+        ckpt = directory.load("last")
+        saved = ckpt.train_state or {}
+        if not isinstance(saved.get("run"), dict) or not isinstance(saved.get("progress"), dict):
+            raise UserError(f"{directory.path}/last holds no training state to resume from (written by an "
+                            f"older scratchrnn?)")
         try:
-            optimizer.load_state_arrays(backend, arrays, resume["saved"].get("optimizer_steps", 0))
+            config = RunConfig.from_dict(saved["run"])
+            config.out = asked.out
+            if asked.train.epochs:            # 0: as many as the run was started with
+                config.train.epochs = asked.train.epochs
+            state = TrainState.from_dict(saved["progress"])
+            config.validate()
+        except (TypeError, ValueError) as err:
+            raise UserError(f"{directory.path}/last has a training state this scratchrnn cannot use "
+                            f"({err})") from None
+        if state.epoch >= config.train.epochs and state.batch == 0:
+            raise UserError(f"the run in {directory.path} has done its {state.epoch} epochs; resume with more "
+                            f"epochs to train on")
+        return cls(config, ckpt, state, saved)
+
+
+@dataclass
+class Run:
+    """One training run, put together: its settings, text, model, backend, batches, optimizer and
+    progress, the state an interrupted epoch carries on with, its directory (rank 0's; None on the other
+    ranks) and its place among the ranks. ``prepare`` builds it, ``open`` opens the directory, ``train``
+    trains; ``save`` and ``on_epoch`` are what training calls back."""
+
+    config: RunConfig                    # resolved: no None default left
+    corpus: Corpus
+    model: ModelConfig
+    prefixes: list[str]
+    backend: Backend
+    optimizer: Optimizer
+    loader: SeqDataLoader
+    state: TrainState
+    carried: object = None               # the state an interrupted epoch resumes with
+    directory: RunDirectory | None = None
+    world: World = SINGLE
+    say: Callable[[str], None] = print
+    saved_epoch: int | None = None       # the epoch last/ holds; None: no checkpoint of this run yet
+    notes: list[str] = field(default_factory=list)
+    _bar: object = field(default=None, init=False, repr=False)   # the progress bar while training, if shown
+
+    @classmethod
+    def prepare(cls, config: RunConfig, saved: _SavedRun | None, world: World = SINGLE,
+                directory: RunDirectory | None = None, say: Callable[[str], None] = print) -> "Run":
+        """Everything that can refuse the run before the directory is touched, and what training needs."""
+        cfg = config.resolved()
+        try:
+            cfg.validate()
         except ValueError as err:
-            raise UserError(f"{cfg.out}/last: {err}") from None
-        carried = None
-        if carried_arrays and state.batch:
+            raise UserError(str(err)) from None
+        if world.distributed and cfg.backend not in distributed.BACKENDS:
+            raise UserError(f"the {cfg.backend} backend trains in one process only; several ranks need "
+                            f"{' or '.join(distributed.BACKENDS)}")
+        if cfg.train.batch_size % world.size:
+            raise UserError(f"batch_size {cfg.train.batch_size} is not a multiple of the {world.size} ranks: "
+                            f"every rank reads an equal share of each batch")
+        corpus = load_run_corpus(cfg)
+        try:
+            model = cfg.model.config(len(corpus.vocab))
+        except ValueError as err:
+            raise UserError(str(err)) from None
+        train_cfg = cfg.train
+        check_fits_in_memory(model, train_cfg.batch_size, train_cfg.num_steps, cfg.dtype)
+        prefixes = run_prefixes(cfg, corpus)
+        optimizer = train_cfg.make_optimizer()
+        # dropout masks come from the backend's own generator, seeded from the run's seed; on several
+        # ranks every rank holds the same stream and keeps its rows of each mask (training.train), so
+        # the masks are those of one process, and a resume on any number of ranks continues them
+        options = {"dropout_seed": train_cfg.seed} if model.dropout else {}
+        if saved is None:
+            params = init_params(model, train_cfg.seed, init=cfg.model.init, forget_bias=cfg.model.forget_bias)
+        else:
+            if saved.train_state.get("data_fingerprint") != corpus.fingerprint or \
+                    list(saved.checkpoint.vocab.idx_to_token) != list(corpus.vocab.idx_to_token):
+                raise UserError(f"the training text is not the one the run in {cfg.out} was saved with "
+                                f"({cfg.data or 'the bundled book'} changed); resume needs the same text")
+            params = saved.checkpoint.params
+        backend = backends.create(cfg.backend, params, model, device=cfg.device, dtype=cfg.dtype, **options)
+        loader = SeqDataLoader(corpus.train, train_cfg.batch_size, train_cfg.num_steps, train_cfg.sampling,
+                               seed=train_cfg.seed, rank=world.rank, world_size=world.size)
+        prepared = cls(cfg, corpus, model, prefixes, backend, optimizer, loader, TrainState(),
+                       directory=directory, world=world, say=say)
+        if saved is not None:
+            prepared._continue(saved)
+        return prepared
+
+    def _continue(self, saved: _SavedRun) -> None:
+        """Take up where the saved run stopped: its optimizer slots, dropout masks, progress and the
+        state of this rank's rows in an interrupted epoch."""
+        self.state, self.saved_epoch = saved.state, saved.state.epoch
+        dropout_rng = saved.train_state.get("dropout_rng")
+        if dropout_rng is not None:
+            self.backend.set_dropout_rng_state(json_safe_ints(dropout_rng, to_text=False))
+        arrays = dict(saved.checkpoint.optimizer_state)
+        carried = [arrays.pop(f"{CARRIED_SLOT}/{i}") for i in range(len(arrays))
+                   if f"{CARRIED_SLOT}/{i}" in arrays]
+        where = f"{self.config.out}/last"
+        try:
+            self.optimizer.load_state_arrays(self.backend, arrays, saved.train_state.get("optimizer_steps", 0))
+        except ValueError as err:
+            raise UserError(f"{where}: {err}") from None
+        batch_size = self.config.train.batch_size
+        if carried and self.state.batch:
             # saved for the whole batch (all ranks' rows): this rank continues its own rows
-            if any(len(a) != train_cfg.batch_size for a in carried_arrays):
-                raise UserError(f"{cfg.out}/last: the carried state does not match batch_size "
-                                f"{train_cfg.batch_size}")
-            carried = backend.state_from_numpy(tuple(world.rows(a) for a in carried_arrays))
-    loader = SeqDataLoader(corpus.train, train_cfg.batch_size, train_cfg.num_steps, train_cfg.sampling,
-                           seed=train_cfg.seed, rank=world.rank, world_size=world.size)
-    return cfg, corpus, model, prefixes, optimizer, backend, state, carried, loader
+            if any(len(a) != batch_size for a in carried):
+                raise UserError(f"{where}: the carried state does not match batch_size {batch_size}")
+            self.carried = self.backend.state_from_numpy(tuple(self.world.rows(a) for a in carried))
 
+    @property
+    def out(self) -> Path:
+        return self.directory.path if self.directory is not None else Path(self.config.out)
 
-def _open_run_dir(run_dir, mode, cfg, model, optimizer, state, resume) -> list[str]:
-    """Rank 0: open the directory last, after everything that could still refuse the run."""
-    if resume is None:
-        checkpoint_bytes = estimate_checkpoint_bytes(model, np.dtype(cfg.dtype).itemsize,
-                                                     len(optimizer.slots), extra_json_bytes=1 << 16)
-        return run_dir.open(mode, need_bytes=checkpoint_bytes)
-    run_dir.trim_metrics(state.epoch)
-    state.history = run_dir.read_metrics()
-    return []
+    def open(self, mode: str, saved: _SavedRun | None = None) -> None:
+        """Check that every rank read the same text, then (rank 0) open the directory: last, after
+        everything that could still refuse the run."""
+        world = self.world
+        # every rank must train on the same text: rank 0's fingerprint is the yardstick
+        fingerprint = world.broadcast(self.corpus.fingerprint)
+        with world.together():
+            if self.corpus.fingerprint != fingerprint:
+                raise UserError(f"the training text here is not rank 0's ({self.config.data or 'the bundled book'} "
+                                f"differs); every machine of a run needs the same text")
+            if world.is_main:
+                self.notes = self._open_directory(mode, saved)
+        for note in self.notes:
+            self.say(f"note: {note}")
 
+    def _open_directory(self, mode: str, saved: _SavedRun | None) -> list[str]:
+        if saved is None:
+            checkpoint_bytes = estimate_checkpoint_bytes(self.model, np.dtype(self.config.dtype).itemsize,
+                                                         len(self.optimizer.slots), extra_json_bytes=1 << 16)
+            return self.directory.open(mode, need_bytes=checkpoint_bytes)
+        self.directory.trim_metrics(self.state.epoch)
+        self.state.history = self.directory.read_metrics()
+        return []
 
-def _train_run(cfg, corpus, model, prefixes, optimizer, backend, state, carried, loader, run_dir, out_path,
-               resume, notes, say, progress, world) -> RunOutcome:
-    train_cfg = cfg.train
-    outcome = RunOutcome(cfg, state, out_path, notes=list(notes))
-    title = (f"{cfg.backend}, {model.cell} {model.num_hiddens} hidden, {train_cfg.optimizer} lr "
-             f"{train_cfg.lr:g}, {train_cfg.sampling}")
-    saved = {"epoch": state.epoch if resume else None}
-
-    def checkpoint(which, carried_now=None) -> None:
-        """Rank 0: save; ``carried_now`` is an interrupted epoch's state of all rows, as NumPy arrays."""
-        arrays = optimizer.state_arrays(backend)
-        if carried_now is not None:
-            for i, tensor in enumerate(carried_now):
-                arrays[f"{CARRIED_SLOT}/{i}"] = tensor
+    # -- what training calls back -------------------------------------------------------------------------
+    def save(self, which, carried=None) -> None:
+        """Rank 0: save ``which`` ("last", "best" or both); ``carried`` is an interrupted epoch's state
+        of all rows, as NumPy arrays."""
+        cfg, state = self.config, self.state
+        arrays = self.optimizer.state_arrays(self.backend)
+        for i, tensor in enumerate(carried or ()):
+            arrays[f"{CARRIED_SLOT}/{i}"] = tensor
         # the per-epoch history is the run directory's metrics.jsonl: a checkpoint that carried it
         # would grow by a line every epoch and be rewritten every epoch
         train_state = {"run": cfg.to_dict(), "progress": state.to_dict(with_history=False),
-                       "optimizer_steps": optimizer.step_count, "data_fingerprint": corpus.fingerprint,
-                       "world_size": world.size}
-        if model.dropout and hasattr(backend, "dropout_rng_state"):
-            train_state["dropout_rng"] = json_safe_ints(backend.dropout_rng_state(), to_text=True)
-        info = {"backend": cfg.backend, "epoch": state.epoch, "world_size": world.size, "best": state.best,
-                "train": train_cfg.to_dict(), "prefixes": prefixes}
-        run_dir.save(which, Checkpoint(backend.get_params(), corpus.vocab, model, cfg.cleaning, "char",
-                                       info=info, train_state=train_state, optimizer_state=arrays))
+                       "optimizer_steps": self.optimizer.step_count, "data_fingerprint": self.corpus.fingerprint,
+                       "world_size": self.world.size}
+        if self.model.dropout:
+            train_state["dropout_rng"] = json_safe_ints(self.backend.dropout_rng_state(), to_text=True)
+        info = {"backend": cfg.backend, "epoch": state.epoch, "world_size": self.world.size, "best": state.best,
+                "train": cfg.train.to_dict(), "prefixes": self.prefixes}
+        self.directory.save(which, Checkpoint(self.backend.get_params(), self.corpus.vocab, self.model,
+                                              cfg.cleaning, "char", info=info, train_state=train_state,
+                                              optimizer_state=arrays))
         if "last" in which:
-            saved["epoch"] = state.epoch
+            self.saved_epoch = state.epoch
 
-    bar = _progress_bar(train_cfg.epochs, state.epoch, progress)
-    watch = prefixes[0]
-
-    def on_epoch(stats) -> None:
-        faults.point(f"train.rank{world.rank}.epoch-end")
-        if not world.is_main:
+    def on_epoch(self, stats: EpochResult) -> None:
+        """After each epoch: rank 0 appends its metrics, saves what is due and shows how it went."""
+        cfg = self.config
+        faults.point(f"train.rank{self.world.rank}.epoch-end")
+        if not self.world.is_main:
             return
-        run_dir.append_metrics(stats.record())
+        self.directory.append_metrics(stats.record())
         which = []
         if stats.is_best:
             which.append("best")
-        if stats.epoch % cfg.checkpoint_every == 0 or stats.epoch == train_cfg.epochs:
+        if stats.epoch % cfg.checkpoint_every == 0 or stats.epoch == cfg.train.epochs:
             which.append("last")
         if which:
-            checkpoint(tuple(which))
+            self.save(tuple(which))
         faults.point("train.epoch-end")
+        bar = self._bar
         if bar is not None:
             bar.update(1)
             bar.set_postfix(ppl=f"{stats.perplexity:.2f}", tok_s=f"{stats.tokens_per_sec:,.0f}")
         if cfg.predict_every and stats.epoch % cfg.predict_every == 0:
-            text = predict(backend, corpus.vocab, watch, cfg.num_chars, cleaning=cfg.cleaning)
+            text = predict(self.backend, self.corpus.vocab, self.prefixes[0], cfg.num_chars, cleaning=cfg.cleaning)
             val = f"  held-out {stats.val_perplexity:6.2f}" if stats.val_perplexity is not None else ""
-            line = f"epoch {stats.epoch:4d}  perplexity {stats.perplexity:7.2f}{val}  {text}"
             if bar is not None:
                 bar.clear()
-            say(line)
+            self.say(f"epoch {stats.epoch:4d}  perplexity {stats.perplexity:7.2f}{val}  {text}")
             if bar is not None:
                 bar.refresh()
 
-    say(f"training {backend!r} on {len(corpus.train):,} tokens (vocabulary {len(corpus.vocab)}), "
-        + (f"held-out {len(corpus.heldout):,} tokens, " if corpus.heldout is not None else "")
-        + f"{train_cfg.optimizer} lr {train_cfg.lr:g}, {train_cfg.epochs} epochs of {train_cfg.sampling} "
-        f"batches {train_cfg.batch_size} x {train_cfg.num_steps}; best by {cfg.best_by}"
-        + (f"; {world.size} ranks of {train_cfg.batch_size // world.size} rows each" if world.distributed else ""))
-    stop = StopRequests(grace=2.0 if world.distributed else 0.0, quiet=not world.is_main)
-    # several ranks must stop after the same batch: the request travels with the gradients
-    reduce = GradientAverager(world, wants_stop=stop) if world.distributed else None
-    try:
-        with stop:
-            result = train(backend, loader, train_cfg, optimizer=optimizer, state=state, carried=carried,
-                           on_epoch=on_epoch, validation=corpus.heldout, best_by=cfg.best_by,
-                           should_stop=reduce.should_stop if reduce else stop, world=world, reduce=reduce)
-    except TrainingDiverged as err:
-        _close(bar)
-        if not world.is_main:
-            raise UserError(str(err)) from None
-        if saved["epoch"] or state.history:
-            outcome.plots = _plot(run_dir, title)
+    # -- training -----------------------------------------------------------------------------------------
+    def train(self, progress: bool = True) -> RunOutcome:
+        """Train to the last epoch (or a Ctrl-C), and say what happened."""
+        cfg, train_cfg, world, corpus = self.config, self.config.train, self.world, self.corpus
+        self.say(f"training {self.backend!r} on {len(corpus.train):,} tokens (vocabulary {len(corpus.vocab)}), "
+                 + (f"held-out {len(corpus.heldout):,} tokens, " if corpus.heldout is not None else "")
+                 + f"{train_cfg.optimizer} lr {train_cfg.lr:g}, {train_cfg.epochs} epochs of {train_cfg.sampling} "
+                 f"batches {train_cfg.batch_size} x {train_cfg.num_steps}; best by {cfg.best_by}"
+                 + (f"; {world.size} ranks of {train_cfg.batch_size // world.size} rows each"
+                    if world.distributed else ""))
+        stop = StopRequests(grace=2.0 if world.distributed else 0.0, quiet=not world.is_main)
+        # several ranks must stop after the same batch: the request travels with the gradients
+        reduce = GradientAverager(world, wants_stop=stop) if world.distributed else None
+        self._bar = _progress_bar(train_cfg.epochs, self.state.epoch, progress)
+        try:
+            with stop:
+                result = train(self.backend, self.loader, train_cfg, optimizer=self.optimizer, state=self.state,
+                               carried=self.carried, on_epoch=self.on_epoch, validation=corpus.heldout,
+                               best_by=cfg.best_by, should_stop=reduce.should_stop if reduce else stop,
+                               world=world, reduce=reduce)
+        except TrainingDiverged as err:
+            self._close_bar()
+            raise self._diverged(err) from None
+        except KeyboardInterrupt:
+            self._close_bar()
+            kept = (f"{self.out}/last holds epoch {self.saved_epoch}" if self.saved_epoch
+                    else "no checkpoint was saved")
+            raise RunInterrupted(f"interrupted; {kept}" if world.is_main else "interrupted") from None
+        self._close_bar()
+        outcome = RunOutcome(cfg, self.state, self.out, notes=list(self.notes))
+        if result.interrupted:
+            return self._stopped(outcome, result.carried)
+        outcome.best_epoch = self.state.best["epoch"] if self.state.best else None
+        if world.is_main:
+            outcome.plots = self._plot()
+            outcome.tokens_per_sec = _tokens_per_sec(self.state.history)
+            outcome.samples = self.samples()
+        return outcome
+
+    def _diverged(self, err: TrainingDiverged) -> UserError:
+        """What a diverged run says; rank 0 keeps its plot, or removes a directory it left empty."""
+        if not self.world.is_main:
+            return UserError(str(err))
+        if self.saved_epoch or self.state.history:
+            self._plot()
         else:
-            _remove_empty_run(run_dir)
-        kept = (f"the last good checkpoint (epoch {saved['epoch']}) is in {run_dir.path}/last"
-                if saved["epoch"] else "no checkpoint of this run was saved")
-        raise UserError(f"{err}; training stopped, {kept}. Try a smaller learning rate or clipping") from None
-    except KeyboardInterrupt:
-        _close(bar)
-        if not world.is_main:
-            raise RunInterrupted("interrupted") from None
-        kept = (f"{run_dir.path}/last holds epoch {saved['epoch']}" if saved["epoch"]
-                else "no checkpoint was saved")
-        raise RunInterrupted(f"interrupted; {kept}") from None
-    _close(bar)
-    if result.interrupted:
-        # the state of every rank's rows, put together as one batch's on rank 0
-        carried_all = world.gather_rows(backend.state_to_numpy(result.carried))
+            _remove_empty_run(self.directory)
+        kept = (f"the last good checkpoint (epoch {self.saved_epoch}) is in {self.out}/last" if self.saved_epoch
+                else "no checkpoint of this run was saved")
+        return UserError(f"{err}; training stopped, {kept}. Try a smaller learning rate or clipping")
+
+    def _stopped(self, outcome: RunOutcome, carried) -> RunOutcome:
+        """After a first Ctrl-C: save last/ with the state of every rank's rows, put together as one
+        batch's on rank 0, and say how to continue."""
+        carried_all = self.world.gather_rows(self.backend.state_to_numpy(carried))
         outcome.status = "interrupted"
-        if not world.is_main:
+        if not self.world.is_main:
             return outcome
-        checkpoint(("last",), carried_all)
-        outcome.plots = _plot(run_dir, title)
+        self.save(("last",), carried_all)
+        outcome.plots = self._plot()
+        state = self.state
         where = f"epoch {state.epoch + 1}, after batch {state.batch}" if state.batch else f"epoch {state.epoch}"
-        outcome.notes.append(f"stopped in {where}; saved {run_dir.path}/last. Continue with: "
-                             f"scratchrnn train --resume {run_dir.path}")
+        outcome.notes.append(f"stopped in {where}; saved {self.out}/last. Continue with: "
+                             f"scratchrnn train --resume {self.out}")
         return outcome
-    outcome.best_epoch = state.best["epoch"] if state.best else None
-    if not world.is_main:
-        return outcome
-    outcome.plots = _plot(run_dir, title)
-    outcome.best_epoch = state.best["epoch"] if state.best else None
-    outcome.tokens_per_sec = _tokens_per_sec(state.history)
-    best = run_dir.load("best") if state.best else None
-    if best is not None:
-        best_backend = backends.create(cfg.backend, best.params, model, device=cfg.device, dtype=cfg.dtype)
-        outcome.samples = {p: predict(best_backend, corpus.vocab, p, cfg.num_chars, cleaning=cfg.cleaning)
-                           for p in prefixes}
-    return outcome
+
+    def samples(self) -> dict[str, str]:
+        """Each prefix continued by the best weights (none before a best epoch)."""
+        if not self.state.best:
+            return {}
+        cfg = self.config
+        best = self.directory.load("best")
+        backend = backends.create(cfg.backend, best.params, self.model, device=cfg.device, dtype=cfg.dtype)
+        return {p: predict(backend, self.corpus.vocab, p, cfg.num_chars, cleaning=cfg.cleaning)
+                for p in self.prefixes}
+
+    def _plot(self) -> list:
+        records = self.directory.read_metrics()
+        if not records:
+            return []
+        m, t = self.model, self.config.train
+        title = f"{self.config.backend}, {m.cell} {m.num_hiddens} hidden, {t.optimizer} lr {t.lr:g}, {t.sampling}"
+        return plot_training(records, self.directory.plot_stem, title)
+
+    def _close_bar(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
 
 
-def _remove_empty_run(run_dir: RunDirectory) -> None:
+def _remove_empty_run(directory: RunDirectory) -> None:
     """A run that diverged before anything was saved leaves no directory behind (if it made one)."""
-    run_dir.close()
+    directory.close()
     try:
-        run_dir.metrics_path.unlink(missing_ok=True)
-        run_dir.path.rmdir()          # only if empty: anything else there is not ours to remove
+        directory.metrics_path.unlink(missing_ok=True)
+        directory.path.rmdir()          # only if empty: anything else there is not ours to remove
     except OSError:
         pass
 
@@ -475,13 +410,6 @@ def _tokens_per_sec(history: list[dict]) -> float:
     return tokens / seconds if seconds > 0 else float("nan")
 
 
-def _plot(run_dir: RunDirectory, title: str) -> list:
-    records = run_dir.read_metrics()
-    if not records:
-        return []
-    return plot_training(records, run_dir.plot_stem, title)
-
-
 def _progress_bar(total: int, done: int, enabled: bool):
     if not enabled:
         return None
@@ -489,9 +417,3 @@ def _progress_bar(total: int, done: int, enabled: bool):
 
     from tqdm import tqdm
     return tqdm(total=total, initial=done, unit="epoch", file=sys.stderr, dynamic_ncols=True)
-
-
-def _close(bar) -> None:
-    if bar is not None:
-        bar.close()
-

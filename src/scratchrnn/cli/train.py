@@ -167,7 +167,7 @@ def _run_config_from(args):
     """The RunConfig that the flags of ``scratchrnn train`` ask for; ValueError names a field that
     the flags set to a value the model cannot have."""
     from ..model import ModelSettings
-    from ..runner import RunConfig
+    from ..run_config import RunConfig
     from ..training import TrainConfig
 
     train = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, num_steps=args.num_steps,
