@@ -13,8 +13,10 @@ from scratchrnn import backends
 from scratchrnn.cli import main
 from scratchrnn.data import load_corpus
 from scratchrnn.errors import UserError
-from scratchrnn.experiments import (EXPERIMENTS, REPORT_NAME, RESULTS_NAME, Context, Report,
-                                    run_experiment, train_run)
+from scratchrnn.experiments import EXPERIMENTS, run_experiment
+from scratchrnn.experiments.harness import Context, train_run
+from scratchrnn.experiments.registry import REPORT_NAME, RESULTS_NAME
+from scratchrnn.experiments.report import Report
 from scratchrnn.model import ModelConfig, init_params
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -8,10 +8,10 @@ import scratchrnn
 from scratchrnn import backends
 from scratchrnn.backends.base import TensorOps
 from scratchrnn.data import SeqDataLoader, load_corpus, num_batches
-from scratchrnn.errors import TrainingDiverged
+from scratchrnn.errors import TrainingDiverged, UserError
 from scratchrnn.model import ModelConfig, global_norm, init_params
 from scratchrnn.optim import clip_by_global_norm
-from scratchrnn.training import TrainConfig, evaluate_perplexity, train
+from scratchrnn.training import TrainConfig, evaluate_perplexity, train, train_epoch
 
 
 def _small_run(seed=0, epochs=6, sampling="sequential", hidden=48):
@@ -76,8 +76,7 @@ def test_state_is_reset_for_random_batches_and_detached_between_sequential_ones(
     recorder = RecordingBackend(backends.create("numpy", init_params(config), config))
     corpus = np.random.default_rng(0).integers(1, 28, 4 * 5 * 4 + 6)
     batches = list(SeqDataLoader(corpus, 4, 5, sampling, seed=0))[:4]
-    scratchrnn.train_epoch(recorder, batches, TrainConfig(batch_size=4, num_steps=5, sampling=sampling,
-                                                          detach=detach))
+    train_epoch(recorder, batches, TrainConfig(batch_size=4, num_steps=5, sampling=sampling, detach=detach))
     assert recorder.calls == expected
 
 
@@ -160,7 +159,7 @@ def test_chapter_names_work_as_the_chapter_uses_them(capsys):
 
 def test_a_backend_refuses_an_option_it_does_not_have():
     config = ModelConfig(28, 8)
-    with pytest.raises(scratchrnn.UserError, match="numpy backend has no option impl"):
+    with pytest.raises(UserError, match="numpy backend has no option impl"):
         backends.create("numpy", init_params(config), config, impl="chapter")
 
 

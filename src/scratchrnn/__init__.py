@@ -13,19 +13,17 @@ __version__ = "0.1.0"
 
 # public name -> the module that defines it (loaded on first use, PEP 562)
 _EXPORTS = {
-    "BACKENDS": "backends", "create_backend": "backends",
+    "create_backend": "backends",
     "RNNModelScratch": "chapter", "GRUModelScratch": "chapter", "LSTMModelScratch": "chapter",
     "grad_clipping": "chapter", "load_data_time_machine": "chapter", "predict_ch8": "chapter",
     "train_ch8": "chapter", "train_epoch_ch8": "chapter",
     "Checkpoint": "checkpoint", "load_checkpoint": "checkpoint", "save_checkpoint": "checkpoint",
-    "SeqDataLoader": "data", "Vocab": "data", "load_corpus": "data", "read_time_machine": "data",
-    "seq_data_iter_random": "data", "seq_data_iter_sequential": "data", "tokenize": "data",
-    "TrainingDiverged": "errors", "UserError": "errors",
+    "SeqDataLoader": "data", "Vocab": "data", "load_corpus": "data",
     "Decoding": "generation", "predict": "generation", "predict_many": "generation",
-    "ModelConfig": "model", "init_params": "model",
-    "OptimizerConfig": "optim", "Schedule": "optim", "create_optimizer": "optim",
+    "ModelConfig": "model", "ModelSettings": "model", "init_params": "model",
+    "Schedule": "optim", "create_optimizer": "optim",
     "RunConfig": "run_config", "run": "runner", "resume": "runner",
-    "TrainConfig": "training", "TrainState": "training", "train": "training", "train_epoch": "training",
+    "TrainConfig": "training", "TrainState": "training", "train": "training",
 }
 _RENAMED = {"create_backend": "create"}
 

@@ -19,11 +19,9 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 # the minibatch side (partitioning, the loader) is a module of its own; its names stay importable here
-from .batches import (SeqDataLoader, as_ids, check_corpus_fits, num_batches,  # noqa: F401
-                      seq_data_iter_random, seq_data_iter_sequential, split_heldout)
+from .batches import (SeqDataLoader, check_corpus_fits, num_batches,  # noqa: F401
+                      seq_data_iter_sequential, split_heldout)
 from .errors import UserError
-
-TIME_MACHINE_SHA1 = "090b5e7e70c295757f55df93cb0a180b9691891a"
 
 # How raw text becomes lines of characters.
 #   "chapter": D2L's cleaning -- every run of non-letters becomes one space, lower case, lines stripped.
