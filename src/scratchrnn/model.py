@@ -181,7 +181,7 @@ def init_params(config: ModelConfig, seed: int = 0, dtype=np.float32, *,
     each weight matrix from N(0, 1 / rows) instead (rows: the width of what it multiplies; a learned
     embedding N(0, 1)), so that signals keep their size through every product, as frameworks'
     defaults do: with the book's 0.01, a wide gated model with learned embeddings starts from
-    near-zero signals in every gate and spends its first epoch growing them. Refuses (UserError)
+    near-zero signals in every gate and learns little until it has grown them. Refuses (UserError)
     weights larger than the memory available, before drawing any of them.
     """
     check_seed(seed)

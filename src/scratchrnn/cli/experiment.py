@@ -17,8 +17,8 @@ def add_parser(sub) -> None:
             "Answer one of the chapter's six exercises by measurement: train the models it needs "
             "(sequential batches, SGD, the chapter's Time Machine unless --data), then write "
             "DIR/report.md (tables, PNG plots beside it) and DIR/results.json. A run that diverges is "
-            "recorded in the report ('diverged at epoch N'), it does not stop the experiment. Full "
-            "runs take minutes each; --quick takes seconds.", width=88),
+            "recorded in the report ('diverged at epoch N'), it does not stop the experiment. "
+            "--quick trains tiny models for a few epochs instead of the full runs.", width=88),
         epilog="experiments:\n" + describe_experiments())
     e.add_argument("name", metavar="NAME", choices=tuple(EXPERIMENTS),
                    help="which experiment: " + ", ".join(EXPERIMENTS))
@@ -27,8 +27,8 @@ def add_parser(sub) -> None:
                         "files of an earlier report there are replaced")
     e.add_argument("--quick", action="store_true",
                    help=f"tiny runs ({QUICK.hidden} hidden units, {QUICK.max_tokens} tokens, "
-                        f"{QUICK.epochs} epochs): checks that the experiment runs, in seconds; the "
-                        f"numbers mean little")
+                        f"{QUICK.epochs} epochs): checks that the experiment runs; the numbers mean "
+                        f"little")
     e.add_argument("--backend", choices=BACKENDS, default="numpy", help="framework that trains the models")
     e.add_argument("--data", metavar="PATH", default=None,
                    help="UTF-8 text to train on instead of the Time Machine; required by other-text, "

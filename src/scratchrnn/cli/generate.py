@@ -73,8 +73,10 @@ def add_parser(sub) -> None:
         "generate", formatter_class=HelpFormatter,
         help="continue a prefix with a trained model",
         description="Load a checkpoint (written by any backend) and continue one or more prefixes. "
-                    "Greedy decoding in float32 of up to 512 prefixes runs on a small compiled decoder "
-                    "when the package was built with a C compiler (scratchrnn --version says; "
+                    "Greedy decoding of the rnn cell in float32 on the CPU runs on a small compiled "
+                    "decoder where the package was built with a C compiler and the prefixes are no more "
+                    "than the machine's vector width serves at once (scratchrnn --version says whether "
+                    "it is built and on; "
                     "SCRATCHRNN_NO_KERNEL=1 turns it off); otherwise in the backend's own loop. Both "
                     "compute the same sums in a different order, so their texts part only where two "
                     "characters tie to within float32 rounding. One continuation is printed as it is "

@@ -33,9 +33,10 @@ def add_parser(sub) -> None:
                     "--resume DIR continues exactly where the run stopped. The last line printed is the "
                     "chapter's: final training perplexity and tokens/s; the line before it gives the "
                     "lowest training perplexity and its epoch. In float32 on the CPU the numpy and torch "
-                    "backends run the step loops of each training step compiled, where the package was "
-                    "built with a C compiler (scratchrnn --version says; SCRATCHRNN_NO_KERNEL=1 turns "
-                    "it off).")
+                    "backends run the step loops of a training step compiled where the package was built "
+                    "with a C compiler and the compiled loops beat the framework's own for that cell, "
+                    "batch size and instruction set (scratchrnn --version says whether they are built "
+                    "and on; SCRATCHRNN_NO_KERNEL=1 turns them off).")
     t.add_argument("--backend", choices=BACKENDS, default="numpy",
                    help="framework that runs the model: numpy has a hand-written backward pass, and so "
                         "has torch's fast path inside a torch.autograd.Function; the others use their "
@@ -62,8 +63,8 @@ def add_parser(sub) -> None:
                            "is unchanged and its memorisation shows beside held-out perplexity")
     model = t.add_argument_group("model")
     model.add_argument("--cell", choices=CELLS, default=ModelSettings.cell,
-                       help="rnn: the chapter's (8.5); gru, lstm: the book's gated cells (9.1, 9.2). The "
-                            "numpy and torch backends build every cell; the others the rnn")
+                       help="rnn: the chapter's (8.5); gru, lstm: the book's gated cells (9.1, 9.2), in "
+                            "every backend")
     model.add_argument("--layers", type=positive_int, default=ModelSettings.num_layers,
                        help="cells stacked, each reading the one below (the book's deep RNN, 9.3)")
     model.add_argument("--dropout", type=fraction, default=ModelSettings.dropout, metavar="P",
@@ -126,13 +127,15 @@ def add_parser(sub) -> None:
                        help="run directory (default: runs/<backend>-<sampling>)")
     where.add_argument("--resume", metavar="DIR", default=None,
                        help="continue the run in DIR from its last/ checkpoint, with its own settings; "
-                            "only --epochs (to train longer), --no-progress and --json may be given too")
+                            "only --epochs (to train longer), --no-progress, --json, --nproc and --threads "
+                            "may be given too")
     run.add_argument("--overwrite", action="store_true",
                      help="replace the run already in DIR (its checkpoints, metrics and plots); "
                           "otherwise refused")
     run.add_argument("--eval-every", type=positive_int, default=None, metavar="N",
-                     help="score held-out perplexity every N epochs and after the last (default: about "
-                          "50 times in a run, every epoch for runs of up to 50)")
+                     help="score held-out perplexity every N epochs and after the last (default: every "
+                          "epochs/50, rounded down: 50 times in a run of 500 epochs, every epoch in one of "
+                          "fewer than 100)")
     run.add_argument("--best-by", choices=("train", "val"), default=None,
                      help="which perplexity picks best/: val where text of --data is held out, train "
                           "otherwise (the chapter's point is to fit its 10,000 characters)")

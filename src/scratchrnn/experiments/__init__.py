@@ -3,8 +3,8 @@
 Every experiment trains a few models with the package's own pieces -- ``data.load_corpus`` and
 ``SeqDataLoader`` for batches, ``backends.create`` for the model, ``training.train`` for the loop,
 ``generation`` for text -- and writes ``DIR/report.md`` (tables and PNG plots beside it) and
-``DIR/results.json`` (every number measured). ``--quick`` shrinks the runs to a few seconds; the
-full runs behind ``docs/exercises.md`` use the sizes in ``harness.FULL``.
+``DIR/results.json`` (every number measured). ``--quick`` shrinks the runs to tiny models and a few
+epochs; the full runs behind ``docs/exercises.md`` use the sizes in ``harness.FULL``.
 
 ``registry`` names the experiments and runs one; ``harness`` trains a run (a run that diverges is a
 result, recorded, never raised); ``report`` writes tables and plots; each exercise is a module of its
