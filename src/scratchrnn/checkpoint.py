@@ -77,7 +77,8 @@ class Checkpoint:
 
 
 # -- writing -----------------------------------------------------------------------------------------
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make a directory's entries (names created, renamed, removed) durable, where the system allows."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
@@ -107,29 +108,32 @@ def _tensors(arrays: dict[str, np.ndarray], what: str) -> dict[str, np.ndarray]:
     return out
 
 
+def _write_tensor_file(path: Path, arrays: dict[str, np.ndarray], what: str) -> dict:
+    """Write ``arrays`` as a safetensors file, synced; return its entry of config.json's ``files``."""
+    from safetensors.numpy import save
+
+    data = save(_tensors(arrays, what), metadata={"format": "np"})
+    _write_durably(path, data)
+    return {"sha256": sha256(data), "bytes": len(data)}
+
+
 def write_checkpoint_files(directory: Path, ckpt: Checkpoint) -> None:
     """Write ``ckpt`` into the new, empty ``directory``, every file synced to disk.
 
     Fault points after each file: ``checkpoint.model-written``, ``checkpoint.optimizer-written``
     (only with optimizer state), ``checkpoint.config-written``, ``checkpoint.files-synced``.
     """
-    from safetensors.numpy import save
-
     shapes = ckpt.model.param_shapes()
     if set(ckpt.params) != set(shapes):
         raise ValueError(f"params must be exactly {sorted(shapes)}, not {sorted(ckpt.params)}")
     problem = vocab_problem(list(ckpt.vocab.idx_to_token), ckpt.token)
     if problem:
         raise UserError(f"cannot save a checkpoint of this model: {problem}")
-    files = {}
-    model_bytes = save(_tensors(ckpt.params, "parameter"), metadata={"format": "np"})
-    _write_durably(directory / MODEL_FILE, model_bytes)
-    files[MODEL_FILE] = {"sha256": sha256(model_bytes), "bytes": len(model_bytes)}
+    files = {MODEL_FILE: _write_tensor_file(directory / MODEL_FILE, ckpt.params, "parameter")}
     faults.point("checkpoint.model-written")
     if ckpt.optimizer_state:
-        opt_bytes = save(_tensors(ckpt.optimizer_state, "optimizer state"), metadata={"format": "np"})
-        _write_durably(directory / OPTIMIZER_FILE, opt_bytes)
-        files[OPTIMIZER_FILE] = {"sha256": sha256(opt_bytes), "bytes": len(opt_bytes)}
+        files[OPTIMIZER_FILE] = _write_tensor_file(directory / OPTIMIZER_FILE, ckpt.optimizer_state,
+                                                   "optimizer state")
         faults.point("checkpoint.optimizer-written")
     config = {
         "format": FORMAT,
@@ -144,7 +148,7 @@ def write_checkpoint_files(directory: Path, ckpt: Checkpoint) -> None:
     text = json.dumps(config, indent=1, ensure_ascii=False) + "\n"
     _write_durably(directory / CONFIG_FILE, text.encode("utf-8"))
     faults.point("checkpoint.config-written")
-    _fsync_dir(directory)
+    fsync_dir(directory)
     faults.point("checkpoint.files-synced")
 
 
@@ -174,33 +178,33 @@ def save_checkpoint(directory: str | Path, ckpt: Checkpoint) -> Path:
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = directory.with_name(f".{directory.name}.saving-{os.getpid()}")
     retired = directory.with_name(f".{directory.name}.old-{os.getpid()}")
-    _remove(staging)
+    remove_path(staging)
     staging.mkdir()
     moved_aside = False
     try:
         faults.point("checkpoint.staging-created")
         write_checkpoint_files(staging, ckpt)
         if os.path.lexists(directory):
-            _remove(retired)
+            remove_path(retired)
             os.rename(directory, retired)
             moved_aside = True
             faults.point("checkpoint.old-moved-aside")
         os.rename(staging, directory)
         moved_aside = False
-        _fsync_dir(directory.parent)
+        fsync_dir(directory.parent)
         faults.point("checkpoint.new-in-place")
-        _remove(retired)
+        remove_path(retired)
         faults.point("checkpoint.old-removed")
     finally:
-        _remove(staging)
+        remove_path(staging)
         if moved_aside and not os.path.lexists(directory):
             os.rename(retired, directory)     # the new copy never arrived: put the old one back
         elif os.path.lexists(directory):
-            _remove(retired)
+            remove_path(retired)
     return directory
 
 
-def _remove(path: Path) -> None:
+def remove_path(path: Path) -> None:
     """Remove a file, symlink (not what it points to) or directory tree, if present."""
     if path.is_symlink() or path.is_file():
         path.unlink(missing_ok=True)

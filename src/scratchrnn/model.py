@@ -120,6 +120,8 @@ class ModelSettings:
     carry the model this way; ``config(vocab_size)`` makes the ModelConfig once the text is read.
     """
 
+    # ModelConfig's fields and defaults but vocab_size (``config`` reads them by ModelConfig's field
+    # names, so a field added there and not here fails at once)
     num_hiddens: int = 512
     activation: str = "tanh"
     embedding: str = "onehot"

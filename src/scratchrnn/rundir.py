@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from . import faults
-from .checkpoint import (CHECKPOINT_SUBDIR, CONFIG_FILE, RUN_POINTERS, Checkpoint, _fsync_dir, _remove,
+from .checkpoint import (CHECKPOINT_SUBDIR, CONFIG_FILE, RUN_POINTERS, Checkpoint, fsync_dir, remove_path,
                          load_checkpoint, write_checkpoint_files)
 from .errors import UserError
 
@@ -187,7 +187,7 @@ class RunDirectory:
         for entry in list(self.path.iterdir()):
             name = entry.name
             if name.startswith(".saving-") or name.startswith(".pointer-") or name.startswith(".probe-"):
-                _remove(entry)
+                remove_path(entry)
                 removed.append(name)
             elif name.startswith(".") and (".old-" in name or ".saving-" in name):
                 base = self.path / name[1:].split(".old-")[0].split(".saving-")[0]
@@ -195,17 +195,13 @@ class RunDirectory:
                     os.rename(entry, base)
                     self.notes.append(f"restored {base.name}/ from a save interrupted mid-swap")
                 else:
-                    _remove(entry)
+                    remove_path(entry)
                     removed.append(name)
-        pointed = self._pointed()
-        for version in self._versions():
-            if version.name not in pointed:
-                _remove(version)
-                removed.append(version.name)
+        removed += self._remove_unreferenced()
         if removed:
             self.notes.append(f"removed leftovers of an interrupted save in {self.path}: "
                               f"{', '.join(sorted(removed))}")
-        _fsync_dir(self.path)
+        fsync_dir(self.path)
 
     def holds_run(self) -> list[str]:
         """The names in the directory that belong to a run (checkpoints, metrics)."""
@@ -228,13 +224,13 @@ class RunDirectory:
     def _clear(self) -> None:
         # Pointers and metrics first: killed half-way, nothing left looks like a finished run.
         for name in (*RUN_POINTERS, METRICS_FILE, V1_METRICS_FILE):
-            _remove(self.path / name)
+            remove_path(self.path / name)
         for entry in self.path.iterdir():
             if entry.name.startswith(PLOT_STEM + ".") or entry.name == CHECKPOINT_SUBDIR:
-                _remove(entry)
+                remove_path(entry)
         for version in self._versions():
-            _remove(version)
-        _fsync_dir(self.path)
+            remove_path(version)
+        fsync_dir(self.path)
 
     def _probe_writable(self) -> None:
         probe = self.path / f".probe-{os.getpid()}"
@@ -274,7 +270,7 @@ class RunDirectory:
         version = self.path / f"{_VERSION_PREFIX}{number}"
         swapped = False
         try:
-            _remove(staging)
+            remove_path(staging)
             staging.mkdir()
             faults.point("checkpoint.staging-created")
             write_checkpoint_files(staging, ckpt)
@@ -283,7 +279,7 @@ class RunDirectory:
             for name in names:
                 self._point(name, version.name)
             swapped = True
-            _fsync_dir(self.path)
+            fsync_dir(self.path)
             faults.point("checkpoint.dir-synced")
         except OSError as err:
             self._discard(staging, version, swapped)
@@ -302,7 +298,7 @@ class RunDirectory:
     def _point(self, name: str, target: str) -> None:
         pointer = self.path / name
         temporary = self.path / f".pointer-{name}-{os.getpid()}"
-        _remove(temporary)
+        remove_path(temporary)
         os.symlink(target, temporary)
         faults.point("checkpoint.pointer-created")
         if pointer.is_dir() and not pointer.is_symlink():
@@ -311,23 +307,25 @@ class RunDirectory:
             retired = self.path / f".{name}.old-{os.getpid()}"
             os.rename(pointer, retired)
             os.replace(temporary, pointer)
-            _remove(retired)
+            remove_path(retired)
         else:
             os.replace(temporary, pointer)
         faults.point("checkpoint.pointer-swapped")
 
     def _discard(self, staging: Path, version: Path, swapped: bool) -> None:
         for name in RUN_POINTERS:
-            _remove(self.path / f".pointer-{name}-{os.getpid()}")
-        _remove(staging)
+            remove_path(self.path / f".pointer-{name}-{os.getpid()}")
+        remove_path(staging)
         if not swapped and version.name not in self._pointed():
-            _remove(version)
+            remove_path(version)
 
-    def _remove_unreferenced(self) -> None:
+    def _remove_unreferenced(self) -> list[str]:
+        """Remove the checkpoint versions no pointer names; return their names."""
         pointed = self._pointed()
-        for version in self._versions():
-            if version.name not in pointed:
-                _remove(version)
+        removed = [version for version in self._versions() if version.name not in pointed]
+        for version in removed:
+            remove_path(version)
+        return [version.name for version in removed]
 
     # -- metrics -------------------------------------------------------------------------------------
     def append_metrics(self, record: dict) -> None:
@@ -374,10 +372,10 @@ class RunDirectory:
                 os.fsync(f.fileno())
             os.replace(temporary, self.metrics_path)
         except OSError as err:
-            _remove(temporary)
+            remove_path(temporary)
             raise SaveFailed(f"could not rewrite {self.metrics_path} ({err.strerror or err}); "
                              "it is left as it was") from None
-        _fsync_dir(self.path)
+        fsync_dir(self.path)
 
     # -- loading and closing -------------------------------------------------------------------------
     def load(self, which: str = "last") -> Checkpoint:
