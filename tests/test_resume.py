@@ -108,6 +108,28 @@ def test_a_run_saved_by_an_earlier_scratchrnn_resumes_exactly(tmp_path):
     assert saved["model"] == settings.to_dict() and "init" not in saved and "forget_bias" not in saved
 
 
+@pytest.mark.parametrize("edit, fragment", [
+    (lambda run: run.update(model="lstm"), "model must be a mapping"),
+    (lambda run: run["model"].update(cell="transformer"), "cell must be one of"),
+    (lambda run: run["model"].update(num_hiddens="8"), "num_hiddens"),
+    (lambda run: run.update(forget_bias="open"), "forget_bias must be a number"),      # the older layout
+    (lambda run: run["model"].update(cell="rnn"), "forget_bias is for the lstm cell"),
+    (lambda run: run.update(train=[]), "a mapping 'train'"),
+])
+def test_a_saved_run_with_settings_no_run_can_have_is_refused_naming_them(tmp_path, edit, fragment):
+    run_dir = tmp_path / "old"
+    shutil.copytree(FIXTURES / "v2-run-interrupted", run_dir, symlinks=True)
+    config_path = run_dir / "last" / "config.json"
+    config = json.loads(config_path.read_text())
+    edit(config["train_state"]["run"])
+    config_path.write_text(json.dumps(config))
+    before = sorted(p.name for p in run_dir.iterdir())
+    with pytest.raises(UserError, match="training state this scratchrnn cannot use") as refused:
+        resume(str(run_dir), say=lambda line: None, progress=False)
+    assert fragment in str(refused.value)
+    assert sorted(p.name for p in run_dir.iterdir()) == before and (run_dir / "metrics.jsonl").exists()
+
+
 @pytest.mark.parametrize("sampling", ["sequential", "random"])
 def test_ctrl_c_inside_an_epoch_saves_and_resumes_exactly(tmp_path, uninterrupted, monkeypatch, sampling):
     reference = uninterrupted(sampling, "adam")

@@ -88,8 +88,11 @@ class ModelConfig:
 def _check_architecture(model) -> None:
     """Refuse a model shape no cell can have, naming the field (``model``: a ModelConfig or a
     ModelSettings, which share these fields)."""
-    if model.num_hiddens < 1:
-        raise ValueError(f"num_hiddens must be positive, not {model.num_hiddens}")
+    for name, least in (("num_hiddens", 1), ("num_layers", 1), ("embed_dim", 0)):
+        value = getattr(model, name)
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+            kind = "a positive integer" if least == 1 else f"an integer >= {least}"
+            raise ValueError(f"{name} must be {kind}, not {value!r}")
     if model.activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {ACTIVATIONS}, not {model.activation!r}")
     if model.embedding not in EMBEDDINGS:
@@ -101,11 +104,9 @@ def _check_architecture(model) -> None:
     if model.cell != "rnn" and model.activation != "tanh":
         raise ValueError(f"activation must be 'tanh' for the {model.cell} cell (relu is for the rnn cell), "
                          f"not {model.activation!r}")
-    if isinstance(model.num_layers, bool) or not isinstance(model.num_layers, (int, np.integer)) \
-            or model.num_layers < 1:
-        raise ValueError(f"num_layers must be a positive integer, not {model.num_layers}")
-    if not 0 <= model.dropout < 1:
-        raise ValueError(f"dropout must be in [0, 1), not {model.dropout}")
+    if isinstance(model.dropout, bool) or not isinstance(model.dropout, (int, float, np.integer, np.floating)) \
+            or not 0 <= model.dropout < 1:
+        raise ValueError(f"dropout must be in [0, 1), not {model.dropout!r}")
 
 
 INITS = ("book", "scaled")
