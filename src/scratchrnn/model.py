@@ -135,7 +135,14 @@ class ModelSettings:
 
     def __post_init__(self):
         _check_architecture(self)
-        _check_start(self.cell, self.init, self.forget_bias)
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, not {self.init!r}")
+        bias = self.forget_bias
+        if isinstance(bias, bool) or not isinstance(bias, (int, float, np.integer, np.floating)) \
+                or not np.isfinite(bias):
+            raise ValueError(f"forget_bias must be a number, not {bias!r}")
+        if bias and self.cell != "lstm":
+            raise ValueError(f"forget_bias is for the lstm cell, not the {self.cell} cell")
 
     def config(self, vocab_size: int) -> ModelConfig:
         """The model over a vocabulary of ``vocab_size`` tokens."""
@@ -152,15 +159,6 @@ class ModelSettings:
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 
-
-def _check_start(cell: str, init: str, forget_bias: float) -> None:
-    if init not in INITS:
-        raise ValueError(f"init must be one of {INITS}, not {init!r}")
-    if isinstance(forget_bias, bool) or not isinstance(forget_bias, (int, float, np.integer, np.floating)) \
-            or not np.isfinite(forget_bias):
-        raise ValueError(f"forget_bias must be a number, not {forget_bias!r}")
-    if forget_bias and cell != "lstm":
-        raise ValueError(f"forget_bias is for the lstm cell, not the {cell} cell")
 
 
 def check_seed(seed, field: str = "seed") -> None:
@@ -184,11 +182,14 @@ def init_params(config: ModelConfig, seed: int = 0, dtype=np.float32, *,
     each weight matrix from N(0, 1 / rows) instead (rows: the width of what it multiplies; a learned
     embedding N(0, 1)), so that signals keep their size through every product, as frameworks'
     defaults do: with the book's 0.01, a wide gated model with learned embeddings starts from
-    near-zero signals in every gate and learns little until it has grown them. Refuses (UserError)
+    near-zero signals in every gate and spends its first epoch growing them. Refuses (UserError)
     weights larger than the memory available, before drawing any of them.
     """
     check_seed(seed)
-    _check_start(config.cell, init, forget_bias)
+    if forget_bias and config.cell != "lstm":
+        raise ValueError(f"forget_bias is for the lstm cell, not the {config.cell} cell")
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, not {init!r}")
     sizes = [int(np.prod(shape, dtype=object)) for shape in config.param_shapes().values()]
     # the draw is float64 before its cast, one matrix at a time
     needed = sum(sizes) * np.dtype(dtype).itemsize + max(sizes) * 8
