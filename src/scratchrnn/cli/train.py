@@ -169,7 +169,6 @@ def add_parser(sub) -> None:
 def _run_config_from(args):
     """The RunConfig that the flags of ``scratchrnn train`` ask for; ValueError names a field that
     the flags set to a value the model cannot have."""
-    from ..model import ModelSettings
     from ..run_config import RunConfig
     from ..training import TrainConfig
 
