@@ -23,6 +23,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from .. import faults
 from ..generation import TokenPicker, next_token_probs
 
 
@@ -273,6 +274,7 @@ class Batcher:
 
     def _advance(self, tokens: np.ndarray) -> None:
         """One forward call: every active stream reads its newest token."""
+        faults.point("serve.step")
         backend = self.backend
         state = backend.state_from_numpy(tuple(self._state))
         logits, state = backend.forward(tokens[:, None], state)
