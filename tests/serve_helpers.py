@@ -22,14 +22,23 @@ def run_cli(*args, timeout=120, **kwargs):
                           env=env, timeout=timeout, **kwargs)
 
 
-def train_run(directory, cell: str = "lstm", extra=()):
-    """A run trained by ``scratchrnn train`` on TEXT (raw cleaning: quotes and line breaks kept)."""
-    data = directory / "quotes.txt"
-    data.write_text(TEXT, encoding="utf-8")
-    out = directory / cell
-    proc = run_cli("train", "--data", data, "--out", out, "--cell", cell, *TRAIN, *extra)
-    assert proc.returncode == 0, proc.stderr
-    return out
+_RUNS: dict = {}
+
+
+def train_run(tmp_path_factory, cell: str = "lstm", extra=()):
+    """A run trained by ``scratchrnn train`` on TEXT (raw cleaning: quotes and line breaks kept), trained
+    once per test session for each (cell, extra) and shared by the modules that ask for it (they only
+    read it)."""
+    key = (cell, tuple(map(str, extra)))
+    if key not in _RUNS:
+        directory = tmp_path_factory.mktemp(f"run-{cell}")
+        data = directory / "quotes.txt"
+        data.write_text(TEXT, encoding="utf-8")
+        out = directory / cell
+        proc = run_cli("train", "--data", data, "--out", out, "--cell", cell, *TRAIN, *extra)
+        assert proc.returncode == 0, proc.stderr
+        _RUNS[key] = out
+    return _RUNS[key]
 
 
 class ServerThread:

@@ -28,7 +28,7 @@ PROMPTS = ["The time", '"Hello,', "He looked", "in the lab", "Where", "she said.
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    return train_run(tmp_path_factory.mktemp("serve"))
+    return train_run(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
