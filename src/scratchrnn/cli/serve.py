@@ -8,6 +8,7 @@ own handling: open connections get a few seconds to finish), with one line and n
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 import sys
 
@@ -43,6 +44,9 @@ def add_parser(sub) -> None:
                    help="continuations decoded at once over all requests; a request beyond them gets 429")
     s.add_argument("--max-tokens", type=positive_int, default=Limits.max_tokens, metavar="N",
                    help="the most characters one continuation may ask for")
+    s.add_argument("--threads", type=positive_int, default=1, metavar="T",
+                   help="threads of the batched step (the BLAS library's and the compiled kernels'): each step "
+                        "is small, and the connections need a core of their own")
     s.add_argument("--access-log", action="store_true", help="log every request on stderr")
 
 
@@ -75,6 +79,7 @@ def run(args) -> int:
 
     require_extra()
     import uvicorn
+    from threadpoolctl import threadpool_limits
 
     from ..serving.app import create_app
     from ..serving.batcher import Limits
@@ -92,8 +97,12 @@ def run(args) -> int:
           f"(API: /v1, docs: /docs); Ctrl-C stops", flush=True)
     config = uvicorn.Config(create_app(served, limits), log_level="warning", access_log=args.access_log,
                             timeout_graceful_shutdown=GRACEFUL_SECONDS)
+    # a step multiplies a few rows by the weights: spread over threads that wait for cores which the
+    # connections also need, it takes several times longer than on one (the server is this process)
+    os.environ["SCRATCHRNN_THREADS"] = str(args.threads)
     try:
-        uvicorn.Server(config).run(sockets=[sock])
+        with threadpool_limits(args.threads, user_api="blas"):
+            uvicorn.Server(config).run(sockets=[sock])
     except KeyboardInterrupt:
         pass                # uvicorn has shut down, then raised the Ctrl-C again for us
     finally:

@@ -6,7 +6,7 @@ the explorer page (``scratchrnn.explorer``) at ``/``.
 - ``openai_api``: the request and response shapes and the error body;
 - ``app``: the FastAPI application over them.
 
-FastAPI and uvicorn come with the optional extra ``serve``; ``require_extra`` says how to install them.
+FastAPI, uvicorn and threadpoolctl come with the optional extra ``serve``; ``require_extra`` says how to install them.
 Nothing here is imported by ``import scratchrnn``.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ INSTALL_HINT = "pip install '.[serve]'"     # from a clone of the repository: th
 
 def require_extra() -> None:
     """Refuse (UserError, one line) when the packages the server runs on are not installed."""
-    missing = [name for name in ("fastapi", "uvicorn") if importlib.util.find_spec(name) is None]
+    missing = [name for name in ("fastapi", "uvicorn", "threadpoolctl") if importlib.util.find_spec(name) is None]
     if missing:
         raise UserError(f"scratchrnn serve needs {' and '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} "
                         f"not installed: run {INSTALL_HINT} in a clone of scratchrnn")

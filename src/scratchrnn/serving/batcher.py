@@ -145,7 +145,8 @@ def pick_tokens(logits: np.ndarray, pickers: Sequence[TokenPicker]) -> np.ndarra
             continue
         probs = next_token_probs(logits[rows], decoding)
         # the draw of TokenPicker: one uniform number per row, from that row's own generator
-        draws = np.array([pickers[row].rng.random((1, 1))[0, 0] for row in rows])
+        # (a scalar draw is the number a (1, 1) draw holds, at a fraction of the cost)
+        draws = np.array([pickers[row].rng.random() for row in rows])
         picks[rows] = np.minimum((np.cumsum(probs, axis=1) < draws[:, None]).sum(axis=1), last)
     return picks
 
@@ -257,12 +258,17 @@ class Batcher:
         picks = pick_tokens(self._logits, [s.picker for s in self._active])
         progressed: dict[int, Job] = {}
         finished = []
+        tokens, owner = self.tokens, self._owner
         for stream, token in zip(self._active, picks.tolist()):
-            stream.push(self.tokens[token])
-            job = self._owner[id(stream)]
-            progressed[id(job)] = job
-            if stream.finished:
+            stream.push(tokens[token])
+            # a job that does not stream hears only of its end
+            if stream.finish_reason is not None:
                 finished.append(stream)
+                job = owner[id(stream)]
+                progressed[id(job)] = job
+            elif owner[id(stream)].streaming:
+                job = owner[id(stream)]
+                progressed[id(job)] = job
         keep = [not s.finished for s in self._active]
         going_on = picks[np.asarray(keep, dtype=bool)]
         self._keep(keep)
