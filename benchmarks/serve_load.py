@@ -37,13 +37,15 @@ LEVELS = (1, 8, 32, 128)
 
 
 def cpu_name() -> str:
+    """The CPU's name, with its family and model (a virtual machine may name only the vendor's line)."""
+    fields = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
     except OSError:
-        pass
-    return platform.processor() or "unknown"
+        return platform.processor() or "unknown"
+    return f"{fields.get('model name', 'unknown')} (family {fields.get('cpu family', '?')} model {fields.get('model', '?')})"
 
 
 def chapter_run(directory: Path) -> Path:
@@ -105,7 +107,8 @@ def markdown(record: dict) -> str:
                      for r in record["levels"])
     return (f"# scratchrnn serve under load\n\n"
             f"CPU: {record['cpu']} ({record['cpus']} logical CPUs); load average before / after: "
-            f"{record['load_before']} / {record['load_after']}.\n"
+            f"{record['load_before']} / {record['load_after']} (the machine was shared: compare the ratios, "
+            f"measured side by side, more than the absolute numbers).\n"
             f"Model: {record['model']}. Each request: {record['chars']} characters at temperature 1, not streamed.\n"
             f"Command: `{record['command']}`\n\n"
             f"| clients | requests | characters/s | p50 latency (s) | p99 latency (s) | vs 1 client |\n"
