@@ -45,7 +45,8 @@ def cpu_name() -> str:
             fields.setdefault(key.strip(), value.strip())
     except OSError:
         return platform.processor() or "unknown"
-    return f"{fields.get('model name', 'unknown')} (family {fields.get('cpu family', '?')} model {fields.get('model', '?')})"
+    name, family, model = (fields.get(key, "?") for key in ("model name", "cpu family", "model"))
+    return f"{name} (family {family} model {model})"
 
 
 def chapter_run(directory: Path) -> Path:

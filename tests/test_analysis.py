@@ -113,7 +113,8 @@ def test_input_saliency_is_the_norm_of_the_finite_difference_gradient(config):
     eps = 1e-6
     for row, t in enumerate(positions):
         target = grads.targets[row]
-        expected_target = IDS[t + 1] if t + 1 < len(IDS) else int(np.argmax(_plain_forward(params, config, inputs)[1][t]))
+        likeliest = int(np.argmax(_plain_forward(params, config, inputs)[1][t]))
+        expected_target = IDS[t + 1] if t + 1 < len(IDS) else likeliest
         assert target == expected_target
         for s in range(len(IDS)):
             numeric = np.zeros(inputs.shape[1])
@@ -259,7 +260,8 @@ def test_unit_search_finds_the_unit_that_is_the_feature_in_either_direction():
     assert len(best) == 3 and best[1].strength("binary") <= best[0].strength("binary")
     numeric = Feature("g", "numeric", "", np.arange(50.0))
     layer0["C"][:, 2] = np.arange(50.0) * 3
-    assert (lambda m: (m.series, m.unit, m.score))(unit_search(numeric, [layer0], top=1)[0]) == ("C", 2, pytest.approx(1))
+    best = unit_search(numeric, [layer0], top=1)[0]
+    assert (best.series, best.unit, best.score) == ("C", 2, pytest.approx(1))
 
 
 def test_gate_saturation_by_hand():

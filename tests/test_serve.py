@@ -121,7 +121,8 @@ def test_stop_strings_end_the_text_before_them_streaming_or_not(client):
 def test_zero_tokens_and_usage_in_a_stream(server):
     assert _post(server, {"model": "lstm", "prompt": "The", "max_tokens": 0}).json()["choices"][0] == \
         {"text": "", "index": 0, "logprobs": None, "finish_reason": "length"}
-    body = {"model": "lstm", "prompt": "The", "max_tokens": 7, "stream": True, "stream_options": {"include_usage": True}}
+    body = {"model": "lstm", "prompt": "The", "max_tokens": 7, "stream": True,
+            "stream_options": {"include_usage": True}}
     with httpx.stream("POST", f"{server.url}/v1/completions", json=body, timeout=30) as response:
         events = _events(response)
     assert events[-1]["usage"] == {"prompt_tokens": 3, "completion_tokens": 7, "total_tokens": 10}
@@ -254,6 +255,26 @@ def test_over_the_stream_limit_a_request_gets_429_until_slots_free(run):
         srv.stop()
 
 
+def test_a_client_that_stops_waiting_for_a_whole_completion_frees_its_slot(run):
+    served = ServedRun.load(run)
+    srv = ServerThread(create_app(served))
+    gate, forward = threading.Event(), served.backend.forward
+    served.backend.forward = lambda X, state: gate.wait(60) and forward(X, state)
+    try:
+        with pytest.raises(httpx.ReadTimeout):       # gives up, and closes its connection
+            httpx.post(f"{srv.url}/v1/completions", json={"model": "lstm", "prompt": "The", "max_tokens": 4096},
+                       timeout=httpx.Timeout(30, read=0.5))
+        # the server notices (the worker is still held at its first forward call) ...
+        assert wait_until(lambda: all(job.cancelled for job in list(srv.batcher._owner.values())))
+        gate.set()
+        # ... and the stream leaves after a step or two, not 4,096
+        assert wait_until(lambda: srv.batcher.active_streams == 0)
+        assert srv.batcher.steps < 5
+    finally:
+        gate.set()
+        srv.stop()
+
+
 # -- the command ---------------------------------------------------------------------------------------------
 def _start_serve(*args):
     return subprocess.Popen([sys.executable, "-m", "scratchrnn", "serve", *map(str, args)], stdout=subprocess.PIPE,
@@ -307,7 +328,8 @@ def test_serve_without_the_extra_names_the_install_line(run, monkeypatch, capsys
     from scratchrnn import serving
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(serving.importlib.util, "find_spec", lambda name, *a: None if name == "uvicorn" else real(name, *a))
+    monkeypatch.setattr(serving.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "uvicorn" else real(name, *a))
     assert cli.main(["serve", str(run)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "pip install '.[serve]'" in err and "uvicorn" in err

@@ -41,6 +41,11 @@ function setUpGenerate() {
   for (const [slider, output] of [["temperature", "temperature-value"], ["top-p", "top-p-value"]]) {
     $(slider).addEventListener("input", () => { $(output).textContent = Number($(slider).value).toFixed(2); });
   }
+  // a prompt edited after a generation is the text to analyse, not the old continuation
+  $("prompt").addEventListener("input", () => {
+    $("completion-prompt").textContent = "";
+    $("completion-text").textContent = "";
+  });
   $("generate-button").addEventListener("click", generate);
   $("stop-button").addEventListener("click", () => { if (explorer.abort) explorer.abort.abort(); });
   $("analyze-button").addEventListener("click", () => analyzeText($("completion-prompt").textContent +

@@ -242,12 +242,15 @@ def create_app(run: ServedRun, limits: Limits = Limits()) -> FastAPI:
             raise HTTPException(404, "Not Found")
         return Response(explorer.asset(name), media_type=explorer.ASSETS[name])
 
+    prompts = run.checkpoint.info.get("prefixes")
+    # the prompt training printed its samples from: the text's own first words, or the chapter's
+    default_prompt = prompts[0] if isinstance(prompts, list) and prompts and isinstance(prompts[0], str) else None
+
     @app.get("/api/model")
     async def model_info():
-        """The model, and the limits the page keeps to."""
+        """The model, the prompt the page starts from, and the limits it keeps to."""
         return {**summary, "max_analyze_chars": limits.max_analyze_chars, "max_tokens": limits.max_tokens,
-                "prompt": run.checkpoint.info.get("prefixes", [None])[0] if isinstance(
-                    run.checkpoint.info.get("prefixes"), list) else None}
+                "prompt": default_prompt}
 
     def _analysed_text(text: str) -> tuple[str, list[int]]:
         cleaned = run.clean(text)[:limits.max_analyze_chars]
@@ -258,7 +261,8 @@ def create_app(run: ServedRun, limits: Limits = Limits()) -> FastAPI:
         """Every view of a text (cleaned, and cut to the server's limit): predictions and surprise, the
         units, the features they track, gate saturation. Gradients: ``/api/gradients``."""
         text, ids = _analysed_text(body.text)
-        return {**analyze_text(run.reference, ids, text, all_gradients=False), "truncated": len(run.clean(body.text)) > len(text)}
+        truncated = len(run.clean(body.text)) > len(text)
+        return {**analyze_text(run.reference, ids, text, all_gradients=False), "truncated": truncated}
 
     @app.post("/api/gradients")
     def gradients(body: GradientsRequest):
@@ -301,7 +305,8 @@ async def _events(batcher: Batcher, job: Job, event: asyncio.Event, meta: dict, 
                 break
             if all(reported):
                 if include_usage:
-                    yield f"data: {json.dumps({**meta, 'choices': [], 'usage': usage(prompt_chars, sum(sent)).model_dump()})}\n\n"
+                    counts = usage(prompt_chars, sum(sent)).model_dump()
+                    yield f"data: {json.dumps({**meta, 'choices': [], 'usage': counts})}\n\n"
                 break
             await event.wait()
             event.clear()
