@@ -10,6 +10,7 @@ const explorer = {
   chosen: 0,          // the position whose prediction the gradient view explains
   layer: 0, seriesName: "H", unit: 0,
   abort: null,
+  heatMap: null,      // the units' heat map as drawn, and the height of a unit's row
 };
 
 function $(id) { return document.getElementById(id); }
@@ -166,7 +167,7 @@ function drawCandidates(position) {
   const bars = a.top_ids[position].map((id, k) => ({label: tokenLabel(id), value: a.top_probs[position][k],
     colour: next !== null && explorer.model.vocab[id] === next ? "#2ca02c" : "#0057b8",
     title: `${JSON.stringify(explorer.model.vocab[id])}: ${(a.top_probs[position][k] * 100).toFixed(1)}%`}));
-  barChart($("candidates"), bars, {width: 360, height: 150, maxValue: 1, yLabel: "probability"});
+  barChart($("candidates"), bars, {width: 360, height: 150, yLabel: "probability"});
 }
 
 function fillUnitControls() {
@@ -210,6 +211,7 @@ function drawUnits() {
     }
   }
   context.putImageData(image, 0, 0);
+  explorer.heatMap = {image, rowHeight};
   const at = (event) => {
     const box = canvas.getBoundingClientRect();
     return [Math.floor((event.clientX - box.left) / box.width * steps),
@@ -231,11 +233,19 @@ function chooseUnit(unit) {
   const [steps, units] = shape;
   explorer.unit = Math.max(0, Math.min(units - 1, unit | 0));
   $("unit-input").value = explorer.unit;
+  // the chosen unit's row, outlined on the heat map
+  const canvas = $("units-canvas"), context = canvas.getContext("2d");
+  context.putImageData(explorer.heatMap.image, 0, 0);
+  context.strokeStyle = "#000";
+  context.lineWidth = 1;
+  context.strokeRect(0.5, explorer.unit * explorer.heatMap.rowHeight - 0.5, canvas.width - 1,
+    explorer.heatMap.rowHeight + 1);
   let lo = Infinity, hi = -Infinity;
   for (let t = 0; t < steps; t++) { const v = values[t * units + explorer.unit]; lo = Math.min(lo, v); hi = Math.max(hi, v); }
   const bound = Math.max(Math.abs(lo), Math.abs(hi), 1e-9);
   textSpans($("unit-text"), (i) => {
-    const [r, g, b] = divergingColour(0.5 + 0.5 * values[i * units + explorer.unit] / bound);
+    // pale enough at the extremes to read the character on it
+    const [r, g, b] = divergingColour(0.5 + 0.4 * values[i * units + explorer.unit] / bound);
     return `rgb(${r},${g},${b})`;
   }, choosePosition);
 }
@@ -277,7 +287,8 @@ function drawGates() {
     container.appendChild(box);
     const points = explorer.analysis.saturation.flatMap((layer, l) => layer[gate].left.map((left, u) => ({
       x: left, y: layer[gate].right[u], colour: PALETTE[l % PALETTE.length], title: `layer ${l}, unit ${u}`})));
-    scatterChart(box, points, {title: explorer.model.series[gate], xLabel: "fraction left-saturated (< 0.1)"});
+    scatterChart(box, points, {title: explorer.model.series[gate], xLabel: "fraction left-saturated (< 0.1)",
+      yLabel: "fraction right-saturated (> 0.9)"});
   }
 }
 

@@ -74,10 +74,25 @@ function formatNumber(v) {
   return +v.toPrecision(3) + "";
 }
 
+// on a log axis (values are log10): powers of ten (every other, or fewer, over many decades), and 2 and 5
+// times them when under two decades show
+function logTicks(lo, hi) {
+  const ticks = [];
+  const steps = hi - lo < 2 ? [1, 2, 5] : [1];
+  const every = Math.max(1, Math.ceil((hi - lo) / 6));     // no more than about six powers labelled
+  for (let power = Math.floor(lo / every) * every; power <= Math.ceil(hi); power += every) {
+    for (const m of steps) {
+      const v = power + Math.log10(m);
+      if (v >= lo - 1e-9 && v <= hi + 1e-9) ticks.push(v);
+    }
+  }
+  return ticks;
+}
+
 // series: [{name, xs, ys, colour}] ; options: {width, height, xLabel, yLabel, logY}
 function lineChart(container, series, options) {
   const width = options.width || 640, height = options.height || 240;
-  const margin = {left: 56, right: 120, top: 12, bottom: 36};
+  const margin = {left: 56, right: 120, top: 26, bottom: 36};
   const svg = newSvg(container, width, height);
   const points = series.flatMap((s) => s.xs.map((x, i) => [x, s.ys[i]]))
     .filter(([x, y]) => y !== null && isFinite(y) && (!options.logY || y > 0));
@@ -99,8 +114,7 @@ function lineChart(container, series, options) {
   for (const x of niceTicks(x0, x1, 6)) {
     svgText(svg, px(x), height - margin.bottom + 14, formatNumber(x), {"text-anchor": "middle", fill: "#555"});
   }
-  const yTicks = options.logY ? niceTicks(Math.floor(y0), Math.ceil(y1), 5).filter((v) => Number.isInteger(v))
-    : niceTicks(y0, y1, 5);
+  const yTicks = options.logY ? logTicks(y0, y1) : niceTicks(y0, y1, 5);
   for (const y of yTicks) {
     if (y < y0 - 1e-9 || y > y1 + 1e-9) continue;
     svgText(svg, margin.left - 6, py(y) + 4, options.logY ? formatNumber(Math.pow(10, y)) : formatNumber(y),
@@ -108,7 +122,7 @@ function lineChart(container, series, options) {
     svgElement("line", {x1: margin.left, x2: width - margin.right, y1: py(y), y2: py(y), stroke: "#eee"}, svg);
   }
   svgText(svg, (margin.left + width - margin.right) / 2, height - 4, options.xLabel || "", {"text-anchor": "middle", fill: "#333"});
-  svgText(svg, 12, margin.top + 8, options.yLabel || "", {fill: "#333"});
+  svgText(svg, 4, 12, options.yLabel || "", {fill: "#333"});
   series.forEach((s, k) => {
     const colour = s.colour || PALETTE[k % PALETTE.length];
     let d = "";
@@ -129,14 +143,14 @@ function lineChart(container, series, options) {
 // bars: [{label, value, colour, title}] ; options: {width, height, yLabel, maxValue}
 function barChart(container, bars, options) {
   const width = options.width || 640, height = options.height || 160;
-  const margin = {left: 44, right: 8, top: 10, bottom: 30};
+  const margin = {left: 44, right: 8, top: 22, bottom: 22};
   const svg = newSvg(container, width, height);
   const top = options.maxValue || Math.max(1e-12, ...bars.map((b) => b.value));
   const slot = (width - margin.left - margin.right) / Math.max(1, bars.length);
   svgElement("line", {x1: margin.left, x2: width - margin.right, y1: height - margin.bottom, y2: height - margin.bottom, stroke: "#999"}, svg);
   svgText(svg, margin.left - 6, margin.top + 8, formatNumber(top), {"text-anchor": "end", fill: "#555"});
   svgText(svg, margin.left - 6, height - margin.bottom, "0", {"text-anchor": "end", fill: "#555"});
-  svgText(svg, 4, height - 4, options.yLabel || "", {fill: "#333"});
+  svgText(svg, 4, 12, options.yLabel || "", {fill: "#333"});
   bars.forEach((bar, i) => {
     const h = (height - margin.top - margin.bottom) * Math.max(0, bar.value) / top;
     const rect = svgElement("rect", {x: margin.left + i * slot + slot * 0.1, y: height - margin.bottom - h,
@@ -164,6 +178,8 @@ function scatterChart(container, points, options) {
   }
   svgText(svg, margin.left + size / 2, margin.top + size + 30, options.xLabel || "", {"text-anchor": "middle", fill: "#333"});
   svgText(svg, margin.left, 14, options.title || "", {fill: "#333", "font-weight": "bold"});
+  svgText(svg, 10, margin.top + size / 2, options.yLabel || "",
+    {fill: "#333", "text-anchor": "middle", transform: `rotate(-90 10 ${margin.top + size / 2})`});
   for (const p of points) {
     const dot = svgElement("circle", {cx: px(p.x), cy: py(p.y), r: 2.5, fill: p.colour, "fill-opacity": 0.6}, svg);
     if (p.title) svgElement("title", {}, dot).textContent = p.title;
