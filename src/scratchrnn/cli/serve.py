@@ -45,8 +45,8 @@ def add_parser(sub) -> None:
     s.add_argument("--max-tokens", type=positive_int, default=Limits.max_tokens, metavar="N",
                    help="the most characters one continuation may ask for")
     s.add_argument("--threads", type=positive_int, default=1, metavar="T",
-                   help="threads of the batched step (the BLAS library's and the compiled kernels'): each step "
-                        "is small, and the connections need a core of their own")
+                   help="threads of the batched step (the BLAS library's, the compiled kernels', PyTorch's): each "
+                        "step is small, and the connections need a core of their own")
     s.add_argument("--access-log", action="store_true", help="log every request on stderr")
 
 
@@ -100,6 +100,8 @@ def run(args) -> int:
     # a step multiplies a few rows by the weights: spread over threads that wait for cores which the
     # connections also need, it takes several times longer than on one (the server is this process)
     os.environ["SCRATCHRNN_THREADS"] = str(args.threads)
+    if "torch" in sys.modules:              # the torch backend: its own pool of threads, told likewise
+        sys.modules["torch"].set_num_threads(args.threads)
     try:
         with threadpool_limits(args.threads, user_api="blas"):
             uvicorn.Server(config).run(sockets=[sock])

@@ -6,7 +6,8 @@ the explorer page (``scratchrnn.explorer``) at ``/``.
 - ``openai_api``: the request and response shapes and the error body;
 - ``app``: the FastAPI application over them.
 
-FastAPI, uvicorn and threadpoolctl come with the optional extra ``serve``; ``require_extra`` says how to install them.
+FastAPI and uvicorn (with httptools and uvloop) and threadpoolctl come with the optional extra
+``serve``; ``require_extra`` says how to install them.
 Nothing here is imported by ``import scratchrnn``.
 """
 from __future__ import annotations

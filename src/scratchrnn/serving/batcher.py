@@ -129,25 +129,34 @@ class Job:
                 self._wake()
 
 
-def pick_tokens(logits: np.ndarray, pickers: Sequence[TokenPicker]) -> np.ndarray:
-    """The next token of each row of ``logits`` (rows, vocab), row i picked by ``pickers[i]``: what
-    ``pickers[i](logits[i:i + 1])`` picks, with one distribution computed per decoding."""
-    picks = np.empty(len(pickers), dtype=np.int64)
+def decoding_groups(pickers: Sequence[TokenPicker]) -> list[list[int]]:
+    """The rows whose pickers decode alike (the same strategy, temperature, top-k and top-p)."""
     groups: dict[tuple, list[int]] = {}
     for row, picker in enumerate(pickers):
         d = picker.decoding
         groups.setdefault((d.strategy, d.temperature, d.top_k, d.top_p), []).append(row)
+    return list(groups.values())
+
+
+def pick_tokens(logits: np.ndarray, pickers: Sequence[TokenPicker],
+                groups: list[list[int]] | None = None) -> np.ndarray:
+    """The next token of each row of ``logits`` (rows, vocab), row i picked by ``pickers[i]``: what
+    ``pickers[i](logits[i:i + 1])`` picks, with one distribution computed per decoding (``groups``:
+    ``decoding_groups(pickers)``, given when known)."""
+    picks = np.empty(len(pickers), dtype=np.int64)
     last = logits.shape[1] - 1
-    for rows in groups.values():
+    for rows in decoding_groups(pickers) if groups is None else groups:
         decoding = pickers[rows[0]].decoding
+        # the usual case, every row decoded alike, needs no copy of the rows
+        where = slice(None) if len(rows) == len(pickers) else rows
         if decoding.strategy == "greedy":
-            picks[rows] = np.argmax(logits[rows], axis=1)
+            picks[where] = np.argmax(logits[where], axis=1)
             continue
-        probs = next_token_probs(logits[rows], decoding)
-        # the draw of TokenPicker: one uniform number per row, from that row's own generator
-        # (a scalar draw is the number a (1, 1) draw holds, at a fraction of the cost)
+        probs = next_token_probs(logits[where], decoding)
+        # the draw of TokenPicker: one uniform number per row, from that row's own generator (a scalar
+        # draw is the number a (1, 1) draw holds, at a fraction of the cost)
         draws = np.array([pickers[row].rng.random() for row in rows])
-        picks[rows] = np.minimum((np.cumsum(probs, axis=1) < draws[:, None]).sum(axis=1), last)
+        picks[where] = np.minimum((np.cumsum(probs, axis=1) < draws[:, None]).sum(axis=1), last)
     return picks
 
 
@@ -166,6 +175,8 @@ class Batcher:
         self._active: list[Stream] = []
         self._state: list[np.ndarray] = []      # per state tensor, (active, hidden)
         self._logits = np.zeros((0, len(self.tokens)))
+        self._pickers: tuple[list, list] | None = None     # the active rows' pickers and their groups
+        self._cancelled = 0                     # cancellations asked for: the next step looks for them
         self.steps = 0                          # forward calls made for active streams (a statistic)
         self._thread = threading.Thread(target=self._run, name="scratchrnn-batcher", daemon=True)
         self._thread.start()
@@ -192,6 +203,7 @@ class Batcher:
         """The client has gone: its streams leave before the next step and free their slots."""
         job.cancelled = True
         with self._lock:
+            self._cancelled += 1
             self._lock.notify()
 
     def close(self) -> None:
@@ -240,22 +252,31 @@ class Batcher:
         if all(keep):
             return
         rows = np.flatnonzero(keep)
+        self._pickers = None
         self._active = [self._active[i] for i in rows]
         self._state = [part[rows] for part in self._state]
         self._logits = self._logits[rows]
 
     def _step(self, joining: list[Stream]) -> None:
         # who has gone since the last step
-        stays = [not self._owner[id(s)].cancelled for s in self._active]
-        gone = [s for s, kept in zip(self._active, stays) if not kept]
-        self._keep(stays)
+        if self._cancelled:
+            with self._lock:
+                self._cancelled = 0
+            stays = [not self._owner[id(s)].cancelled for s in self._active]
+            gone = [s for s, kept in zip(self._active, stays) if not kept]
+            self._keep(stays)
+        else:
+            gone = []
         cancelled = [s for s in joining if self._owner[id(s)].cancelled]
         joining = [s for s in joining if not self._owner[id(s)].cancelled]
         self._leave(gone + cancelled)
         self._join(joining)
         if not self._active:
             return
-        picks = pick_tokens(self._logits, [s.picker for s in self._active])
+        if self._pickers is None:
+            pickers = [s.picker for s in self._active]
+            self._pickers = (pickers, decoding_groups(pickers))
+        picks = pick_tokens(self._logits, *self._pickers)
         progressed: dict[int, Job] = {}
         finished = []
         tokens, owner = self.tokens, self._owner
@@ -309,3 +330,4 @@ class Batcher:
                 if self._state else [np.array(p) for p in parts]
             self._logits = np.concatenate([self._logits, np.asarray(logits)[-len(group):]])
             self._active.extend(group)
+            self._pickers = None
