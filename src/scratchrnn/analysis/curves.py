@@ -1,0 +1,27 @@
+"""A run's training curves, read from its ``metrics.jsonl`` (one record per epoch, ``rundir``)."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from ..rundir import RunDirectory
+
+CURVES = ("train_perplexity", "val_perplexity", "lr", "tokens_per_sec")
+
+
+def training_curves(run_dir: str | Path) -> dict[str, list]:
+    """``{"epoch": [...], "train_perplexity": [...], ...}``: one entry per epoch in the order written,
+    None where a record lacks a value or holds one that is not a finite number. Reading takes no lock,
+    so a run that ``scratchrnn train`` is writing can be read at any moment (a line it is halfway
+    through is skipped by ``RunDirectory.read_metrics``)."""
+    records = [r for r in RunDirectory(run_dir).read_metrics() if _number(r.get("epoch")) is not None]
+    curves = {"epoch": [int(r["epoch"]) for r in records]}
+    for name in CURVES:
+        curves[name] = [_number(r.get(name)) for r in records]
+    return curves
+
+
+def _number(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return value
