@@ -307,7 +307,7 @@ def _prepare(config, resume, world):
         backend = backends.create(cfg.backend, ckpt.params, model, device=cfg.device, dtype=cfg.dtype,
                                   **options)
         dropout_rng = resume["saved"].get("dropout_rng")
-        if dropout_rng is not None and hasattr(backend, "set_dropout_rng_state"):
+        if dropout_rng is not None:
             backend.set_dropout_rng_state(json_safe_ints(dropout_rng, to_text=False))
         arrays = dict(ckpt.optimizer_state)
         carried_arrays = [arrays.pop(f"{CARRIED_SLOT}/{i}") for i in range(len(arrays))
@@ -358,7 +358,7 @@ def _train_run(cfg, corpus, model, prefixes, optimizer, backend, state, carried,
         train_state = {"run": cfg.to_dict(), "progress": state.to_dict(with_history=False),
                        "optimizer_steps": optimizer.step_count, "data_fingerprint": corpus.fingerprint,
                        "world_size": world.size}
-        if model.dropout and hasattr(backend, "dropout_rng_state"):
+        if model.dropout:
             train_state["dropout_rng"] = json_safe_ints(backend.dropout_rng_state(), to_text=True)
         info = {"backend": cfg.backend, "epoch": state.epoch, "world_size": world.size, "best": state.best,
                 "train": train_cfg.to_dict(), "prefixes": prefixes}
