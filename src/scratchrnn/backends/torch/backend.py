@@ -214,10 +214,10 @@ class TorchBackend(Backend):
     # -- the chapter's model (impl="chapter") -------------------------------------------------------
     def _inputs(self, X, weights):
         """(steps, batch, input_size) inputs: one-hot vectors as in the chapter, or learned embeddings."""
-        X = torch.as_tensor(np.asarray(X), device=self.torch_device)
+        tokens = self._tokens(X)
         if self.config.embedding == "onehot":
-            return F.one_hot(X.T, self.config.vocab_size).to(self.torch_dtype)
-        return weights["W_emb"][X.T]
+            return F.one_hot(tokens, self.config.vocab_size).to(self.torch_dtype)
+        return weights["W_emb"][tokens]
 
     def _graph_weights(self):
         # The graph of a batch must keep the weights it was computed with: a state that is not
@@ -240,8 +240,7 @@ class TorchBackend(Backend):
     def _chapter_loss(self, X, Y, state):
         weights = self._graph_weights()
         logits, new_state = self._chapter_logits(X, state, weights, train=True)
-        y = torch.as_tensor(np.asarray(Y), device=self.torch_device).T.reshape(-1)
-        return F.cross_entropy(logits, y.long()), new_state
+        return F.cross_entropy(logits, self._tokens(Y).reshape(-1)), new_state
 
     # -- the fast path (impl="fast") --------------------------------------------------------------
     def _stacked_loss(self, X, Y, state):
