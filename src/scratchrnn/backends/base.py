@@ -73,8 +73,9 @@ class TensorOps:
         """``stack`` undone: the (batch, width) steps of a (steps, batch, width) tensor, in order."""
         return list(x)
 
-    def reshape(self, x, shape: tuple[int, ...]):
-        return np.reshape(x, shape)
+    def concat(self, tensors):
+        """Tensors joined along their first axis: the (batch, width) steps as (steps * batch, width)."""
+        return np.concatenate(tensors)
 
 
 class Backend(DropoutMasks, ABC):

@@ -8,8 +8,8 @@ without dropout.
 What differs between frameworks comes in as arguments: ``layer``, one of the cell functions a
 framework's ``cells.py`` writes in that framework's idiom (``rnn``, ``gru``, ``lstm``: a layer's
 inputs as a sequence of steps, its state, its weights under the book's names -> every step's H and
-the state after the last step), and ``ops``, the framework's ``TensorOps`` (``stack``, ``unstack``,
-``reshape``, ``matmul``). The NumPy backend builds the same model from ``scratchrnn.cells`` with its
+the state after the last step), and ``ops``, the framework's ``TensorOps`` (``unstack``, ``stack``,
+``concat``, ``matmul``). The NumPy backend builds the same model from ``scratchrnn.cells`` with its
 backward pass written by hand; the contract tests hold every backend to it.
 """
 from __future__ import annotations
@@ -27,8 +27,8 @@ def layer_weights(weights: dict, config: ModelConfig, layer: int) -> dict:
 
 def stacked_layers(ops, layer: Callable, inputs, state: tuple, weights: dict, config: ModelConfig,
                    masks=None) -> tuple:
-    """What the output layer reads -- the last layer's outputs, (steps, batch, hidden), dropout applied
-    -- and the flat state after the last step.
+    """What the output layer reads -- the last layer's outputs as a list of (batch, hidden) steps,
+    dropout applied -- and the flat state after the last step.
 
     ``inputs`` (steps, batch, input): one-hot vectors or embeddings. ``state`` is flat, each layer's
     tensors in turn (layer 0 first). ``masks`` (one (steps, batch, hidden) tensor per layer, or None:
@@ -36,21 +36,20 @@ def stacked_layers(ops, layer: Callable, inputs, state: tuple, weights: dict, co
     """
     width = len(get_cell(config.cell).state_names)
     new_state = []
-    outputs = inputs
+    steps = ops.unstack(inputs)
     for k in range(config.num_layers):
-        steps, final = layer(ops.unstack(outputs), tuple(state[k * width:(k + 1) * width]),
-                             layer_weights(weights, config, k), config.activation)
+        steps, final = layer(steps, tuple(state[k * width:(k + 1) * width]), layer_weights(weights, config, k),
+                             config.activation)
         new_state.extend(final)
-        outputs = ops.stack(steps)
         if masks is not None:
-            outputs = outputs * masks[k]
-    return outputs, tuple(new_state)
+            # one product for every step's mask, rather than one per step
+            steps = ops.unstack(ops.stack(steps) * masks[k])
+    return steps, tuple(new_state)
 
 
 def deep_model(ops, layer: Callable, inputs, state: tuple, weights: dict, config: ModelConfig,
                masks=None) -> tuple:
     """Logits (steps * batch, vocab), time-major as in the chapter, and the flat state after the last
-    step (the arguments as for ``stacked_layers``)."""
-    top, new_state = stacked_layers(ops, layer, inputs, state, weights, config, masks)
-    H = ops.reshape(top, (-1, config.num_hiddens))
-    return ops.matmul(H, weights["W_hq"]) + weights["b_q"], new_state
+    step (the arguments as for ``stacked_layers``). The output layer is one product for all the steps."""
+    steps, new_state = stacked_layers(ops, layer, inputs, state, weights, config, masks)
+    return ops.matmul(ops.concat(steps), weights["W_hq"]) + weights["b_q"], new_state

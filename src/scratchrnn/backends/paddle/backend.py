@@ -55,8 +55,8 @@ class PaddleOps(TensorOps):
         # per step
         return paddle.unbind(x, axis=0)
 
-    def reshape(self, x, shape):
-        return paddle.reshape(x, list(shape))
+    def concat(self, tensors):
+        return paddle.concat(tensors, axis=0)
 
 
 class PaddleBackend(Backend):

@@ -81,8 +81,8 @@ class TFOps(TensorOps):
         # a Python list: a loop over it is unrolled when traced (the number of steps is fixed)
         return tf.unstack(x)
 
-    def reshape(self, x, shape):
-        return tf.reshape(x, shape)
+    def concat(self, tensors):
+        return tf.concat(tensors, axis=0)
 
 
 class TensorFlowBackend(Backend):

@@ -78,8 +78,8 @@ class TorchOps(TensorOps):
     def unstack(self, x):
         return torch.unbind(x)
 
-    def reshape(self, x, shape):
-        return x.reshape(shape)
+    def concat(self, tensors):
+        return torch.cat(tensors)
 
 
 # -- the fast path's pieces: plain tensor functions, no autograd inside -------------------------------
