@@ -236,8 +236,9 @@ def decode_weights_of(params: dict, config: ModelConfig, concat=np.concatenate) 
 
 
 def is_chapter_model(config: ModelConfig) -> bool:
-    """The chapter's own model (8.5): one RNN layer, no dropout. Backends keep their chapter code for it
-    and build every other model from the book's 9.1-9.3 cells."""
+    """The chapter's own model (8.5): one RNN layer, no dropout. The torch backend's fast path has a
+    backward pass of its own for it; the autograd backends build it as any other model, one RNN layer
+    through ``backends.stacking``."""
     return config.cell == "rnn" and config.num_layers == 1 and not config.dropout
 
 
