@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 import torch
 from contract import (GATED_KERNEL_CONFIGS, MODEL_VARIANTS, BackendContract, ForwardOnly, _boosted_params,
-                      _rel_err, chained_float32_steps, check_compiled_gated_training, switch_compiled_loops,
-                      variant_id)
+                      _rel_err, chained_float32_steps, check_compiled_gated_training, needs_library,
+                      switch_compiled_loops, variant_id)
 
 from scratchrnn import backends, kernels
-from scratchrnn.kernels import recurrence as fast_recurrence
 from scratchrnn.errors import UserError
 from scratchrnn.generation import Decoding, generate_ids
 from scratchrnn.model import ModelConfig, init_params
@@ -235,12 +234,7 @@ def _train_float32(config, params, monkeypatch, kernel: bool, batch: int):
     return (*chained_float32_steps("torch", config, params, batch), bool(calls))
 
 
-trains_compiled = pytest.mark.skipif(
-    fast_recurrence.max_batch("torch") < 38,
-    reason="the backends train with the compiled recurrences only with the AVX-512 variant")
-
-
-@trains_compiled
+@needs_library
 @pytest.mark.parametrize("config", [ModelConfig(11, 40, "tanh"), ModelConfig(11, 40, "relu", "learned", 5),
                                     ModelConfig(11, 40, "tanh", cell="rnn", num_layers=2, dropout=0.2)],
                          ids=variant_id)
@@ -265,7 +259,7 @@ def test_torch_gated_training_with_the_compiled_loops_equals_its_own_loops(confi
     check_compiled_gated_training("torch", config, monkeypatch)
 
 
-@trains_compiled
+@needs_library
 def test_the_kernels_use_no_more_threads_than_torch_is_told(monkeypatch):
     """torch.set_num_threads(1): the compiled loops and the decoder run on one thread; with 2, on
     2. SCRATCHRNN_THREADS (or OMP_NUM_THREADS) would allow more; PyTorch's setting wins."""
@@ -297,7 +291,7 @@ print(torch.get_num_threads(), kernels.last_threads())
 """
 
 
-@trains_compiled
+@needs_library
 def test_two_ranks_of_one_thread_use_one_thread_each():
     """torchrun starts each rank with OMP_NUM_THREADS=1 (when it starts more than one): two such
     processes at once each run the compiled loops on one thread, two in all."""
@@ -305,7 +299,8 @@ def test_two_ranks_of_one_thread_use_one_thread_each():
     import subprocess
     import sys
     from pathlib import Path
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(kernels.__file__).parents[2])}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SCRATCHRNN_LOOPS": "compiled",
+           "PYTHONPATH": str(Path(kernels.__file__).parents[2])}
     env.pop("SCRATCHRNN_THREADS", None)
     ranks = [subprocess.Popen([sys.executable, "-c", _RANK], stdout=subprocess.PIPE, text=True, env=env)
              for _ in range(2)]
@@ -328,7 +323,7 @@ print(kernels.torch_team.status(), "|", kernels.last_threads(), _library.helper_
 """
 
 
-@trains_compiled
+@needs_library
 @pytest.mark.parametrize("team", ["on", "off"])
 def test_the_torch_backends_kernel_calls_run_on_pytorchs_threads(team, tmp_path):
     """A training step's compiled loops run on PyTorch's own threads (at::parallel_for, built on first
@@ -339,7 +334,7 @@ def test_the_torch_backends_kernel_calls_run_on_pytorchs_threads(team, tmp_path)
     import sys
     from pathlib import Path
     env = {**os.environ, "SCRATCHRNN_CACHE": str(tmp_path / "cache"), "SCRATCHRNN_TORCH_TEAM": team,
-           "PYTHONPATH": str(Path(kernels.__file__).parents[2])}
+           "SCRATCHRNN_LOOPS": "compiled", "PYTHONPATH": str(Path(kernels.__file__).parents[2])}
     for name in ("SCRATCHRNN_THREADS", "OMP_NUM_THREADS"):
         env.pop(name, None)
     done = subprocess.run([sys.executable, "-c", _TEAM], capture_output=True, text=True, env=env, timeout=300)
@@ -354,10 +349,11 @@ def test_the_torch_backends_kernel_calls_run_on_pytorchs_threads(team, tmp_path)
         assert counts.split() == ["2", "1"]                 # the caller and one helper
 
 
-@trains_compiled
+@needs_library
 def test_numpy_training_is_the_same_whether_or_not_torch_was_loaded(monkeypatch):
     """The NumPy backend's compiled loops take their threads from the environment, not from PyTorch:
     the same bits in this process (torch loaded, with a torch backend made) as in one without torch."""
+    monkeypatch.setenv("SCRATCHRNN_LOOPS", "compiled")
     import subprocess
     import sys
     from pathlib import Path

@@ -33,12 +33,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ... import kernels
 from ...errors import UserError
 from ..base import Backend, TensorOps, decode_weights_of, has_decode_weights, is_chapter_model
+from ..decoding import decode_by_forward, decode_loop
 from ..dropout import DropoutMasks
-from ..numpy.backend import decode_loop
 from . import cells
-from .fast_cells import activate_, rnn_backward_steps, rnn_forward_steps
+from .fast_cells import activate_, rnn_backward_steps, rnn_forward_steps, training_trial
 from .fast_model import StackedLoss, StackedModel, cross_entropy_grad, mean_cross_entropy, scatter_add_rows
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -70,7 +71,7 @@ class TorchOps(TensorOps):
 
 
 # -- the fast path's pieces: plain tensor functions, no autograd inside -------------------------------
-def _run_recurrence(tokens, h0, W_xh, W_hh, b_h, W_emb, activation: str):
+def _run_recurrence(tokens, h0, W_xh, W_hh, b_h, W_emb, activation: str, loops=None):
     """Every hidden state, (steps + 1, batch, hidden) with hs[0] = h0; and the embeddings if learned.
 
     h_t = act(x_t W_xh + b_h + h_{t-1} W_hh). hs[1:] first receives all input projections with their
@@ -90,7 +91,7 @@ def _run_recurrence(tokens, h0, W_xh, W_hh, b_h, W_emb, activation: str):
     else:
         embedded = torch.index_select(W_emb, 0, flat_tokens)
         torch.addmm(b_h, embedded, W_xh, out=projections)
-    rnn_forward_steps(hs, W_hh, activation)
+    rnn_forward_steps(hs, W_hh, activation, loops)
     return hs, embedded
 
 
@@ -103,18 +104,18 @@ class _RNNLoss(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, h0, W_xh, W_hh, b_h, W_hq, b_q, W_emb, tokens, targets, activation):
+    def forward(ctx, h0, W_xh, W_hh, b_h, W_hq, b_q, W_emb, tokens, targets, activation, loops):
         # Snapshot the weights the backward pass needs: the update changes parameters in place, and a
         # later batch whose state was not detached still backpropagates through this batch with the
         # weights as they were here.
         W_hh_used, W_hq = W_hh.clone(), W_hq.clone()
         W_xh_used = W_xh.clone() if W_emb is not None else None
-        hs, embedded = _run_recurrence(tokens, h0, W_xh, W_hh, b_h, W_emb, activation)
+        hs, embedded = _run_recurrence(tokens, h0, W_xh, W_hh, b_h, W_emb, activation, loops)
         num_steps, batch, hidden = hs.shape[0] - 1, hs.shape[1], hs.shape[2]
         logits = torch.addmm(b_q, hs[1:].view(num_steps * batch, hidden), W_hq)
         loss, log_probs = mean_cross_entropy(logits, targets)
         ctx.save_for_backward(hs, log_probs, W_hh_used, W_hq, W_xh_used, embedded, tokens, targets)
-        ctx.activation = activation
+        ctx.activation, ctx.loops = activation, loops
         # unused outputs give None gradients (rather than zeros), so backward can skip their terms
         ctx.set_materialize_grads(False)
         return loss, hs[-1].clone()
@@ -131,7 +132,7 @@ class _RNNLoss(torch.autograd.Function):
             d_b_q = dlogits.sum(dim=0)
             dhs = (dlogits @ W_hq.T).view(num_steps, batch, hidden)
 
-        dz, d_h0 = rnn_backward_steps(hs, W_hh, dhs, d_h_last, ctx.activation, ctx.needs_input_grad[0])
+        dz, d_h0 = rnn_backward_steps(hs, W_hh, dhs, d_h_last, ctx.activation, ctx.needs_input_grad[0], ctx.loops)
         dz_flat = dz.view(-1, hidden)
         d_W_hh = hs[:-1].view(-1, hidden).T @ dz_flat
         d_b_h = dz_flat.sum(dim=0)
@@ -143,7 +144,7 @@ class _RNNLoss(torch.autograd.Function):
         else:
             d_W_xh = embedded.reshape(-1, embedded.shape[-1]).T @ dz_flat
             d_W_emb = scatter_add_rows(flat_tokens, dz_flat @ W_xh.T, vocab_size)
-        return d_h0, d_W_xh, d_W_hh, d_b_h, d_W_hq, d_b_q, d_W_emb, None, None, None
+        return d_h0, d_W_xh, d_W_hh, d_b_h, d_W_hq, d_b_q, d_W_emb, None, None, None, None
 
 
 class TorchBackend(DropoutMasks, Backend):
@@ -166,6 +167,7 @@ class TorchBackend(DropoutMasks, Backend):
         # more layers, dropout); impl="chapter" runs the book's code with autograd
         self.hand_bptt = impl == "fast"
         self.stacked = StackedModel(config) if self.hand_bptt and not is_chapter_model(config) else None
+        self._loops: dict = {}        # (batch, steps, group) -> the kernels.Choice of step loops
         # dropout masks come from a NumPy generator, drawn as the NumPy backend draws them: the same
         # seed gives both backends, and both implementations, the same masks
         self._init_dropout(dropout_seed)
@@ -248,8 +250,20 @@ class TorchBackend(DropoutMasks, Backend):
         return F.cross_entropy(logits, y.long()), new_state
 
     # -- the fast path (impl="fast") --------------------------------------------------------------
+    def step_loops(self, batch: int, steps: int, training: bool) -> kernels.Choice:
+        """Which step loops the fast path runs for minibatches of ``batch`` rows and ``steps`` steps:
+        asked of ``kernels.choose`` once per shape, for training (which measures) or forward passes alone."""
+        group = "training" if training else "inference"
+        if (batch, steps, group) not in self._loops:
+            c = self.config
+            workload = kernels.Workload("torch", c.cell, group, batch, c.num_hiddens, steps,
+                                        activation=c.activation, dtype=self.dtype, device=self.device)
+            self._loops[batch, steps, group] = kernels.choose(workload, training_trial(workload))
+        return self._loops[batch, steps, group]
+
     def _stacked_loss(self, X, Y, state):
-        loss, *new_state = StackedLoss.apply(self.stacked, self._tokens(X), self._tokens(Y).reshape(-1),
+        loops = self.step_loops(*np.shape(X), training=True)
+        loss, *new_state = StackedLoss.apply(self.stacked, loops, self._tokens(X), self._tokens(Y).reshape(-1),
                                              self._train_masks(X), *state,
                                              *(self.params[name] for name in self.stacked.param_names))
         return loss, tuple(new_state)
@@ -258,16 +272,17 @@ class TorchBackend(DropoutMasks, Backend):
         p = self.params
         loss, h_last = _RNNLoss.apply(state[0], p["W_xh"], p["W_hh"], p["b_h"], p["W_hq"], p["b_q"],
                                       p.get("W_emb"), self._tokens(X), self._tokens(Y).reshape(-1),
-                                      self.config.activation)
+                                      self.config.activation, self.step_loops(*np.shape(X), training=True))
         return loss, (h_last,)
 
     def _fast_forward(self, X, state):
         p = self.params
+        loops = self.step_loops(*np.shape(X), training=False)
         if self.stacked is not None:
-            logits, new_state, _ = self.stacked.run(self._tokens(X), state, p)
+            logits, new_state, _ = self.stacked.run(self._tokens(X), state, p, None, loops)
             return logits, new_state
         hs, _ = _run_recurrence(self._tokens(X), state[0], p["W_xh"], p["W_hh"], p["b_h"], p.get("W_emb"),
-                                self.config.activation)
+                                self.config.activation, loops)
         logits = torch.addmm(p["b_q"], hs[1:].reshape(-1, self.config.num_hiddens), p["W_hq"])
         return logits, (hs[-1].clone(),)
 
@@ -327,7 +342,7 @@ class TorchBackend(DropoutMasks, Backend):
         ``generation.generate_ids``.)
         """
         if not has_decode_weights(self.config):
-            return self._decode_by_forward(state, logits, num_tokens, pick, on_step)
+            return decode_by_forward(self.forward, state, logits, num_tokens, pick, on_step)[0]
         with torch.no_grad():
             input_rows, W_step = self._decode_weights()
             h = state[0].detach().clone()
@@ -337,41 +352,45 @@ class TorchBackend(DropoutMasks, Backend):
                                    num_tokens, pick, on_step)
             return self._decode_in_torch(h, logits, input_rows, W_step, num_tokens, pick, on_step)
 
-    def _decode_by_forward(self, state, logits, num_tokens, pick, on_step):
-        """Generation for models without one product per token (gated cells, more layers): the step
-        through ``forward``, one token at a time."""
-        tokens = np.empty((num_tokens, len(logits)), dtype=np.int64)
-        for step in range(num_tokens):
-            tokens[step] = pick(logits)
-            if on_step is not None:
-                on_step(tokens[step])
-            if step + 1 < num_tokens:
-                logits, state = self.forward(tokens[step][:, None], state)
-        return tokens.T
-
     def _decode_weights(self):
         """``decode_weights_of`` in torch tensors: x W_xh + b_h for every token, and [W_hh | W_hq]."""
         input_rows, W_step, _ = decode_weights_of(self.params, self.config, _torch_concat)
         return input_rows, W_step
 
     def _decode_in_torch(self, h, logits, input_rows, W_step, num_tokens, pick, on_step):
-        """``decode_loop`` written in PyTorch, for tensors on a GPU; ``h`` is overwritten."""
-        hidden = self.config.num_hiddens
-        tokens = np.empty((num_tokens, h.shape[0]), dtype=np.int64)
-        product = torch.mm(h, W_step)
-        logits = np.asarray(logits)
-        for step in range(num_tokens):
-            picked = pick(logits)
-            tokens[step] = picked
-            if on_step is not None:
-                on_step(tokens[step])
-            if step + 1 == num_tokens:
-                break
-            rows = input_rows.index_select(0, torch.from_numpy(tokens[step]).to(self.torch_device))
-            activate_(torch.add(product[:, :hidden], rows, out=h), self.config.activation)
-            torch.mm(h, W_step, out=product)
-            logits = (product[:, hidden:] + self.params["b_q"]).cpu().numpy()
-        return tokens.T
+        """``decode_loop`` on the device's tensors (a GPU's); ``h`` is overwritten."""
+        return decode_loop(h, np.asarray(logits), input_rows, W_step, self.params["b_q"].detach(),
+                           self.config.activation, num_tokens, pick, on_step, _TensorSteps(self.torch_device))
+
+
+class _TensorSteps:
+    """The operations ``decoding.decode_loop`` needs, on torch tensors of one device."""
+
+    def __init__(self, device):
+        self.device = device
+
+    @staticmethod
+    def matmul(a, b, out=None):
+        return torch.mm(a, b, out=out)
+
+    @staticmethod
+    def add(a, b, out=None):
+        return torch.add(a, b, out=out)
+
+    def rows(self, table, indices: np.ndarray):
+        return table.index_select(0, torch.from_numpy(indices).to(self.device))
+
+    @staticmethod
+    def activate(z, activation: str):
+        return activate_(z, activation)
+
+    @staticmethod
+    def empty_like(a):
+        return torch.empty_like(a)
+
+    @staticmethod
+    def to_numpy(a) -> np.ndarray:
+        return a.cpu().numpy()
 
 
 def _torch_concat(tensors, axis: int):
