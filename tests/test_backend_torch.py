@@ -252,6 +252,26 @@ def test_cpu_float32_training_runs_compiled_and_trains_as_torchs_own_loops(confi
         assert _rel_err(weights[name], value) < 1e-5, name
 
 
+def test_the_fast_path_asks_for_its_step_loops_once_per_shape(monkeypatch):
+    """kernels.choose is asked once per shape of minibatch, for training and for forward passes alone,
+    by the chapter's model and by a stacked one alike; the chapter's autograd code never asks."""
+    asked = []
+    real = kernels.choose
+    monkeypatch.setattr(kernels, "choose", lambda workload, *a, **k: asked.append(workload) or real(workload, *a, **k))
+    X, Y = np.random.default_rng(0).integers(0, 11, (2, 4, 6))
+    for config, impl in ((ModelConfig(11, 16), "fast"), (ModelConfig(11, 16, cell="lstm", num_layers=2), "fast"),
+                         (ModelConfig(11, 16, cell="gru"), "chapter")):
+        backend = backends.create("torch", init_params(config, 0), config, impl=impl)
+        state = backend.begin_state(4)
+        for _ in range(3):
+            _, state = backend.train_step(X, Y, backend.detach(state), 0.1, 1.0)
+        for _ in range(2):
+            backend.forward(X, backend.begin_state(4))
+    assert [(w.framework, w.cell, w.group, w.batch, w.steps) for w in asked] == [
+        ("torch", "rnn", "training", 4, 6), ("torch", "rnn", "inference", 4, 6),
+        ("torch", "lstm", "training", 4, 6), ("torch", "lstm", "inference", 4, 6)]
+
+
 @pytest.mark.parametrize("config", GATED_KERNEL_CONFIGS, ids=variant_id)
 def test_torch_gated_training_with_the_compiled_loops_equals_its_own_loops(config, monkeypatch):
     """The fast path's GRU and LSTM loops run compiled (weights in the compiled loops' gate order) and

@@ -90,8 +90,14 @@ class Workload:
 
     def describe(self) -> str:
         if self.group == "decoding":
-            return f"the {self.cell} decoder, {self.batch} streams of {self.hidden} units ({self.framework})"
+            return f"the {self.cell} decoder, {self.batch} stream(s) of {self.hidden} units ({self.framework})"
         return f"the {self.cell} step loops {self.batch}x{self.hidden}, {self.steps} steps ({self.framework})"
+
+    def own_loops(self) -> str:
+        """What the compiled loops are measured against, in words."""
+        if self.group == "decoding":
+            return "NumPy's decode loop"
+        return f"the {self.framework} loops"
 
 
 @dataclass(frozen=True)
@@ -222,13 +228,13 @@ def current_wisdom() -> wisdom.Wisdom:
     return _wisdoms[key]
 
 
-def _remembered(entry: dict, framework: str, variant: str, threads: int, where: Path) -> Choice:
-    speedup = entry["speedup"]
+def _remembered(entry: dict, workload: Workload, variant: str, threads: int, where: Path) -> Choice:
+    speedup, own = entry["speedup"], workload.own_loops()
     if entry["loops"] == OWN:
-        return Choice(OWN, f"the compiled loops measured {speedup:.2f}x the speed of the {framework} loops "
-                           f"here, not measurably faster (wisdom file {where})")
-    return Choice(COMPILED, f"measured {speedup:.2f}x faster than the {framework} loops here (wisdom file "
-                            f"{where})", variant, threads, entry["unit_shares"])
+        return Choice(OWN, f"the compiled loops measured {speedup:.2f}x the speed of {own} here, not "
+                           f"measurably faster (wisdom file {where})")
+    return Choice(COMPILED, f"measured {speedup:.2f}x the speed of {own} here (wisdom file {where})",
+                  variant, threads, entry["unit_shares"])
 
 
 def _progress(workload: Workload) -> None:
@@ -263,7 +269,7 @@ def choose(workload: Workload, trial: Callable[[Choice], Callable[[], object]] |
     key = workload.key(compiled.threads)
     entry = None if fresh else store.lookup(key)
     if entry is not None:
-        return _remembered(entry, workload.framework, compiled.variant, compiled.threads, store.path)
+        return _remembered(entry, workload, compiled.variant, compiled.threads, store.path)
     if workload.group == "inference":
         return Choice(OWN, "forward passes alone run compiled only where training at the same shape "
                            "was measured faster; it was not")
@@ -275,7 +281,7 @@ def choose(workload: Workload, trial: Callable[[Choice], Callable[[], object]] |
     medians = {name: statistics.median(values) for name, values in times.items()}
     store.remember(key, {"loops": found[winner].loops, "unit_shares": found[winner].unit_shares,
                          "speedup": round(speedup, 4), "times": {k: float(f"{v:.6g}") for k, v in medians.items()}})
-    return _remembered(store.lookup(key), workload.framework, compiled.variant, compiled.threads, store.path)
+    return _remembered(store.lookup(key), workload, compiled.variant, compiled.threads, store.path)
 
 
 def status() -> str:

@@ -126,7 +126,7 @@ class Wisdom:
         """The file's valid entries ({} where there is none, or it is unusable: said once if ``warn``)."""
         try:
             text = self.path.read_text(encoding="utf-8")
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):     # nothing written there yet
             return {}
         except (OSError, UnicodeDecodeError) as error:
             reason = f"cannot be read ({getattr(error, 'strerror', None) or error})"
