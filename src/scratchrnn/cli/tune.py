@@ -13,13 +13,14 @@ import importlib
 import importlib.util
 import textwrap
 
+from ..cells import CELLS as _CELLS
 from ..errors import UserError
 from .common import HelpFormatter, positive_int
 
 TUNED_BACKENDS = ("numpy", "torch")
 # where each backend's trial of its step loops lives (what kernels.choose times)
 _TRIALS = {"numpy": "scratchrnn.backends.numpy.cells", "torch": "scratchrnn.backends.torch.fast_cells"}
-CELLS = ("rnn", "gru", "lstm")
+CELLS = tuple(_CELLS)
 CHAPTER_VOCAB = 28
 
 

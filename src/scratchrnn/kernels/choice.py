@@ -35,10 +35,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
+from ..cells import CELLS
 from . import _library, _sources, wisdom
 
 GROUPS = ("training", "inference", "decoding")
-CELLS = ("rnn", "gru", "lstm")
 LOOPS_SETTINGS = ("measure", "own", "compiled")
 OWN, COMPILED, COMPILED_UNITS = "own", "compiled", "compiled-units"
 
