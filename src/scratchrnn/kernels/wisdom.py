@@ -17,6 +17,7 @@ choices are kept in memory for this process, with one line on stderr.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -43,6 +44,7 @@ def cache_dir() -> Path:
     return Path(base) / "scratchrnn"
 
 
+@functools.lru_cache(maxsize=1)
 def cpu_model() -> str:
     """The processor's model name (Linux: /proc/cpuinfo), or what the platform says of it."""
     try:

@@ -186,6 +186,11 @@ class TorchCell:
                                 W_h=torch.cat([params[f"W_h{g}"] for g in recurrent], dim=1),
                                 layout=layout, recurrent=recurrent, loops=loops)
 
+    def input_buffer(self, num_steps: int, batch: int, start: tuple, like):
+        """Where a layer's input terms are computed, (steps, batch, gates * hidden), and the ``states``
+        its ``forward`` then takes (None here: the gated cells' loops keep their own)."""
+        return like.new_empty((num_steps, batch, len(self.layout) * start[0].shape[1])), None
+
     @staticmethod
     def input_grads(weights: TorchCellWeights, d_W_x, d_b) -> dict:
         """The gradients of W_x{g} and b_{g}, cut from those of the side-by-side W_x and b."""
@@ -232,9 +237,19 @@ class TorchRNN(TorchCell):
         return TorchCellWeights(W_x=params["W_xh"].clone(), b=params["b_h"].clone(), W_h=params["W_hh"].clone(),
                                 layout=self.layout, recurrent=self.recurrent, loops=loops)
 
-    def forward(self, terms, state, weights, activation):
-        hs = _states_buffer(terms, state[0])
-        hs[1:] = terms
+    def input_buffer(self, num_steps, batch, start, like):
+        # the input terms go straight into the rows of the states buffer that the loop turns into H_1 ..
+        # H_T in place: no copy of them (a copy into fresh memory costs as much as a tenth of the loop)
+        hs = like.new_empty((num_steps + 1, batch, start[0].shape[1]))
+        hs[0] = start[0]
+        return hs[1:], hs
+
+    def forward(self, terms, state, weights, activation, states=None):
+        """``states``: the buffer ``input_buffer`` made, whose rows after the first are ``terms``."""
+        hs = states
+        if hs is None:
+            hs = _states_buffer(terms, state[0])
+            hs[1:] = terms
         rnn_forward_steps(hs, weights.W_h, activation, weights.loops)
         return hs[1:], (hs[-1].clone(),), (hs, activation)
 
@@ -262,7 +277,7 @@ class TorchGRU(TorchCell):
     def prepare(self, params, loops=None):
         return dataclasses.replace(super().prepare(params, loops), W_hh=params["W_hh"].clone())
 
-    def forward(self, terms, state, weights, activation="tanh"):
+    def forward(self, terms, state, weights, activation="tanh", states=None):
         if weights.compiled:
             hs, zr, candidates, reset_h = _compiled_call(kernels.gated.gru_forward, weights.loops, _array(terms),
                                                          _array(state[0]), _array(weights.W_h), _array(weights.W_hh))
@@ -343,7 +358,7 @@ class TorchLSTM(TorchCell):
     compiled_layout = compiled_recurrent = ("i", "f", "o", "c")
     state_size = 2
 
-    def forward(self, terms, state, weights, activation="tanh"):
+    def forward(self, terms, state, weights, activation="tanh", states=None):
         if weights.compiled:
             hs, cs, acts, tanh_cs = _compiled_call(kernels.gated.lstm_forward, weights.loops, _array(terms),
                                                    _array(state[0]), _array(state[1]), _array(weights.W_h),

@@ -68,18 +68,19 @@ class StackedModel:
         layers, final_state, embedded, x = [], [], None, None
         for layer, names in enumerate(self.layer_names):
             weights = self.cell.prepare({plain: params[full] for plain, full in names.items()}, loops)
+            start = tuple(state[layer * width:(layer + 1) * width])
+            terms, states = self.cell.input_buffer(num_steps, batch, start, params["W_hq"])
+            flat_terms = terms.view(num_steps * batch, -1)
             # the input terms x_t W_x + b of every gate and step at once
             if layer > 0:
-                terms = torch.addmm(weights.b, x.reshape(-1, hidden), weights.W_x)
+                torch.addmm(weights.b, x.reshape(-1, hidden), weights.W_x, out=flat_terms)
             elif self.config.embedding == "onehot":
                 # one_hot(x) @ W_x + b == (W_x + b)[x]: the bias added to vocabulary rows, not to tokens
-                terms = torch.index_select(weights.W_x + weights.b, 0, flat_tokens)
+                torch.index_select(weights.W_x + weights.b, 0, flat_tokens, out=flat_terms)
             else:
                 embedded = torch.index_select(params["W_emb"], 0, flat_tokens)
-                terms = torch.addmm(weights.b, embedded, weights.W_x)
-            outputs, final, cache = self.cell.forward(terms.view(num_steps, batch, -1),
-                                                      tuple(state[layer * width:(layer + 1) * width]),
-                                                      weights, self.config.activation)
+                torch.addmm(weights.b, embedded, weights.W_x, out=flat_terms)
+            outputs, final, cache = self.cell.forward(terms, start, weights, self.config.activation, states)
             final_state.extend(final)
             mask = None if masks is None else masks[layer]
             if mask is not None:
