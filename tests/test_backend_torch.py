@@ -272,6 +272,41 @@ def test_the_fast_path_asks_for_its_step_loops_once_per_shape(monkeypatch):
         ("torch", "lstm", "training", 4, 6), ("torch", "lstm", "inference", 4, 6)]
 
 
+@needs_library
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_the_torch_trial_runs_each_candidates_loops(cell, monkeypatch, tmp_path):
+    """What kernels.choose times for the torch backend: PyTorch's loops and the compiled ones (both
+    loops, on PyTorch's threads), at the workload's shape; the answer is the faster, remembered."""
+    from scratchrnn.backends.torch.fast_cells import training_trial
+    from scratchrnn.kernels import choice, gated, recurrence
+    monkeypatch.delenv("SCRATCHRNN_LOOPS", raising=False)
+    monkeypatch.setenv("SCRATCHRNN_THREADS", "2")
+    monkeypatch.setenv("SCRATCHRNN_CACHE", str(tmp_path))
+    monkeypatch.setattr(choice, "_wisdoms", {})
+    ran = []
+    for module, name in ((recurrence, "forward"), (recurrence, "backward"), (gated, f"{cell}_forward"),
+                         (gated, f"{cell}_backward")):
+        if hasattr(module, name):
+            real = getattr(module, name)
+            monkeypatch.setattr(module, name, lambda *a, _real=real, _name=name, **k: ran.append(_name) or _real(*a, **k))
+    seconds = {"own": 1.0, "compiled": 0.5, "compiled-units": 0.4}
+
+    def measure(runners):
+        for run in runners.values():
+            run()
+        return {name: [seconds[name]] * 3 for name in runners}
+    workload = kernels.Workload("torch", cell, "training", 5, 16, 4)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        chosen = kernels.choose(workload, training_trial(workload), measure=measure)
+        assert chosen.compiled and chosen.unit_shares == (2 if cell == "lstm" else 0)
+        assert len(ran) == 2 * (3 if cell == "lstm" else 2) - 2       # both loops of each compiled candidate
+        assert kernels.choose(workload) == chosen                         # remembered
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("config", GATED_KERNEL_CONFIGS, ids=variant_id)
 def test_torch_gated_training_with_the_compiled_loops_equals_its_own_loops(config, monkeypatch):
     """The fast path's GRU and LSTM loops run compiled (weights in the compiled loops' gate order) and

@@ -21,17 +21,24 @@ RNN = kernels.Workload("numpy", "rnn", "training", 32, 512, 35)
 
 
 @pytest.fixture
-def machine(monkeypatch, tmp_path):
+def measuring(monkeypatch, tmp_path):
     """A fresh process's view: measuring on (SCRATCHRNN_LOOPS unset), two threads, an empty cache in
-    ``tmp_path``, a library that loads (a stand-in for its avx2 variant: the choice never calls it)."""
+    ``tmp_path`` (returned)."""
     for name in ("SCRATCHRNN_LOOPS", "SCRATCHRNN_NO_KERNEL", "SCRATCHRNN_FAULT"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("SCRATCHRNN_THREADS", "2")
     monkeypatch.setenv("SCRATCHRNN_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(choice._library, "load", lambda: types.SimpleNamespace(variant="avx2", vector_floats=8))
     monkeypatch.setattr(choice, "_wisdoms", {})
     monkeypatch.setattr(wisdom, "_said", set())
     return tmp_path / "cache"
+
+
+@pytest.fixture
+def machine(measuring, monkeypatch):
+    """``measuring``, with a library that loads (a stand-in for its avx2 variant: the choice never
+    calls it), so that the choosing logic is tested where no compiler built the real one."""
+    monkeypatch.setattr(choice._library, "load", lambda: types.SimpleNamespace(variant="avx2", vector_floats=8))
+    return measuring
 
 
 class Timings:
@@ -318,6 +325,37 @@ def test_one_file_per_processor_and_library_build():
     assert name.startswith("wisdom-amd-epyc-7b13-64-core-processor-") and name.endswith("-0123456789abcdef-i6-avx2.json")
     assert wisdom.file_name("AMD EPYC 7B13 64-Core Processor ", library) != name
     assert wisdom.file_name("AMD EPYC 7B13 64-Core Processor", {**library, "variant": "baseline"}) != name
+
+
+# -- the trials: what is timed ---------------------------------------------------------------------------
+class RunsEach(Timings):
+    """An injected measurement that runs every candidate once (what is timed must run), then gives the
+    seconds it was told."""
+
+    def __call__(self, runners):
+        for run in runners.values():
+            run()
+        return super().__call__(runners)
+
+
+@pytest.mark.skipif(kernels.load() is None, reason=f"compiled kernels {kernels.status()}")
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_the_numpy_trial_runs_each_candidates_loops(cell, measuring, monkeypatch):
+    """What the choice times for the numpy backend: its own loops, and the compiled ones (both loops)."""
+    from scratchrnn.backends.numpy.cells import training_trial
+    from scratchrnn.kernels import gated, recurrence
+    ran = []
+    for module, name in ((recurrence, "forward"), (recurrence, "backward"), (gated, f"{cell}_forward"),
+                         (gated, f"{cell}_backward")):
+        if hasattr(module, name):
+            real = getattr(module, name)
+            monkeypatch.setattr(module, name, lambda *a, _real=real, _name=name, **k: ran.append(_name) or _real(*a, **k))
+    workload = kernels.Workload("numpy", cell, "training", 5, 16, 4)
+    timings = RunsEach(own=[1.0] * 3, compiled=[0.5] * 3, compiled_units=[0.4] * 3)
+    chosen = kernels.choose(workload, training_trial(workload), measure=timings)
+    assert chosen.compiled and chosen.unit_shares == (2 if cell == "lstm" else 0)
+    compiled_candidates = len(timings.seen[0]) - 1                   # all but "own"
+    assert len(ran) == 2 * compiled_candidates                       # each ran its forward and backward loop
 
 
 # -- the backends ask once ------------------------------------------------------------------------------

@@ -88,22 +88,29 @@ def training_trial(workload: kernels.Workload) -> Callable[[kernels.Choice], Cal
     compiled loops meet in a real step)."""
     cell = get_cell(workload.cell)
     steps, batch, hidden = workload.steps, workload.batch, workload.hidden
-    rng = np.random.default_rng(0)
     dtype = np.dtype(workload.dtype)
-    scale = 1 / np.sqrt(hidden)
-    recurrent_gates = {"rnn": 1, "gru": 2, "lstm": 4}[workload.cell]
-    weights = CellWeights(None, None, (rng.standard_normal((hidden, recurrent_gates * hidden)) * scale).astype(dtype),
-                          (rng.standard_normal((hidden, hidden)) * scale).astype(dtype) if workload.cell == "gru"
-                          else None)
-    terms = rng.standard_normal((steps, batch, len(cell.gates) * hidden)).astype(dtype)
-    d_outputs = rng.standard_normal((steps, batch, hidden)).astype(dtype)
-    state = cell.begin_state(batch, hidden, dtype)
+    made: dict = {}
+
+    def data() -> dict:
+        # made on the first trial only: a backend builds this function for every shape it meets,
+        # and most shapes are remembered, never measured
+        if not made:
+            rng = np.random.default_rng(0)
+            scale = 1 / np.sqrt(hidden)
+            recurrent_gates = len(cell.gates) - (workload.cell == "gru")    # the GRU's W_hh stands apart
+            made["weights"] = CellWeights(
+                None, None, (rng.standard_normal((hidden, recurrent_gates * hidden)) * scale).astype(dtype),
+                (rng.standard_normal((hidden, hidden)) * scale).astype(dtype) if workload.cell == "gru" else None)
+            made["terms"] = rng.standard_normal((steps, batch, len(cell.gates) * hidden)).astype(dtype)
+            made["d_outputs"] = rng.standard_normal((steps, batch, hidden)).astype(dtype)
+            made["state"] = cell.begin_state(batch, hidden, dtype)
+        return made
 
     def trial(choice: kernels.Choice) -> Callable[[], object]:
-        loops = step_loops(workload.cell, choice)
+        loops, made = step_loops(workload.cell, choice), data()
 
         def run():
-            _, _, cache = loops.forward(terms, state, weights, workload.activation)
-            return loops.backward(cache, weights, d_outputs.copy(), None, False)
+            _, _, cache = loops.forward(made["terms"], made["state"], made["weights"], workload.activation)
+            return loops.backward(cache, made["weights"], made["d_outputs"].copy(), None, False)
         return run
     return trial
