@@ -192,7 +192,7 @@ def decide(times: dict[str, list[float]]) -> tuple[str, float]:
     own = times[OWN]
     compiled = [name for name in times if name != OWN]
     best = min(compiled, key=lambda name: statistics.median(times[name]))
-    speedup = statistics.median(own) / statistics.median(times[best])
+    speedup = statistics.median(own) / max(statistics.median(times[best]), 1e-12)
     wins = sum(mine < theirs for mine, theirs in zip(times[best], own))
     if speedup >= 1 + MIN_GAIN and 2 * wins > len(own):
         return best, speedup
@@ -271,16 +271,17 @@ def choose(workload: Workload, trial: Callable[[Choice], Callable[[], object]] |
     if entry is not None:
         return _remembered(entry, workload, compiled.variant, compiled.threads, store.path)
     if workload.group == "inference":
-        return Choice(OWN, "forward passes alone run compiled only where training at the same shape "
-                           "was measured faster; it was not")
+        return Choice(OWN, "forward passes alone follow what training at the same shape was measured "
+                           "to run, and it was not measured here")
     if trial is None:
         return Choice(OWN, "not measured here (scratchrnn tune measures it)")
     _progress(workload)
     times = (measure or measure_interleaved)({name: trial(choice) for name, choice in found.items()})
     winner, speedup = decide(times)
-    medians = {name: statistics.median(values) for name, values in times.items()}
+    # kept to six digits, and never 0 s (a clock too coarse for a run), which the file's check refuses
+    medians = {name: max(float(f"{statistics.median(values):.6g}"), 1e-9) for name, values in times.items()}
     store.remember(key, {"loops": found[winner].loops, "unit_shares": found[winner].unit_shares,
-                         "speedup": round(speedup, 4), "times": {k: float(f"{v:.6g}") for k, v in medians.items()}})
+                         "speedup": round(speedup, 4), "times": medians})
     return _remembered(store.lookup(key), workload, compiled.variant, compiled.threads, store.path)
 
 
