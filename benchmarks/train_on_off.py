@@ -69,7 +69,8 @@ def main() -> None:
         lines.append(text)
 
     machine = bench.machine_description()
-    say(f"CPU: {machine.get('cpu', '?')}, {machine['cpus']} CPUs; {machine['platform']}")
+    say(f"CPU: {machine.get('cpu', '?')}, {machine['cpus']} CPUs; {machine['platform']}; load average at the "
+        f"start {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     say(f"command: {' '.join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])}")
     say(f"scratchrnn train {' '.join(CHAPTER)} --epochs {args.epochs} --max-tokens {args.max_tokens}")
     version = subprocess.run([sys.executable, "-m", "scratchrnn", "--version"], capture_output=True, text=True)
@@ -78,7 +79,7 @@ def main() -> None:
                             args.cells, "--streams", "0"], capture_output=True, text=True)
     say("\nscratchrnn tune (the loops 'on' runs; measured before the timed runs):")
     for line in (tuned.stdout + tuned.stderr).strip().splitlines():
-        say(f"  {line}")
+        say(f"  {line.split(' (wisdom file ')[0]}")
     steal = bench.StealMeter()
     rates = {pair: {"on": [], "off": []} for pair in pairs}
     with tempfile.TemporaryDirectory() as scratch:
