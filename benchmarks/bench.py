@@ -4,6 +4,7 @@
     python benchmarks/bench.py --quick          # a smoke test, well under a minute
     python benchmarks/bench.py --impls numpy,torch --rounds 5
     python benchmarks/bench.py --device cuda    # the torch implementations on a GPU
+    python benchmarks/bench.py --impls numpy,torch --cells rnn,gru,lstm --rounds 3   # the step loops' table
 
 What is measured, for each implementation (the chapter's settings: 35 steps, 512 hidden units, the
 28-token character vocabulary of the bundled Time Machine, SGD with lr 1, gradients clipped to norm 1,
@@ -13,6 +14,12 @@ sequential batches with the state carried and detached):
 - peak resident memory of the process after the batch-32 training (the "chapter run");
 - a dense 512x512 float32 GEMM, the machine's practical limit: one training token costs about
   6 (H^2 + H V) FLOPs, so tokens/s times that, over the GEMM rate, is how near the limit training runs.
+
+Then, for the numpy and torch backends among ``--impls`` and every cell of ``--cells`` (the RNN, the GRU
+and the LSTM: g = 1, 3, 4 products of H by a hidden-size square matrix per step), training tokens/s
+at batch 32 with the compiled library on (the step loops ``kernels.choose`` picks on this machine,
+measuring them the first time) and off (``SCRATCHRNN_NO_KERNEL=1``), their ratio, and the share of the
+GEMM rate at 6 (g H^2 + H V) FLOPs per token.
 
 Every implementation runs in processes of its own (two deep-learning frameworks must never share one,
 and a process's peak memory is then its own): one trains, a fresh one generates, as `scratchrnn
@@ -65,6 +72,16 @@ FULL = dict(rounds=3, repeats=3, train_tokens=20_000, warmup_batches=2, gen_char
             gen_chars_batched=200, gemm_seconds=1.0, worker_timeout=900)
 QUICK = dict(rounds=1, repeats=1, train_tokens=2_000, warmup_batches=1, gen_chars=100, gen_streams=64,
              gen_chars_batched=10, gemm_seconds=0.3, worker_timeout=120)
+CELLS = ("rnn", "gru", "lstm")
+GATE_PRODUCTS = {"rnn": 1, "gru": 3, "lstm": 4}     # g: products of H by an H x H matrix per step
+LOOP_BACKENDS = ("numpy", "torch")                  # the backends with compiled step loops
+
+
+def loop_impls(impls: list[str], cells: list[str]) -> list[str]:
+    """The step loops' table's workers: "<backend>:<cell>:on" and ":off" for each backend with compiled
+    loops among ``impls`` and each cell."""
+    return [f"{backend}:{cell}:{mode}" for backend in LOOP_BACKENDS if backend in impls for cell in cells
+            for mode in ("on", "off")]
 
 
 # =====================================================================================================
@@ -281,6 +298,8 @@ def run_worker(impl: str, spec: dict) -> dict:
 
     from scratchrnn.data import load_corpus
     corpus, vocab = load_corpus(None, None)          # the whole bundled Time Machine
+    if impl.count(":") == 2:
+        return _measure_loops(impl, spec, corpus, vocab)
     runner = (_ChapterRunner if impl in ("chapter", "nn.RNN") else _ScratchRunner)(impl, spec, vocab)
     measure_part = _measure_training if spec["part"] == "train" else _measure_generation
     results = measure_part(runner, spec, corpus, vocab, range(spec["repeats"]))
@@ -301,6 +320,24 @@ def _measure_training(runner, spec, corpus, vocab, repeats) -> dict:
             results["peak_rss_mb"] = peak_rss_mb()  # the chapter's run: what a process needs to train it
             results.update(runner.device_memory())
     return results
+
+
+def _measure_loops(impl: str, spec: dict, corpus, vocab) -> dict:
+    """A worker of the step loops' table: training tokens/s at batch 32 for one backend and cell, the
+    compiled library on (the loops chosen here) or off; and which loops ran."""
+    from scratchrnn.data import SeqDataLoader
+    backend, cell, mode = impl.split(":")
+    if mode == "off":
+        os.environ["SCRATCHRNN_NO_KERNEL"] = "1"
+    runner = _ScratchRunner(backend, spec, vocab, cell)
+    batches = list(SeqDataLoader(corpus, 32, spec["num_steps"], "sequential", seed=0))
+    wanted = max(1, math.ceil(spec["train_tokens"] / (32 * spec["num_steps"])))
+    timed = (batches * math.ceil(wanted / len(batches)))[:wanted]
+    runner.train(batches[:spec["warmup_batches"]])     # the first step measures the loops where needed
+    rates = [runner.train(timed) for _ in range(spec["repeats"])]
+    loops = runner.backend.step_loops(32, spec["num_steps"], True)
+    compiled = getattr(loops, "compiled", getattr(getattr(loops, "choice", None), "compiled", False))
+    return {"train_b32_tokens_per_s": rates, "compiled": compiled, "peak_rss_mb_all": peak_rss_mb()}
 
 
 def _measure_generation(runner, spec, corpus, vocab, repeats) -> dict:
@@ -374,7 +411,7 @@ class _ScratchRunner:
 
     batched_generation = True
 
-    def __init__(self, impl, spec, vocab):
+    def __init__(self, impl, spec, vocab, cell="rnn"):
         from scratchrnn import backends
         from scratchrnn.model import ModelConfig, init_params
         from scratchrnn.training import TrainConfig
@@ -389,7 +426,7 @@ class _ScratchRunner:
                 name = impl[:-len(variant) - 1]
                 os.environ["SCRATCHRNN_KERNEL_VARIANT"] = variant
         device = spec["device"] if name == "torch" else "cpu"
-        config = ModelConfig(len(vocab), spec["num_hiddens"])
+        config = ModelConfig(len(vocab), spec["num_hiddens"], cell=cell)
         self.backend = backends.create(name, init_params(config, 0), config, device=device, **options)
         self.config = TrainConfig(epochs=1, lr=1.0, batch_size=32, num_steps=spec["num_steps"],
                                   sampling="sequential", clip=1.0)
@@ -434,7 +471,7 @@ def measure(impl: str, spec: dict) -> dict:
 
     Generation gets a fresh process, as `scratchrnn generate` runs: in the process that has just
     trained, generation's threads were measured at half speed (benchmarks/README.md)."""
-    if impl.startswith("gemm:"):
+    if impl.startswith("gemm:") or impl.count(":") == 2:
         return run_worker_process(impl, spec)
     merged: dict = {}
     for part in ("train", "generate"):
@@ -510,6 +547,34 @@ def ratios(summary: dict, gemm: float | None, spec: dict) -> dict[str, dict]:
             r["train_b256_fraction_of_gemm"] = gflops / gemm
         out[impl] = r
     return out
+
+
+def loops_table(summary: dict, gemm: float | None, spec: dict) -> tuple[list[dict], str]:
+    """The step loops' table: for each backend and cell, tokens/s with the compiled library on and
+    off, on / off, and the share of the GEMM rate (6 (g H^2 + H V) FLOPs per token)."""
+    rows, lines = [], []
+    pairs = sorted({impl.rsplit(":", 1)[0] for impl in summary if impl.count(":") == 2},
+                   key=lambda pair: (LOOP_BACKENDS.index(pair.split(":")[0]), CELLS.index(pair.split(":")[1])))
+    for pair in pairs:
+        on, off = summary.get(f"{pair}:on", {}), summary.get(f"{pair}:off", {})
+        backend, cell = pair.split(":")
+        row = {"backend": backend, "cell": cell, "on_tokens_per_s": on.get("train_b32_tokens_per_s"),
+               "off_tokens_per_s": off.get("train_b32_tokens_per_s"), "compiled": bool(on.get("compiled"))}
+        hidden, vocab = spec["num_hiddens"], 28
+        flops = 6 * (GATE_PRODUCTS[cell] * hidden * hidden + hidden * vocab)
+        if row["on_tokens_per_s"] and row["off_tokens_per_s"]:
+            row["on_over_off"] = row["on_tokens_per_s"] / row["off_tokens_per_s"]
+        if row["on_tokens_per_s"] and gemm:
+            row["on_fraction_of_gemm"] = row["on_tokens_per_s"] * flops / 1e9 / gemm
+        rows.append(row)
+        def cell_text(key: str, fmt: str) -> str:
+            return fmt.format(row[key]) if row.get(key) is not None else "-"
+        lines.append(f"{backend:<7} {cell:<5} {cell_text('on_tokens_per_s', '{:,.0f}'):>10} "
+                     f"{cell_text('off_tokens_per_s', '{:,.0f}'):>10} {cell_text('on_over_off', '{:.2f}x'):>7} "
+                     f"{cell_text('on_fraction_of_gemm', '{:.0%}'):>7}  {'compiled' if row['compiled'] else 'own'}")
+    header = (f"{'backend':<7} {'cell':<5} {'on tok/s':>10} {'off tok/s':>10} {'on/off':>7} {'% GEMM':>7}"
+              f"  loops chosen (batch 32)")
+    return rows, "\n".join([header, *lines])
 
 
 def format_table(summary: dict, rel: dict) -> str:
@@ -592,6 +657,9 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one round: a smoke test")
     parser.add_argument("--impls", default=",".join(IMPLEMENTATIONS),
                         help=f"comma-separated, from: {', '.join(IMPLEMENTATIONS)}")
+    parser.add_argument("--cells", default=None,
+                        help="comma-separated cells of the step loops' table, from rnn, gru, lstm (default: all "
+                             "three, rnn with --quick; none: no table)")
     parser.add_argument("--rounds", type=int, help="interleaved repeats (median taken); default 3, quick 1")
     parser.add_argument("--repeats", type=int, help="timed repeats inside each worker; default 3, quick 1")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
@@ -623,16 +691,23 @@ def main(argv=None) -> int:
     impls = [name for name in impls if name not in skipped]
     gemm_workers = ["gemm:numpy"] + (["gemm:torch"] if any(IMPLEMENTATIONS[n][0] == "torch" for n in impls)
                                      else [])
+    cells_text = args.cells if args.cells is not None else ("rnn" if args.quick else ",".join(CELLS))
+    cells = [] if cells_text.strip() == "none" else [c.strip() for c in cells_text.split(",") if c.strip()]
+    if any(cell not in CELLS for cell in cells):
+        parser.error(f"--cells takes a comma-separated list of {', '.join(CELLS)} (or none), not {cells_text!r}")
+    loop_workers = loop_impls(impls, cells)
 
     print(f"scratchrnn benchmark: {', '.join(impls)}; device {args.device}; {spec['rounds']} round(s)",
           flush=True)
     for name, why in skipped.items():
         print(f"  skipping {name}: {why}", flush=True)
-    runs: dict[str, list[dict]] = {name: [] for name in gemm_workers + impls}
+    runs: dict[str, list[dict]] = {name: [] for name in gemm_workers + impls + loop_workers}
     steal = StealMeter()
     for round_index in range(spec["rounds"]):
         # rotate the order every round, so no implementation always runs first (or last)
-        order = gemm_workers + impls[round_index % len(impls):] + impls[:round_index % len(impls)]
+        rotated = impls + loop_workers
+        shift = round_index % len(rotated)
+        order = gemm_workers + rotated[shift:] + rotated[:shift]
         for name in order:
             start = time.perf_counter()
             result = measure(name, spec)
@@ -654,6 +729,13 @@ def main(argv=None) -> int:
           + f"; training FLOPs per token 6(H^2+HV) = {flops_per_token(spec) / 1e6:.2f} MFLOP")
     print("ratios (x) are to the chapter's code; gen 64 is compared with the chapter's one-stream "
           "predict_ch8")
+    loop_rows = []
+    if loop_workers:
+        loop_rows, loop_text = loops_table({name: summary[name] for name in loop_workers}, gemm, spec)
+        print(f"\nthe step loops: training tokens/s at batch 32 with the compiled library on (the loops "
+              f"kernels.choose picks here) and off (SCRATCHRNN_NO_KERNEL); % of the GEMM rate at "
+              f"6(gH^2+HV) FLOPs per token, g = 1, 3, 4 for rnn, gru, lstm\n")
+        print(loop_text)
     steal_share = steal.share()
     if steal_share is not None:
         print(StealMeter.describe(steal_share) + " during the run (steal)")
@@ -662,13 +744,13 @@ def main(argv=None) -> int:
         "machine": {**machine_description(), "steal_share": steal_share}, "device": args.device, "settings": spec,
         "implementations": {name: IMPLEMENTATIONS[name][1] for name in impls},
         "skipped": skipped, "gemm_gflops": gemm_rates, "flops_per_token": flops_per_token(spec),
-        "results": measured, "ratios_to_chapter": rel, "runs": runs,
+        "results": measured, "ratios_to_chapter": rel, "step_loops": loop_rows, "runs": runs,
     }
     path = args.json or ROOT / "benchmarks" / "results" / f"{args.name or args.device}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2) + "\n")
     print(f"written: {path}")
-    failed = [name for name in impls if "error" in measured[name]]
+    failed = [name for name in impls + loop_workers if "error" in summary[name]]
     return 1 if failed else 0
 
 

@@ -4,9 +4,9 @@
 
 For 1 to 1024 streams: microseconds per step (one character for every stream) of
 - the compiled decoder with 1 thread and with 2 (``kernels.decode.greedy_decode``),
-- ``backends.numpy.backend.decode_loop`` (one BLAS product per step, Python around it).
-Each is the best of several runs, the machine's noise being all on one side. This is where
-``kernels.decode.MAX_BATCH_BY_VECTOR_FLOATS`` comes from: past it the BLAS product wins. Then, for the
+- ``backends.decoding.decode_loop`` (one BLAS product per step, Python around it).
+Each is the best of several runs, the machine's noise being all on one side: past some number of
+streams the BLAS product wins (``kernels.choose`` finds where on the machine that generates). Then, for the
 64-stream goal, the (64 x 512) @ (512 x 540) product alone; and 1 and 64 streams again while another
 process keeps a core busy (the decoder's fallback when a thread keeps losing its core, and its groups
 of streams taken in turn). No framework is imported.
@@ -26,7 +26,7 @@ import numpy as np
 
 from scratchrnn import kernels
 from scratchrnn.kernels import decode as fast_decode
-from scratchrnn.backends.numpy.backend import decode_loop
+from scratchrnn.backends.decoding import decode_loop
 from scratchrnn.generation import Decoding, TokenPicker
 
 HIDDEN, VOCAB = 512, 28
@@ -57,8 +57,7 @@ def main() -> None:
     greedy = TokenPicker(Decoding())
     chosen = kernels.load()
     print(f"microseconds per step, hidden {HIDDEN}, vocabulary {VOCAB}, best of {args.repeats}; "
-          f"the decoder's {chosen.variant} variant, vectors of {chosen.vector_floats} floats "
-          f"(takes up to {fast_decode.max_batch()} streams)")
+          f"the decoder's {chosen.variant} variant, vectors of {chosen.vector_floats} floats")
     print(f"{'streams':>7} {'kernel, 1 thread':>17} {'kernel, 2 threads':>18} {'numpy loop':>11}")
     for batch in (int(b) for b in args.streams.split(",")):
         steps = max(200, 20_000 // batch)

@@ -12,8 +12,8 @@ float32, side by side in one process:
 - inside whole NumPy training steps (one-hot input, the output layer, the loss, clipping, SGD, the
   state carried), where the BLAS library's threads, spinning for a while after each of the step's large
   products, share the cores with the compiled loops' threads: milliseconds per step, NumPy's loops'
-  step over the variant's, and the cell's forward and backward pass within the step. That is where
-  ``kernels.gated.MAX_BATCH`` comes from.
+  step over the variant's, and the cell's forward and backward pass within the step. ``kernels.choose``
+  makes the same comparison, once, on the machine that trains.
 With ``--framework torch`` the same for the torch backend: its cells' own loops in PyTorch operations
 (``backends.torch.fast_cells``, the weights in their gate order) against the compiled ones called from
 them (in the compiled loops' order, on PyTorch's threads), and whole torch training steps.
@@ -35,6 +35,7 @@ import time
 import numpy as np
 
 from scratchrnn import backends, kernels
+from scratchrnn.backends.numpy.cells import step_loops
 from scratchrnn.cells import get_cell
 from scratchrnn.cells.base import CellWeights
 from scratchrnn.data import load_corpus, seq_data_iter_sequential
@@ -47,27 +48,26 @@ framework = "numpy"                 # --framework
 
 
 class Implementation:
-    """Runs what follows with the framework's own loops ("own") or with one variant's compiled loops."""
+    """Runs what follows with the framework's own loops ("own") or with one variant's compiled loops:
+    ``choice`` is the ``kernels.Choice`` naming them, and SCRATCHRNN_LOOPS forces it on the backends."""
 
     def __init__(self, name: str):
         self.name = name
+        self.choice = (kernels.Choice("own", "measured here") if name == "own"
+                       else kernels.Choice("compiled", "measured here", name, kernels.threads(framework)))
 
     def __enter__(self):
-        self._saved = _library._chosen, dict(gated.MAX_BATCH)
-        if self.name == "own":
-            os.environ["SCRATCHRNN_NO_KERNEL"] = "1"
-        else:
+        self._saved = _library._chosen, os.environ.get("SCRATCHRNN_LOOPS")
+        os.environ["SCRATCHRNN_LOOPS"] = self.choice.loops
+        if self.choice.compiled:
             _library._chosen = kernels.variant_kernels(self.name)
-            for cell in gated.GATES:                     # measured at every size, whatever the limits say
-                for op in ("forward", "backward"):
-                    gated.MAX_BATCH[(self.name, cell, op, framework)] = 1 << 30
         return self
 
     def __exit__(self, *exc):
-        os.environ.pop("SCRATCHRNN_NO_KERNEL", None)
         _library._chosen = self._saved[0]
-        gated.MAX_BATCH.clear()
-        gated.MAX_BATCH.update(self._saved[1])
+        os.environ.pop("SCRATCHRNN_LOOPS", None)
+        if self._saved[1] is not None:
+            os.environ["SCRATCHRNN_LOOPS"] = self._saved[1]
 
 
 def loops_alone(cell_name: str, batch: int, names: list[str], rounds: int) -> dict:
@@ -75,18 +75,18 @@ def loops_alone(cell_name: str, batch: int, names: list[str], rounds: int) -> di
     if framework == "torch":
         return torch_loops_alone(cell_name, batch, names, rounds)
     rng = np.random.default_rng(0)
-    cell = get_cell(cell_name)
     gates = gated.GATES[cell_name]
     recurrent_width = (gates - 1 if cell_name == "gru" else gates) * HIDDEN
     weights = CellWeights(None, None, rng.normal(0, 0.05, (HIDDEN, recurrent_width)).astype(np.float32),
                           rng.normal(0, 0.05, (HIDDEN, HIDDEN)).astype(np.float32) if cell_name == "gru" else None)
     terms = rng.normal(0, 0.5, (STEPS, batch, gates * HIDDEN)).astype(np.float32)
-    state = cell.begin_state(batch, HIDDEN, np.float32)
+    state = get_cell(cell_name).begin_state(batch, HIDDEN, np.float32)
     d_outputs = rng.normal(0, 0.01, (STEPS, batch, HIDDEN)).astype(np.float32)
     best = {name: [float("inf"), float("inf")] for name in names}
     for _ in range(rounds):
         for name in names:
-            with Implementation(name):
+            with Implementation(name) as implementation:
+                cell = step_loops(cell_name, implementation.choice)
                 start = clock()
                 _, _, cache = cell.forward(terms, state, weights)
                 middle = clock()
@@ -98,8 +98,8 @@ def loops_alone(cell_name: str, batch: int, names: list[str], rounds: int) -> di
 
 def torch_loops_alone(cell_name: str, batch: int, names: list[str], rounds: int) -> dict:
     """loops_alone for the torch backend's cells: the weights prepared in the gate order of the loops
-    that run (``TorchCell.runs_compiled``), the input terms copied before each forward pass (which
-    turns them into the gates' values in place)."""
+    that run (``TorchCell.prepare``), the input terms copied before each forward pass (which turns them
+    into the gates' values in place)."""
     import torch
     from scratchrnn.backends.torch.fast_cells import TORCH_CELLS
     torch.manual_seed(0)
@@ -116,8 +116,8 @@ def torch_loops_alone(cell_name: str, batch: int, names: list[str], rounds: int)
     best = {name: [float("inf"), float("inf")] for name in names}
     for _ in range(rounds):
         for name in names:
-            with Implementation(name):
-                weights = cell.prepare(params, cell.runs_compiled(batch, torch.float32, terms.device))
+            with Implementation(name) as implementation:
+                weights = cell.prepare(params, implementation.choice)
                 assert weights.compiled == (name != "own")
                 step_terms, step_grads = terms.clone(), d_outputs.clone()
                 start = clock()
@@ -167,7 +167,8 @@ def training_steps(cell_name: str, batch: int, names: list[str], rounds: int, st
     for _ in range(rounds):
         for name in names:
             backend, state, position = runners[name]
-            cell = backend.stacked.cell if framework == "torch" else backend.cell
+            with Implementation(name):
+                cell = backend.stacked.cell if framework == "torch" else backend.step_loops(batch, STEPS, True)
             with Implementation(name), LoopClock(cell) as passes:
                 for index in range(steps_per_round + 1):       # the first of a round warms up
                     X, Y = minibatches[(position + index) % len(minibatches)]

@@ -12,8 +12,8 @@ each after a pause in which the row before's threads stop spinning (``bench.sett
 medians over the rounds (``--best``: the best timing of each row, the one other programs disturbed
 least, for a machine that is busy throughout). Rows: ``chapter`` (the chapter's code, from bench.py), then torch
 and numpy with each kernel variant this processor runs forced (``torch-avx512``, ...) and with the
-kernels off (``torch-loop``, ``numpy-loop``: the backends' own loops). A variant too slow for an
-operation is not used for it (``kernels.supports``), so its row runs the backend's loop there.
+kernels off (``torch-loop``, ``numpy-loop``: the backends' own loops). A variant's row runs its
+compiled loops everywhere (SCRATCHRNN_LOOPS=compiled), whether or not ``kernels.choose`` would.
 Columns: training tokens/s at batch 32 (the chapter's settings: 35 steps, 512 hidden, lr 1, clipping
 at 1), greedy generation of one stream (chars/s; the chapter's ``predict_ch8`` for ``chapter``) and
 of 64 streams together (chars/s over all streams; compared with ``predict_ch8``'s one stream).
@@ -44,20 +44,23 @@ PREFIX = "time traveller "
 @contextmanager
 def kernel_mode(mode: str):
     """Kernels off ("loop"), or on with one variant forced, for the block's duration."""
-    saved_env, saved_chosen = os.environ.get("SCRATCHRNN_NO_KERNEL"), _library._chosen
+    saved_env = {name: os.environ.get(name) for name in ("SCRATCHRNN_NO_KERNEL", "SCRATCHRNN_LOOPS")}
+    saved_chosen = _library._chosen
     if mode == "loop":
         os.environ["SCRATCHRNN_NO_KERNEL"] = "1"
     else:
         os.environ.pop("SCRATCHRNN_NO_KERNEL", None)
+        os.environ["SCRATCHRNN_LOOPS"] = "compiled"
         _library._chosen = kernels.variant_kernels(mode)
     try:
         yield
     finally:
         _library._chosen = saved_chosen
-        if saved_env is None:
-            os.environ.pop("SCRATCHRNN_NO_KERNEL", None)
-        else:
-            os.environ["SCRATCHRNN_NO_KERNEL"] = saved_env
+        for name, value in saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def main() -> None:

@@ -15,12 +15,15 @@ run both ways once each, in turns (a machine that slows down for a while slows b
   cell's loops run one way or the other.
 A round's time is the fastest of a few repetitions; the table gives the median over the rounds of
 each way's time and of the ratio rows / units within each round (above 1: the units are faster), with
-its quartiles. ``kernels.gated.lstm_unit_shares`` is where the results are used.
+its quartiles. ``kernels.choose`` makes the same comparison on the machine that uses the loops (the
+``compiled`` and ``compiled-units`` candidates); this shows it over a range of sizes.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
 import statistics
 import sys
 import time
@@ -35,21 +38,28 @@ STEPS = 35
 
 
 class Split:
-    """Runs what follows with the hidden units shared out (as ``lstm_unit_shares`` would at any size)
-    or with the rows shared out."""
+    """Runs what follows with the hidden units shared out (one share per thread, as the choice's
+    ``compiled-units`` candidate) or with the rows shared out: the compiled loops are forced
+    (SCRATCHRNN_LOOPS=compiled, set by ``main``) and ``kernels.choose`` is told which way."""
+
+    units = False
 
     def __init__(self, units: bool):
         self.units = units
 
     def __enter__(self):
-        from scratchrnn.kernels import gated
-        self._saved = gated.lstm_unit_shares
-        shares = lambda batch, hidden, threads: min(threads, hidden // gated.MIN_UNITS_PER_SHARE)  # noqa: E731
-        gated.lstm_unit_shares = shares if self.units else (lambda batch, hidden, threads: 0)
+        from scratchrnn import kernels
+        self._saved, Split.units = kernels.choose, self.units
+        units = self.units
+
+        def choose(workload, trial=None, **options):
+            choice = self._saved(workload, trial, **options)
+            return dataclasses.replace(choice, unit_shares=choice.threads if units else 0) if choice.compiled else choice
+        kernels.choose = choose
 
     def __exit__(self, *exc):
-        from scratchrnn.kernels import gated
-        gated.lstm_unit_shares = self._saved
+        from scratchrnn import kernels
+        kernels.choose, Split.units = self._saved, False
 
 
 def loops_runner(framework: str, hidden: int, batch: int):
@@ -67,8 +77,9 @@ def loops_runner(framework: str, hidden: int, batch: int):
     def run() -> float:
         with kernels.running_on(team):
             start = time.perf_counter()
-            cache = gated.lstm_forward(terms, h0, c0, W_h, threads=threads)
-            gated.lstm_backward(cache, W_h, d_outputs, None, None, True, threads=threads)
+            shares = threads if Split.units else 0
+            cache = gated.lstm_forward(terms, h0, c0, W_h, threads=threads, unit_shares=shares)
+            gated.lstm_backward(cache, W_h, d_outputs, None, None, True, threads=threads, unit_shares=shares)
             return time.perf_counter() - start
     return run
 
@@ -87,6 +98,7 @@ def step_runner(framework: str, hidden: int, batch: int):
     def run() -> float:
         X, Y = minibatches[carried["index"] % len(minibatches)]
         carried["index"] += 1
+        backend._loops.clear()      # ask kernels.choose again: this way or the other
         start = time.perf_counter()
         _, carried["state"] = backend.train_step(X, Y, backend.detach(carried["state"]), 1.0, 1.0)
         return time.perf_counter() - start
@@ -118,6 +130,7 @@ def main() -> None:
     parser.add_argument("--steps", action="store_true", help="whole training steps too")
     parser.add_argument("--name", help="write benchmarks/results/<name>.json")
     args = parser.parse_args()
+    os.environ["SCRATCHRNN_LOOPS"] = "compiled"
     if args.framework == "torch":
         import torch  # noqa: F401  (the loops run on PyTorch's threads, as the torch backend runs them)
     from scratchrnn import kernels

@@ -7,7 +7,7 @@ For minibatches of 8 to 256 rows, 35 steps, 512 hidden units: milliseconds per m
 - the NumPy backend's loops (one BLAS product and an elementwise pass per step, Python around them).
 Each is the best of several runs. Then the same compiled loops timed inside whole NumPy training steps,
 where OpenBLAS's threads, spinning for a while after each of the step's large products, share the cores
-with the compiled loops' threads: that is where ``kernels.recurrence.MAX_BATCH["numpy"]`` comes from
+with the compiled loops' threads: the comparison ``kernels.choose`` makes once on the machine that trains
 (``make bench`` has the end result under PyTorch, the rows ``torch`` and ``torch-loop``). No framework
 is imported. ``SCRATCHRNN_KERNEL_VARIANT=avx2`` (or ``baseline``) measures another variant than the
 one the library picks for this processor.
@@ -78,8 +78,8 @@ def loops_alone(batches: list[int], repeats: int) -> None:
 
 
 def inside_training(batches: list[int]) -> None:
-    """Medians over an epoch of NumPy training steps: with the compiled loops (at every size, the limit
-    lifted), the time in those loops, and with NumPy's loops."""
+    """Medians over an epoch of NumPy training steps: with the compiled loops (forced at every size),
+    the time in those loops, and with NumPy's loops."""
     corpus, vocab = load_corpus()
     config = ModelConfig(len(vocab), HIDDEN)
     spent = {}
@@ -92,8 +92,6 @@ def inside_training(batches: list[int]) -> None:
             spent[_name] += time.perf_counter() - start
             return result
         setattr(fast_recurrence, name, timed)
-    fast_recurrence.MAX_BATCH["numpy"] = 1 << 30
-    fast_recurrence.MIN_VECTOR_FLOATS = 0               # measured whatever the variant
 
     def epoch(batch):
         backend = backends.create("numpy", init_params(config, 0), config)
@@ -111,10 +109,11 @@ def inside_training(batches: list[int]) -> None:
     print("\ninside NumPy training steps, ms per minibatch (median of an epoch, at least 11 minibatches)")
     print(f"{'rows':>5} {'compiled loops: step':>21} {'of it the loops':>16} {'NumPy loops: step':>18}")
     for batch in batches:
+        os.environ["SCRATCHRNN_LOOPS"] = "compiled"
         with_compiled, in_loops = epoch(batch)
-        os.environ["SCRATCHRNN_NO_KERNEL"] = "1"
+        os.environ["SCRATCHRNN_LOOPS"] = "own"
         with_numpy, _ = epoch(batch)
-        os.environ.pop("SCRATCHRNN_NO_KERNEL")
+        os.environ.pop("SCRATCHRNN_LOOPS")
         print(f"{batch:>5} {with_compiled:>21.2f} {in_loops:>16.2f} {with_numpy:>18.2f}", flush=True)
 
 

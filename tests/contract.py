@@ -51,15 +51,17 @@ def _boosted_params(config: ModelConfig, seed: int = 3, scale: float = 40) -> di
     return params
 
 
+needs_library = pytest.mark.skipif(kernels.load() is None, reason=f"compiled kernels {kernels.status()}")
+
+
 def switch_compiled_loops(monkeypatch, on: bool) -> list:
-    """Turns the compiled library on or off for this test; returns a list to which every call of the
+    """Forces the compiled step loops (SCRATCHRNN_LOOPS=compiled: kernels.choose answers without
+    measuring) or the framework's own for this test; returns a list to which every call of the
     compiled training loops appends its name ("rnn_forward", "gru_backward", ...: the RNN's
     scratchrnn.kernels.recurrence, the gated cells' scratchrnn.kernels.gated), to tell which ran."""
     from scratchrnn.kernels import gated, recurrence
-    if on:
-        monkeypatch.delenv("SCRATCHRNN_NO_KERNEL", raising=False)
-    else:
-        monkeypatch.setenv("SCRATCHRNN_NO_KERNEL", "1")
+    monkeypatch.delenv("SCRATCHRNN_NO_KERNEL", raising=False)
+    monkeypatch.setenv("SCRATCHRNN_LOOPS", "compiled" if on else "own")
     calls = []
     loops = {f"rnn_{op}": (recurrence, op) for op in ("forward", "backward")}
     loops.update({f"{cell}_{op}": (gated, f"{cell}_{op}") for cell in ("gru", "lstm") for op in ("forward", "backward")})
@@ -124,14 +126,12 @@ GATED_KERNEL_CONFIGS = [ModelConfig(11, 40, cell="gru"), ModelConfig(11, 40, cel
 
 
 def check_compiled_gated_training(backend_name, config, monkeypatch, batch: int = 19):
-    """A backend trains a gated model in float32 with the compiled loops where ``kernels.supports``
-    says so (and only those loops run compiled) as it does with its own loops: three chained
-    minibatches with updates, losses and weights to 1e-5."""
-    compiled = [op for op in ("forward", "backward")
-                if kernels.supports(config.cell, np.float32, "cpu", op, batch=batch, framework=backend_name)]
-    if not compiled:
-        pytest.skip(f"the {backend_name} backend does not train the {config.cell} with the "
-                    f"{kernels.load().variant} variant's loops")
+    """A backend trains a gated model in float32 with the compiled loops (forced: both of them run
+    compiled) as it does with its own loops: three chained minibatches with updates, losses and
+    weights to 1e-5."""
+    if kernels.load() is None:
+        pytest.skip(f"compiled kernels {kernels.status()}")
+    compiled = ("forward", "backward")
     params = _boosted_params(config, scale=10)
     calls = switch_compiled_loops(monkeypatch, True)
     losses, weights = chained_float32_steps(backend_name, config, params, batch)
@@ -401,6 +401,8 @@ class BackendContract:
         # trained a few steps more here so that the checkpoint is this backend's own
         vocab, config, params = trained_fixture()
         batches, _ = _chapter_batches("sequential", count=4)
+        if kernels.load() is not None:
+            monkeypatch.setenv("SCRATCHRNN_LOOPS", "compiled")  # the compiled decoder makes the text first
         backend = self.make(params, config)
         _run_steps(backend, batches, "sequential", lr=0.1)
         save_checkpoint(tmp_path / "ckpt", Checkpoint(backend.get_params(), vocab, config))
@@ -411,9 +413,9 @@ class BackendContract:
         assert reads_like_text(text[len("time traveller"):]), text
         assert predict(numpy_model, ckpt.vocab, "time traveller", 40) == text
         assert predict(reloaded_here, ckpt.vocab, "time traveller", 40) == text
-        # greedy float32 generation above may run on the compiled decoder, the same C code for every
-        # backend; without it, this framework's own forward pass makes the text, through its own
-        # decode loop and through generation's generic loop alike
+        # greedy float32 generation above ran on the compiled decoder where the library is built, the
+        # same C code for every backend; without it, this framework's own forward pass makes the text,
+        # through its own decode loop and through generation's generic loop alike
         monkeypatch.setenv("SCRATCHRNN_NO_KERNEL", "1")
         assert predict(reloaded_here, vocab, "time traveller", 40) == text
         assert predict(ForwardOnly(reloaded_here), vocab, "time traveller", 40) == text

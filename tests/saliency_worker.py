@@ -3,7 +3,8 @@
 ``FRAMEWORK CASES_JSON``: for each case (a model's config and parameters, a text's token ids, the
 positions to explain), the norm of the gradient of log p(ids[t + 1] | ids[..t]) with respect to every
 input vector (the one-hot vector, or the embedding row), taken by the framework's own autograd through
-the backend's code of the book's models (``backends.FRAMEWORK.cells.deep_model``), in float64. Prints
+the backend's code of the book's models (the framework's ``cells`` stacked by
+``backends.stacking.deep_model``), in float64. Prints
 {"scratchrnn imported from": ..., "norms": [per case, (positions, steps)]} as JSON.
 """
 import json
@@ -13,7 +14,14 @@ import numpy as np
 
 import scratchrnn
 from scratchrnn import backends
+from scratchrnn.backends.stacking import deep_model
 from scratchrnn.model import ModelConfig
+
+
+def book_model(backend, cells, config, inputs):
+    """Logits of the book's model over ``inputs`` (steps, 1, input): the framework's cells, stacked."""
+    return deep_model(backend.ops, cells.CELL_FUNCTIONS[config.cell], inputs, backend.begin_state(1),
+                      backend.parameters(), config)
 
 
 def tensorflow_grads(backend, cells, config, vectors, t, target):
@@ -22,7 +30,7 @@ def tensorflow_grads(backend, cells, config, vectors, t, target):
     x = tf.constant(vectors)
     with tf.GradientTape() as tape:
         tape.watch(x)
-        logits, _ = cells.deep_model(x, backend.begin_state(1), backend.parameters(), config)
+        logits, _ = book_model(backend, cells, config, x)
         log_p = tf.nn.log_softmax(logits, axis=-1)[t, target]
     return tape.gradient(log_p, x).numpy()
 
@@ -31,7 +39,7 @@ def paddle_grads(backend, cells, config, vectors, t, target):
     import paddle
 
     x = paddle.to_tensor(vectors, stop_gradient=False)
-    logits, _ = cells.deep_model(x, backend.begin_state(1), backend.parameters(), config)
+    logits, _ = book_model(backend, cells, config, x)
     paddle.nn.functional.log_softmax(logits, axis=-1)[t, target].backward()
     return x.grad.numpy()
 
@@ -43,7 +51,7 @@ def mxnet_grads(backend, cells, config, vectors, t, target):
     x = mx_np.array(vectors, dtype=vectors.dtype)
     x.attach_grad()
     with autograd.record():
-        logits, _ = cells.deep_model(x, backend.begin_state(1), backend.parameters(), config)
+        logits, _ = book_model(backend, cells, config, x)
         log_p = npx.log_softmax(logits, axis=-1)[t, target]
     log_p.backward()
     return x.grad.asnumpy()
@@ -54,7 +62,7 @@ GRADS = {"tensorflow": tensorflow_grads, "paddle": paddle_grads, "mxnet": mxnet_
 
 def main():
     framework, cases_json = sys.argv[1:]
-    cells = __import__(f"scratchrnn.backends.{framework}.cells", fromlist=["deep_model"])
+    cells = __import__(f"scratchrnn.backends.{framework}.cells", fromlist=["CELL_FUNCTIONS"])
     norms = []
     for case in json.loads(cases_json):
         config = ModelConfig.from_dict(case["config"])

@@ -181,6 +181,7 @@ def test_saliency_matches_pytorch_autograd_through_the_books_torch_code(config):
     the leaves autograd differentiates: the same norms as the hand-written BPTT."""
     torch = pytest.importorskip("torch")
     from scratchrnn import backends
+    from scratchrnn.backends.stacking import deep_model
     from scratchrnn.backends.torch import cells as torch_cells
 
     params = _params(config, seed=3)
@@ -195,7 +196,8 @@ def test_saliency_matches_pytorch_autograd_through_the_books_torch_code(config):
     ours = prediction_gradients(ReferenceModel(params, config), IDS, positions)
     for t in positions:
         leaf.grad = None
-        logits, _ = torch_cells.deep_model(leaf, backend.begin_state(1), backend.params, config)
+        logits, _ = deep_model(backend.ops, torch_cells.CELL_FUNCTIONS[config.cell], leaf,
+                               backend.begin_state(1), backend.params, config)
         torch.log_softmax(logits, dim=-1)[t, IDS[t + 1]].backward()
         autograd_norms = leaf.grad[:, 0].norm(dim=-1).numpy()
         np.testing.assert_allclose(ours.inputs[t], autograd_norms, rtol=1e-9, atol=1e-12)

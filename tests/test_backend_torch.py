@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 import torch
 from contract import (GATED_KERNEL_CONFIGS, MODEL_VARIANTS, BackendContract, ForwardOnly, _boosted_params,
-                      _rel_err, chained_float32_steps, check_compiled_gated_training, switch_compiled_loops,
-                      variant_id)
+                      _rel_err, chained_float32_steps, check_compiled_gated_training, needs_library,
+                      switch_compiled_loops, variant_id)
 
 from scratchrnn import backends, kernels
-from scratchrnn.kernels import recurrence as fast_recurrence
 from scratchrnn.errors import UserError
 from scratchrnn.generation import Decoding, generate_ids
 from scratchrnn.model import ModelConfig, init_params
@@ -237,12 +236,7 @@ def _train_float32(config, params, monkeypatch, kernel: bool, batch: int):
     return (*chained_float32_steps("torch", config, params, batch), bool(calls))
 
 
-trains_compiled = pytest.mark.skipif(
-    fast_recurrence.max_batch("torch") < 38,
-    reason="the backends train with the compiled recurrences only with the AVX-512 variant")
-
-
-@trains_compiled
+@needs_library
 @pytest.mark.parametrize("config", [ModelConfig(11, 40, "tanh"), ModelConfig(11, 40, "relu", "learned", 5),
                                     ModelConfig(11, 40, "tanh", cell="rnn", num_layers=2, dropout=0.2)],
                          ids=variant_id)
@@ -260,6 +254,61 @@ def test_cpu_float32_training_runs_compiled_and_trains_as_torchs_own_loops(confi
         assert _rel_err(weights[name], value) < 1e-5, name
 
 
+def test_the_fast_path_asks_for_its_step_loops_once_per_shape(monkeypatch):
+    """kernels.choose is asked once per shape of minibatch, for training and for forward passes alone,
+    by the chapter's model and by a stacked one alike; the chapter's autograd code never asks."""
+    asked = []
+    real = kernels.choose
+    monkeypatch.setattr(kernels, "choose", lambda workload, *a, **k: asked.append(workload) or real(workload, *a, **k))
+    X, Y = np.random.default_rng(0).integers(0, 11, (2, 4, 6))
+    for config, impl in ((ModelConfig(11, 16), "fast"), (ModelConfig(11, 16, cell="lstm", num_layers=2), "fast"),
+                         (ModelConfig(11, 16, cell="gru"), "chapter")):
+        backend = backends.create("torch", init_params(config, 0), config, impl=impl)
+        state = backend.begin_state(4)
+        for _ in range(3):
+            _, state = backend.train_step(X, Y, backend.detach(state), 0.1, 1.0)
+        for _ in range(2):
+            backend.forward(X, backend.begin_state(4))
+    assert [(w.framework, w.cell, w.group, w.batch, w.steps) for w in asked] == [
+        ("torch", "rnn", "training", 4, 6), ("torch", "rnn", "inference", 4, 6),
+        ("torch", "lstm", "training", 4, 6), ("torch", "lstm", "inference", 4, 6)]
+
+
+@needs_library
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_the_torch_trial_runs_each_candidates_loops(cell, monkeypatch, tmp_path):
+    """What kernels.choose times for the torch backend: PyTorch's loops and the compiled ones (both
+    loops, on PyTorch's threads), at the workload's shape; the answer is the faster, remembered."""
+    from scratchrnn.backends.torch.fast_cells import training_trial
+    from scratchrnn.kernels import choice, gated, recurrence
+    monkeypatch.delenv("SCRATCHRNN_LOOPS", raising=False)
+    monkeypatch.setenv("SCRATCHRNN_THREADS", "2")
+    monkeypatch.setenv("SCRATCHRNN_CACHE", str(tmp_path))
+    monkeypatch.setattr(choice, "_wisdoms", {})
+    ran = []
+    for module, name in ((recurrence, "forward"), (recurrence, "backward"), (gated, f"{cell}_forward"),
+                         (gated, f"{cell}_backward")):
+        if hasattr(module, name):
+            real = getattr(module, name)
+            monkeypatch.setattr(module, name, lambda *a, _real=real, _name=name, **k: ran.append(_name) or _real(*a, **k))
+    seconds = {"own": 1.0, "compiled": 0.5, "compiled-units": 0.4}
+
+    def measure(runners):
+        for run in runners.values():
+            run()
+        return {name: [seconds[name]] * 3 for name in runners}
+    workload = kernels.Workload("torch", cell, "training", 5, 16, 4)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        chosen = kernels.choose(workload, training_trial(workload), measure=measure)
+        assert chosen.compiled and chosen.unit_shares == (2 if cell == "lstm" else 0)
+        assert len(ran) == 2 * (3 if cell == "lstm" else 2) - 2       # both loops of each compiled candidate
+        assert kernels.choose(workload) == chosen                         # remembered
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("config", GATED_KERNEL_CONFIGS, ids=variant_id)
 def test_torch_gated_training_with_the_compiled_loops_equals_its_own_loops(config, monkeypatch):
     """The fast path's GRU and LSTM loops run compiled (weights in the compiled loops' gate order) and
@@ -267,7 +316,7 @@ def test_torch_gated_training_with_the_compiled_loops_equals_its_own_loops(confi
     check_compiled_gated_training("torch", config, monkeypatch)
 
 
-@trains_compiled
+@needs_library
 def test_the_kernels_use_no_more_threads_than_torch_is_told(monkeypatch):
     """torch.set_num_threads(1): the compiled loops and the decoder run on one thread; with 2, on
     2. SCRATCHRNN_THREADS (or OMP_NUM_THREADS) would allow more; PyTorch's setting wins."""
@@ -299,7 +348,7 @@ print(torch.get_num_threads(), kernels.last_threads())
 """
 
 
-@trains_compiled
+@needs_library
 def test_two_ranks_of_one_thread_use_one_thread_each():
     """torchrun starts each rank with OMP_NUM_THREADS=1 (when it starts more than one): two such
     processes at once each run the compiled loops on one thread, two in all."""
@@ -307,7 +356,8 @@ def test_two_ranks_of_one_thread_use_one_thread_each():
     import subprocess
     import sys
     from pathlib import Path
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(kernels.__file__).parents[2])}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SCRATCHRNN_LOOPS": "compiled",
+           "PYTHONPATH": str(Path(kernels.__file__).parents[2])}
     env.pop("SCRATCHRNN_THREADS", None)
     ranks = [subprocess.Popen([sys.executable, "-c", _RANK], stdout=subprocess.PIPE, text=True, env=env)
              for _ in range(2)]
@@ -330,7 +380,7 @@ print(kernels.torch_team.status(), "|", kernels.last_threads(), _library.helper_
 """
 
 
-@trains_compiled
+@needs_library
 @pytest.mark.parametrize("team", ["on", "off"])
 def test_the_torch_backends_kernel_calls_run_on_pytorchs_threads(team, tmp_path):
     """A training step's compiled loops run on PyTorch's own threads (at::parallel_for, built on first
@@ -341,7 +391,7 @@ def test_the_torch_backends_kernel_calls_run_on_pytorchs_threads(team, tmp_path)
     import sys
     from pathlib import Path
     env = {**os.environ, "SCRATCHRNN_CACHE": str(tmp_path / "cache"), "SCRATCHRNN_TORCH_TEAM": team,
-           "PYTHONPATH": str(Path(kernels.__file__).parents[2])}
+           "SCRATCHRNN_LOOPS": "compiled", "PYTHONPATH": str(Path(kernels.__file__).parents[2])}
     for name in ("SCRATCHRNN_THREADS", "OMP_NUM_THREADS"):
         env.pop(name, None)
     done = subprocess.run([sys.executable, "-c", _TEAM], capture_output=True, text=True, env=env, timeout=300)
@@ -356,10 +406,11 @@ def test_the_torch_backends_kernel_calls_run_on_pytorchs_threads(team, tmp_path)
         assert counts.split() == ["2", "1"]                 # the caller and one helper
 
 
-@trains_compiled
+@needs_library
 def test_numpy_training_is_the_same_whether_or_not_torch_was_loaded(monkeypatch):
     """The NumPy backend's compiled loops take their threads from the environment, not from PyTorch:
     the same bits in this process (torch loaded, with a torch backend made) as in one without torch."""
+    monkeypatch.setenv("SCRATCHRNN_LOOPS", "compiled")
     import subprocess
     import sys
     from pathlib import Path

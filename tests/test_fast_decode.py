@@ -116,12 +116,12 @@ def _float32_backend(config=ModelConfig(11, 64)):
 @needs_kernel
 def test_greedy_generation_runs_on_the_kernel_and_says_the_same(monkeypatch):
     monkeypatch.delenv("SCRATCHRNN_NO_KERNEL", raising=False)
+    monkeypatch.setenv("SCRATCHRNN_LOOPS", "compiled")
     backend = _float32_backend()
     calls = []
     real = fast_decode.greedy_decode
     monkeypatch.setattr(fast_decode, "greedy_decode", lambda *a, **k: calls.append(1) or real(*a, **k))
-    # prefixes of different lengths, as many as the build takes (a portable build takes one)
-    prefixes = [[1, 2, 3], [4], [5, 6]][:fast_decode.max_batch()]
+    prefixes = [[1, 2, 3], [4], [5, 6]]         # of different lengths
     with_kernel = generate_ids(backend, prefixes, 60)
     assert calls
     monkeypatch.setenv("SCRATCHRNN_NO_KERNEL", "1")
@@ -132,6 +132,7 @@ def test_greedy_generation_runs_on_the_kernel_and_says_the_same(monkeypatch):
 
 @needs_kernel
 def test_streamed_text_comes_in_chunks_and_is_the_returned_text(tmp_path, monkeypatch):
+    monkeypatch.setenv("SCRATCHRNN_LOOPS", "compiled")
     vocab = Vocab.from_tokens_list(["<unk>", " ", *"abcdefghi"])
     backend = _float32_backend()
     path = tmp_path / "stream.txt"
@@ -143,12 +144,18 @@ def test_streamed_text_comes_in_chunks_and_is_the_returned_text(tmp_path, monkey
     assert text == vocab_text(vocab, generate_ids(ForwardOnly(backend), [vocab[list("abc")]], num_chars)[0])
 
 
-def test_sampling_float64_gpus_and_many_streams_stay_off_the_compiled_decoder():
-    assert kernels.supports("rnn", np.float32, "cpu", "decode", batch=1) == kernels.enabled()
-    assert not kernels.supports("rnn", np.float64, "cpu", "decode", batch=1)
-    assert not kernels.supports("rnn", np.float32, "cuda", "decode", batch=1)
-    assert not kernels.supports("lstm", np.float32, "cpu", "decode", batch=1)
-    assert not kernels.supports("rnn", np.float32, "cpu", "decode", batch=fast_decode.max_batch() + 1)
+def _decoder_is_compiled(cell="rnn", dtype="float32", device="cpu", streams=1) -> bool:
+    workload = kernels.Workload("numpy", cell, "decoding", streams, 64, vocab=11, dtype=dtype, device=device)
+    return kernels.choose(workload).compiled
+
+
+def test_sampling_float64_gpus_and_gated_cells_stay_off_the_compiled_decoder(monkeypatch):
+    """(Whether many streams do is measured on the machine: test_choice.py.)"""
+    monkeypatch.setenv("SCRATCHRNN_LOOPS", "compiled")
+    assert _decoder_is_compiled() == kernels.enabled()
+    assert not _decoder_is_compiled(dtype="float64")
+    assert not _decoder_is_compiled(device="cuda")
+    assert not _decoder_is_compiled(cell="lstm")
     backend = _float32_backend()
     decoding = Decoding("sample", temperature=0.8, seed=2)
     assert (generate_ids(backend, [[1, 2]], 40, decoding)

@@ -2,16 +2,12 @@
 and the NumPy backend with them held to itself without them. Runs in the core process."""
 import numpy as np
 import pytest
-from contract import _boosted_params, _rel_err, switch_compiled_loops
+from contract import _boosted_params, _rel_err, needs_library, switch_compiled_loops
 
 from scratchrnn import backends, kernels
 from scratchrnn.kernels import recurrence as fast_recurrence
 from scratchrnn.model import ModelConfig
 
-needs_library = pytest.mark.skipif(kernels.load() is None, reason=f"compiled kernels {kernels.status()}")
-trains_compiled = pytest.mark.skipif(
-    fast_recurrence.max_batch("numpy") < 19,
-    reason="the backends train with the compiled recurrences only with the AVX-512 variant")
 
 SHAPES = [  # hidden, batch, threads, activation
     (512, 32, 2, "tanh"),       # the chapter's: two groups of 16 rows
@@ -97,7 +93,7 @@ def _train_chained(config, params, monkeypatch, kernel: bool):
     return losses, backend.get_params()
 
 
-@trains_compiled
+@needs_library
 @pytest.mark.parametrize("config", [ModelConfig(11, 40, "tanh"), ModelConfig(11, 40, "relu", "learned", 5)],
                          ids=lambda c: f"{c.activation}-{c.embedding}")
 def test_numpy_training_with_the_compiled_recurrences_equals_training_without(config, monkeypatch):
@@ -110,14 +106,17 @@ def test_numpy_training_with_the_compiled_recurrences_equals_training_without(co
     assert max(_rel_err(weights[name], params[name]) for name in params) > 1e-3   # it did train
 
 
-def test_what_the_compiled_recurrences_take():
-    on = kernels.enabled() and fast_recurrence.max_batch("numpy") > 0
-    for op in ("forward", "backward"):
-        assert kernels.supports("rnn", np.float32, "cpu", op, batch=32, framework="numpy") == on
-        assert not kernels.supports("rnn", np.float64, "cpu", op, batch=32)
-        assert not kernels.supports("rnn", np.float32, "cuda", op, batch=32)
-        # with NumPy, large batches stay with the backend's loops (the BLAS library's threads)
-        assert not kernels.supports("rnn", np.float32, "cpu", op, batch=fast_recurrence.MAX_BATCH["numpy"] + 1,
-                                    framework="numpy")
-    with pytest.raises(ValueError, match="op must be one of"):
-        kernels.supports("rnn", np.float32, "cpu", "train")
+def test_what_the_compiled_recurrences_take(monkeypatch):
+    """float32 on the CPU, for training or forward passes; float64 and GPUs stay with the backends'
+    loops, whatever is forced. (Which batches are faster compiled is measured: test_choice.py.)"""
+    monkeypatch.setenv("SCRATCHRNN_LOOPS", "compiled")
+
+    def compiled(group="training", dtype="float32", device="cpu"):
+        workload = kernels.Workload("numpy", "rnn", group, 32, 64, 35, dtype=dtype, device=device)
+        return kernels.choose(workload).compiled
+    for group in ("training", "inference"):
+        assert compiled(group) == kernels.enabled()
+        assert not compiled(group, dtype="float64")
+        assert not compiled(group, device="cuda")
+    with pytest.raises(ValueError, match="group must be one of"):
+        kernels.Workload("numpy", "rnn", "train", 32, 64, 35)

@@ -1,7 +1,6 @@
 """The compiled step loops of the gated cells (scratchrnn.kernels.gated) held to the NumPy cells' own
 loops in float64, in every variant this processor runs, and the NumPy backend training GRU and LSTM
 models with them held to itself without them. Runs in the core process."""
-import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -160,17 +159,6 @@ def test_the_lstm_loops_with_the_hidden_units_shared_out_are_the_cells(variant, 
     assert none is None
 
 
-def test_the_lstm_shares_out_its_hidden_units_only_where_that_was_measured_faster():
-    """kernels.gated.lstm_unit_shares: large W_h and few rows on several threads (benchmarks/lstm_split.py)."""
-    assert gated.lstm_unit_shares(32, 512, 2) == 2              # the chapter's size
-    assert gated.lstm_unit_shares(32, 512, 8) == 8
-    assert gated.lstm_unit_shares(16, 384, 2) == 2
-    assert gated.lstm_unit_shares(32, 512, 1) == 0              # one thread: nothing to share out
-    assert gated.lstm_unit_shares(128, 512, 2) == 0             # many rows: the rows
-    assert gated.lstm_unit_shares(32, 256, 2) == 0              # W_h that the rows' loops keep in cache
-    assert gated.lstm_unit_shares(32, 512, 16) == 512 // gated.MIN_UNITS_PER_SHARE
-
-
 @needs_library
 def test_the_split_benchmark_times_both_ways():
     """benchmarks/lstm_split.py at its smallest, on numpy's threads: a row per size and kind of timing,
@@ -220,41 +208,24 @@ def test_numpy_training_with_the_compiled_gated_loops_equals_training_without(co
     check_compiled_gated_training("numpy", config, monkeypatch)
 
 
-def test_what_the_compiled_gated_loops_take():
+def test_what_the_compiled_gated_loops_take(monkeypatch):
+    """float32 on the CPU, both loops, for training or forward passes; float64, GPUs and decoding stay
+    with the backends' loops, whatever is forced. (Which sizes are faster compiled, and whether the LSTM
+    shares out its rows or its hidden units, is measured: test_choice.py.)"""
+    monkeypatch.setenv("SCRATCHRNN_LOOPS", "compiled")
+
+    def compiled(cell, group="training", dtype="float32", device="cpu"):
+        steps, vocab = (0, 28) if group == "decoding" else (35, 0)
+        workload = kernels.Workload("numpy", cell, group, 32, 64, steps, vocab, dtype=dtype, device=device)
+        return kernels.choose(workload).compiled
     for cell in ("gru", "lstm"):
-        for op in ("forward", "backward"):
-            most = gated.max_batch(cell, op, "numpy")
-            on = kernels.enabled() and most > 0
-            at_32 = kernels.supports(cell, np.float32, "cpu", op, batch=32, framework="numpy")
-            assert at_32 == (on and most >= 32)
-            assert kernels.supports(cell, np.float32, "cpu", op, framework="numpy") == on
-            assert not kernels.supports(cell, np.float64, "cpu", op, batch=32)
-            assert not kernels.supports(cell, np.float32, "cuda", op, batch=32)
-            assert not kernels.supports(cell, np.float32, "cpu", op, batch=0)
-            if on and most < 1 << 30:
-                assert not kernels.supports(cell, np.float32, "cpu", op, batch=most + 1, framework="numpy")
-        assert not kernels.supports(cell, np.float32, "cpu", "decode")      # the decoder is the RNN's
-    assert gated.max_batch("gru", "forward", "a framework nobody measured") == 0
-
-
-def test_each_variant_is_used_only_where_it_was_measured_faster():
-    """Every combination named in MAX_BATCH is one the library has; max_batch gives its row, and a
-    combination with no row gives 0."""
-    for (variant, cell, op, framework), most in gated.MAX_BATCH.items():
-        assert variant in kernels._library.VARIANTS and cell in gated.GATES and op in ("forward", "backward")
-        assert most > 0
-        chosen = kernels.variant_kernels(variant)
-        if chosen is not None:
-            assert gated.max_batch(cell, op, framework, kernels=chosen) == most
-    for variant in VARIANTS:
-        chosen = kernels.variant_kernels(variant)
-        for cell in gated.GATES:
-            for op in ("forward", "backward"):
-                want = gated.MAX_BATCH.get((variant, cell, op, "numpy"), 0)
-                assert gated.max_batch(cell, op, "numpy", kernels=chosen) == want
-                # a build for the building machine counts as the variant of its vector width
-                native = dataclasses.replace(chosen, variant="native")
-                assert gated.max_batch(cell, op, "numpy", kernels=native) == want
+        for group in ("training", "inference"):
+            assert compiled(cell, group) == kernels.enabled()
+            assert not compiled(cell, group, dtype="float64")
+            assert not compiled(cell, group, device="cuda")
+        assert not compiled(cell, "decoding")        # the decoder is the RNN's
+    with pytest.raises(ValueError, match="batch must be a positive integer"):
+        kernels.Workload("numpy", "gru", "training", 0, 64, 35)
 
 
 def test_the_wrappers_refuse_terms_of_the_wrong_width():

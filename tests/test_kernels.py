@@ -14,7 +14,6 @@ import pytest
 from scratchrnn import kernels
 from scratchrnn.kernels import _library, _sources
 from scratchrnn.kernels import decode as fast_decode
-from scratchrnn.kernels import gated
 from scratchrnn.kernels import recurrence as fast_recurrence
 
 SRC = Path(kernels.__file__).resolve().parents[2]
@@ -28,6 +27,14 @@ def fresh_loader(monkeypatch):
                         ("_chosen_error", None), ("_warned", set())):
         monkeypatch.setattr(_library, name, value)
     return _library
+
+
+def _runs_compiled(cell="rnn", group="decoding") -> bool:
+    """Whether ``kernels.choose`` gives a workload the compiled loops when they are forced."""
+    steps, vocab = (0, 28) if group == "decoding" else (35, 0)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SCRATCHRNN_LOOPS", "compiled")
+        return kernels.choose(kernels.Workload("numpy", cell, group, 1, 64, steps, vocab)).compiled
 
 
 def _scratchrnn(*args, env=None, timeout=120):
@@ -159,7 +166,9 @@ def test_no_kernel_means_off_only_when_it_says_so(monkeypatch, value, off):
     assert kernels.disabled() == off
     if off:
         assert kernels.status() == "off, SCRATCHRNN_NO_KERNEL is set"
-        assert not kernels.supports("rnn", np.float32, "cpu", "decode")
+        assert not _runs_compiled()
+        assert kernels.choose(kernels.Workload("numpy", "rnn", "training", 1, 64, 35)).reason == \
+            "SCRATCHRNN_NO_KERNEL is set"
     else:
         assert kernels.enabled() == (kernels.load() is not None)
 
@@ -172,7 +181,7 @@ def test_a_forced_variant_is_used_or_refused_with_a_reason(monkeypatch, fresh_lo
         assert kernels.load().variant == variant and kernels.status().startswith(f"on, {variant} variant")
     fresh_loader._chosen = fresh_loader._chosen_error = None
     monkeypatch.setenv("SCRATCHRNN_KERNEL_VARIANT", "sse9")
-    assert kernels.load() is None and not kernels.supports("rnn", np.float32, "cpu", "decode")
+    assert kernels.load() is None and not _runs_compiled()
     assert kernels.status() == ("off, SCRATCHRNN_KERNEL_VARIANT='sse9' is not one of auto, native, avx512, "
                                 "avx2, baseline")
 
@@ -203,7 +212,7 @@ def test_a_library_of_another_interface_or_other_sources_is_refused(monkeypatch,
         setattr(fresh_loader, name, value)
     monkeypatch.setattr(_library, "source_hash", lambda directory: "0123456789abcdef")
     assert kernels.load() is None and kernels.status().startswith("off, stale: built from other sources")
-    assert not kernels.supports("rnn", np.float32, "cpu", "forward")
+    assert not _runs_compiled(group="training")
 
 
 def test_the_source_hash_changes_with_any_source(tmp_path):
@@ -219,18 +228,19 @@ def test_the_source_hash_changes_with_any_source(tmp_path):
     assert _sources.source_hash(empty) is None          # an installation without the sources
 
 
-def test_supports_answers_the_one_question():
-    with pytest.raises(ValueError):
-        kernels.supports("rnn", np.float32, "cpu", "sample")
+def test_choose_answers_the_one_question():
+    """Forced to the compiled loops, ``kernels.choose`` gives them to every cell's training loops and to
+    the RNN's decoder where the library can run (``enabled``), never to another cell's decoder or a
+    cell the library does not have; a group it does not know is refused by name."""
+    with pytest.raises(ValueError, match="group must be one of"):
+        kernels.Workload("numpy", "rnn", "sample", 1, 64, 35)
     on = kernels.enabled()
-    assert kernels.supports("rnn", np.float32, "cpu", "decode") == on
-    assert kernels.supports("rnn", "float32", "cpu", "decode", batch=1) == on
-    assert not kernels.supports("rnn", np.float32, "cpu", "decode", batch=0)
-    for cell in ("gru", "lstm"):          # their loops where they were measured faster (gated.MAX_BATCH)
-        for op in ("forward", "backward"):
-            assert kernels.supports(cell, np.float32, "cpu", op) == (on and gated.max_batch(cell, op) > 0)
-        assert not kernels.supports(cell, np.float32, "cpu", "decode")
-    assert not kernels.supports("gcn", np.float32, "cpu", "forward")
+    assert _runs_compiled() == on
+    for cell in ("rnn", "gru", "lstm"):
+        assert _runs_compiled(cell, "training") == on
+    for cell in ("gru", "lstm"):
+        assert not _runs_compiled(cell, "decoding")
+    assert not _runs_compiled("gcn", "training")
 
 
 EMULATED = {"Haswell": "avx2", "Nehalem": "baseline"}   # no AVX-512; no AVX at all

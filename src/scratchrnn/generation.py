@@ -2,8 +2,9 @@
 
 Works for every backend through ``Backend.forward`` only; the choice of the next token (greedy, or
 sampled with temperature / top-k / top-p) is plain NumPy and so identical everywhere. Greedy float32
-generation on the CPU goes to the compiled decoder when it is built (``kernels.decode``), whatever the
-backend: the same recurrence, without Python's cost per character.
+generation on the CPU goes to the compiled decoder (``kernels.decode``), whatever the backend, where it
+was measured faster on this machine for that many streams (``decoder``): the same recurrence, without
+Python's cost per character.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import numpy as np
 
 from . import kernels
 from .backends.base import Backend, has_decode_weights
+from .backends.decoding import decode_by_forward, decode_loop
 from .data import Vocab, clean_prefix
 from .errors import UserError
 
@@ -182,8 +184,7 @@ def generate_blocks(backend: Backend, prefixes: Sequence[Sequence[int]], num_tok
     if (has_decode_weights(backend.config)
             and all(len(ids) > 0 for ids in prefixes)
             and decoding.strategy == "greedy"
-            and kernels.supports(backend.config.cell, backend.dtype, backend.device,
-                                 "decode", batch=len(prefixes))):
+            and decoder(backend, len(prefixes)).compiled):
         yield from _compiled_blocks(backend, prefixes, num_tokens, block, on_step)
         return
     state, logits = _read_prefixes(backend, prefixes)
@@ -203,6 +204,48 @@ def generate_blocks(backend: Backend, prefixes: Sequence[Sequence[int]], num_tok
                 step_logits, state = backend.forward(tokens[:, -1:].astype(np.int64), state)
                 logits = step_logits[-len(prefixes):]
         yield tokens
+
+
+def decoder(backend: Backend, streams: int) -> kernels.Choice:
+    """Whether greedy decoding of ``streams`` streams runs on the compiled decoder or the backend's own
+    loop: ``kernels.choose``, which the first time times the compiled decoder against NumPy's loop of
+    one product per token (what the numpy backend and the torch backend on the CPU run; a backend that
+    steps its whole forward pass per token is slower than either) for a bucket of streams."""
+    c = backend.config
+    workload = kernels.Workload(backend.name, c.cell, "decoding", kernels.decoding_bucket(streams), c.num_hiddens,
+                                vocab=c.vocab_size, activation=c.activation, dtype=backend.dtype,
+                                device=backend.device)
+    return kernels.choose(workload, decoding_trial(workload))
+
+
+def decoding_trial(workload: kernels.Workload):
+    """For ``kernels.choose``: greedy decoding of ``workload.batch`` streams on a random model of its
+    size, by the compiled decoder or by ``decode_loop``; as many tokens as keep a run short."""
+    num_tokens = max(8, min(64, 4096 // workload.batch))
+    made: list = []
+
+    def problem():
+        if not made:
+            rng = np.random.default_rng(0)
+            hidden, vocab = workload.hidden, workload.vocab
+            made.extend([(rng.standard_normal((vocab, hidden)) * 0.5).astype(np.float32),
+                         (rng.standard_normal((hidden, hidden + vocab)) / np.sqrt(hidden)).astype(np.float32),
+                         np.zeros(vocab, np.float32)])
+        return made
+
+    def fresh_state():
+        return (np.zeros((workload.batch, workload.hidden), np.float32),
+                np.zeros((workload.batch, workload.vocab), np.float32))
+
+    def trial(choice: kernels.Choice):
+        input_rows, W_step, b_q = problem()
+        if choice.compiled:
+            return lambda: kernels.decode.greedy_decode(*fresh_state(), input_rows, W_step, b_q, workload.activation,
+                                                        num_tokens, framework=workload.framework)
+        greedy = TokenPicker(Decoding())
+        return lambda: decode_loop(*fresh_state(), input_rows, W_step, b_q, workload.activation, num_tokens,
+                                   greedy, None)
+    return trial
 
 
 # Bytes a generated token costs while it is held: the int64 array it is made in, its Python list and
@@ -293,16 +336,7 @@ def _decode_by_forward(backend: Backend, state, logits: np.ndarray, num_tokens: 
 
     Returns the tokens (batch, num_tokens) and the state before the last of them was fed back.
     """
-    columns = []
-    for step in range(num_tokens):
-        tokens = pick(logits)
-        columns.append(tokens)
-        if on_step is not None:
-            on_step(tokens)
-        if step + 1 < num_tokens:
-            logits, state = backend.forward(tokens[:, None].astype(np.int64), state)
-    new = np.stack(columns, axis=1) if columns else np.empty((len(logits), 0), dtype=np.int64)
-    return new, state
+    return decode_by_forward(backend.forward, state, logits, num_tokens, pick, on_step)
 
 
 def predict(backend: Backend, vocab: Vocab, prefix: str, num_chars: int = 50, *,

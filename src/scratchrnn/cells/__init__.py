@@ -13,7 +13,11 @@ A cell is the part of the model that walks a sequence step by step (D2L 8.5 the 
   walk step by step;
 - ``backward(cache, weights, d_outputs, d_final, need_d_state0)``: backpropagation through that
   loop, written by hand: the gradient of the input terms (from which the caller takes the
-  gradients of W_x*, b_* and of the inputs), of the recurrent weights, and of the starting state.
+  gradients of W_x*, b_* and of the inputs), of the recurrent weights, and of the starting state;
+- ``forward_loop`` and ``backward_loop``: the two loops alone, which a backend may run elsewhere
+  with the same cache (the NumPy backend runs them compiled where that is faster).
+
+This package is the mathematics in NumPy and imports no compiled code.
 
 The model (embedding, stacked layers, dropout, output layer) is assembled from cells by the backends;
 ``backends.numpy.backend`` is the reference.

@@ -56,7 +56,7 @@ class Cell(ABC):
     @abstractmethod
     def forward(self, terms: np.ndarray, state: tuple, weights: CellWeights, activation: str):
         """Every step's output H (steps, batch, hidden), the state after the last step, and what
-        ``backward`` needs (the cache)."""
+        ``backward`` needs (the cache). The steps themselves are ``forward_loop``'s."""
 
     @abstractmethod
     def backward(self, cache, weights: CellWeights, d_outputs: np.ndarray | None, d_final: tuple | None,
@@ -65,7 +65,22 @@ class Cell(ABC):
         state after the last step (``d_final``, a tuple whose entries may be None, or None): the
         gradient of the input terms (steps, batch, gates * hidden), of the recurrent weights (a dict
         under the cell's plain names) and of the starting state (a tuple, or None unless
-        ``need_d_state0``). ``d_outputs`` may be overwritten."""
+        ``need_d_state0``). ``d_outputs`` may be overwritten. The steps themselves are
+        ``backward_loop``'s; the recurrent weights' gradients are one product over all steps after it."""
+
+    # The two loops that must walk the minibatch step by step, apart from the rest of ``forward`` and
+    # ``backward``, so that a backend may run them elsewhere with the same cache (the NumPy backend
+    # runs them compiled where that was measured faster: backends/numpy/cells.py).
+    @abstractmethod
+    def forward_loop(self, terms: np.ndarray, state: tuple, weights: CellWeights, activation: str):
+        """The forward step loop over a minibatch: the cache, whose first array holds the starting H
+        and every H after it, (steps + 1, batch, hidden)."""
+
+    @abstractmethod
+    def backward_loop(self, cache, weights: CellWeights, d_outputs: np.ndarray | None, d_final: tuple | None,
+                      need_d_state0: bool):
+        """Backpropagation through the step loop: the gradient of the input terms, and that of the
+        starting state (a tuple) when ``need_d_state0``, else None. ``d_outputs`` may be overwritten."""
 
 
 def side_by_side(params: dict[str, np.ndarray], stem: str, gates: tuple[str, ...]) -> np.ndarray:

@@ -8,15 +8,13 @@
 The input terms of all three arrive precomputed, side by side [z | r | h]; each step multiplies H_{t-1}
 by [W_hz | W_hr] once for both gates, and R_t * H_{t-1} by W_hh for the candidate.
 
-In float32 on the CPU, where the compiled library is built, both step loops run compiled
-(``kernels.gated``), with the same cache; the loops written here are the reference it is tested
-against, and what runs in float64 and elsewhere.
+The step loops written here (``forward_steps``, ``backward_steps``) are the reference the compiled
+ones are tested against.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .. import kernels
 from .base import Cell, CellWeights, final_grads, side_by_side, sigmoid_, zeros_if_none
 
 
@@ -30,12 +28,12 @@ class GRUCell(Cell):
                            W_h=side_by_side(params, "W_h", ("z", "r")), W_hh=params["W_hh"])
 
     def forward(self, terms, state, weights, activation="tanh"):
-        if kernels.supports("gru", terms.dtype, "cpu", "forward", batch=terms.shape[1], framework="numpy"):
-            cache = kernels.gated.gru_forward(terms, state[0], weights.W_h, weights.W_hh)
-        else:
-            cache = self.forward_steps(terms, state, weights)
+        cache = self.forward_loop(terms, state, weights, activation)
         hs = cache[0]
         return hs[1:], (hs[-1].copy(),), cache
+
+    def forward_loop(self, terms, state, weights, activation="tanh"):
+        return self.forward_steps(terms, state, weights)
 
     @staticmethod
     def forward_steps(terms, state, weights):
@@ -68,18 +66,17 @@ class GRUCell(Cell):
     def backward(self, cache, weights, d_outputs, d_final, need_d_state0):
         hs, zr, candidates, reset_h = cache
         hidden = hs.shape[2]
-        d_h_final = final_grads(d_final, 1)[0]
-        if kernels.supports("gru", hs.dtype, "cpu", "backward", batch=hs.shape[1], framework="numpy"):
-            d_terms, dh = kernels.gated.gru_backward(cache, weights.W_h, weights.W_hh, d_outputs, d_h_final,
-                                                     need_d_state0)
-        else:
-            d_terms, dh = self.backward_steps(cache, weights, d_outputs, d_h_final, need_d_state0)
+        d_terms, d_state0 = self.backward_loop(cache, weights, d_outputs, d_final, need_d_state0)
         h_prev_flat = hs[:-1].reshape(-1, hidden)
         d_gates = d_terms[:, :, :2 * hidden].reshape(-1, 2 * hidden)
         d_W_h = h_prev_flat.T @ d_gates
         d_W_hh = reset_h.reshape(-1, hidden).T @ d_terms[:, :, 2 * hidden:].reshape(-1, hidden)
         recurrent = {"W_hz": d_W_h[:, :hidden], "W_hr": d_W_h[:, hidden:], "W_hh": d_W_hh}
-        return d_terms, recurrent, (dh,) if need_d_state0 else None
+        return d_terms, recurrent, d_state0
+
+    def backward_loop(self, cache, weights, d_outputs, d_final, need_d_state0):
+        d_terms, dh = self.backward_steps(cache, weights, d_outputs, final_grads(d_final, 1)[0], need_d_state0)
+        return d_terms, (dh,) if need_d_state0 else None
 
     @staticmethod
     def backward_steps(cache, weights, d_outputs, d_h_final, need_d_state0):

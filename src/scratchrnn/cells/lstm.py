@@ -10,15 +10,13 @@
 The state is (H, C). All four pre-activations of a step come from one product of H_{t-1} with
 [W_hi | W_hf | W_ho | W_hc], added to the precomputed input terms [i | f | o | c].
 
-In float32 on the CPU, where the compiled library is built, both step loops run compiled
-(``kernels.gated``), with the same cache; the loops written here are the reference it is tested
-against, and what runs in float64 and elsewhere.
+The step loops written here (``forward_steps``, ``backward_steps``) are the reference the compiled
+ones are tested against.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .. import kernels
 from .base import Cell, final_grads, sigmoid_, zeros_if_none
 
 
@@ -28,12 +26,12 @@ class LSTMCell(Cell):
     state_names = ("H", "C")
 
     def forward(self, terms, state, weights, activation="tanh"):
-        if kernels.supports("lstm", terms.dtype, "cpu", "forward", batch=terms.shape[1], framework="numpy"):
-            cache = kernels.gated.lstm_forward(terms, state[0], state[1], weights.W_h)
-        else:
-            cache = self.forward_steps(terms, state, weights)
+        cache = self.forward_loop(terms, state, weights, activation)
         hs, cs = cache[:2]
         return hs[1:], (hs[-1].copy(), cs[-1].copy()), cache
+
+    def forward_loop(self, terms, state, weights, activation="tanh"):
+        return self.forward_steps(terms, state, weights)
 
     @staticmethod
     def forward_steps(terms, state, weights):
@@ -62,16 +60,14 @@ class LSTMCell(Cell):
     def backward(self, cache, weights, d_outputs, d_final, need_d_state0):
         hs = cache[0]
         hidden = hs.shape[2]
-        d_h_final, d_c_final = final_grads(d_final, 2)
-        if kernels.supports("lstm", hs.dtype, "cpu", "backward", batch=hs.shape[1], framework="numpy"):
-            d_terms, dh, dc = kernels.gated.lstm_backward(cache, weights.W_h, d_outputs, d_h_final, d_c_final,
-                                                          need_d_state0)
-        else:
-            d_terms, dh, dc = self.backward_steps(cache, weights, d_outputs, d_h_final, d_c_final,
-                                                  need_d_state0)
+        d_terms, d_state0 = self.backward_loop(cache, weights, d_outputs, d_final, need_d_state0)
         d_W_h = hs[:-1].reshape(-1, hidden).T @ d_terms.reshape(-1, 4 * hidden)
         recurrent = {f"W_h{g}": d_W_h[:, k * hidden:(k + 1) * hidden] for k, g in enumerate(self.gates)}
-        return d_terms, recurrent, (dh, dc) if need_d_state0 else None
+        return d_terms, recurrent, d_state0
+
+    def backward_loop(self, cache, weights, d_outputs, d_final, need_d_state0):
+        d_terms, dh, dc = self.backward_steps(cache, weights, d_outputs, *final_grads(d_final, 2), need_d_state0)
+        return d_terms, (dh, dc) if need_d_state0 else None
 
     @staticmethod
     def backward_steps(cache, weights, d_outputs, d_h_final, d_c_final, need_d_state0):

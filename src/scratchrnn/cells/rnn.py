@@ -1,15 +1,13 @@
 """The chapter's cell (D2L 8.5): H_t = act(X_t W_xh + H_{t-1} W_hh + b_h), act tanh (or ReLU).
 
-In float32 on the CPU, where the compiled library is built, both step loops run compiled
-(``kernels.recurrence``); the loops written here are the reference it is tested against, and what runs
-in float64 and elsewhere.
+Its two step loops (``forward_steps``, ``backprop_steps``) are the reference the compiled ones are
+tested against.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .. import kernels
-from .base import Cell
+from .base import Cell, final_grads
 
 
 def activate_(z: np.ndarray, activation: str) -> np.ndarray:
@@ -69,27 +67,30 @@ class RNNCell(Cell):
     state_names = ("H",)
 
     def forward(self, terms, state, weights, activation):
+        cache = self.forward_loop(terms, state, weights, activation)
+        hs = cache[0]
+        return hs[1:], (hs[-1].copy(),), cache
+
+    def forward_loop(self, terms, state, weights, activation):
         num_steps, batch, hidden = terms.shape
         hs = np.empty((num_steps + 1, batch, hidden), dtype=terms.dtype)
         hs[0] = state[0]
-        if kernels.supports("rnn", hs.dtype, "cpu", "forward", batch=batch, framework="numpy"):
-            hs[1:] = terms
-            kernels.recurrence.forward(hs, weights.W_h, activation)
-        else:
-            forward_steps(hs, terms, weights.W_h, activation)
-        return hs[1:], (hs[-1].copy(),), (hs, activation)
+        forward_steps(hs, terms, weights.W_h, activation)
+        return hs, activation
 
     def backward(self, cache, weights, d_outputs, d_final, need_d_state0):
         hs, activation = cache
         hidden = hs.shape[2]
-        dh_last = None if d_final is None else d_final[0]
+        dh_last = final_grads(d_final, 1)[0]
         if d_outputs is None and dh_last is None:       # nothing reaches this minibatch
             d_terms = np.zeros_like(hs[1:])
             return d_terms, {"W_hh": np.zeros_like(weights.W_h)}, (np.zeros_like(hs[0]),) if need_d_state0 else None
-        if kernels.supports("rnn", hs.dtype, "cpu", "backward", batch=hs.shape[1], framework="numpy"):
-            dz, dh0 = kernels.recurrence.backward(hs, weights.W_h, d_outputs, dh_last, activation, need_d_state0)
-        else:
-            W_hh_T = np.ascontiguousarray(weights.W_h.T)
-            dz, dh0 = backprop_steps(hs, W_hh_T, d_outputs, dh_last, activation, need_d_state0)
+        dz, d_state0 = self.backward_loop(cache, weights, d_outputs, (dh_last,), need_d_state0)
         d_W_hh = hs[:-1].reshape(-1, hidden).T @ dz.reshape(-1, hidden)
-        return dz, {"W_hh": d_W_hh}, (dh0,) if need_d_state0 else None
+        return dz, {"W_hh": d_W_hh}, d_state0
+
+    def backward_loop(self, cache, weights, d_outputs, d_final, need_d_state0):
+        hs, activation = cache
+        W_hh_T = np.ascontiguousarray(weights.W_h.T)
+        dz, dh0 = backprop_steps(hs, W_hh_T, d_outputs, final_grads(d_final, 1)[0], activation, need_d_state0)
+        return dz, (dh0,) if need_d_state0 else None

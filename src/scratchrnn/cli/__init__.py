@@ -1,5 +1,5 @@
-"""The ``scratchrnn`` command: one module per subcommand (``train``, ``generate``, ``experiment``, ``serve``,
-``explain``), each owning its parser (``add_parser``) and its command (``run``).
+"""The ``scratchrnn`` command: one module per subcommand (``train``, ``generate``, ``experiment``,
+``tune``, ``serve``, ``explain``), each owning its parser (``add_parser``) and its command (``run``).
 
 Every mistake a user can make (a bad option value, a missing file, a corpus too short, a damaged
 checkpoint, a framework not installed) ends with one line on stderr and exit status 2, before
@@ -15,10 +15,11 @@ import threading
 
 from .. import __version__, kernels
 from ..errors import RunInterrupted, UserError
-from . import experiment, explain, generate, serve, train
+from . import experiment, explain, generate, serve, train, tune
 from .common import EXIT_INTERRUPTED, EXIT_USER_ERROR, HelpFormatter, Parser
 
-COMMANDS = {"train": train, "generate": generate, "experiment": experiment, "serve": serve, "explain": explain}
+COMMANDS = {"train": train, "generate": generate, "experiment": experiment, "tune": tune, "serve": serve,
+            "explain": explain}
 
 
 class _PrintVersion(argparse.Action):
@@ -28,7 +29,7 @@ class _PrintVersion(argparse.Action):
         super().__init__(option_strings, dest, nargs=0, default=default, help=help)
 
     def __call__(self, parser, namespace, values, option_string=None):
-        print(f"scratchrnn {__version__} (compiled kernels: {kernels.status()})")
+        print(f"scratchrnn {__version__} (compiled kernels: {kernels.status()}; {kernels.choice.status()})")
         parser.exit()
 
 
@@ -38,8 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Character-level RNN language models from scratch (Dive into Deep Learning, 8.5).",
         formatter_class=HelpFormatter)
     parser.add_argument("--version", action=_PrintVersion,
-                        help="show the version, and whether the compiled kernels (greedy generation, the "
-                             "recurrences of a training step) are built and on, then exit")
+                        help="show the version, whether the compiled kernels (greedy generation, the "
+                             "step loops of a training step) are built and on, and how the loops are chosen "
+                             "(where the wisdom file of measured choices is), then exit")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     for command in COMMANDS.values():

@@ -1,15 +1,15 @@
 """Greedy generation on the compiled decoder (``greedy_decode.c``; see ``scratchrnn.kernels``).
 
 It runs greedy generation (the chapter's ``predict_ch8``) in float32 on the CPU, for any backend,
-prompt included: ``generation.generate_ids`` hands it the weights (``Backend.decode_weights``) when
-``kernels.supports("rnn", dtype, device, "decode", batch=...)`` says so. Where it does not (sampling,
-float64, a GPU, more than ``max_batch()`` streams, no compiler), generation runs the backend's own
-loop, e.g. ``backends.numpy.backend.decode_loop``; both compute the same sums in another order.
+prompt included: ``generation.generate_ids`` hands it the weights (``Backend.decode_weights``) where
+``kernels.choose`` picks it for greedy decoding. Where it does not (sampling, float64, a GPU, a number
+of streams for which it was not measured faster here, no compiler), generation runs the backend's own
+loop, e.g. ``backends.decoding.decode_loop``; both compute the same sums in another order.
 
 Why: for one stream Python's per-step cost is most of NumPy's time, and that is what it removes; for
 tens of streams its products, with the weights kept in each core's cache and no other work between
-them, beat a BLAS call per step (benchmarks/README.md). Past ``max_batch()`` streams the BLAS product
-in ``decode_loop`` is faster.
+them, beat a BLAS call per step (benchmarks/README.md); for many streams the BLAS product in
+``decode_loop`` can be faster, which ``kernels.choose`` measures.
 """
 from __future__ import annotations
 
@@ -17,18 +17,7 @@ import numpy as np
 
 from . import _library
 
-# Streams up to which the decoder beats decode_loop's BLAS product, by the width (in floats) of the
-# vectors of the variant in use: AVX-512, AVX2, and the SSE of the x86-64 baseline, whose products are
-# four times narrower than those of the BLAS library (benchmarks/README.md, "Generation: the compiled
-# decoder").
-MAX_BATCH_BY_VECTOR_FLOATS = {16: 512, 8: 32, 4: 1}
 MIN_COLUMNS_PER_THREAD = 64
-
-
-def max_batch(kernels: _library.Kernels | None = None) -> int:
-    """The most streams the compiled decoder takes (0 where it cannot run)."""
-    kernels = kernels or _library.load()
-    return MAX_BATCH_BY_VECTOR_FLOATS.get(kernels.vector_floats, 1) if kernels else 0
 
 
 def greedy_decode(h: np.ndarray, logits: np.ndarray, input_rows: np.ndarray, W_step: np.ndarray,

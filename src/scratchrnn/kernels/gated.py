@@ -10,11 +10,12 @@ the recurrent weights' gradients are one large product each over all steps, whic
 from those (as the cells do).
 
 Each thread takes a group of the minibatch's rows and walks all steps of those rows alone (or, for the
-LSTM where ``lstm_unit_shares`` says so, a share of the hidden units of every row, meeting the others
-at every step: lstm_units.c), on the library's own threads (pool.c) or the team a caller names
-(``_library.running_on``: the torch backend names PyTorch's), at most ``threads`` of them (default
-``_library.threads()``; a framework's backend passes ``_library.threads(framework)``). ``kernels``
-names a variant's functions (tests and benchmarks); by default the variant in use.
+LSTM given ``unit_shares``, a share of the hidden units of every row, meeting the others at every step:
+lstm_units.c, where each thread keeps only its units' weights in its core's cache), on the library's
+own threads (pool.c) or the team a caller names (``_library.running_on``: the torch backend names
+PyTorch's), at most ``threads`` of them (default ``_library.threads()``; a framework's backend passes
+``_library.threads(framework)``). ``kernels`` names a variant's functions (tests and benchmarks); by
+default the variant in use.
 """
 from __future__ import annotations
 
@@ -22,56 +23,7 @@ import numpy as np
 
 from . import _library
 
-# The most rows for which the compiled loop was found faster than the framework's own inside its
-# training steps, by variant, cell, loop ("forward" or "backward") and framework
-# (benchmarks/gated_kernel.py, benchmarks/README.md). A combination not named here is not used: the two
-# loops are chosen separately, since either can follow the other's forward pass. At 256 rows the BLAS
-# library's products, and its threads spinning on the cores between them, won or tied, and sizes
-# between were not measured; the AVX2 forward loops and the baseline's were slower than NumPy's (whose
-# BLAS library picks AVX-512 on that machine).
-MAX_BATCH = {
-    **{("avx512", cell, op, "numpy"): 32 for cell in ("gru", "lstm") for op in ("forward", "backward")},
-    ("avx2", "gru", "backward", "numpy"): 32,
-    ("avx2", "lstm", "backward", "numpy"): 32,
-    # The torch backend's own loops make an operator call per gate operation and step, and their
-    # products run on MKL's AVX-512 code here: inside its training steps the AVX-512 loops were faster
-    # at 32 and 256 rows (benchmarks/gated_kernel.py --framework torch), the AVX2 ones at 32 rows only,
-    # the baseline's at neither. Both loops or neither, since the weights' gate order is chosen for
-    # both (backends/torch/fast_cells.py).
-    **{("avx512", cell, op, "torch"): 1 << 30 for cell in ("gru", "lstm") for op in ("forward", "backward")},
-    **{("avx2", cell, op, "torch"): 32 for cell in ("gru", "lstm") for op in ("forward", "backward")},
-}
 GATES = {"gru": 3, "lstm": 4}
-
-# The LSTM's loops share out the hidden units among the threads instead of the rows (lstm_units.c) where
-# W_h is too large for each core's cache to keep all of it from step to step (4 x 512 x 512 floats are
-# 4 MB; a core here has 2 MB of L2) and the minibatch has few rows: each thread then multiplies by the
-# weights of its own units only, which stay in its cache, at the price of a meeting at every step.
-# From benchmarks/lstm_split.py (benchmarks/README.md, "The LSTM's hidden units shared out").
-UNIT_SHARES_MIN_HIDDEN = 384
-UNIT_SHARES_MAX_BATCH = 64
-MIN_UNITS_PER_SHARE = 64
-
-
-def lstm_unit_shares(batch: int, hidden: int, threads: int) -> int:
-    """How many shares of its hidden units the LSTM's compiled loops take for a minibatch of ``batch``
-    rows on ``threads`` threads; 0: they share out the rows instead."""
-    if threads < 2 or batch > UNIT_SHARES_MAX_BATCH or hidden < UNIT_SHARES_MIN_HIDDEN:
-        return 0
-    return min(threads, hidden // MIN_UNITS_PER_SHARE)
-
-
-def max_batch(cell: str, op: str, framework: str | None = None, kernels: _library.Kernels | None = None) -> int:
-    """The most rows a minibatch may have for a backend to run this cell's loop ``op`` ("forward" or
-    "backward") compiled; 0: never. ``framework`` None stands for "numpy"."""
-    kernels = kernels or _library.load()
-    if kernels is None or kernels.gru_forward is None:
-        return 0
-    variant = kernels.variant
-    if variant == "native":         # built for this machine: counts as the variant of its vector width
-        variant = {16: "avx512", 8: "avx2"}.get(kernels.vector_floats, "baseline")
-    return MAX_BATCH.get((variant, cell, op, framework or "numpy"), 0)
-
 
 def _floats(array: np.ndarray | None, shape: tuple[int, ...], name: str) -> np.ndarray | None:
     """``array`` as a C-contiguous float32 array (itself where it already is one), or None; refused
@@ -148,7 +100,7 @@ def gru_backward(cache: tuple, W_h: np.ndarray, W_hh: np.ndarray, d_outputs: np.
 
 def lstm_forward(terms: np.ndarray, h0: np.ndarray, c0: np.ndarray, W_h: np.ndarray,
                  threads: int | None = None, kernels: _library.Kernels | None = None,
-                 unit_shares: int | None = None) -> tuple:
+                 unit_shares: int = 0) -> tuple:
     """The LSTM's step loop over a minibatch: ``(hs, cs, acts, tanh_cs)``, the cache of
     ``LSTMCell.forward``.
 
@@ -156,7 +108,7 @@ def lstm_forward(terms: np.ndarray, h0: np.ndarray, c0: np.ndarray, W_h: np.ndar
     (batch, hidden) the starting state, ``W_h`` = [W_hi | W_hf | W_ho | W_hc] (hidden, 4 hidden).
     ``hs`` and ``cs`` (steps + 1, batch, hidden) hold the start and every state after it, ``acts`` =
     [I | F | O | C~] (steps, batch, 4 hidden), ``tanh_cs`` tanh(C_t). ``unit_shares``: the hidden units
-    shared out in that many shares (0: the rows; default: ``lstm_unit_shares``).
+    shared out in that many shares (0: the rows).
     """
     steps, batch, hidden = _shape(terms, "lstm")
     terms = _floats(terms, np.shape(terms), "terms")
@@ -166,16 +118,14 @@ def lstm_forward(terms: np.ndarray, h0: np.ndarray, c0: np.ndarray, W_h: np.ndar
     hs[0], cs[0] = _floats(h0, (batch, hidden), "h0"), _floats(c0, (batch, hidden), "c0")
     acts = np.empty((steps, batch, 4 * hidden), dtype=np.float32)
     tanh_cs = np.empty((steps, batch, hidden), dtype=np.float32)
-    threads = threads or _library.threads()
-    shares = lstm_unit_shares(batch, hidden, threads) if unit_shares is None else unit_shares
     _checked((kernels or _library.load()).lstm_forward(
-        steps, batch, hidden, threads, shares, terms, W_h, hs, cs, acts, tanh_cs))
+        steps, batch, hidden, threads or _library.threads(), unit_shares, terms, W_h, hs, cs, acts, tanh_cs))
     return hs, cs, acts, tanh_cs
 
 
 def lstm_backward(cache: tuple, W_h: np.ndarray, d_outputs: np.ndarray | None, dh_last: np.ndarray | None,
                   dc_last: np.ndarray | None, need_d_state0: bool, threads: int | None = None,
-                  kernels: _library.Kernels | None = None, unit_shares: int | None = None
+                  kernels: _library.Kernels | None = None, unit_shares: int = 0
                   ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Backpropagation through the LSTM's step loop: ``(d_terms, dh0, dc0)``.
 
@@ -195,10 +145,8 @@ def lstm_backward(cache: tuple, W_h: np.ndarray, d_outputs: np.ndarray | None, d
     d_terms = np.empty((steps, batch, 4 * hidden), dtype=np.float32)
     dh0, dc0 = ((np.empty((batch, hidden), dtype=np.float32) for _ in range(2)) if need_d_state0
                 else (None, None))
-    threads = threads or _library.threads()
-    shares = lstm_unit_shares(batch, hidden, threads) if unit_shares is None else unit_shares
     _checked((kernels or _library.load()).lstm_backward(
-        steps, batch, hidden, threads, shares, W_h, cs, acts, tanh_cs,
+        steps, batch, hidden, threads or _library.threads(), unit_shares, W_h, cs, acts, tanh_cs,
         _library.address(d_outputs), _library.address(dh_last), _library.address(dc_last), d_terms,
         _library.address(dh0), _library.address(dc0)))
     return d_terms, dh0, dc0

@@ -10,29 +10,14 @@ library is not built; those are the code the tests hold this to.
 
 Threads: the library's own (pool.c), as many as the framework served is told to use
 (``_library.threads``). They share the cores with the BLAS library's threads, which spin for a while
-after every product the backend computes; past ``MAX_BATCH`` rows the framework's own loops are as
-fast there or faster.
+after every product the backend computes; whether the compiled loops or the framework's own are faster
+inside a training step is measured on the machine at hand (``choice.py``).
 """
 from __future__ import annotations
 
 import numpy as np
 
 from . import _library
-
-# The most rows for which the compiled loops beat the framework's own inside its training steps, by
-# framework (benchmarks/recurrence_kernel.py); other callers take the numpy row.
-MAX_BATCH = {"numpy": 32, "torch": 1 << 30}
-# Built for narrower vectors than AVX-512's, the compiled loops were no faster than the BLAS
-# library's, which chooses its instructions when it runs (benchmarks/README.md).
-MIN_VECTOR_FLOATS = 16
-
-
-def max_batch(framework: str | None = None, kernels: _library.Kernels | None = None) -> int:
-    """The most rows a minibatch may have for the backends to train with the compiled loops."""
-    kernels = kernels or _library.load()
-    if kernels is None or kernels.vector_floats < MIN_VECTOR_FLOATS:
-        return 0
-    return MAX_BATCH.get(framework, MAX_BATCH["numpy"])
 
 
 def _check(array: np.ndarray, name: str) -> None:

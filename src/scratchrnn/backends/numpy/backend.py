@@ -14,20 +14,23 @@ Choices that make it fast without changing the mathematics:
 - the step-by-step loops write into preallocated buffers (``out=``);
 - generation with the chapter's one-layer RNN (``decode``) multiplies the state by ``[W_hh | W_hq]``
   once per token, which gives the next recurrence term and the logits together.
-In float32, where the compiled library is built, the RNN cell's two step-by-step loops (the forward
-recurrence and backpropagation through it) run compiled instead (``scratchrnn.kernels``); the
-loops written here stay the reference for float64 and where it is not.
+In float32 on this machine, the cells' two step-by-step loops (the forward recurrence and
+backpropagation through it) may run compiled instead: ``step_loops`` asks ``kernels.choose`` once per
+shape of minibatch, which times both where it was never measured (``cells.py`` beside this file).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
+from ... import kernels
 from ...cells import CellWeights, dropout_mask, get_cell
 from ...model import ModelConfig
 from ..base import Backend, decode_weights_of
+from ..decoding import decode_by_forward, decode_loop
+from ..records import BatchRecord, LayerRecord
+from .cells import step_loops, training_trial
 
 
 class NumpyState(tuple):
@@ -45,27 +48,6 @@ class NumpyState(tuple):
         obj = super().__new__(cls, tensors)
         obj.history = tuple(history)
         return obj
-
-
-@dataclass
-class _LayerRecord:
-    """What the backward pass needs from one layer of one forward pass."""
-
-    weights: CellWeights
-    cache: object                 # the cell's own (see Cell.forward)
-    inputs: np.ndarray | None     # (steps, batch, hidden): what reached the layer (layers above 0)
-    mask: np.ndarray | None       # the dropout mask applied to its output (training with dropout)
-
-
-@dataclass
-class _BatchRecord:
-    """What the backward pass needs from one forward pass over a (batch, steps) minibatch."""
-
-    tokens: np.ndarray            # (steps, batch) input indices, time-major
-    layers: list                  # a _LayerRecord per layer, layer 0 first
-    top: np.ndarray               # (steps, batch, hidden): what the output layer read
-    final_state: tuple            # the flat state after the batch
-    embedded: np.ndarray | None = None  # (steps, batch, embed) for a learned embedding
 
 
 def scatter_add_rows(indices: np.ndarray, rows: np.ndarray, num_rows: int) -> np.ndarray:
@@ -116,6 +98,7 @@ class NumpyBackend(Backend):
         self.params = {name: np.array(params[name], dtype=dtype, copy=True) for name in config.param_shapes()}
         self.cell = get_cell(config.cell)
         self._layer_names = [config.layer_param_names(layer) for layer in range(config.num_layers)]
+        self._loops: dict = {}        # (batch, steps, group) -> the cell whose loops run that shape
 
     # -- state ------------------------------------------------------------------------------------
     def begin_state(self, batch_size):
@@ -135,6 +118,18 @@ class NumpyBackend(Backend):
         width = len(self.cell.state_names)
         return tuple(state[layer * width:(layer + 1) * width])
 
+    # -- the step loops -------------------------------------------------------------------------
+    def step_loops(self, batch: int, steps: int, training: bool):
+        """The cell whose step loops run minibatches of ``batch`` rows and ``steps`` steps: asked of
+        ``kernels.choose`` once per shape, for training (which measures) or forward passes alone."""
+        group = "training" if training else "inference"
+        if (batch, steps, group) not in self._loops:
+            c = self.config
+            workload = kernels.Workload("numpy", c.cell, group, batch, c.num_hiddens, steps,
+                                        activation=c.activation, dtype=self.dtype, device=self.device)
+            self._loops[batch, steps, group] = step_loops(c.cell, kernels.choose(workload, training_trial(workload)))
+        return self._loops[batch, steps, group]
+
     # -- forward ----------------------------------------------------------------------------------
     def _prepare(self, params: dict) -> list[CellWeights]:
         """Every layer's weights, side by side as its cell's step loop uses them."""
@@ -142,13 +137,14 @@ class NumpyBackend(Backend):
                 for names in self._layer_names]
 
     def _run(self, X: np.ndarray, state, train: bool, prepared: list | None = None
-             ) -> tuple[np.ndarray, _BatchRecord]:
+             ) -> tuple[np.ndarray, BatchRecord]:
         """Logits (steps * batch, vocab), time-major, and the record of the pass. ``train`` draws and
         applies the dropout masks."""
         p = self.params
         prepared = self._prepare(p) if prepared is None else prepared
         tokens = np.asarray(X).T                        # (steps, batch): time-major, as the chapter
         num_steps, batch = tokens.shape
+        cell = self.step_loops(batch, num_steps, train)
         hidden = self.config.num_hiddens
         rate = self.config.dropout if train else 0.0
         layers, final_state, embedded, x = [], [], None, None
@@ -162,25 +158,25 @@ class NumpyBackend(Backend):
                 embedded = p["W_emb"][tokens]
                 terms = embedded @ weights.W_x
             terms += weights.b
-            outputs, final, cache = self.cell.forward(terms, self._layer_state(state, layer), weights,
-                                                      self.config.activation)
+            outputs, final, cache = cell.forward(terms, self._layer_state(state, layer), weights,
+                                                 self.config.activation)
             final_state.extend(final)
             mask = None
             if rate:
                 mask = dropout_mask(self._dropout_rng, outputs.shape, rate, outputs.dtype)
                 outputs = outputs * mask
-            layers.append(_LayerRecord(weights, cache, x, mask))
+            layers.append(LayerRecord(weights, cache, x, mask))
             x = outputs
         logits = np.matmul(x.reshape(num_steps * batch, hidden), p["W_hq"])
         logits += p["b_q"]
-        return logits, _BatchRecord(tokens, layers, x, tuple(final_state), embedded)
+        return logits, BatchRecord(tokens, layers, x, tuple(final_state), cell, embedded)
 
     def forward(self, X, state):
         logits, record = self._run(X, state, train=False)
         return logits, NumpyState(record.final_state)
 
     # -- backward ---------------------------------------------------------------------------------
-    def _backprop(self, record: _BatchRecord, d_top: np.ndarray | None, d_final: tuple | None,
+    def _backprop(self, record: BatchRecord, d_top: np.ndarray | None, d_final: tuple | None,
                   grads: dict, need_d_state0: bool) -> tuple | None:
         """Walk one batch backwards through its layers and steps, adding its parameter gradients to
         ``grads``.
@@ -200,8 +196,8 @@ class NumpyBackend(Backend):
             if d_out is not None and rec.mask is not None:
                 d_out = d_out * rec.mask
             d_layer_final = None if d_final is None else d_final[layer * width:(layer + 1) * width]
-            d_terms, d_recurrent, d_start = self.cell.backward(rec.cache, rec.weights, d_out, d_layer_final,
-                                                               need_d_state0)
+            d_terms, d_recurrent, d_start = record.loops.backward(rec.cache, rec.weights, d_out, d_layer_final,
+                                                                  need_d_state0)
             d_terms = d_terms.reshape(num_steps * batch, -1)
             if layer > 0:
                 d_W_x = rec.inputs.reshape(-1, hidden).T @ d_terms
@@ -227,8 +223,7 @@ class NumpyBackend(Backend):
 
         p = self.params
         grads = {name: np.zeros_like(value) for name, value in p.items()}
-        top_flat = record.top.reshape(-1, self.config.num_hiddens)
-        grads["W_hq"] = top_flat.T @ dlogits
+        grads["W_hq"] = record.top.reshape(-1, self.config.num_hiddens).T @ dlogits
         grads["b_q"] = dlogits.sum(axis=0)
         d_top = (dlogits @ p["W_hq"].T).reshape(record.top.shape)
         # a state that was never detached carries the batches before it: follow the gradient there too
@@ -271,43 +266,8 @@ class NumpyBackend(Backend):
             return decode_loop(np.array(state[0], dtype=self.dtype), np.asarray(logits), input_rows, W_step,
                                b_q, self.config.activation, num_tokens, pick, on_step)
         prepared = self._prepare(self.params)
-        tokens = np.empty((num_tokens, len(logits)), dtype=np.int64)
-        for step in range(num_tokens):
-            tokens[step] = pick(logits)
-            if on_step is not None:
-                on_step(tokens[step])
-            if step + 1 < num_tokens:
-                logits, record = self._run(tokens[step][:, None], state, train=False, prepared=prepared)
-                state = record.final_state
-        return tokens.T
 
-
-def decode_loop(h: np.ndarray, logits: np.ndarray, input_rows: np.ndarray, W_step: np.ndarray,
-                b_q: np.ndarray, activation: str, num_tokens: int,
-                pick: Callable[[np.ndarray], np.ndarray],
-                on_step: Callable[[np.ndarray], None] | None) -> np.ndarray:
-    """The generation loop on NumPy arrays (shared by backends whose weights NumPy can view).
-
-    ``h`` (batch, hidden) is overwritten; ``input_rows`` (vocab, hidden) holds x W_xh + b_h for every
-    token; ``W_step`` is ``[W_hh | W_hq]``, so ``h @ W_step`` is the next recurrence term and the
-    logits (less b_q) in one product: one matrix product per token.
-    """
-    batch, hidden = h.shape
-    tokens = np.empty((num_tokens, batch), dtype=np.int64)
-    product = np.empty((batch, W_step.shape[1]), dtype=h.dtype)
-    recurrent, logits_less_bias = product[:, :hidden], product[:, hidden:]
-    logits_buffer = np.empty_like(logits_less_bias)
-    activate = np.tanh if activation == "tanh" else (lambda z, out: np.maximum(z, 0, out=out))
-    np.matmul(h, W_step, out=product)
-    for step in range(num_tokens):
-        picked = pick(logits)
-        tokens[step] = picked
-        if on_step is not None:
-            on_step(tokens[step])
-        if step + 1 == num_tokens:
-            break
-        np.add(recurrent, input_rows[picked], out=h)    # h_t = act(x_t W_xh + b_h + h_{t-1} W_hh)
-        activate(h, out=h)
-        np.matmul(h, W_step, out=product)
-        logits = np.add(logits_less_bias, b_q, out=logits_buffer)
-    return tokens.T
+        def step(tokens, state):
+            logits, record = self._run(tokens, state, train=False, prepared=prepared)
+            return logits, record.final_state
+        return decode_by_forward(step, state, logits, num_tokens, pick, on_step)[0]

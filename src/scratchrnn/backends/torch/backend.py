@@ -5,26 +5,23 @@ Python loop over time steps, ``@`` for every product), the output layer (``backe
 autograd for the gradients. It is kept for readers of the chapter and as the yardstick the fast path
 is tested against.
 
-``impl="fast"`` (the default) computes the same numbers with less work:
+``impl="fast"`` (the default) computes the same numbers with less work, for every model -- the
+chapter's, GRU and LSTM cells, stacked layers, dropout -- through ``fast_model.StackedLoss``:
 - ``one_hot(x) @ W_xh`` is the row ``W_xh[x]``: a gather instead of a multiplication;
-- the output layer is one matrix product over all time steps, not one per step;
-- backpropagation through time is written out by hand inside a ``torch.autograd.Function``
-  (``_RNNLoss``): the step loop does one fused ``addmm`` and one multiply per step, and the weight
-  gradients are single large products over all steps instead of one small product per step;
-- inference and generation run without autograd; on the CPU, tanh and the generation loop run on
-  NumPy views of the same memory, where NumPy is measurably faster (see the comments there);
-- in float32 on the CPU, where the compiled library is built, the two step loops (forward, and
-  backpropagation through time) run compiled on those views (``scratchrnn.kernels``), on at most
-  ``torch.get_num_threads()`` threads.
-Because ``_RNNLoss`` returns the gradient with respect to the state it started from, a state that is
-not detached still lets the next batch backpropagate into this one (the chapter's exercise).
-
-Every other model -- GRU and LSTM cells, stacked layers, dropout -- has a fast path of the same kind,
-``fast_model.StackedLoss`` over the cells' step loops in ``fast_cells`` (gates side by side, one
-product per step, BPTT by hand); ``impl="chapter"`` runs the book's own code for them (chapters
-9.1-9.3, ``cells``) with autograd. Both draw their dropout masks from a NumPy generator exactly
-as the NumPy backend draws them, so the two implementations, and the two backends, train alike from
-the same seed.
+- every gate's input terms and the output layer are one matrix product over all time steps, not one
+  per step;
+- backpropagation through time is written out by hand inside that ``torch.autograd.Function``, over
+  the cells' step loops in ``fast_cells`` (gates side by side, one product per step, in-place
+  updates), and the weight gradients are single large products over all steps;
+- in float32 on the CPU the step loops run compiled where ``kernels.choose`` measured them faster on
+  this machine (``step_loops``), on at most ``torch.get_num_threads()`` threads;
+- inference and generation run without autograd; on the CPU the generation loop runs on NumPy views
+  of the same memory, where NumPy's per-call cost is a fraction of PyTorch's.
+Because ``StackedLoss`` returns the gradient with respect to the state it started from, a state that
+is not detached still lets the next batch backpropagate into this one (the chapter's exercise).
+``impl="chapter"`` runs the book's own code for the other models (chapters 9.1-9.3, ``cells``) with
+autograd. Both draw their dropout masks from a NumPy generator exactly as the NumPy backend draws
+them, so the two implementations, and the two backends, train alike from the same seed.
 """
 from __future__ import annotations
 
@@ -34,13 +31,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ... import kernels
 from ...errors import UserError
-from ..base import Backend, TensorOps, decode_weights_of, has_decode_weights, is_chapter_model, state_size
-from ..numpy.backend import decode_loop
+from ..base import Backend, TensorOps, decode_weights_of, has_decode_weights, state_size
+from ..decoding import decode_loop
 from ..stacking import deep_model
 from . import cells
-from .fast_cells import activate_, rnn_backward_steps, rnn_forward_steps
-from .fast_model import StackedLoss, StackedModel, cross_entropy_grad, mean_cross_entropy, scatter_add_rows
+from .fast_cells import activate_, training_trial
+from .fast_model import StackedLoss, StackedModel
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 IMPLEMENTATIONS = ("fast", "chapter")
@@ -82,83 +80,6 @@ class TorchOps(TensorOps):
         return torch.cat(tensors)
 
 
-# -- the fast path's pieces: plain tensor functions, no autograd inside -------------------------------
-def _run_recurrence(tokens, h0, W_xh, W_hh, b_h, W_emb, activation: str):
-    """Every hidden state, (steps + 1, batch, hidden) with hs[0] = h0; and the embeddings if learned.
-
-    h_t = act(x_t W_xh + b_h + h_{t-1} W_hh). hs[1:] first receives all input projections with their
-    bias at once (a row gather, or one product for a learned embedding); each step then adds
-    h_{t-1} W_hh in place (``addmm_``) and activates in place, so the loop allocates nothing.
-    """
-    num_steps, batch = tokens.shape
-    hidden = W_hh.shape[0]
-    hs = h0.new_empty((num_steps + 1, batch, hidden))
-    hs[0] = h0
-    projections = hs[1:].view(num_steps * batch, hidden)
-    flat_tokens = tokens.reshape(-1)
-    embedded = None
-    if W_emb is None:
-        # one_hot(x) @ W_xh + b_h == (W_xh + b_h)[x]: the bias added to vocab rows, not to every token
-        torch.index_select(W_xh + b_h, 0, flat_tokens, out=projections)
-    else:
-        embedded = torch.index_select(W_emb, 0, flat_tokens)
-        torch.addmm(b_h, embedded, W_xh, out=projections)
-    rnn_forward_steps(hs, W_hh, activation)
-    return hs, embedded
-
-
-class _RNNLoss(torch.autograd.Function):
-    """Mean cross-entropy of the scratch RNN over one minibatch, and the state after it.
-
-    forward(h0, W_xh, W_hh, b_h, W_hq, b_q, W_emb, tokens, targets, activation) -> (loss, h_last)
-    with ``tokens`` (steps, batch) time-major, ``targets`` flattened time-major, ``W_emb`` None for
-    one-hot inputs. backward is BPTT by hand, the same derivation as the NumPy reference.
-    """
-
-    @staticmethod
-    def forward(ctx, h0, W_xh, W_hh, b_h, W_hq, b_q, W_emb, tokens, targets, activation):
-        # Snapshot the weights the backward pass needs: the update changes parameters in place, and a
-        # later batch whose state was not detached still backpropagates through this batch with the
-        # weights as they were here.
-        W_hh_used, W_hq = W_hh.clone(), W_hq.clone()
-        W_xh_used = W_xh.clone() if W_emb is not None else None
-        hs, embedded = _run_recurrence(tokens, h0, W_xh, W_hh, b_h, W_emb, activation)
-        num_steps, batch, hidden = hs.shape[0] - 1, hs.shape[1], hs.shape[2]
-        logits = torch.addmm(b_q, hs[1:].view(num_steps * batch, hidden), W_hq)
-        loss, log_probs = mean_cross_entropy(logits, targets)
-        ctx.save_for_backward(hs, log_probs, W_hh_used, W_hq, W_xh_used, embedded, tokens, targets)
-        ctx.activation = activation
-        # unused outputs give None gradients (rather than zeros), so backward can skip their terms
-        ctx.set_materialize_grads(False)
-        return loss, hs[-1].clone()
-
-    @staticmethod
-    def backward(ctx, d_loss, d_h_last):
-        hs, log_probs, W_hh, W_hq, W_xh, embedded, tokens, targets = ctx.saved_tensors
-        num_steps, batch, hidden = hs.shape[0] - 1, hs.shape[1], hs.shape[2]
-        hs_flat = hs[1:].reshape(-1, hidden)
-        d_W_hq = d_b_q = dhs = None
-        if d_loss is not None:
-            dlogits = cross_entropy_grad(log_probs, targets, d_loss)
-            d_W_hq = (dlogits.T @ hs_flat).T     # as the transpose of a product: ~2.5x faster on MKL
-            d_b_q = dlogits.sum(dim=0)
-            dhs = (dlogits @ W_hq.T).view(num_steps, batch, hidden)
-
-        dz, d_h0 = rnn_backward_steps(hs, W_hh, dhs, d_h_last, ctx.activation, ctx.needs_input_grad[0])
-        dz_flat = dz.view(-1, hidden)
-        d_W_hh = hs[:-1].view(-1, hidden).T @ dz_flat
-        d_b_h = dz_flat.sum(dim=0)
-        flat_tokens = tokens.reshape(-1)
-        vocab_size = log_probs.shape[1]
-        d_W_emb = None
-        if embedded is None:
-            d_W_xh = scatter_add_rows(flat_tokens, dz_flat, vocab_size)
-        else:
-            d_W_xh = embedded.reshape(-1, embedded.shape[-1]).T @ dz_flat
-            d_W_emb = scatter_add_rows(flat_tokens, dz_flat @ W_xh.T, vocab_size)
-        return d_h0, d_W_xh, d_W_hh, d_b_h, d_W_hq, d_b_q, d_W_emb, None, None, None
-
-
 class TorchBackend(Backend):
     name = "torch"
     devices = ("cpu", "cuda")
@@ -175,10 +96,10 @@ class TorchBackend(Backend):
             raise UserError(f"the torch backend's impl must be one of {', '.join(IMPLEMENTATIONS)}, "
                             f"not {impl!r}")
         self.impl = impl
-        # the fast path: _RNNLoss for the chapter's model, StackedLoss for every other (gated cells,
-        # more layers, dropout); impl="chapter" runs the book's code with autograd
+        # the fast path: StackedLoss for every model; impl="chapter" runs the book's code with autograd
         self.hand_bptt = impl == "fast"
-        self.stacked = StackedModel(config) if self.hand_bptt and not is_chapter_model(config) else None
+        self.stacked = StackedModel(config) if self.hand_bptt else None
+        self._loops: dict = {}        # (batch, steps, group) -> the kernels.Choice of step loops
         self.torch_device = torch.device(device)
         self.torch_dtype = _DTYPES[dtype]
         self.params = {
@@ -243,28 +164,29 @@ class TorchBackend(Backend):
         return F.cross_entropy(logits, self._tokens(Y).reshape(-1)), new_state
 
     # -- the fast path (impl="fast") --------------------------------------------------------------
+    def step_loops(self, batch: int, steps: int, training: bool) -> kernels.Choice:
+        """Which step loops the fast path runs for minibatches of ``batch`` rows and ``steps`` steps:
+        asked of ``kernels.choose`` once per shape, for training (which measures) or forward passes alone."""
+        group = "training" if training else "inference"
+        if (batch, steps, group) not in self._loops:
+            c = self.config
+            workload = kernels.Workload("torch", c.cell, group, batch, c.num_hiddens, steps,
+                                        activation=c.activation, dtype=self.dtype, device=self.device)
+            self._loops[batch, steps, group] = kernels.choose(workload, training_trial(workload))
+        return self._loops[batch, steps, group]
+
     def _stacked_loss(self, X, Y, state):
-        loss, *new_state = StackedLoss.apply(self.stacked, self._tokens(X), self._tokens(Y).reshape(-1),
+        loops = self.step_loops(*np.shape(X), training=True)
+        loss, *new_state = StackedLoss.apply(self.stacked, loops, self._tokens(X), self._tokens(Y).reshape(-1),
                                              self._train_masks(X), *state,
                                              *(self.params[name] for name in self.stacked.param_names))
         return loss, tuple(new_state)
 
-    def _fast_loss(self, X, Y, state):
-        p = self.params
-        loss, h_last = _RNNLoss.apply(state[0], p["W_xh"], p["W_hh"], p["b_h"], p["W_hq"], p["b_q"],
-                                      p.get("W_emb"), self._tokens(X), self._tokens(Y).reshape(-1),
-                                      self.config.activation)
-        return loss, (h_last,)
-
     def _fast_forward(self, X, state):
         p = self.params
-        if self.stacked is not None:
-            logits, new_state, _ = self.stacked.run(self._tokens(X), state, p)
-            return logits, new_state
-        hs, _ = _run_recurrence(self._tokens(X), state[0], p["W_xh"], p["W_hh"], p["b_h"], p.get("W_emb"),
-                                self.config.activation)
-        logits = torch.addmm(p["b_q"], hs[1:].reshape(-1, self.config.num_hiddens), p["W_hq"])
-        return logits, (hs[-1].clone(),)
+        logits, new_state, _ = self.stacked.run(self._tokens(X), state, p, None,
+                                                self.step_loops(*np.shape(X), training=False))
+        return logits, new_state
 
     # -- the Backend interface --------------------------------------------------------------------
     def forward(self, X, state):
@@ -276,9 +198,7 @@ class TorchBackend(Backend):
         return logits.cpu().numpy(), state
 
     def _loss(self, X, Y, state):
-        if not self.hand_bptt:
-            return self._chapter_loss(X, Y, state)
-        return (self._fast_loss if self.stacked is None else self._stacked_loss)(X, Y, state)
+        return self._stacked_loss(X, Y, state) if self.hand_bptt else self._chapter_loss(X, Y, state)
 
     def _backward(self, loss):
         for p in self.params.values():
@@ -343,23 +263,39 @@ class TorchBackend(Backend):
         return input_rows, W_step
 
     def _decode_in_torch(self, h, logits, input_rows, W_step, num_tokens, pick, on_step):
-        """``decode_loop`` written in PyTorch, for tensors on a GPU; ``h`` is overwritten."""
-        hidden = self.config.num_hiddens
-        tokens = np.empty((num_tokens, h.shape[0]), dtype=np.int64)
-        product = torch.mm(h, W_step)
-        logits = np.asarray(logits)
-        for step in range(num_tokens):
-            picked = pick(logits)
-            tokens[step] = picked
-            if on_step is not None:
-                on_step(tokens[step])
-            if step + 1 == num_tokens:
-                break
-            rows = input_rows.index_select(0, torch.from_numpy(tokens[step]).to(self.torch_device))
-            activate_(torch.add(product[:, :hidden], rows, out=h), self.config.activation)
-            torch.mm(h, W_step, out=product)
-            logits = (product[:, hidden:] + self.params["b_q"]).cpu().numpy()
-        return tokens.T
+        """``decode_loop`` on the device's tensors (a GPU's); ``h`` is overwritten."""
+        return decode_loop(h, np.asarray(logits), input_rows, W_step, self.params["b_q"].detach(),
+                           self.config.activation, num_tokens, pick, on_step, _TensorSteps(self.torch_device))
+
+
+class _TensorSteps:
+    """The operations ``decoding.decode_loop`` needs, on torch tensors of one device."""
+
+    def __init__(self, device):
+        self.device = device
+
+    @staticmethod
+    def matmul(a, b, out=None):
+        return torch.mm(a, b, out=out)
+
+    @staticmethod
+    def add(a, b, out=None):
+        return torch.add(a, b, out=out)
+
+    def rows(self, table, indices: np.ndarray):
+        return table.index_select(0, torch.from_numpy(indices).to(self.device))
+
+    @staticmethod
+    def activate(z, activation: str):
+        return activate_(z, activation)
+
+    @staticmethod
+    def empty_like(a):
+        return torch.empty_like(a)
+
+    @staticmethod
+    def to_numpy(a) -> np.ndarray:
+        return a.cpu().numpy()
 
 
 def _torch_concat(tensors, axis: int):

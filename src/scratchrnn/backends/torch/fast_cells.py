@@ -18,33 +18,29 @@ steps after the loop. What is PyTorch's own here:
   sigmoid covers every sigmoid gate, one broadcast multiplication fills several gates' gradients.
   ``input_grads`` cuts the gradients back out under the book's names.
 
-Nothing here records autograd history: these functions run inside ``torch.autograd.Function``s
-(``fast_model``, and ``backend`` for the chapter's model), which hand their results to
-autograd. They run on any device and in float32 or float64; on the CPU in float32, where the compiled
-library is built and is faster for the variant and size (``kernels.supports``), every cell's two loops
-run compiled instead, on PyTorch's own threads. The compiled gated loops take their gates in the NumPy
-cells' order, so a layer whose loops run compiled has its weights laid side by side in that order
-(``compiled_layout``); ``TorchCellWeights`` records which order it holds.
+Nothing here records autograd history: these functions run inside ``fast_model.StackedLoss``, which
+hands their results to autograd. They run on any device and in float32 or float64; on the CPU in
+float32, where ``kernels.choose`` says so (it measures both on this machine the first time a shape is
+used: ``training_trial``), every cell's two loops run compiled instead, on PyTorch's own threads. The
+compiled gated loops take their gates in the NumPy cells' order, so a layer whose loops run compiled
+has its weights laid side by side in that order (``compiled_layout``); ``TorchCellWeights`` records
+which loops it was prepared for.
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
 
 from ... import kernels
+from ...cells import get_cell
 from ...cells.base import split_by_gate
 
 
-# -- the RNN cell's step loops (the chapter's model uses them directly) --------------------------------
-def runs_compiled(hs) -> bool:
-    """Whether the RNN step loops over the states ``hs`` (steps + 1, batch, hidden) run compiled."""
-    return (hs.dtype == torch.float32
-            and kernels.supports("rnn", np.float32, hs.device.type, "forward", batch=hs.shape[1],
-                                 framework="torch"))
-
+# -- the RNN cell's step loops ------------------------------------------------------------------------
 
 def activate_(z, activation: str):
     """act(z), in place."""
@@ -70,14 +66,14 @@ def tanh_into(z, out):
     return torch.tanh(z, out=out)
 
 
-def rnn_forward_steps(hs, W_hh, activation: str) -> None:
+def rnn_forward_steps(hs, W_hh, activation: str, loops: kernels.Choice | None = None) -> None:
     """``hs[t + 1] = act(hs[t + 1] + hs[t] @ W_hh)`` for every step, in place: ``hs`` (steps + 1,
-    batch, hidden) arrives holding the start state in hs[0] and every step's input terms after it."""
-    if runs_compiled(hs):
+    batch, hidden) arrives holding the start state in hs[0] and every step's input terms after it.
+    ``loops``: compiled ones where that choice says so, else PyTorch's."""
+    if loops is not None and loops.compiled:
         # on PyTorch's own threads (kernels/torch_team.py), not beside them
         with kernels.running_on(kernels.torch_team.team()):
-            kernels.recurrence.forward(hs.numpy(), W_hh.detach().numpy(), activation,
-                                       threads=kernels.threads("torch"))
+            kernels.recurrence.forward(hs.numpy(), W_hh.detach().numpy(), activation, threads=loops.threads)
         return
     steps = hs.unbind(0)
     for t in range(len(steps) - 1):
@@ -91,20 +87,20 @@ def _activation_grad(hs, activation: str):
     return (hs > 0).to(hs.dtype)
 
 
-def rnn_backward_steps(hs, W_hh, dhs, d_h_last, activation: str, need_dh0: bool):
+def rnn_backward_steps(hs, W_hh, dhs, d_h_last, activation: str, need_dh0: bool,
+                       loops: kernels.Choice | None = None):
     """dL/dz_t for every step (z_t the activation's argument), (steps, batch, hidden), and dL/dh_0 if
     ``need_dh0``: the step loop of backpropagation through time.
 
     ``W_hh`` the weights of the forward pass; ``dhs`` is the gradient reaching each state from its
     output (None: nothing; otherwise used as scratch space), ``d_h_last`` what reaches the last state
-    from later batches (None: nothing).
+    from later batches (None: nothing). ``loops`` as for ``rnn_forward_steps``.
     """
-    if runs_compiled(hs):
+    if loops is not None and loops.compiled:
         with kernels.running_on(kernels.torch_team.team()):
             dz, d_h0 = kernels.recurrence.backward(
                 hs.numpy(), W_hh.detach().numpy(), None if dhs is None else dhs.numpy(),
-                None if d_h_last is None else d_h_last.numpy(), activation, need_dh0,
-                threads=kernels.threads("torch"))
+                None if d_h_last is None else d_h_last.numpy(), activation, need_dh0, threads=loops.threads)
         return torch.from_numpy(dz), None if d_h0 is None else torch.from_numpy(d_h0)
     # the step products with a contiguous W_hh^T run about a third faster than with a transposed view
     W_hh_T = W_hh.T.contiguous()
@@ -129,9 +125,10 @@ def rnn_backward_steps(hs, W_hh, dhs, d_h_last, activation: str, need_dh0: bool)
 @dataclass(frozen=True)
 class TorchCellWeights:
     """One layer's weights side by side in the gate order ``layout`` (the cell's own, or the compiled
-    loops' when ``compiled``): ``W_x`` (input, gates * hidden), ``b`` (gates * hidden,), ``W_h`` the
-    recurrent weights that multiply H_{t-1} (the gates ``recurrent``, in that order), and for the GRU
-    ``W_hh``, the candidate's, which multiplies R * H_{t-1}.
+    loops' when ``loops`` are compiled ones): ``W_x`` (input, gates * hidden), ``b`` (gates * hidden,),
+    ``W_h`` the recurrent weights that multiply H_{t-1} (the gates ``recurrent``, in that order), and
+    for the GRU ``W_hh``, the candidate's, which multiplies R * H_{t-1}. ``loops``: the choice of step
+    loops they were prepared for (None: PyTorch's).
 
     Every one is a new tensor, never a parameter itself: the optimizer updates parameters in place,
     and a later batch whose state was not detached still backpropagates through this one with the
@@ -143,7 +140,11 @@ class TorchCellWeights:
     W_hh: torch.Tensor | None = None
     layout: tuple[str, ...] = ()
     recurrent: tuple[str, ...] = ()
-    compiled: bool = False
+    loops: kernels.Choice | None = None
+
+    @property
+    def compiled(self) -> bool:
+        return self.loops is not None and self.loops.compiled
 
 
 def _array(tensor):
@@ -151,11 +152,12 @@ def _array(tensor):
     return None if tensor is None else tensor.detach().numpy()
 
 
-def _compiled_call(function, *args, **kwargs):
+def _compiled_call(function, loops: kernels.Choice, *args, **kwargs):
     """``function`` of ``kernels.gated`` on PyTorch's own threads (kernels/torch_team.py), as many as
-    PyTorch is told to use; its arrays back as tensors sharing their memory."""
+    ``loops`` names (no more than PyTorch is told to use); its arrays back as tensors sharing their
+    memory."""
     with kernels.running_on(kernels.torch_team.team()):
-        results = function(*args, threads=kernels.threads("torch"), **kwargs)
+        results = function(*args, threads=loops.threads, **kwargs)
     return tuple(None if a is None else torch.from_numpy(a) for a in results)
 
 
@@ -172,22 +174,22 @@ class TorchCell:
     compiled_recurrent: tuple[str, ...] = ()
     state_size = 1
 
-    def runs_compiled(self, batch: int, dtype, device) -> bool:
-        """Whether this cell's loops over ``batch`` rows run compiled: both of them or neither, since
-        the weights' order is chosen for both."""
-        return (bool(self.compiled_layout) and dtype == torch.float32
-                and all(kernels.supports(self.name, np.float32, device.type, op, batch=batch, framework="torch")
-                        for op in ("forward", "backward")))
-
-    def prepare(self, params: dict, compiled: bool = False) -> TorchCellWeights:
+    def prepare(self, params: dict, loops: kernels.Choice | None = None) -> TorchCellWeights:
         """``params`` under the cell's plain names -> the layer's weights side by side (new tensors),
-        in the compiled loops' gate order if ``compiled``."""
+        in the compiled loops' gate order if ``loops`` are compiled ones: both loops run compiled or
+        neither, since the weights' order is chosen for both."""
+        compiled = loops is not None and loops.compiled
         layout, recurrent = ((self.compiled_layout, self.compiled_recurrent) if compiled
                              else (self.layout, self.recurrent))
         return TorchCellWeights(W_x=torch.cat([params[f"W_x{g}"] for g in layout], dim=1),
                                 b=torch.cat([params[f"b_{g}"] for g in layout]),
                                 W_h=torch.cat([params[f"W_h{g}"] for g in recurrent], dim=1),
-                                layout=layout, recurrent=recurrent, compiled=compiled)
+                                layout=layout, recurrent=recurrent, loops=loops)
+
+    def input_buffer(self, num_steps: int, batch: int, start: tuple, like):
+        """Where a layer's input terms are computed, (steps, batch, gates * hidden), and the ``states``
+        its ``forward`` then takes (None here: the gated cells' loops keep their own)."""
+        return like.new_empty((num_steps, batch, len(self.layout) * start[0].shape[1])), None
 
     @staticmethod
     def input_grads(weights: TorchCellWeights, d_W_x, d_b) -> dict:
@@ -225,29 +227,37 @@ def _carried(d_outputs, t: int, like):
 
 
 class TorchRNN(TorchCell):
-    """The chapter's cell: one gate, h. Its loops are the chapter's model's (above)."""
+    """The chapter's cell: one gate, h (its loops above)."""
 
     name = "rnn"
     layout = recurrent = ("h",)
 
-    def prepare(self, params, compiled=False):
-        # clones: the snapshots every TorchCellWeights is (cat of one tensor would copy too, less plainly);
-        # the loops decide for themselves whether they run compiled (runs_compiled above)
+    def prepare(self, params, loops=None):
+        # clones: the snapshots every TorchCellWeights is (cat of one tensor would copy too, less plainly)
         return TorchCellWeights(W_x=params["W_xh"].clone(), b=params["b_h"].clone(), W_h=params["W_hh"].clone(),
-                                layout=self.layout, recurrent=self.recurrent)
+                                layout=self.layout, recurrent=self.recurrent, loops=loops)
 
-    def forward(self, terms, state, weights, activation):
-        hs = _states_buffer(terms, state[0])
-        hs[1:] = terms
-        rnn_forward_steps(hs, weights.W_h, activation)
+    def input_buffer(self, num_steps, batch, start, like):
+        # the input terms go straight into the rows of the states buffer that the loop turns into H_1 ..
+        # H_T in place: no copy of them (a copy into fresh memory costs as much as a tenth of the loop)
+        hs = like.new_empty((num_steps + 1, batch, start[0].shape[1]))
+        hs[0] = start[0]
+        return hs[1:], hs
+
+    def forward(self, terms, state, weights, activation, states=None):
+        """``states``: the buffer ``input_buffer`` made, whose rows after the first are ``terms``."""
+        hs = states
+        if hs is None:
+            hs = _states_buffer(terms, state[0])
+            hs[1:] = terms
+        rnn_forward_steps(hs, weights.W_h, activation, weights.loops)
         return hs[1:], (hs[-1].clone(),), (hs, activation)
 
     def backward(self, cache, weights, d_outputs, d_final, need_d_state0):
         hs, activation = cache
         d_last = None if d_final is None else d_final[0]
         d_outputs = _output_grads(d_outputs, None, hs[1:])
-        dz, dh0 = rnn_backward_steps(hs, weights.W_h, d_outputs, d_last, activation,
-                                     need_d_state0)
+        dz, dh0 = rnn_backward_steps(hs, weights.W_h, d_outputs, d_last, activation, need_d_state0, weights.loops)
         hidden = hs.shape[2]
         d_W_hh = hs[:-1].reshape(-1, hidden).T @ dz.reshape(-1, hidden)
         return dz, self.recurrent_grads(weights, d_W_hh), (dh0,) if need_d_state0 else None
@@ -264,12 +274,12 @@ class TorchGRU(TorchCell):
     compiled_layout = ("z", "r", "h")
     compiled_recurrent = ("z", "r")
 
-    def prepare(self, params, compiled=False):
-        return dataclasses.replace(super().prepare(params, compiled), W_hh=params["W_hh"].clone())
+    def prepare(self, params, loops=None):
+        return dataclasses.replace(super().prepare(params, loops), W_hh=params["W_hh"].clone())
 
-    def forward(self, terms, state, weights, activation="tanh"):
+    def forward(self, terms, state, weights, activation="tanh", states=None):
         if weights.compiled:
-            hs, zr, candidates, reset_h = _compiled_call(kernels.gated.gru_forward, _array(terms),
+            hs, zr, candidates, reset_h = _compiled_call(kernels.gated.gru_forward, weights.loops, _array(terms),
                                                          _array(state[0]), _array(weights.W_h), _array(weights.W_hh))
             return hs[1:], (hs[-1].clone(),), (hs, zr, candidates, reset_h)
         hs = _states_buffer(terms, state[0])
@@ -323,7 +333,7 @@ class TorchGRU(TorchCell):
     def _compiled_backward(self, cache, weights, d_outputs, d_final, need_d_state0):
         hs, zr, candidates, reset_h = cache
         d_terms, dh0 = _compiled_call(
-            kernels.gated.gru_backward, tuple(_array(a) for a in cache), _array(weights.W_h),
+            kernels.gated.gru_backward, weights.loops, tuple(_array(a) for a in cache), _array(weights.W_h),
             _array(weights.W_hh), _array(d_outputs), _array(None if d_final is None else d_final[0]),
             need_d_state0)
         return d_terms, self._weight_grads(weights, hs[:-1], reset_h, d_terms), (dh0,) if need_d_state0 else None
@@ -348,10 +358,11 @@ class TorchLSTM(TorchCell):
     compiled_layout = compiled_recurrent = ("i", "f", "o", "c")
     state_size = 2
 
-    def forward(self, terms, state, weights, activation="tanh"):
+    def forward(self, terms, state, weights, activation="tanh", states=None):
         if weights.compiled:
-            hs, cs, acts, tanh_cs = _compiled_call(kernels.gated.lstm_forward, _array(terms), _array(state[0]),
-                                                   _array(state[1]), _array(weights.W_h))
+            hs, cs, acts, tanh_cs = _compiled_call(kernels.gated.lstm_forward, weights.loops, _array(terms),
+                                                   _array(state[0]), _array(state[1]), _array(weights.W_h),
+                                                   unit_shares=weights.loops.unit_shares)
             return hs[1:], (hs[-1].clone(), cs[-1].clone()), (hs, cs, acts, tanh_cs)
         hs = _states_buffer(terms, state[0])
         cs = _states_buffer(terms, state[1])
@@ -371,8 +382,9 @@ class TorchLSTM(TorchCell):
         if weights.compiled:
             d_h_last, d_c_last = (None, None) if d_final is None else d_final
             d_terms, dh0, dc0 = _compiled_call(
-                kernels.gated.lstm_backward, tuple(_array(a) for a in cache), _array(weights.W_h),
-                _array(d_outputs), _array(d_h_last), _array(d_c_last), need_d_state0)
+                kernels.gated.lstm_backward, weights.loops, tuple(_array(a) for a in cache), _array(weights.W_h),
+                _array(d_outputs), _array(d_h_last), _array(d_c_last), need_d_state0,
+                unit_shares=weights.loops.unit_shares)
             return d_terms, self._weight_grads(weights, cache[0], d_terms), (dh0, dc0) if need_d_state0 else None
         hs, cs, acts, tanh_cs = cache
         num_steps, batch, hidden = tanh_cs.shape
@@ -409,3 +421,37 @@ class TorchLSTM(TorchCell):
 
 
 TORCH_CELLS = {"rnn": TorchRNN(), "gru": TorchGRU(), "lstm": TorchLSTM()}
+
+
+def training_trial(workload: kernels.Workload) -> Callable[[kernels.Choice], Callable[[], object]]:
+    """For ``kernels.choose``: a candidate's loops as the fast path's training step runs them at the
+    workload's shape, on synthetic data -- one layer's forward pass and its backward pass, the
+    recurrent weights' gradient products included."""
+    cell = TORCH_CELLS[workload.cell]
+    steps, batch, hidden = workload.steps, workload.batch, workload.hidden
+    dtype = {"float32": torch.float32, "float64": torch.float64}[workload.dtype]
+    made: dict = {}
+
+    def data():
+        if not made:
+            generator = torch.Generator().manual_seed(0)
+            shapes = get_cell(workload.cell).param_shapes(hidden, hidden)
+            made["params"] = {name: torch.randn(shape, generator=generator, dtype=dtype) / np.sqrt(hidden)
+                              for name, shape in shapes.items()}
+            gates = len(get_cell(workload.cell).gates)
+            made["terms"] = torch.randn((steps, batch, gates * hidden), generator=generator, dtype=dtype)
+            made["d_outputs"] = torch.randn((steps, batch, hidden), generator=generator, dtype=dtype)
+            made["state"] = tuple(torch.zeros((batch, hidden), dtype=dtype) for _ in range(cell.state_size))
+        return made
+
+    def trial(choice: kernels.Choice) -> Callable[[], object]:
+        made = data()
+        weights = cell.prepare(made["params"], choice)
+
+        def run():
+            with torch.no_grad():
+                # the loops write into the input terms and the output gradients: each run has its own
+                _, _, cache = cell.forward(made["terms"].clone(), made["state"], weights, workload.activation)
+                return cell.backward(cache, weights, made["d_outputs"].clone(), None, False)
+        return run
+    return trial

@@ -1,4 +1,4 @@
-"""The torch backend's fast path for every model beyond the chapter's: GRU, LSTM or RNN cells, any
+"""The torch backend's fast path for every model, the chapter's included: GRU, LSTM or RNN cells, any
 number of layers, dropout between layers and before the output layer -- backpropagation through time
 written by hand inside one ``torch.autograd.Function`` (``StackedLoss``).
 
@@ -16,10 +16,9 @@ the next batch backpropagate into this one, as autograd would.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
+from ..records import BatchRecord, LayerRecord
 from .fast_cells import TORCH_CELLS
 
 
@@ -44,28 +43,6 @@ def cross_entropy_grad(log_probs, targets, d_loss):
     return dlogits
 
 
-@dataclass
-class _LayerRecord:
-    """What the backward pass needs from one layer of one forward pass."""
-
-    weights: object               # the layer's TorchCellWeights (snapshots of the parameters)
-    cache: object                 # the cell's own (see the cells' forward)
-    inputs: torch.Tensor | None   # (steps, batch, hidden): what reached the layer (layers above 0)
-    mask: torch.Tensor | None     # the dropout mask applied to its output
-
-
-@dataclass
-class _BatchRecord:
-    """What the backward pass needs from one forward pass over a minibatch."""
-
-    num_steps: int
-    flat_tokens: torch.Tensor     # (steps * batch,) input indices, time-major
-    layers: list                  # a _LayerRecord per layer, layer 0 first
-    top: torch.Tensor             # (steps * batch, hidden): what the output layer read
-    W_hq: torch.Tensor            # the output layer's weights as they were (a snapshot)
-    embedded: torch.Tensor | None = None   # (steps * batch, embed) for a learned embedding
-
-
 class StackedModel:
     """One model configuration's forward pass and hand-written backward pass, on torch tensors.
 
@@ -80,42 +57,41 @@ class StackedModel:
         self.layer_names = [config.layer_param_names(layer) for layer in range(config.num_layers)]
         self.state_count = self.cell.state_size * config.num_layers
 
-    def run(self, tokens, state, params: dict, masks=None):
+    def run(self, tokens, state, params: dict, masks=None, loops=None):
         """Logits (steps * batch, vocab), time-major; the flat state after the last step; and the
         record the backward pass reads. ``tokens`` (steps, batch); ``masks``: one (steps, batch,
-        hidden) tensor per layer, or None (no dropout: evaluation, generation, or a rate of 0)."""
+        hidden) tensor per layer, or None (no dropout: evaluation, generation, or a rate of 0);
+        ``loops``: the ``kernels.Choice`` of step loops (None: PyTorch's)."""
         num_steps, batch = tokens.shape
         hidden, width = self.config.num_hiddens, self.cell.state_size
         flat_tokens = tokens.reshape(-1)
         layers, final_state, embedded, x = [], [], None, None
-        W_hq = params["W_hq"]
-        compiled = self.cell.runs_compiled(batch, W_hq.dtype, W_hq.device)
         for layer, names in enumerate(self.layer_names):
-            weights = self.cell.prepare({plain: params[full] for plain, full in names.items()}, compiled)
+            weights = self.cell.prepare({plain: params[full] for plain, full in names.items()}, loops)
+            start = tuple(state[layer * width:(layer + 1) * width])
+            terms, states = self.cell.input_buffer(num_steps, batch, start, params["W_hq"])
+            flat_terms = terms.view(num_steps * batch, -1)
             # the input terms x_t W_x + b of every gate and step at once
             if layer > 0:
-                terms = torch.addmm(weights.b, x.reshape(-1, hidden), weights.W_x)
+                torch.addmm(weights.b, x.reshape(-1, hidden), weights.W_x, out=flat_terms)
             elif self.config.embedding == "onehot":
                 # one_hot(x) @ W_x + b == (W_x + b)[x]: the bias added to vocabulary rows, not to tokens
-                terms = torch.index_select(weights.W_x + weights.b, 0, flat_tokens)
+                torch.index_select(weights.W_x + weights.b, 0, flat_tokens, out=flat_terms)
             else:
                 embedded = torch.index_select(params["W_emb"], 0, flat_tokens)
-                terms = torch.addmm(weights.b, embedded, weights.W_x)
-            outputs, final, cache = self.cell.forward(terms.view(num_steps, batch, -1),
-                                                      tuple(state[layer * width:(layer + 1) * width]),
-                                                      weights, self.config.activation)
+                torch.addmm(weights.b, embedded, weights.W_x, out=flat_terms)
+            outputs, final, cache = self.cell.forward(terms, start, weights, self.config.activation, states)
             final_state.extend(final)
             mask = None if masks is None else masks[layer]
             if mask is not None:
                 outputs = outputs * mask
-            layers.append(_LayerRecord(weights, cache, x, mask))
+            layers.append(LayerRecord(weights, cache, x, mask))
             x = outputs
-        top = x.reshape(-1, hidden)
-        logits = torch.addmm(params["b_q"], top, params["W_hq"])
-        record = _BatchRecord(num_steps, flat_tokens, layers, top, params["W_hq"].clone(), embedded)
+        logits = torch.addmm(params["b_q"], x.reshape(-1, hidden), params["W_hq"])
+        record = BatchRecord(tokens, layers, x, tuple(final_state), loops, embedded, params["W_hq"].clone())
         return logits, tuple(final_state), record
 
-    def backprop(self, record: _BatchRecord, dlogits, d_final, need_d_state0: bool):
+    def backprop(self, record: BatchRecord, dlogits, d_final, need_d_state0: bool):
         """The gradients of every parameter (a list in ``param_names`` order) and, if
         ``need_d_state0``, of the starting state (a flat tuple), from the gradient of the logits
         (``dlogits``, or None: nothing reaches this batch's outputs) and of the state after the batch
@@ -125,8 +101,9 @@ class StackedModel:
         width = self.cell.state_size
         grads: dict = {}
         d_out = None
+        flat_tokens = record.tokens.reshape(-1)
         if dlogits is not None:
-            grads["W_hq"] = (dlogits.T @ record.top).T    # as the transpose of a product: faster on MKL
+            grads["W_hq"] = (dlogits.T @ record.top.reshape(-1, hidden)).T  # the transpose of a product: faster on MKL
             grads["b_q"] = dlogits.sum(dim=0)
             d_out = (dlogits @ record.W_hq.T).view(num_steps, -1, hidden)
         d_state0 = []
@@ -145,10 +122,10 @@ class StackedModel:
                 d_W_x = rec.inputs.reshape(-1, hidden).T @ d_terms
                 d_out = (d_terms @ rec.weights.W_x.T).view(num_steps, -1, hidden)
             elif record.embedded is None:
-                d_W_x = scatter_add_rows(record.flat_tokens, d_terms, vocab_size)
+                d_W_x = scatter_add_rows(flat_tokens, d_terms, vocab_size)
             else:
                 d_W_x = record.embedded.T @ d_terms
-                grads["W_emb"] = scatter_add_rows(record.flat_tokens, d_terms @ rec.weights.W_x.T, vocab_size)
+                grads["W_emb"] = scatter_add_rows(flat_tokens, d_terms @ rec.weights.W_x.T, vocab_size)
             for plain, grad in {**self.cell.input_grads(rec.weights, d_W_x, d_terms.sum(dim=0)), **d_recurrent}.items():
                 grads[names[plain]] = grad
             d_state0[:0] = d_start or ()
@@ -158,16 +135,16 @@ class StackedModel:
 class StackedLoss(torch.autograd.Function):
     """Mean cross-entropy of a ``StackedModel`` over one minibatch, and the state after it.
 
-    apply(model, tokens, targets, masks, *state, *params) -> (loss, *new_state), with ``tokens``
-    (steps, batch) time-major, ``targets`` flattened time-major, ``masks`` as ``StackedModel.run``
-    takes them, the state flat and the parameters in ``model.param_names`` order. backward is BPTT by
-    hand (``StackedModel.backprop``).
+    apply(model, loops, tokens, targets, masks, *state, *params) -> (loss, *new_state), with ``loops``
+    the ``kernels.Choice`` of step loops, ``tokens`` (steps, batch) time-major, ``targets`` flattened
+    time-major, ``masks`` as ``StackedModel.run`` takes them, the state flat and the parameters in
+    ``model.param_names`` order. backward is BPTT by hand (``StackedModel.backprop``).
     """
 
     @staticmethod
-    def forward(ctx, model, tokens, targets, masks, *tensors):
+    def forward(ctx, model, loops, tokens, targets, masks, *tensors):
         state, params = tensors[:model.state_count], tensors[model.state_count:]
-        logits, final_state, record = model.run(tokens, state, dict(zip(model.param_names, params)), masks)
+        logits, final_state, record = model.run(tokens, state, dict(zip(model.param_names, params)), masks, loops)
         loss, log_probs = mean_cross_entropy(logits, targets)
         # the record holds only tensors made here (the weights as snapshots), none of the inputs, which
         # the update will change in place; kept on ctx, it lives as long as the graph that needs it
@@ -179,10 +156,10 @@ class StackedLoss(torch.autograd.Function):
     @staticmethod
     def backward(ctx, d_loss, *d_final):
         model = ctx.model
-        need_d_state0 = any(ctx.needs_input_grad[4:4 + model.state_count])
+        need_d_state0 = any(ctx.needs_input_grad[5:5 + model.state_count])
         # the hand-written gradient is not itself differentiable: nothing for autograd to record, even
         # under backward(create_graph=True)
         with torch.no_grad():
             dlogits = None if d_loss is None else cross_entropy_grad(ctx.log_probs, ctx.targets, d_loss)
             grads, d_state0 = model.backprop(ctx.record, dlogits, d_final, need_d_state0)
-        return (None, None, None, None, *(d_state0 or (None,) * model.state_count), *grads)
+        return (None, None, None, None, None, *(d_state0 or (None,) * model.state_count), *grads)
