@@ -15,12 +15,9 @@
    BLAS does, so the numbers agree to float32 rounding, not bit for bit.
 
    C11 (atomics), pthreads and the vector types of GCC and Clang, written so that the compiler
-   vectorises the inner loops for whatever the processor has; loaded with
-   ctypes (scratchrnn/kernels/decode.py), so there is no Python C-API here. Measurements behind the
+   vectorises the inner loops for whatever the processor has; called from Python through module.c. Measurements behind the
    choices: benchmarks/README.md, "Generation: the compiled decoder". */
-#include <sched.h>
 #include <stdatomic.h>
-#include <time.h>
 
 #include "panels.h"
 
@@ -29,15 +26,6 @@
 #define WARM_UP_STEPS 32   /* waits before this step are the threads starting, not contention */
 #define MIN_LOSS_NS 1000000LL  /* waiting that calls for computing alone: more than this, and more than
                                   the work that would add (one short delay of the others does not) */
-
-/* The width of the vectors this build computes with (VEC), for decode.max_batch. */
-int VARIANT_NAME(scratchrnn_vector_floats)(void) { return VEC; }
-
-/* The kernel's tanh over an array, for the tests to hold it to NumPy's. */
-void VARIANT_NAME(scratchrnn_tanh)(int n, const float *x, float *out)
-{
-    for (int i = 0; i < n; i++) out[i] = tanh_float(x[i]);
-}
 
 /* One slice of the columns of the state: its weights, packed, and its accumulators. Thread t computes
    slice t; a thread alone (see run_worker) computes them all. */
@@ -73,26 +61,9 @@ typedef struct {
 
 typedef struct { Shared *shared; int thread; } Worker;
 
-static long long nanoseconds(void)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return now.tv_sec * 1000000000LL + now.tv_nsec;
-}
-
-/* The threads meet here once per step: spin (a step takes microseconds), and after a while give the
-   core away. Returns how long it waited past the first spins, in ns: 0 when the others came in time. */
-static long long wait_for_all(Shared *s, int target)
-{
-    long long start = 0;
-    int spins = 0;
-    while (atomic_load_explicit(&s->arrived, memory_order_acquire) < target) {
-        if (++spins < 200) { cpu_relax(); continue; }
-        if (spins == 200) start = nanoseconds();
-        if (spins < 4000) cpu_relax(); else sched_yield();
-    }
-    return start ? nanoseconds() - start : 0;
-}
+/* The threads meet here once per step (pool.h): returns how long this one waited past the first
+   looks, 0 when the others came in time. */
+static long long wait_for_all(Shared *s, int target) { return scratchrnn_wait_for(&s->arrived, target); }
 
 static void arrive(Shared *s) { atomic_fetch_add_explicit(&s->arrived, 1, memory_order_acq_rel); }
 
@@ -238,7 +209,7 @@ static void *run_worker(void *arg)
             for (int b = 0; b < B; b++) s->tokens[(size_t)b * s->num_tokens + generated] = token[b];
         /* h_t, mostly written by the other threads, fetched in one go rather than a cache line at a
            time as the product reaches it (7.0 -> 6.2 us a step when it was written) */
-        const long long started = w->thread == 0 && !alone ? nanoseconds() : 0;
+        const long long started = w->thread == 0 && !alone ? scratchrnn_nanoseconds() : 0;
         memcpy(h_copy, s->state[parity], sizeof(float) * (size_t)B * H);
         float *h_next = s->state[parity ^ 1], *shares = s->shares[parity];
         for (int t = alone ? 0 : w->thread; t < (alone ? T : w->thread + 1); t++)
@@ -246,7 +217,7 @@ static void *run_worker(void *arg)
         if (alone) {
             atomic_fetch_add_explicit(&s->arrived, T, memory_order_acq_rel);
         } else {
-            if (w->thread == 0) worked += nanoseconds() - started;
+            if (w->thread == 0) worked += scratchrnn_nanoseconds() - started;
             arrive(s);
             const long long wait = wait_for_all(s, T * (step + 2));
             if (w->thread == 0 && step >= WARM_UP_STEPS) {

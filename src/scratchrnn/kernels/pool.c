@@ -1,31 +1,35 @@
-/* The library's own threads, shared by every variant of the kernels (compiled once, for the
-   architecture's baseline).
+/* The threads the kernels run on, shared by every variant of the kernels (compiled once, for the
+   architecture's baseline): the library's own, or an OpenMP runtime's team.
 
    Each call says how many threads it may use: the caller passes what the framework it serves is told
    to use (torch.get_num_threads() under PyTorch, SCRATCHRNN_THREADS or OMP_NUM_THREADS otherwise;
    _library.py), so the kernels never take more cores than that framework would, and never depend on
-   which other framework is loaded. No OpenMP runtime is involved, so it works the same beside GNU,
-   Intel or LLVM OpenMP, or none.
+   which other framework is loaded.
 
-   The helpers are started once and kept: a call wakes as many as it may use, they and the calling
-   thread take the call's jobs one at a time until none is left, and the helpers spin for a moment for
-   the next call (the two loops of a training step come milliseconds apart), then sleep. A job is
-   claimed with a compare-and-swap on one word that also names the call, so a helper that wakes late
-   never takes a job of a later call, and a call returns as soon as its jobs are done, whether or not
-   every helper it woke has come. One call at a time uses the helpers; a call made while another runs
-   (from another Python thread) computes its jobs on its own thread.
+   The library's own threads (the helpers) need no OpenMP runtime, so they work the same beside GNU,
+   Intel or LLVM OpenMP, or none. They are started once and kept: a call wakes as many as it may use,
+   they and the calling thread take the call's jobs one at a time until none is left, and the helpers
+   spin for a moment for the next call (the two loops of a training step come milliseconds apart),
+   then sleep. A job is claimed with a compare-and-swap on one word that also names the call, so a
+   helper that wakes late never takes a job of a later call, and a call returns as soon as its jobs
+   are done, whether or not every helper it woke has come. One call at a time uses the helpers; a call
+   made while another runs (from another Python thread) computes its jobs on its own thread.
 
-   A framework's own threads instead: a caller may name a team (scratchrnn_use_team), a function that
-   runs a body on the threads of the framework it serves (under PyTorch: at::parallel_for, compiled
-   against the PyTorch that is loaded, see torch_team.py). The calls of that Python thread then run
-   their jobs there and leave the helpers asleep: beside PyTorch, whose OpenMP threads keep spinning
-   for a while after each of its operations, helpers of our own would compete with them for the same
-   cores. The team is per calling thread, so what one backend chose never reaches another's calls. */
+   A framework's threads instead (scratchrnn_use_openmp): PyTorch runs its operators on a team of its
+   OpenMP runtime, whose threads keep spinning for a while after each operation; helpers of our own
+   would compete with them for the same cores. So the torch backend's calls run their jobs on that
+   team, through GOMP_parallel, the entry point a "#pragma omp parallel" compiles to, found in the
+   runtime already loaded (PyTorch's libgomp; Intel's and LLVM's runtimes have it too), with no
+   compiler at run time. The choice is per calling thread, so what one backend chose never reaches
+   another's calls. */
+#define _GNU_SOURCE                      /* RTLD_DEFAULT */
+#include <dlfcn.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "pool.h"
@@ -49,6 +53,15 @@ static int helpers;                      /* started; changed under call_lock */
 static uint32_t started_at[MAX_HELPERS]; /* the generation each helper was started in */
 static pthread_once_t fork_handler_once = PTHREAD_ONCE_INIT;
 
+/* One look of a spin-wait: on x86 a pause, which tells the processor this thread only waits and leaves
+   more of the core to its other hardware thread; elsewhere nothing. */
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
 #define GENERATION_MASK 0xffffffu
 static uint32_t generation_of(uint64_t c) { return (uint32_t)(c >> 40) & GENERATION_MASK; }
 static int wanted_of(uint64_t c) { return (int)((c >> 32) & 0xff); }
@@ -60,7 +73,7 @@ static uint64_t claim_word(uint32_t generation, int wanted, int count)
            | ((uint64_t)count << 16);
 }
 
-static long long nanoseconds(void)
+long long scratchrnn_nanoseconds(void)
 {
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
@@ -89,7 +102,7 @@ static uint64_t wait_for_call(uint32_t seen)
     for (int spins = 0; generation_of(c = atomic_load_explicit(&claim, memory_order_acquire)) == seen;
          spins++) {
         if ((spins & 255) == 0) {
-            const long long now = nanoseconds();
+            const long long now = scratchrnn_nanoseconds();
             if (!since) since = now;
             else if (now - since > SPIN_NS) break;
         }
@@ -144,11 +157,33 @@ static void run_alone(void *(*fn)(void *), char *jobs, size_t size, int count)
     scratchrnn_note_threads(1);
 }
 
-static _Thread_local scratchrnn_team current_team;
+/* GOMP_parallel(body, data, threads, flags): runs body(data) on a team of `threads` (0: the runtime's
+   default), the calling thread included, and returns when all have returned. */
+typedef void gomp_parallel_fn(void (*body)(void *), void *data, unsigned threads, unsigned flags);
+static _Atomic(gomp_parallel_fn *) gomp_parallel;
+static _Thread_local int on_openmp;
 
-void scratchrnn_use_team(scratchrnn_team team) { current_team = team; }
+int scratchrnn_openmp_found(void)
+{
+    /* looked up until found: a framework may load its runtime after the first question (PyTorch
+       loads its libgomp into the global namespace, where RTLD_DEFAULT finds it) */
+    if (atomic_load(&gomp_parallel) == NULL) {
+        void *symbol = dlsym(RTLD_DEFAULT, "GOMP_parallel");
+        gomp_parallel_fn *function;
+        memcpy(&function, &symbol, sizeof function);       /* a data pointer to a function pointer */
+        atomic_store(&gomp_parallel, function);
+    }
+    return atomic_load(&gomp_parallel) != NULL;
+}
 
-/* One call's jobs, taken one at a time by the members of a team. */
+int scratchrnn_use_openmp(int on)
+{
+    if (on && !scratchrnn_openmp_found()) return 0;
+    on_openmp = on != 0;
+    return 1;
+}
+
+/* One call's jobs, taken one at a time by the members of an OpenMP team. */
 typedef struct {
     void *(*fn)(void *);
     char *jobs;
@@ -157,21 +192,36 @@ typedef struct {
     atomic_int next;
 } TeamCall;
 
-static void team_member(void *arg, int member)
+static void team_member(void *arg)
 {
-    (void)member;
     TeamCall *tc = arg;
     for (int j; (j = atomic_fetch_add_explicit(&tc->next, 1, memory_order_relaxed)) < tc->count;)
         tc->fn(tc->jobs + (size_t)j * tc->size);
 }
 
+/* Spins this many looks, then times the wait; yields the core from WAIT_SPINS looks on. */
+#define WAIT_UNTIMED_SPINS 200
+#define WAIT_SPINS 4000
+
+long long scratchrnn_wait_for(atomic_int *count, int target)
+{
+    long long start = 0;
+    for (int spins = 0; atomic_load_explicit(count, memory_order_acquire) < target;) {
+        if (spins < WAIT_SPINS) spins++;
+        if (spins == WAIT_UNTIMED_SPINS) start = scratchrnn_nanoseconds();
+        if (spins < WAIT_SPINS) cpu_relax();
+        else sched_yield();
+    }
+    return start ? scratchrnn_nanoseconds() - start : 0;
+}
+
 void scratchrnn_pool_run(void *(*fn)(void *), void *jobs, size_t size, int count, int threads)
 {
     if (threads > count) threads = count;
-    if (current_team && threads > 1) {
+    if (on_openmp && threads > 1) {
         TeamCall tc = { .fn = fn, .jobs = jobs, .size = size, .count = count };
         atomic_init(&tc.next, 0);
-        current_team(team_member, &tc, threads);
+        atomic_load(&gomp_parallel)(team_member, &tc, (unsigned)threads, 0);
         scratchrnn_note_threads(threads);
         return;
     }
@@ -205,9 +255,7 @@ void scratchrnn_pool_run(void *(*fn)(void *), void *jobs, size_t size, int count
         pthread_mutex_unlock(&sleep_lock);
     }
     take_jobs(generation);
-    /* every job claimed; wait for those still running on helpers */
-    for (int spins = 0; atomic_load_explicit(&done, memory_order_acquire) < count; spins++)
-        if (spins < 100000) cpu_relax(); else sched_yield();
+    scratchrnn_wait_for(&done, count);     /* every job claimed: wait for those still running on helpers */
     scratchrnn_note_threads(1 + wanted);
     pthread_mutex_unlock(&call_lock);
 }
