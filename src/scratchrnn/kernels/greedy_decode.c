@@ -54,8 +54,8 @@ typedef struct {
     Slice *slices;
     /* on cache lines of their own: the threads bump `arrived` every step, and must not thereby evict
        the read-only fields above from each other's caches */
-    _Alignas(64) atomic_int arrived;
-    char padding[64 - sizeof(atomic_int)];
+    _Alignas(64) scratchrnn_meeting arrived;
+    char padding[64 - sizeof(scratchrnn_meeting)];
     _Alignas(64) atomic_llong alone;   /* the steps thread 0 computes alone: see alone_at */
 } Shared;
 
@@ -65,7 +65,7 @@ typedef struct { Shared *shared; int thread; } Worker;
    looks, 0 when the others came in time. */
 static long long wait_for_all(Shared *s, int target) { return scratchrnn_wait_for(&s->arrived, target); }
 
-static void arrive(Shared *s) { atomic_fetch_add_explicit(&s->arrived, 1, memory_order_acq_rel); }
+static void arrive(Shared *s) { scratchrnn_arrive(&s->arrived, 1); }
 
 /* The logits of every row (into `logits`, this thread's copy) and the first maximum of each. At step 0
    they are those passed in; later, b_q plus every slice's share from the step before. */
@@ -215,7 +215,7 @@ static void *run_worker(void *arg)
         for (int t = alone ? 0 : w->thread; t < (alone ? T : w->thread + 1); t++)
             advance_slice(s, &s->slices[t], t, step, h_copy, token, h_next, shares);
         if (alone) {
-            atomic_fetch_add_explicit(&s->arrived, T, memory_order_acq_rel);
+            scratchrnn_arrive(&s->arrived, T);
         } else {
             if (w->thread == 0) worked += scratchrnn_nanoseconds() - started;
             arrive(s);
@@ -264,7 +264,6 @@ static int decode_columns(int batch, int hidden, int vocab, int num_forced, int 
                  .logits = logits, .tokens = tokens, .vocab_padded = round_up(vocab, LANES) };
     const int block = round_up((hidden + num_threads - 1) / num_threads, LANES);
     s.num_threads = (hidden + block - 1) / block;        /* every thread gets some columns */
-    atomic_init(&s.arrived, 0);
     atomic_init(&s.alone, 0);
     const size_t state_size = sizeof(float) * (size_t)batch * hidden;
     const size_t shares_size = sizeof(float) * (size_t)s.num_threads * batch * s.vocab_padded;
@@ -301,7 +300,7 @@ static int decode_columns(int batch, int hidden, int vocab, int num_forced, int 
                throughout, and arrives there for itself and for the missing ones */
             for (int t = started; t < s.num_threads; t++) pack_slice(&s, &s.slices[t]);
             set_alone(&s, 0, s.num_steps);
-            atomic_fetch_add(&s.arrived, s.num_threads - started);
+            scratchrnn_arrive(&s.arrived, s.num_threads - started);
         }
         scratchrnn_note_threads(started);
         run_worker(&workers[0]);

@@ -40,7 +40,7 @@ struct Loop {
     void (*stage)(const Loop *, int stage, const Share *);
     Share share[LSTM_MAX_SHARES];
     atomic_int *claimed;                  /* (stages, shares): taken */
-    atomic_int *finished;                 /* (stages): shares done */
+    scratchrnn_meeting *finished;         /* (stages): shares done */
 };
 
 typedef struct { Loop *loop; int own; } Worker;
@@ -59,7 +59,7 @@ static void *work_stages(void *arg)
                                                             memory_order_relaxed))
                 continue;
             loop->stage(loop, s, &loop->share[share]);
-            atomic_fetch_add_explicit(&loop->finished[s], 1, memory_order_release);
+            scratchrnn_arrive(&loop->finished[s], 1);
         }
         /* every share is claimed, and each is being computed: wait for them */
         scratchrnn_wait_for(&loop->finished[s], loop->shares);
@@ -74,7 +74,7 @@ static int run_shares(Loop *loop, int transposed, int threads)
     const int H = loop->hidden, vectors = (H + LANES - 1) / LANES;
     int status = -1;
     loop->claimed = calloc((size_t)loop->stages * loop->shares, sizeof(atomic_int));
-    loop->finished = calloc((size_t)loop->stages, sizeof(atomic_int));
+    loop->finished = calloc((size_t)loop->stages, sizeof(scratchrnn_meeting));
     Worker *workers = malloc(sizeof(Worker) * (size_t)loop->shares);
     int ready = loop->claimed && loop->finished && workers;
     for (int k = 0; k < loop->shares; k++) {

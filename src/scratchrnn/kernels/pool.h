@@ -1,6 +1,6 @@
 /* The threads the kernels run on (pool.c, compiled once, for every variant): the library's own, or
    the team of the OpenMP runtime a framework has loaded; and the one way their threads wait for each
-   other. */
+   other (scratchrnn_wait_for). */
 #ifndef SCRATCHRNN_POOL_H
 #define SCRATCHRNN_POOL_H
 
@@ -22,12 +22,22 @@ int scratchrnn_last_threads(void);
 /* How many helper threads of its own the library has started. */
 int scratchrnn_pool_helpers(void);
 
-/* Waits until *count reaches target: the one way the kernels' threads wait for each other (at the end
-   of a call, at every step of the decoder and of the LSTM's units). It spins first, a pause at each
-   look (a step takes microseconds), then gives the core away between looks, in case the thread
-   waited for needs this core. Returns the nanoseconds it waited past its first few looks: 0 when the
-   others were already there or came at once. */
-long long scratchrnn_wait_for(atomic_int *count, int target);
+/* Where threads wait for each other: a count that only grows (jobs done, threads arrived), and how
+   many threads sleep on it. Zeroed memory is a meeting with count 0. */
+typedef struct {
+    atomic_int count;
+    atomic_int sleepers;
+} scratchrnn_meeting;
+
+/* Adds n to the meeting's count, waking whoever sleeps on it. */
+void scratchrnn_arrive(scratchrnn_meeting *meeting, int n);
+/* Waits until the meeting's count reaches target: the one way the kernels' threads wait for each
+   other (helpers for a call, a call for its jobs, the decoder's threads at every step, the LSTM's at
+   every stage). It spins first, a pause at each look (a step takes microseconds), and after
+   SCRATCHRNN_SPIN_NS sleeps until an arrival wakes it, so that a machine with more threads than cores
+   gives their cores to the threads that work. Returns the nanoseconds it waited past its first few
+   looks: 0 when the others were already there or came at once. */
+long long scratchrnn_wait_for(scratchrnn_meeting *meeting, int target);
 
 /* The monotonic clock in nanoseconds. */
 long long scratchrnn_nanoseconds(void);
