@@ -101,6 +101,11 @@ class BuildKernels(build_ext):
                                          macros=macros, extra_postargs=COMPILE_ARGS)
         path = self.get_ext_fullpath(ext.name)
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        # a module of another name left beside it (another Python's, or the ctypes library of older
+        # versions) would be found first by the loader: only the one just built stays
+        for stale in Path(path).parent.glob("_kernels*.so"):
+            if stale.name != Path(path).name:
+                stale.unlink()
         self.compiler.link_shared_object(objects, path, libraries=["m", "dl"], extra_postargs=["-pthread"],
                                          target_lang="c")
 

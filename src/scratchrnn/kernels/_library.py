@@ -117,6 +117,8 @@ def threads(framework: str | None = None) -> int:
 
 
 def _find_library() -> Path | None:
+    """The module's file beside this one (under the first of this Python's extension suffixes that
+    names one; setup.py leaves no other), or None."""
     here = Path(__file__).parent
     for suffix in importlib.machinery.EXTENSION_SUFFIXES:
         candidate = here / f"_kernels{suffix}"
