@@ -39,6 +39,7 @@ import os
 import platform
 import statistics
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -165,12 +166,13 @@ def _concise_model(ch, layer, vocab_size):
 def compiled_loops(row: str):
     """The step loops a ``torch-*`` row runs, for the block's duration: forced on (``torch-compiled``;
     ``torch-own`` on the kernels' own threads), forced off (``torch-loop``), else as chosen."""
+    import numpy as np
     from scratchrnn import kernels
     from scratchrnn.kernels import torch_team
     saved = kernels.supports, torch_team.team, os.environ.get("SCRATCHRNN_NO_KERNEL")
     if row in ("torch-compiled", "torch-own"):
         kernels.supports = lambda cell, dtype, device, op, **_: (
-            device == "cpu" and str(dtype) == "float32" and kernels.load() is not None)
+            device == "cpu" and np.dtype(dtype) == np.float32 and op != "decode" and kernels.load() is not None)
     if row == "torch-own":
         torch_team.team = lambda: None
     if row == "torch-loop":
@@ -212,9 +214,9 @@ def flops_per_token(cell: str, hidden: int, vocab_size: int) -> float:
     return 6 * (GATES[cell] * hidden * hidden + hidden * vocab_size)
 
 
-def gemm_rates(seconds: float) -> dict:
+def gemm_rates(seconds: float, clock=time.perf_counter) -> dict:
     """GFLOP/s of a 512x512 float32 product in PyTorch and in NumPy, now."""
-    return {framework: bench.gemm_gflops(framework, "cpu", seconds) for framework in ("torch", "numpy")}
+    return {framework: bench.gemm_gflops(framework, "cpu", seconds, clock=clock) for framework in ("torch", "numpy")}
 
 
 def format_table(medians: dict, gemm: float, vocab_size: int, hidden: int) -> str:
@@ -239,8 +241,14 @@ def main() -> None:
                         help="threads for every row, torch's and NumPy's BLAS alike (default: the libraries' "
                              "own); 1 on a machine whose other programs keep a core busy, where a team of "
                              "two threads waits at every step for the one that shares its core")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="cpu: rates from the CPU time this process took (with --threads 1: what a row "
+                             "costs a core, which other programs taking the core for a while do not add to)")
     parser.add_argument("--name", help="write benchmarks/results/<name>.json")
     args = parser.parse_args()
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
+    if args.clock == "cpu" and args.threads != 1:
+        parser.error("--clock cpu needs --threads 1 (the CPU time of several threads counts their waiting)")
     if args.threads:
         # before NumPy and torch are imported: their BLAS libraries read these when they start
         for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -266,20 +274,22 @@ def main() -> None:
     names = list(runners)
     steal = bench.StealMeter()
     for round_index in range(args.rounds):
-        for framework, rate in gemm_rates(0.3).items():
+        for framework, rate in gemm_rates(0.3, clock).items():
             gemm[framework].append(rate)
         order = names[round_index % len(names):] + names[:round_index % len(names)]
         for name in order:
             timed = batches[2 + args.batches * round_index:][:args.batches]
             bench.settle()
-            rates[name].append(runners[name].train(timed))
+            start = clock()
+            rate = runners[name].train(timed)
+            rates[name].append(rate if args.clock == "wall" else len(timed) * 32 * 35 / (clock() - start))
         print(f"  round {round_index + 1} of {args.rounds}: load average {os.getloadavg()[0]:.2f}", flush=True)
 
     steal_share = steal.share()
     medians = {name: statistics.median(values) for name, values in rates.items()}
     gemm_medians = {framework: statistics.median(values) for framework, values in gemm.items()}
     best_gemm = max(gemm_medians.values())
-    print(f"\nmedian of {args.rounds} rounds, {args.batches} batches of 32 x 35 tokens per timing; "
+    print(f"\nmedian of {args.rounds} rounds, {args.batches} batches of 32 x 35 tokens per timing, {args.clock} clock; "
           f"torch threads {torch.get_num_threads()}; load average {os.getloadavg()}; kernels {kernels.status()}"
           + f"; {bench.StealMeter.describe(steal_share)}")
     print(format_table(medians, best_gemm, len(vocab), spec["num_hiddens"]))
