@@ -98,9 +98,11 @@ static void pick_tokens(const Shared *s, int step, const float *shares, float *l
 }
 
 /* Whether the slices hold W_hh in panels (panels.h): with several rows, whose products read it a panel
-   at a time; a single row's product takes more vectors of columns at once than a panel holds, and
-   reads W_hh as whole rows. */
+   at a time. A single row's product takes more vectors of columns at once than a panel holds
+   (SINGLE_ROW_VECS): its W_hh is laid out in blocks of that many, each block's rows one after the
+   other, so that the product streams the weights in order, as it does a panel. */
 static int in_panels(const Shared *s) { return s->batch > 1; }
+#define SINGLE_ROW_BLOCK (SINGLE_ROW_VECS * VEC)
 
 /* Packs slice t's weights; run by the thread that computes it, so that they land in its core's cache. */
 static void pack_slice(const Shared *s, Slice *c)
@@ -115,10 +117,15 @@ static void pack_slice(const Shared *s, Slice *c)
                         .first = 0, .count = (c->padded + PANEL - 1) / PANEL };
         pack_panels(&job);
     } else {
-        memset(c->W_hh, 0, sizeof(float) * (size_t)H * c->padded);
-        for (int i = 0; i < H; i++)
-            memcpy(c->W_hh + (size_t)i * c->padded, s->W_step + (size_t)i * stride + c->first,
-                   sizeof(float) * c->width);
+        for (int first = 0; first < c->padded; first += SINGLE_ROW_BLOCK) {
+            const int columns = c->padded - first < SINGLE_ROW_BLOCK ? c->padded - first : SINGLE_ROW_BLOCK;
+            const int real = c->width - first < columns ? (c->width - first > 0 ? c->width - first : 0) : columns;
+            float *out = c->W_hh + (size_t)H * first;
+            for (int i = 0; i < H; i++, out += columns) {
+                memcpy(out, s->W_step + (size_t)i * stride + c->first + first, sizeof(float) * real);
+                memset(out + real, 0, sizeof(float) * (columns - real));
+            }
+        }
     }
     for (int j = 0; j < c->width; j++)
         memcpy(c->W_hq + (size_t)j * VP, s->W_step + (size_t)(c->first + j) * stride + H, sizeof(float) * V);
@@ -139,7 +146,10 @@ static void advance_slice(const Shared *s, const Slice *c, int index, int step, 
     if (in_panels(s))
         add_panel_product(c->acc, wp, h, H, c->W_hh, H, B, wp / VEC, step & 1);
     else
-        add_product(c->acc, wp, h, H, c->W_hh, wp, H, B, wp / VEC);
+        for (int first = 0; first < wp; first += SINGLE_ROW_BLOCK) {
+            const int columns = wp - first < SINGLE_ROW_BLOCK ? wp - first : SINGLE_ROW_BLOCK;
+            add_product(c->acc + first, wp, h, H, c->W_hh + (size_t)H * first, columns, H, B, columns / VEC);
+        }
     for (int b = 0; b < B; b++) {
         float *a = c->acc + (size_t)b * wp;
         activate(a, a, wp, s->relu);                                 /* padding stays 0 */
