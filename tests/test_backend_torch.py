@@ -354,6 +354,42 @@ def test_the_torch_backends_kernel_calls_run_on_pytorchs_threads(team, tmp_path)
         assert counts.split() == ["2", "1"]                 # the caller and one helper
 
 
+_OPENMP_TEAM = """
+import numpy as np, torch
+from scratchrnn import kernels
+from scratchrnn.kernels import _library, recurrence, torch_team
+torch.set_num_threads(2)
+rng = np.random.default_rng(0)
+W = rng.normal(0, 0.05, (64, 64)).astype(np.float32)
+inputs = rng.normal(0, 0.5, (6, 32, 64)).astype(np.float32)
+alone, on_team = inputs.copy(), inputs.copy()
+recurrence.forward(alone, W, "tanh", threads=1)
+with kernels.running_on(torch_team.team()):
+    recurrence.forward(on_team, W, "tanh", threads=2)
+print(torch_team.team(), kernels.last_threads(), _library.helper_threads(), np.array_equal(alone, on_team))
+"""
+
+
+@pytest.mark.skipif(kernels.load() is None, reason=f"compiled kernels {kernels.status()}")
+@pytest.mark.skipif("parallel backend: OpenMP" not in torch.__config__.parallel_info(),
+                    reason="this PyTorch runs its operators on another thread pool than OpenMP")
+def test_the_kernels_run_on_pytorchs_openmp_team_with_no_compiler(tmp_path):
+    """Whatever the backends choose: a kernel call inside running_on(torch_team.team()) runs its jobs
+    on PyTorch's OpenMP team (GOMP_parallel, found at run time: no compiler, CXX names none), on as
+    many threads as it is given, starts no thread of the library's own, and computes what one thread
+    computes (each row's sums are the same whichever thread takes them)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    env = {**os.environ, "CXX": str(tmp_path / "no-compiler"), "PYTHONPATH": str(Path(kernels.__file__).parents[2])}
+    env.pop("SCRATCHRNN_TORCH_TEAM", None)
+    done = subprocess.run([sys.executable, "-c", _OPENMP_TEAM], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["openmp", "2", "0", "True"]
+
+
 @trains_compiled
 def test_numpy_training_is_the_same_whether_or_not_torch_was_loaded(monkeypatch):
     """The NumPy backend's compiled loops take their threads from the environment, not from PyTorch:
