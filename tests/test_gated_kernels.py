@@ -1,7 +1,6 @@
 """The compiled step loops of the gated cells (scratchrnn.kernels.gated) held to the NumPy cells' own
 loops in float64, in every variant this processor runs, and the NumPy backend training GRU and LSTM
 models with them held to itself without them. Runs in the core process."""
-import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -252,9 +251,6 @@ def test_each_variant_is_used_only_where_it_was_measured_faster():
             for op in ("forward", "backward"):
                 want = gated.MAX_BATCH.get((variant, cell, op, "numpy"), 0)
                 assert gated.max_batch(cell, op, "numpy", kernels=chosen) == want
-                # a build for the building machine counts as the variant of its vector width
-                native = dataclasses.replace(chosen, variant="native")
-                assert gated.max_batch(cell, op, "numpy", kernels=native) == want
 
 
 def test_the_wrappers_refuse_terms_of_the_wrong_width():

@@ -3,8 +3,8 @@ processor, and reads the environment variables that steer them.
 
 ``pip install`` compiles one small extension module, ``scratchrnn/kernels/_kernels*.so`` (setup.py marks
 it optional, so an install without a C compiler still succeeds), holding the greedy decoder and the
-training loops in several variants: AVX-512, AVX2 with FMA and the architecture's baseline (or
-``native`` and the baseline, built with ``SCRATCHRNN_NATIVE=1``). The module says which variants it
+training loops in several variants: AVX-512, AVX2 with FMA and the architecture's baseline (only the
+baseline off x86-64). The module says which variants it
 holds and whether this processor runs each; the first that runs is used, unless
 ``SCRATCHRNN_KERNEL_VARIANT`` names one. Its functions check every array against the sizes they are
 given (module.c) before a kernel touches it.
@@ -32,7 +32,7 @@ from pathlib import Path
 from ._sources import source_hash
 
 MODULE = "scratchrnn.kernels._kernels"
-VARIANTS = ("native", "avx512", "avx2", "baseline")     # in the order of preference
+VARIANTS = ("avx512", "avx2", "baseline")     # in the order of preference
 MAX_DEFAULT_THREADS = 8
 _TRUE = ("1", "true", "yes", "on")
 

@@ -67,10 +67,7 @@ def max_batch(cell: str, op: str, framework: str | None = None, kernels: _librar
     kernels = kernels or _library.load()
     if kernels is None or kernels.gru_forward is None:
         return 0
-    variant = kernels.variant
-    if variant == "native":         # built for this machine: counts as the variant of its vector width
-        variant = {16: "avx512", 8: "avx2"}.get(kernels.vector_floats, "baseline")
-    return MAX_BATCH.get((variant, cell, op, framework or "numpy"), 0)
+    return MAX_BATCH.get((kernels.variant, cell, op, framework or "numpy"), 0)
 
 
 def _floats(array: np.ndarray | None, shape: tuple[int, ...], name: str) -> np.ndarray | None:

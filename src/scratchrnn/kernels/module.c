@@ -26,9 +26,6 @@
 
 /* The variants compiled into this library (setup.py defines SCRATCHRNN_HAS_<variant> for each that
    compiled), in the order of preference. */
-#ifdef SCRATCHRNN_HAS_native
-extern const ScratchrnnVariant scratchrnn_variant_native;
-#endif
 #ifdef SCRATCHRNN_HAS_avx512
 extern const ScratchrnnVariant scratchrnn_variant_avx512;
 #endif
@@ -38,9 +35,6 @@ extern const ScratchrnnVariant scratchrnn_variant_avx2;
 extern const ScratchrnnVariant scratchrnn_variant_baseline;
 
 static const ScratchrnnVariant *const variants[] = {
-#ifdef SCRATCHRNN_HAS_native
-    &scratchrnn_variant_native,
-#endif
 #ifdef SCRATCHRNN_HAS_avx512
     &scratchrnn_variant_avx512,
 #endif

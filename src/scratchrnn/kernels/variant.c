@@ -4,7 +4,7 @@
 #include "kernels.h"
 
 /* Whether this processor runs this variant: has every instruction set its files were compiled for
-   (the macros the compiler defines for its flags, -march=native's included). */
+   (the macros the compiler defines for its flags). */
 static int runs_here(void)
 {
 #if defined(__x86_64__) || defined(__i386__)
