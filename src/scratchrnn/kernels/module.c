@@ -155,9 +155,8 @@ static PyObject *result(int status)
 
 /* -- the entry points ------------------------------------------------------------------------------ */
 
-static PyObject *py_tanh(PyObject *self, PyObject *args)
+static PyObject *py_tanh(PyObject *Py_UNUSED(self), PyObject *args)
 {
-    (void)self;
     const char *name;
     int n;
     PyObject *x_object, *out_object;
@@ -177,9 +176,8 @@ static PyObject *py_tanh(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
-static PyObject *py_greedy_decode(PyObject *self, PyObject *args)
+static PyObject *py_greedy_decode(PyObject *Py_UNUSED(self), PyObject *args)
 {
-    (void)self;
     const char *name;
     int batch, hidden, vocab, num_forced, num_tokens, threads, relu;
     PyObject *objects[7];
@@ -216,9 +214,8 @@ static PyObject *py_greedy_decode(PyObject *self, PyObject *args)
 #define LOOP_SIZES(steps, batch, hidden, threads) \
     {"steps", steps, 0}, {"batch", batch, 1}, {"hidden", hidden, 1}, {"threads", threads, 1}
 
-static PyObject *py_recurrence_forward(PyObject *self, PyObject *args)
+static PyObject *py_recurrence_forward(PyObject *Py_UNUSED(self), PyObject *args)
 {
-    (void)self;
     const char *name;
     int steps, batch, hidden, threads, relu;
     PyObject *W_hh_object, *hs_object;
@@ -240,9 +237,8 @@ static PyObject *py_recurrence_forward(PyObject *self, PyObject *args)
     return PyErr_Occurred() ? NULL : result(status);
 }
 
-static PyObject *py_recurrence_backward(PyObject *self, PyObject *args)
+static PyObject *py_recurrence_backward(PyObject *Py_UNUSED(self), PyObject *args)
 {
-    (void)self;
     const char *name;
     int steps, batch, hidden, threads, relu;
     PyObject *objects[6];
@@ -271,9 +267,8 @@ static PyObject *py_recurrence_backward(PyObject *self, PyObject *args)
     return PyErr_Occurred() ? NULL : result(status);
 }
 
-static PyObject *py_gru_forward(PyObject *self, PyObject *args)
+static PyObject *py_gru_forward(PyObject *Py_UNUSED(self), PyObject *args)
 {
-    (void)self;
     const char *name;
     int steps, batch, hidden, threads;
     PyObject *objects[7];
@@ -303,9 +298,8 @@ static PyObject *py_gru_forward(PyObject *self, PyObject *args)
     return PyErr_Occurred() ? NULL : result(status);
 }
 
-static PyObject *py_gru_backward(PyObject *self, PyObject *args)
+static PyObject *py_gru_backward(PyObject *Py_UNUSED(self), PyObject *args)
 {
-    (void)self;
     const char *name;
     int steps, batch, hidden, threads;
     PyObject *objects[9];
@@ -338,9 +332,8 @@ static PyObject *py_gru_backward(PyObject *self, PyObject *args)
     return PyErr_Occurred() ? NULL : result(status);
 }
 
-static PyObject *py_lstm_forward(PyObject *self, PyObject *args)
+static PyObject *py_lstm_forward(PyObject *Py_UNUSED(self), PyObject *args)
 {
-    (void)self;
     const char *name;
     int steps, batch, hidden, threads, unit_shares;
     PyObject *objects[6];
@@ -370,9 +363,8 @@ static PyObject *py_lstm_forward(PyObject *self, PyObject *args)
     return PyErr_Occurred() ? NULL : result(status);
 }
 
-static PyObject *py_lstm_backward(PyObject *self, PyObject *args)
+static PyObject *py_lstm_backward(PyObject *Py_UNUSED(self), PyObject *args)
 {
-    (void)self;
     const char *name;
     int steps, batch, hidden, threads, unit_shares;
     PyObject *objects[10];
@@ -411,9 +403,8 @@ static PyObject *py_lstm_backward(PyObject *self, PyObject *args)
 
 /* -- the library's state ------------------------------------------------------------------------- */
 
-static PyObject *py_variants(PyObject *self, PyObject *unused)
+static PyObject *py_variants(PyObject *Py_UNUSED(self), PyObject *Py_UNUSED(unused))
 {
-    (void)self, (void)unused;
     PyObject *list = PyList_New(0);
     for (int v = 0; list && v < VARIANT_COUNT; v++) {
         PyObject *entry = Py_BuildValue("(sii)", variants[v]->name, variants[v]->runs_here() != 0,
@@ -428,29 +419,25 @@ static PyObject *py_variants(PyObject *self, PyObject *unused)
     return list;
 }
 
-static PyObject *py_use_openmp(PyObject *self, PyObject *args)
+static PyObject *py_use_openmp(PyObject *Py_UNUSED(self), PyObject *args)
 {
-    (void)self;
     int on;
     if (!PyArg_ParseTuple(args, "p:use_openmp", &on)) return NULL;
     return PyBool_FromLong(scratchrnn_use_openmp(on));
 }
 
-static PyObject *py_openmp_found(PyObject *self, PyObject *unused)
+static PyObject *py_openmp_found(PyObject *Py_UNUSED(self), PyObject *Py_UNUSED(unused))
 {
-    (void)self, (void)unused;
     return PyBool_FromLong(scratchrnn_openmp_found());
 }
 
-static PyObject *py_last_threads(PyObject *self, PyObject *unused)
+static PyObject *py_last_threads(PyObject *Py_UNUSED(self), PyObject *Py_UNUSED(unused))
 {
-    (void)self, (void)unused;
     return PyLong_FromLong(scratchrnn_last_threads());
 }
 
-static PyObject *py_pool_helpers(PyObject *self, PyObject *unused)
+static PyObject *py_pool_helpers(PyObject *Py_UNUSED(self), PyObject *Py_UNUSED(unused))
 {
-    (void)self, (void)unused;
     return PyLong_FromLong(scratchrnn_pool_helpers());
 }
 
