@@ -162,7 +162,7 @@ static void *helper_main(void *arg)
     const int index = (int)(intptr_t)arg;
     int seen = started_at[index];
     for (;;) {
-        scratchrnn_wait_for(&calls, seen + 1);
+        scratchrnn_wait_for(&calls, (int)((unsigned)seen + 1));   /* counts wrap around */
         /* the claim word was written before the count: it is this call's, or a later one's, whose
            count the next wait then finds at once */
         seen = atomic_load_explicit(&calls.count, memory_order_acquire);
