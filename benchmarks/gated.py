@@ -1,20 +1,25 @@
-"""Training speed of the gated cells (GRU, LSTM) at the chapter's settings, side by side in one process.
+"""Training speed of the three cells (RNN, GRU, LSTM) at the chapter's settings, side by side in one process.
 
-    .venv/bin/python benchmarks/gated.py                        # GRU and LSTM, every row, 5 rounds
+    .venv/bin/python benchmarks/gated.py                        # every cell, the default rows, 5 rounds
     .venv/bin/python benchmarks/gated.py --cells lstm --rounds 9 --name gated-cpu-2core
     .venv/bin/python benchmarks/gated.py --threads 1            # one thread for every row
+    .venv/bin/python benchmarks/gated.py --rows torch-compiled,torch-own   # PyTorch's team or the kernels' own
 
 Rows, for each cell (batch 32, 35 steps, 512 hidden units, the 28-token vocabulary of the bundled Time
 Machine, one-hot inputs, SGD with lr 1, gradients clipped to norm 1, sequential batches with the state
 carried and detached, float32, on the CPU):
 
-- ``book``: the book's own from-scratch code (D2L 9.1 ``gru``, 9.2 ``lstm``, with their ``get_params``
-  and ``init_*_state``), written out below, trained by the chapter's ``train_epoch_ch8`` with its
-  ``sgd`` and ``grad_clipping`` (from bench.py): the baseline;
-- ``nn``: ``torch.nn.GRU`` / ``torch.nn.LSTM`` in the book's concise ``RNNModel`` (one-hot inputs, a
+- ``book``: the book's own from-scratch code (D2L 8.5 ``rnn``, 9.1 ``gru``, 9.2 ``lstm``, with their
+  ``get_params`` and ``init_*_state``), written out below and in bench.py, trained by the chapter's
+  ``train_epoch_ch8`` with its ``sgd`` and ``grad_clipping`` (from bench.py): the baseline;
+- ``nn``: ``torch.nn.RNN`` / ``GRU`` / ``LSTM`` in the book's concise ``RNNModel`` (one-hot inputs, a
   linear output layer), trained by that same loop;
 - ``torch-chapter``: scratchrnn's torch backend, impl="chapter" (the book's cells, autograd);
-- ``torch``: scratchrnn's torch backend, its default fast path (hand-written BPTT, ``backends/torch/fast_model.py``);
+- ``torch``: scratchrnn's torch backend, its default fast path (hand-written BPTT,
+  ``backends/torch/fast_model.py``), with the loops it chooses;
+- ``torch-compiled``: the same with the compiled step loops forced on (on PyTorch's OpenMP team),
+  ``torch-own``: forced on, on the kernels' own threads (``SCRATCHRNN_TORCH_TEAM=0``), ``torch-loop``:
+  forced off (PyTorch's own step loops);
 - ``numpy``: scratchrnn's NumPy reference (hand-written BPTT).
 
 Every row lives in this one process (torch and NumPy only; no two deep-learning frameworks), and each
@@ -28,19 +33,22 @@ rate, is how near the limit each row trains.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import statistics
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench  # noqa: E402  (this folder: the chapter's training loop, the GEMM timer, the runners)
 
-CELLS = ("gru", "lstm")
-ROWS = ("book", "nn", "torch-chapter", "torch", "numpy")
-GATES = {"gru": 3, "lstm": 4}
+CELLS = ("rnn", "gru", "lstm")
+ROWS = ("book", "nn", "torch-chapter", "torch", "torch-compiled", "torch-own", "torch-loop", "numpy")
+DEFAULT_ROWS = ("book", "nn", "torch", "torch-compiled", "torch-loop")
+GATES = {"rnn": 1, "gru": 3, "lstm": 4}
 
 
 # =====================================================================================================
@@ -130,11 +138,12 @@ class _BookRunner(bench._ChapterRunner):
         self.ch = bench.chapter_code(torch, self.device)
         hidden = spec["num_hiddens"]
         if row == "book":
-            get_params, init_state, step = book_gated_code(torch)[cell]
+            get_params, init_state, step = (book_gated_code(torch)[cell] if cell != "rnn" else
+                                            (self.ch.get_params, self.ch.init_rnn_state, self.ch.rnn))
             self.net = self.ch.RNNModelScratch(len(vocab), hidden, self.device, get_params, init_state, step)
             params = self.net.params
         else:
-            layer = (nn.GRU if cell == "gru" else nn.LSTM)(len(vocab), hidden)
+            layer = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}[cell](len(vocab), hidden)
             self.net = _concise_model(self.ch, layer, len(vocab))
             params = list(self.net.parameters())
         self.updater = lambda batch_size: self.ch.sgd(params, 1.0, batch_size)
@@ -153,9 +162,34 @@ def _concise_model(ch, layer, vocab_size):
     return ConciseModel(layer, vocab_size)
 
 
+@contextlib.contextmanager
+def compiled_loops(row: str):
+    """The step loops a ``torch-*`` row runs, for the block's duration: forced on (``torch-compiled``;
+    ``torch-own`` on the kernels' own threads), forced off (``torch-loop``), else as chosen."""
+    import numpy as np
+    from scratchrnn import kernels
+    from scratchrnn.kernels import torch_team
+    saved = kernels.supports, torch_team.team, os.environ.get("SCRATCHRNN_NO_KERNEL")
+    if row in ("torch-compiled", "torch-own"):
+        kernels.supports = lambda cell, dtype, device, op, **_: (
+            device == "cpu" and np.dtype(dtype) == np.float32 and op != "decode" and kernels.load() is not None)
+    if row == "torch-own":
+        torch_team.team = lambda: None
+    if row == "torch-loop":
+        os.environ["SCRATCHRNN_NO_KERNEL"] = "1"
+    try:
+        yield
+    finally:
+        kernels.supports, torch_team.team = saved[0], saved[1]
+        if saved[2] is None:
+            os.environ.pop("SCRATCHRNN_NO_KERNEL", None)
+        else:
+            os.environ["SCRATCHRNN_NO_KERNEL"] = saved[2]
+
+
 class _GatedScratchRunner(bench._ScratchRunner):
-    """A scratchrnn backend with a gated cell, trained by the package's own loop
-    (``bench._ScratchRunner.train``)."""
+    """A scratchrnn backend with one of the cells, trained by the package's own loop
+    (``bench._ScratchRunner.train``), its step loops as the row says (``compiled_loops``)."""
 
     def __init__(self, cell, row, spec, vocab):
         from scratchrnn import backends
@@ -163,11 +197,16 @@ class _GatedScratchRunner(bench._ScratchRunner):
         from scratchrnn.training import TrainConfig
         name, options = ("numpy", {}) if row == "numpy" else ("torch", {"impl": "chapter" if row == "torch-chapter"
                                                                          else "fast"})
+        self.row = row
         config = ModelConfig(len(vocab), spec["num_hiddens"], cell=cell)
         self.backend = backends.create(name, init_params(config, 0), config, **options)
         self.config = TrainConfig(epochs=1, lr=1.0, batch_size=32, num_steps=spec["num_steps"],
                                   sampling="sequential", clip=1.0)
         self.vocab, self.device = vocab, "cpu"
+
+    def train(self, batches) -> float:
+        with compiled_loops(self.row):
+            return super().train(batches)
 
 
 def flops_per_token(cell: str, hidden: int, vocab_size: int) -> float:
@@ -175,9 +214,9 @@ def flops_per_token(cell: str, hidden: int, vocab_size: int) -> float:
     return 6 * (GATES[cell] * hidden * hidden + hidden * vocab_size)
 
 
-def gemm_rates(seconds: float) -> dict:
+def gemm_rates(seconds: float, clock=time.perf_counter) -> dict:
     """GFLOP/s of a 512x512 float32 product in PyTorch and in NumPy, now."""
-    return {framework: bench.gemm_gflops(framework, "cpu", seconds) for framework in ("torch", "numpy")}
+    return {framework: bench.gemm_gflops(framework, "cpu", seconds, clock=clock) for framework in ("torch", "numpy")}
 
 
 def format_table(medians: dict, gemm: float, vocab_size: int, hidden: int) -> str:
@@ -194,16 +233,22 @@ def format_table(medians: dict, gemm: float, vocab_size: int, hidden: int) -> st
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cells", default=",".join(CELLS), help="comma-separated, from: gru, lstm")
-    parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated, from: {', '.join(ROWS)}")
+    parser.add_argument("--cells", default=",".join(CELLS), help="comma-separated, from: rnn, gru, lstm")
+    parser.add_argument("--rows", default=",".join(DEFAULT_ROWS), help=f"comma-separated, from: {', '.join(ROWS)}")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batches", type=int, default=3, help="minibatches of 32 x 35 tokens per timing")
     parser.add_argument("--threads", type=int,
                         help="threads for every row, torch's and NumPy's BLAS alike (default: the libraries' "
                              "own); 1 on a machine whose other programs keep a core busy, where a team of "
                              "two threads waits at every step for the one that shares its core")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="cpu: rates from the CPU time this process took (with --threads 1: what a row "
+                             "costs a core, which other programs taking the core for a while do not add to)")
     parser.add_argument("--name", help="write benchmarks/results/<name>.json")
     args = parser.parse_args()
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
+    if args.clock == "cpu" and args.threads != 1:
+        parser.error("--clock cpu needs --threads 1 (the CPU time of several threads counts their waiting)")
     if args.threads:
         # before NumPy and torch are imported: their BLAS libraries read these when they start
         for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -229,20 +274,22 @@ def main() -> None:
     names = list(runners)
     steal = bench.StealMeter()
     for round_index in range(args.rounds):
-        for framework, rate in gemm_rates(0.3).items():
+        for framework, rate in gemm_rates(0.3, clock).items():
             gemm[framework].append(rate)
         order = names[round_index % len(names):] + names[:round_index % len(names)]
         for name in order:
             timed = batches[2 + args.batches * round_index:][:args.batches]
             bench.settle()
-            rates[name].append(runners[name].train(timed))
+            start = clock()
+            rate = runners[name].train(timed)
+            rates[name].append(rate if args.clock == "wall" else len(timed) * 32 * 35 / (clock() - start))
         print(f"  round {round_index + 1} of {args.rounds}: load average {os.getloadavg()[0]:.2f}", flush=True)
 
     steal_share = steal.share()
     medians = {name: statistics.median(values) for name, values in rates.items()}
     gemm_medians = {framework: statistics.median(values) for framework, values in gemm.items()}
     best_gemm = max(gemm_medians.values())
-    print(f"\nmedian of {args.rounds} rounds, {args.batches} batches of 32 x 35 tokens per timing; "
+    print(f"\nmedian of {args.rounds} rounds, {args.batches} batches of 32 x 35 tokens per timing, {args.clock} clock; "
           f"torch threads {torch.get_num_threads()}; load average {os.getloadavg()}; kernels {kernels.status()}"
           + f"; {bench.StealMeter.describe(steal_share)}")
     print(format_table(medians, best_gemm, len(vocab), spec["num_hiddens"]))

@@ -383,15 +383,17 @@ print(kernels.torch_team.status(), "|", kernels.last_threads(), _library.helper_
 @needs_library
 @pytest.mark.parametrize("team", ["on", "off"])
 def test_the_torch_backends_kernel_calls_run_on_pytorchs_threads(team, tmp_path):
-    """A training step's compiled loops run on PyTorch's own threads (at::parallel_for, built on first
-    use into the cache folder): the library starts no threads of its own beside PyTorch's. With
-    SCRATCHRNN_TORCH_TEAM=0 they run on the library's threads, and say why."""
+    """A training step's compiled loops run on PyTorch's own threads (the team of the OpenMP runtime
+    PyTorch loaded, found at run time: no compiler is needed, CXX names none here): the library starts
+    no threads of its own beside PyTorch's. With SCRATCHRNN_TORCH_TEAM=0 they run on the library's
+    threads, and say why."""
     import os
     import subprocess
     import sys
     from pathlib import Path
     env = {**os.environ, "SCRATCHRNN_CACHE": str(tmp_path / "cache"), "SCRATCHRNN_TORCH_TEAM": team,
-           "SCRATCHRNN_LOOPS": "compiled", "PYTHONPATH": str(Path(kernels.__file__).parents[2])}
+           "SCRATCHRNN_LOOPS": "compiled", "CXX": str(tmp_path / "no-compiler"),
+           "PYTHONPATH": str(Path(kernels.__file__).parents[2])}
     for name in ("SCRATCHRNN_THREADS", "OMP_NUM_THREADS"):
         env.pop(name, None)
     done = subprocess.run([sys.executable, "-c", _TEAM], capture_output=True, text=True, env=env, timeout=300)
@@ -400,10 +402,45 @@ def test_the_torch_backends_kernel_calls_run_on_pytorchs_threads(team, tmp_path)
     if team == "on":
         assert status == "PyTorch's threads"
         assert counts.split() == ["2", "0"]                 # two threads, none of the library's own
-        assert list((tmp_path / "cache").glob("torch_team-*.so"))
     else:
         assert status == "the kernels' own threads (SCRATCHRNN_TORCH_TEAM is off)"
         assert counts.split() == ["2", "1"]                 # the caller and one helper
+
+
+_OPENMP_TEAM = """
+import numpy as np, torch
+from scratchrnn import kernels
+from scratchrnn.kernels import _library, recurrence, torch_team
+torch.set_num_threads(2)
+rng = np.random.default_rng(0)
+W = rng.normal(0, 0.05, (64, 64)).astype(np.float32)
+inputs = rng.normal(0, 0.5, (6, 32, 64)).astype(np.float32)
+alone, on_team = inputs.copy(), inputs.copy()
+recurrence.forward(alone, W, "tanh", threads=1)
+with kernels.running_on(torch_team.team()):
+    recurrence.forward(on_team, W, "tanh", threads=2)
+print(torch_team.team(), kernels.last_threads(), _library.helper_threads(), np.array_equal(alone, on_team))
+"""
+
+
+@pytest.mark.skipif(kernels.load() is None, reason=f"compiled kernels {kernels.status()}")
+@pytest.mark.skipif("parallel backend: OpenMP" not in torch.__config__.parallel_info(),
+                    reason="this PyTorch runs its operators on another thread pool than OpenMP")
+def test_the_kernels_run_on_pytorchs_openmp_team_with_no_compiler(tmp_path):
+    """Whatever the backends choose: a kernel call inside running_on(torch_team.team()) runs its jobs
+    on PyTorch's OpenMP team (GOMP_parallel, found at run time: no compiler, CXX names none), on as
+    many threads as it is given, starts no thread of the library's own, and computes what one thread
+    computes (each row's sums are the same whichever thread takes them)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    env = {**os.environ, "CXX": str(tmp_path / "no-compiler"), "PYTHONPATH": str(Path(kernels.__file__).parents[2])}
+    env.pop("SCRATCHRNN_TORCH_TEAM", None)
+    done = subprocess.run([sys.executable, "-c", _OPENMP_TEAM], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["openmp", "2", "0", "True"]
 
 
 @needs_library

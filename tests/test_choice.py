@@ -320,9 +320,9 @@ def test_the_cache_directory_follows_the_environment(monkeypatch, tmp_path):
 
 
 def test_one_file_per_processor_and_library_build():
-    library = {"build": "0123456789abcdef", "interface": 6, "variant": "avx2"}
+    library = {"build": "0123456789abcdef", "variant": "avx2"}
     name = wisdom.file_name("AMD EPYC 7B13 64-Core Processor", library)
-    assert name.startswith("wisdom-amd-epyc-7b13-64-core-processor-") and name.endswith("-0123456789abcdef-i6-avx2.json")
+    assert name.startswith("wisdom-amd-epyc-7b13-64-core-processor-") and name.endswith("-0123456789abcdef-avx2.json")
     assert wisdom.file_name("AMD EPYC 7B13 64-Core Processor ", library) != name
     assert wisdom.file_name("AMD EPYC 7B13 64-Core Processor", {**library, "variant": "baseline"}) != name
 

@@ -1,16 +1,18 @@
-"""Loads the compiled library with ctypes, picks its variant for this processor, and reads the
-environment variables that steer it.
+"""Loads the compiled kernels (the extension module ``_kernels``), picks their variant for this
+processor, and reads the environment variables that steer them.
 
-``pip install`` compiles one small C library, ``scratchrnn/kernels/_kernels*.so`` (setup.py marks it
-optional, so an install without a C compiler still succeeds), holding the greedy decoder and the
-training recurrences in several variants: AVX-512, AVX2 with FMA and the architecture's baseline (or
-``native`` and the baseline, built with ``SCRATCHRNN_NATIVE=1``). Each variant answers whether this
-processor runs it; the first that does is used, unless ``SCRATCHRNN_KERNEL_VARIANT`` names one.
+``pip install`` compiles one small extension module, ``scratchrnn/kernels/_kernels*.so`` (setup.py marks
+it optional, so an install without a C compiler still succeeds), holding the greedy decoder and the
+training loops in several variants: AVX-512, AVX2 with FMA and the architecture's baseline (only the
+baseline off x86-64). The module says which variants it
+holds and whether this processor runs each; the first that runs is used, unless
+``SCRATCHRNN_KERNEL_VARIANT`` names one. Its functions check every array against the sizes they are
+given (module.c) before a kernel touches it.
 
-Whatever goes wrong in loading (no library, a library that cannot be opened, lacks a function, was
-built for another interface or from other sources, an environment variable that makes no sense) turns
-the kernels off with a reason (``status()``), never an exception: the backends then run their own
-loops, the same mathematics summed in another order.
+Whatever goes wrong in loading (no module, a file that cannot be imported, one built from other sources
+than those beside it, an environment variable that makes no sense) turns the kernels off with a reason
+(``status()``), never an exception: the backends then run their own loops, the same mathematics summed
+in another order.
 
 Environment: ``SCRATCHRNN_NO_KERNEL=1`` (or true, yes, on) turns them off; ``SCRATCHRNN_THREADS=N``
 caps their threads (else ``OMP_NUM_THREADS``, else the CPUs this process may run on, up to 8; under
@@ -18,34 +20,41 @@ PyTorch never more than ``torch.get_num_threads()``); ``SCRATCHRNN_KERNEL_VARIAN
 """
 from __future__ import annotations
 
-import ctypes
 import contextlib
+import functools
 import importlib.machinery
+import importlib.util
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from ._sources import source_hash
 
-ABI = 6                       # dispatch.c's SCRATCHRNN_KERNELS_ABI: the interface this file calls
-VARIANTS = ("native", "avx512", "avx2", "baseline")     # in the order of preference
+MODULE = "scratchrnn.kernels._kernels"
+VARIANTS = ("avx512", "avx2", "baseline")     # in the order of preference
 MAX_DEFAULT_THREADS = 8
 _TRUE = ("1", "true", "yes", "on")
 
-_handle = None                # the opened library (ctypes.CDLL), once checked
+_handle = None                # the imported module, once checked
 _handle_error: str | None = None
+_built: dict = {}             # variant -> (this processor runs it, floats per vector), as the module says
 _bound: dict = {}             # variant -> Kernels
 _chosen = None                # the Kernels in use, or None with _chosen_error
 _chosen_error: str | None = None
 _warned: set = set()
 
 
+ENTRY_POINTS = ("tanh", "greedy_decode", "recurrence_forward", "recurrence_backward", "gru_forward",
+                "gru_backward", "lstm_forward", "lstm_backward")
+
+
 @dataclass(frozen=True)
 class Kernels:
-    """One variant's functions, bound with their argument types."""
+    """One variant's functions (the module's, with the variant's name bound as their first argument;
+    their arguments: module.c and the wrappers in decode.py, recurrence.py, gated.py). Each returns
+    None, or raises ValueError for an array that does not fit the sizes, MemoryError where the kernel
+    ran out of memory."""
     variant: str
     vector_floats: int
     greedy_decode: object
@@ -108,6 +117,8 @@ def threads(framework: str | None = None) -> int:
 
 
 def _find_library() -> Path | None:
+    """The module's file beside this one (under the first of this Python's extension suffixes that
+    names one; setup.py leaves no other), or None."""
     here = Path(__file__).parent
     for suffix in importlib.machinery.EXTENSION_SUFFIXES:
         candidate = here / f"_kernels{suffix}"
@@ -117,7 +128,7 @@ def _find_library() -> Path | None:
 
 
 def _open():
-    """The library, opened and checked (interface number, sources); None with ``_handle_error``."""
+    """The module, imported and checked against the sources beside it; None with ``_handle_error``."""
     global _handle, _handle_error
     if _handle is not None or _handle_error is not None:
         return _handle
@@ -126,87 +137,33 @@ def _open():
         _handle_error = "not built (no C compiler at install time)"
         return None
     try:
-        library = ctypes.CDLL(str(path))
-        library.scratchrnn_kernels_abi.restype = ctypes.c_int
-        library.scratchrnn_kernels_source_hash.restype = ctypes.c_char_p
-        abi = library.scratchrnn_kernels_abi()
-        built_from = library.scratchrnn_kernels_source_hash().decode("ascii", "replace")
-        library.scratchrnn_last_threads.restype = ctypes.c_int
-        library.scratchrnn_use_team.argtypes = [ctypes.c_void_p]
-        library.scratchrnn_use_team.restype = None
-        library.scratchrnn_pool_helpers.restype = ctypes.c_int
-    except (OSError, AttributeError, ValueError) as error:
+        spec = importlib.util.spec_from_file_location(MODULE, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        built_from = module.SOURCE_HASH
+        variants = module.variants()
+    except (ImportError, AttributeError) as error:
         _handle_error = f"cannot be loaded ({path.name}: {error})"
-        return None
-    if abi != ABI:
-        _handle_error = f"built for interface {abi}, this scratchrnn calls {ABI} (reinstall to rebuild it)"
         return None
     sources = source_hash(path.parent)
     if sources is not None and built_from != sources:
         _handle_error = ("stale: built from other sources than those beside it (rebuild: pip install ., "
                          "or python setup.py build_ext --inplace)")
         return None
-    _handle = library
-    return library
+    _handle = module
+    _built.clear()
+    _built.update((name, (bool(runs), floats)) for name, runs, floats in variants)
+    return module
 
 
-def _bind(library, variant: str) -> Kernels | None:
-    """The variant's functions, or None where the library was built without it."""
-    try:
-        function = lambda name: getattr(library, f"scratchrnn_{name}_{variant}")  # noqa: E731
-        runs_here, vector_floats = function("runs_here"), function("vector_floats")
-        decode, forward = function("greedy_decode"), function("recurrence_forward")
-        backward, tanh = function("recurrence_backward"), function("tanh")
-        gated = {name: function(name) for name in ("gru_forward", "gru_backward", "lstm_forward",
-                                                   "lstm_backward")}
-    except AttributeError:
+def _bind(module, variant: str) -> Kernels | None:
+    """The variant's functions, or None where the module was built without it."""
+    if variant not in _built:
         return None
-    floats = np.ctypeslib.ndpointer(np.float32, flags="C_CONTIGUOUS")
-    int64s = np.ctypeslib.ndpointer(np.int64, flags="C_CONTIGUOUS")
-    optional_floats = ctypes.c_void_p                   # an array's address, or None for NULL
-    ints = [ctypes.c_int] * 5
-    decode.argtypes = [*ints, ctypes.c_int, ctypes.c_int, int64s, floats, floats, floats, floats, floats,
-                       int64s]
-    forward.argtypes = [*ints, floats, floats]
-    backward.argtypes = [*ints, floats, floats, optional_floats, optional_floats, floats, optional_floats]
-    tanh.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
-    tanh.restype = None
-    for f in (runs_here, vector_floats, decode, forward, backward):
-        f.restype = ctypes.c_int
-    _declare_gated(gated, floats, optional_floats)
+    runs_here, vector_floats = _built[variant]
+    functions = {name: functools.partial(getattr(module, name), variant) for name in ENTRY_POINTS}
     # vector_floats 0: a variant this processor does not run (see variant_kernels)
-    return Kernels(variant, vector_floats() if runs_here() else 0, _interruptible(decode),
-                   _interruptible(forward), _interruptible(backward), tanh, library.scratchrnn_last_threads,
-                   **{name: _interruptible(f) for name, f in gated.items()})
-
-
-def _declare_gated(gated: dict, floats, optional_floats) -> None:
-    """The argument types of gated.c's four functions: the sizes and the thread count, then arrays
-    (an optional one, None for NULL, where the C function accepts NULL)."""
-    sizes = [ctypes.c_int] * 4
-    gated["gru_forward"].argtypes = [*sizes, *[floats] * 7]
-    gated["gru_backward"].argtypes = [*sizes, *[floats] * 5, optional_floats, optional_floats, floats,
-                                      optional_floats]
-    # the LSTM's take the number of shares of its hidden units after the thread count (lstm_units.c)
-    gated["lstm_forward"].argtypes = [*sizes, ctypes.c_int, *[floats] * 6]
-    gated["lstm_backward"].argtypes = [*sizes, ctypes.c_int, *[floats] * 4, *[optional_floats] * 3, floats,
-                                       optional_floats, optional_floats]
-    for f in gated.values():
-        f.restype = ctypes.c_int
-
-
-def _interruptible(function):
-    """``function``, but a Ctrl-C that lands while ctypes converts its arguments is raised as the
-    KeyboardInterrupt it is (ctypes wraps it in an ArgumentError, which nobody would take for Ctrl-C)."""
-    def call(*args):
-        try:
-            return function(*args)
-        except ctypes.ArgumentError as err:
-            if "KeyboardInterrupt" in str(err):
-                raise KeyboardInterrupt from None
-            raise
-    call.__name__ = getattr(function, "__name__", "kernel")
-    return call
+    return Kernels(variant, vector_floats if runs_here else 0, last_threads=module.last_threads, **functions)
 
 
 def variant_kernels(variant: str) -> Kernels | None:
@@ -274,32 +231,33 @@ def status() -> str:
 
 def last_threads() -> int:
     """How many threads the last kernel call handed work to (0 before any call)."""
-    library = _open()
-    return library.scratchrnn_last_threads() if library is not None else 0
+    module = _open()
+    return module.last_threads() if module is not None else 0
+
+
+def openmp_found() -> bool:
+    """Whether an OpenMP runtime with the GNU entry points is loaded (PyTorch's, once torch is
+    imported), whose team ``running_on("openmp")`` can run the kernels on."""
+    module = _open()
+    return module is not None and module.openmp_found()
 
 
 @contextlib.contextmanager
-def running_on(team: int | None):
-    """Within it, this thread's kernel calls run on ``team`` (the address of a function of the
-    ``scratchrnn_team`` type, pool.h: a framework's threads) instead of the library's own threads;
-    None changes nothing."""
-    library = _open()
-    if team is None or library is None:
+def running_on(team: str | None):
+    """Within it, this thread's kernel calls run on ``team``: "openmp", the team of the OpenMP
+    runtime loaded in the process (a framework's threads, see pool.c), where ``openmp_found()``;
+    None, or a team that is not there, changes nothing: the library's own threads."""
+    module = _open()
+    if team != "openmp" or module is None or not module.use_openmp(True):
         yield
         return
-    library.scratchrnn_use_team(team)
     try:
         yield
     finally:
-        library.scratchrnn_use_team(None)
+        module.use_openmp(False)
 
 
 def helper_threads() -> int:
     """How many threads of its own the library has started (0 before any call that used them)."""
-    library = _open()
-    return library.scratchrnn_pool_helpers() if library is not None else 0
-
-
-def address(array: np.ndarray | None):
-    """An optional array argument: its address, or None (NULL)."""
-    return None if array is None else array.ctypes.data
+    module = _open()
+    return module.pool_helpers() if module is not None else 0

@@ -205,8 +205,8 @@ _wisdoms: dict = {}
 
 def library_identity() -> dict:
     """The build of the library in use, as the wisdom file names it: the hash of the sources beside it
-    (the loader refuses a library built from others), else of the library's own bytes; its interface
-    number; the variant in use."""
+    (the loader refuses a library built from others; they include its interface), else of the library's
+    own bytes; the variant in use."""
     kernels = _library.load()
     here = Path(_library.__file__).parent
     if here not in _identities:
@@ -216,7 +216,7 @@ def library_identity() -> dict:
             found = next((path for path in built if path.exists()), None)
             build = hashlib.sha256(found.read_bytes()).hexdigest()[:16] if found else "unknown"
         _identities[here] = build
-    return {"build": _identities[here], "interface": _library.ABI, "variant": kernels.variant if kernels else "none"}
+    return {"build": _identities[here], "variant": kernels.variant if kernels else "none"}
 
 
 def current_wisdom() -> wisdom.Wisdom:

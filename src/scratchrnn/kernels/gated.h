@@ -6,7 +6,15 @@
 
 #include "panels.h"
 
-static inline float sigmoid_float(float x) { return 0.5f * (tanh_float(0.5f * x) + 1.0f); }
+/* The logistic function 1 / (1 + e^-x), with one exponential and one division: q = 1 / (e^|x| + 1) is
+   sigmoid(-|x|), and sigmoid(x) = 1 - q for x >= 0 (no cancellation there: the result is at least
+   1/2). e^|x| may overflow to infinity, which makes q 0; NaN stays NaN. The cells compute
+   0.5 (1 + tanh(x / 2)), the same function to float32 rounding. */
+static inline float sigmoid_float(float x)
+{
+    const float q = 1.0f / (exp_nonnegative(fabsf(x)) + 1.0f);
+    return select_float(x >= 0.0f, 1.0f - q, q);
+}
 
 /* acc's rows (ldc apart) set to `count` blocks of `width` floats of src's rows (lds apart), block b
    read from column b * gap and written to column b * padded: the input terms a step's product is

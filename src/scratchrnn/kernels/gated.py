@@ -44,11 +44,6 @@ def _shape(terms: np.ndarray, cell: str) -> tuple[int, int, int]:
     return steps, batch, width // GATES[cell]
 
 
-def _checked(status: int) -> None:
-    if status != 0:
-        raise MemoryError("the compiled gated loop ran out of memory")
-
-
 def gru_forward(terms: np.ndarray, h0: np.ndarray, W_h: np.ndarray, W_hh: np.ndarray,
                 threads: int | None = None, kernels: _library.Kernels | None = None) -> tuple:
     """The GRU's step loop over a minibatch: ``(hs, zr, candidates, reset_h)``, the cache of
@@ -67,8 +62,8 @@ def gru_forward(terms: np.ndarray, h0: np.ndarray, W_h: np.ndarray, W_hh: np.nda
     zr = np.empty((steps, batch, 2 * hidden), dtype=np.float32)
     candidates = np.empty((steps, batch, hidden), dtype=np.float32)
     reset_h = np.empty((steps, batch, hidden), dtype=np.float32)
-    _checked((kernels or _library.load()).gru_forward(
-        steps, batch, hidden, threads or _library.threads(), terms, W_h, W_hh, hs, zr, candidates, reset_h))
+    (kernels or _library.load()).gru_forward(
+        steps, batch, hidden, threads or _library.threads(), terms, W_h, W_hh, hs, zr, candidates, reset_h)
     return hs, zr, candidates, reset_h
 
 
@@ -92,9 +87,9 @@ def gru_backward(cache: tuple, W_h: np.ndarray, W_hh: np.ndarray, d_outputs: np.
     dh_last = _floats(dh_last, (batch, hidden), "dh_last")
     d_terms = np.empty((steps, batch, 3 * hidden), dtype=np.float32)
     dh0 = np.empty((batch, hidden), dtype=np.float32) if need_dh0 else None
-    _checked((kernels or _library.load()).gru_backward(
-        steps, batch, hidden, threads or _library.threads(), W_h, W_hh, hs, zr, candidates,
-        _library.address(d_outputs), _library.address(dh_last), d_terms, _library.address(dh0)))
+    (kernels or _library.load()).gru_backward(
+        steps, batch, hidden, threads or _library.threads(), W_h, W_hh, hs, zr, candidates, d_outputs, dh_last,
+        d_terms, dh0)
     return d_terms, dh0
 
 
@@ -118,8 +113,8 @@ def lstm_forward(terms: np.ndarray, h0: np.ndarray, c0: np.ndarray, W_h: np.ndar
     hs[0], cs[0] = _floats(h0, (batch, hidden), "h0"), _floats(c0, (batch, hidden), "c0")
     acts = np.empty((steps, batch, 4 * hidden), dtype=np.float32)
     tanh_cs = np.empty((steps, batch, hidden), dtype=np.float32)
-    _checked((kernels or _library.load()).lstm_forward(
-        steps, batch, hidden, threads or _library.threads(), unit_shares, terms, W_h, hs, cs, acts, tanh_cs))
+    (kernels or _library.load()).lstm_forward(steps, batch, hidden, threads or _library.threads(), unit_shares,
+                                              terms, W_h, hs, cs, acts, tanh_cs)
     return hs, cs, acts, tanh_cs
 
 
@@ -145,8 +140,7 @@ def lstm_backward(cache: tuple, W_h: np.ndarray, d_outputs: np.ndarray | None, d
     d_terms = np.empty((steps, batch, 4 * hidden), dtype=np.float32)
     dh0, dc0 = ((np.empty((batch, hidden), dtype=np.float32) for _ in range(2)) if need_d_state0
                 else (None, None))
-    _checked((kernels or _library.load()).lstm_backward(
-        steps, batch, hidden, threads or _library.threads(), unit_shares, W_h, cs, acts, tanh_cs,
-        _library.address(d_outputs), _library.address(dh_last), _library.address(dc_last), d_terms,
-        _library.address(dh0), _library.address(dc0)))
+    (kernels or _library.load()).lstm_backward(steps, batch, hidden, threads or _library.threads(), unit_shares,
+                                               W_h, cs, acts, tanh_cs, d_outputs, dh_last, dc_last, d_terms, dh0,
+                                               dc0)
     return d_terms, dh0, dc0

@@ -15,12 +15,9 @@
    BLAS does, so the numbers agree to float32 rounding, not bit for bit.
 
    C11 (atomics), pthreads and the vector types of GCC and Clang, written so that the compiler
-   vectorises the inner loops for whatever the processor has; loaded with
-   ctypes (scratchrnn/kernels/decode.py), so there is no Python C-API here. Measurements behind the
+   vectorises the inner loops for whatever the processor has; called from Python through module.c. Measurements behind the
    choices: benchmarks/README.md, "Generation: the compiled decoder". */
-#include <sched.h>
 #include <stdatomic.h>
-#include <time.h>
 
 #include "panels.h"
 
@@ -29,15 +26,6 @@
 #define WARM_UP_STEPS 32   /* waits before this step are the threads starting, not contention */
 #define MIN_LOSS_NS 1000000LL  /* waiting that calls for computing alone: more than this, and more than
                                   the work that would add (one short delay of the others does not) */
-
-/* The width of the vectors this build computes with (VEC), for decode.max_batch. */
-int VARIANT_NAME(scratchrnn_vector_floats)(void) { return VEC; }
-
-/* The kernel's tanh over an array, for the tests to hold it to NumPy's. */
-void VARIANT_NAME(scratchrnn_tanh)(int n, const float *x, float *out)
-{
-    for (int i = 0; i < n; i++) out[i] = tanh_float(x[i]);
-}
 
 /* One slice of the columns of the state: its weights, packed, and its accumulators. Thread t computes
    slice t; a thread alone (see run_worker) computes them all. */
@@ -66,35 +54,18 @@ typedef struct {
     Slice *slices;
     /* on cache lines of their own: the threads bump `arrived` every step, and must not thereby evict
        the read-only fields above from each other's caches */
-    _Alignas(64) atomic_int arrived;
-    char padding[64 - sizeof(atomic_int)];
+    _Alignas(64) scratchrnn_meeting arrived;
+    char padding[64 - sizeof(scratchrnn_meeting)];
     _Alignas(64) atomic_llong alone;   /* the steps thread 0 computes alone: see alone_at */
 } Shared;
 
 typedef struct { Shared *shared; int thread; } Worker;
 
-static long long nanoseconds(void)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return now.tv_sec * 1000000000LL + now.tv_nsec;
-}
+/* The threads meet here once per step (pool.h): returns how long this one waited past the first
+   looks, 0 when the others came in time. */
+static long long wait_for_all(Shared *s, int target) { return scratchrnn_wait_for(&s->arrived, target); }
 
-/* The threads meet here once per step: spin (a step takes microseconds), and after a while give the
-   core away. Returns how long it waited past the first spins, in ns: 0 when the others came in time. */
-static long long wait_for_all(Shared *s, int target)
-{
-    long long start = 0;
-    int spins = 0;
-    while (atomic_load_explicit(&s->arrived, memory_order_acquire) < target) {
-        if (++spins < 200) { cpu_relax(); continue; }
-        if (spins == 200) start = nanoseconds();
-        if (spins < 4000) cpu_relax(); else sched_yield();
-    }
-    return start ? nanoseconds() - start : 0;
-}
-
-static void arrive(Shared *s) { atomic_fetch_add_explicit(&s->arrived, 1, memory_order_acq_rel); }
+static void arrive(Shared *s) { scratchrnn_arrive(&s->arrived, 1); }
 
 /* The logits of every row (into `logits`, this thread's copy) and the first maximum of each. At step 0
    they are those passed in; later, b_q plus every slice's share from the step before. */
@@ -127,9 +98,11 @@ static void pick_tokens(const Shared *s, int step, const float *shares, float *l
 }
 
 /* Whether the slices hold W_hh in panels (panels.h): with several rows, whose products read it a panel
-   at a time; a single row's product takes more vectors of columns at once than a panel holds, and
-   reads W_hh as whole rows. */
+   at a time. A single row's product takes more vectors of columns at once than a panel holds
+   (SINGLE_ROW_VECS): its W_hh is laid out in blocks of that many, each block's rows one after the
+   other, so that the product streams the weights in order, as it does a panel. */
 static int in_panels(const Shared *s) { return s->batch > 1; }
+#define SINGLE_ROW_BLOCK (SINGLE_ROW_VECS * VEC)
 
 /* Packs slice t's weights; run by the thread that computes it, so that they land in its core's cache. */
 static void pack_slice(const Shared *s, Slice *c)
@@ -144,10 +117,15 @@ static void pack_slice(const Shared *s, Slice *c)
                         .first = 0, .count = (c->padded + PANEL - 1) / PANEL };
         pack_panels(&job);
     } else {
-        memset(c->W_hh, 0, sizeof(float) * (size_t)H * c->padded);
-        for (int i = 0; i < H; i++)
-            memcpy(c->W_hh + (size_t)i * c->padded, s->W_step + (size_t)i * stride + c->first,
-                   sizeof(float) * c->width);
+        for (int first = 0; first < c->padded; first += SINGLE_ROW_BLOCK) {
+            const int columns = c->padded - first < SINGLE_ROW_BLOCK ? c->padded - first : SINGLE_ROW_BLOCK;
+            const int real = c->width - first < columns ? (c->width - first > 0 ? c->width - first : 0) : columns;
+            float *out = c->W_hh + (size_t)H * first;
+            for (int i = 0; i < H; i++, out += columns) {
+                memcpy(out, s->W_step + (size_t)i * stride + c->first + first, sizeof(float) * real);
+                memset(out + real, 0, sizeof(float) * (columns - real));
+            }
+        }
     }
     for (int j = 0; j < c->width; j++)
         memcpy(c->W_hq + (size_t)j * VP, s->W_step + (size_t)(c->first + j) * stride + H, sizeof(float) * V);
@@ -168,7 +146,10 @@ static void advance_slice(const Shared *s, const Slice *c, int index, int step, 
     if (in_panels(s))
         add_panel_product(c->acc, wp, h, H, c->W_hh, H, B, wp / VEC, step & 1);
     else
-        add_product(c->acc, wp, h, H, c->W_hh, wp, H, B, wp / VEC);
+        for (int first = 0; first < wp; first += SINGLE_ROW_BLOCK) {
+            const int columns = wp - first < SINGLE_ROW_BLOCK ? wp - first : SINGLE_ROW_BLOCK;
+            add_product(c->acc + first, wp, h, H, c->W_hh + (size_t)H * first, columns, H, B, columns / VEC);
+        }
     for (int b = 0; b < B; b++) {
         float *a = c->acc + (size_t)b * wp;
         activate(a, a, wp, s->relu);                                 /* padding stays 0 */
@@ -238,15 +219,15 @@ static void *run_worker(void *arg)
             for (int b = 0; b < B; b++) s->tokens[(size_t)b * s->num_tokens + generated] = token[b];
         /* h_t, mostly written by the other threads, fetched in one go rather than a cache line at a
            time as the product reaches it (7.0 -> 6.2 us a step when it was written) */
-        const long long started = w->thread == 0 && !alone ? nanoseconds() : 0;
+        const long long started = w->thread == 0 && !alone ? scratchrnn_nanoseconds() : 0;
         memcpy(h_copy, s->state[parity], sizeof(float) * (size_t)B * H);
         float *h_next = s->state[parity ^ 1], *shares = s->shares[parity];
         for (int t = alone ? 0 : w->thread; t < (alone ? T : w->thread + 1); t++)
             advance_slice(s, &s->slices[t], t, step, h_copy, token, h_next, shares);
         if (alone) {
-            atomic_fetch_add_explicit(&s->arrived, T, memory_order_acq_rel);
+            scratchrnn_arrive(&s->arrived, T);
         } else {
-            if (w->thread == 0) worked += nanoseconds() - started;
+            if (w->thread == 0) worked += scratchrnn_nanoseconds() - started;
             arrive(s);
             const long long wait = wait_for_all(s, T * (step + 2));
             if (w->thread == 0 && step >= WARM_UP_STEPS) {
@@ -293,7 +274,6 @@ static int decode_columns(int batch, int hidden, int vocab, int num_forced, int 
                  .logits = logits, .tokens = tokens, .vocab_padded = round_up(vocab, LANES) };
     const int block = round_up((hidden + num_threads - 1) / num_threads, LANES);
     s.num_threads = (hidden + block - 1) / block;        /* every thread gets some columns */
-    atomic_init(&s.arrived, 0);
     atomic_init(&s.alone, 0);
     const size_t state_size = sizeof(float) * (size_t)batch * hidden;
     const size_t shares_size = sizeof(float) * (size_t)s.num_threads * batch * s.vocab_padded;
@@ -330,7 +310,7 @@ static int decode_columns(int batch, int hidden, int vocab, int num_forced, int 
                throughout, and arrives there for itself and for the missing ones */
             for (int t = started; t < s.num_threads; t++) pack_slice(&s, &s.slices[t]);
             set_alone(&s, 0, s.num_steps);
-            atomic_fetch_add(&s.arrived, s.num_threads - started);
+            scratchrnn_arrive(&s.arrived, s.num_threads - started);
         }
         scratchrnn_note_threads(started);
         run_worker(&workers[0]);

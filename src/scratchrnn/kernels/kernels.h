@@ -1,13 +1,15 @@
 /* What the compiled parts of scratchrnn share: the decoder (greedy_decode.c) and the training
    recurrences (recurrence.c; the gated cells' in gated.c and lstm_units.c, with gated.h). A float32
    tanh that vectorises, matrix products a block of registers at a time, and groups of independent rows
-   handed to the library's threads (pool.c).
+   handed to threads (pool.c).
 
    Written in C11 with the vector types of GCC and Clang, so that the compiler emits the vector
    instructions of the flags each file is compiled with. setup.py compiles each of those files once
    per variant (AVX-512, AVX2 with FMA, and the architecture's baseline), each with
    SCRATCHRNN_VARIANT naming it, so that one library holds all of them under names of their own
-   (scratchrnn_greedy_decode_avx2, ...); _library.py picks the one the processor runs (dispatch.c). */
+   (scratchrnn_greedy_decode_avx2, ...), declared below with the types of api.h; variant.c gathers
+   them into the variant's table, and the Python module (module.c) picks the table the processor
+   runs. */
 #ifndef SCRATCHRNN_KERNELS_H
 #define SCRATCHRNN_KERNELS_H
 
@@ -26,7 +28,18 @@
 /* the exported name of a function of this variant, e.g. scratchrnn_recurrence_forward_avx2 */
 #define VARIANT_NAME(name) VARIANT_EXPAND(name, SCRATCHRNN_VARIANT)
 
+#include "api.h"
 #include "pool.h"
+
+/* This variant's entry points (api.h), each checked against its type where it is defined */
+scratchrnn_tanh_fn VARIANT_NAME(scratchrnn_tanh);
+scratchrnn_greedy_decode_fn VARIANT_NAME(scratchrnn_greedy_decode);
+scratchrnn_recurrence_forward_fn VARIANT_NAME(scratchrnn_recurrence_forward);
+scratchrnn_recurrence_backward_fn VARIANT_NAME(scratchrnn_recurrence_backward);
+scratchrnn_gru_forward_fn VARIANT_NAME(scratchrnn_gru_forward);
+scratchrnn_gru_backward_fn VARIANT_NAME(scratchrnn_gru_backward);
+scratchrnn_lstm_forward_fn VARIANT_NAME(scratchrnn_lstm_forward);
+scratchrnn_lstm_backward_fn VARIANT_NAME(scratchrnn_lstm_backward);
 
 #define LANES 16          /* floats in a 64-byte cache line (and in an AVX-512 register) */
 

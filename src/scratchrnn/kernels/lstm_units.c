@@ -15,8 +15,6 @@
    until all shares of the stage are done. So a thread that starts late, or a caller whose team runs
    the jobs one after another, loses speed but never waits for work nobody does; when all threads run,
    each keeps its own share and its weights stay in its cache. */
-#include <sched.h>
-
 #include "gated.h"
 
 /* The hidden units of one share: first_unit..first_unit+units-1, padded to `padded` (whole vectors) */
@@ -42,12 +40,10 @@ struct Loop {
     void (*stage)(const Loop *, int stage, const Share *);
     Share share[LSTM_MAX_SHARES];
     atomic_int *claimed;                  /* (stages, shares): taken */
-    atomic_int *finished;                 /* (stages): shares done */
+    scratchrnn_meeting *finished;         /* (stages): shares done */
 };
 
 typedef struct { Loop *loop; int own; } Worker;
-
-#define WAIT_SPINS 4000   /* pauses before a waiting thread yields its core, as the decoder's */
 
 static void *work_stages(void *arg)
 {
@@ -63,15 +59,10 @@ static void *work_stages(void *arg)
                                                             memory_order_relaxed))
                 continue;
             loop->stage(loop, s, &loop->share[share]);
-            atomic_fetch_add_explicit(&loop->finished[s], 1, memory_order_release);
+            scratchrnn_arrive(&loop->finished[s], 1);
         }
-        /* every share is claimed, and each is being computed: wait for them (a step takes a fraction
-           of a millisecond), giving the core away after a while in case the thread computing one of
-           them waits for this core */
-        for (int spins = 0; atomic_load_explicit(&loop->finished[s], memory_order_acquire) < loop->shares;
-             spins += spins < WAIT_SPINS)
-            if (spins < WAIT_SPINS) cpu_relax();
-            else sched_yield();
+        /* every share is claimed, and each is being computed: wait for them */
+        scratchrnn_wait_for(&loop->finished[s], loop->shares);
     }
     return NULL;
 }
@@ -83,7 +74,7 @@ static int run_shares(Loop *loop, int transposed, int threads)
     const int H = loop->hidden, vectors = (H + LANES - 1) / LANES;
     int status = -1;
     loop->claimed = calloc((size_t)loop->stages * loop->shares, sizeof(atomic_int));
-    loop->finished = calloc((size_t)loop->stages, sizeof(atomic_int));
+    loop->finished = calloc((size_t)loop->stages, sizeof(scratchrnn_meeting));
     Worker *workers = malloc(sizeof(Worker) * (size_t)loop->shares);
     int ready = loop->claimed && loop->finished && workers;
     for (int k = 0; k < loop->shares; k++) {

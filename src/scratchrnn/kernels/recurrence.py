@@ -20,26 +20,20 @@ import numpy as np
 from . import _library
 
 
-def _check(array: np.ndarray, name: str) -> None:
-    if array.dtype != np.float32 or not array.flags.c_contiguous:
-        raise ValueError(f"{name} must be a C-contiguous float32 array")
-
-
 def forward(hs: np.ndarray, W_hh: np.ndarray, activation: str, threads: int | None = None,
             kernels: _library.Kernels | None = None) -> None:
     """``hs[t + 1] = act(hs[t + 1] + hs[t] @ W_hh)`` for every step t, in place.
 
-    ``hs`` (steps + 1, batch, hidden) comes in with the state before the minibatch in ``hs[0]`` and
-    each step's input term ``x_t W_xh + b_h`` in ``hs[t + 1]``, and goes out holding every state.
-    ``threads``: at most this many (default ``_library.threads()``); ``kernels``: a variant's.
+    ``hs`` (steps + 1, batch, hidden), float32 and C-contiguous, comes in with the state before the
+    minibatch in ``hs[0]`` and each step's input term ``x_t W_xh + b_h`` in ``hs[t + 1]``, and goes
+    out holding every state. ``threads``: at most this many (default ``_library.threads()``);
+    ``kernels``: a variant's. Raises ValueError for arrays of other sizes or types (the module checks
+    them), MemoryError if the loop ran out of memory.
     """
-    _check(hs, "hs")
     steps, batch, hidden = hs.shape[0] - 1, hs.shape[1], hs.shape[2]
-    status = (kernels or _library.load()).recurrence_forward(
-        steps, batch, hidden, threads or _library.threads(), int(activation == "relu"),
+    (kernels or _library.load()).recurrence_forward(
+        steps, batch, hidden, threads or _library.threads(), activation == "relu",
         np.ascontiguousarray(W_hh, dtype=np.float32), hs)
-    if status != 0:
-        raise MemoryError("the compiled recurrence ran out of memory")
 
 
 def backward(hs: np.ndarray, W_hh: np.ndarray, dhs: np.ndarray | None, dh_last: np.ndarray | None,
@@ -54,18 +48,12 @@ def backward(hs: np.ndarray, W_hh: np.ndarray, dhs: np.ndarray | None, dh_last: 
     gradient reaching the last state from later minibatches (None: nothing). Returns dL/dz_t for every
     step, (steps, batch, hidden), and dL/dh_0 when ``need_dh0``, else None.
     """
-    _check(hs, "hs")
     steps, batch, hidden = hs.shape[0] - 1, hs.shape[1], hs.shape[2]
-    if dhs is not None:
-        _check(dhs, "dhs")
     if dh_last is not None:
         dh_last = np.ascontiguousarray(dh_last, dtype=np.float32)
     dz = np.empty((steps, batch, hidden), dtype=np.float32)
     dh0 = np.empty((batch, hidden), dtype=np.float32) if need_dh0 else None
-    status = (kernels or _library.load()).recurrence_backward(
-        steps, batch, hidden, threads or _library.threads(), int(activation == "relu"),
-        np.ascontiguousarray(W_hh, dtype=np.float32), hs, _library.address(dhs),
-        _library.address(dh_last), dz, _library.address(dh0))
-    if status != 0:
-        raise MemoryError("the compiled recurrence ran out of memory")
+    (kernels or _library.load()).recurrence_backward(
+        steps, batch, hidden, threads or _library.threads(), activation == "relu",
+        np.ascontiguousarray(W_hh, dtype=np.float32), hs, dhs, dh_last, dz, dh0)
     return dz, dh0

@@ -5,9 +5,9 @@ candidates are timed here, on this processor, and the answer is kept so that lat
 One JSON file per processor model and library build, in the user's cache directory
 (``SCRATCHRNN_CACHE``, else ``$XDG_CACHE_HOME/scratchrnn``, else ``~/.cache/scratchrnn``):
 
-    {"format": 1, "cpu": "<model name>", "library": {"build": "<hash>", "interface": 6,
-     "variant": "avx2"}, "entries": {"<workload key>": {"loops": "compiled", "unit_shares": 0,
-     "speedup": 1.31, "times": {"own": 0.012, "compiled": 0.009}}}}
+    {"format": 1, "cpu": "<model name>", "library": {"build": "<hash>", "variant": "avx2"},
+     "entries": {"<workload key>": {"loops": "compiled", "unit_shares": 0, "speedup": 1.31,
+                                    "times": {"own": 0.012, "compiled": 0.009}}}}
 
 Written atomically (a temporary file beside it, then ``os.replace``), merged with what another
 process may have written meanwhile, and checked when read: a file that is not JSON, holds values of
@@ -62,7 +62,7 @@ def file_name(cpu: str, library: dict) -> str:
     """The wisdom file's name for a processor and a library build: readable, and unique to both."""
     slug = re.sub(r"[^a-z0-9]+", "-", cpu.lower()).strip("-")[:40] or "cpu"
     digest = hashlib.sha256(cpu.encode()).hexdigest()[:6]
-    return f"wisdom-{slug}-{digest}-{library['build']}-i{library['interface']}-{library['variant']}.json"
+    return f"wisdom-{slug}-{digest}-{library['build']}-{library['variant']}.json"
 
 
 def say(message: str) -> None:
