@@ -2,7 +2,9 @@
 
 The library (the greedy decoder and the training recurrences, ``src/scratchrnn/kernels/``) is plain C
 loaded with ctypes (``scratchrnn/kernels/_library.py``), built as if it were an extension module so that
-pip compiles it at install time. ``optional=True``: where it cannot be compiled (no C compiler, no
+pip compiles it at install time. It calls nothing of Python's C API, so it is named ``_kernels.so``
+(no CPython version in the name) and the wheel is tagged ``py3-none-<platform>``: one wheel serves every
+Python 3 the package supports on that platform. ``optional=True``: where it cannot be compiled (no C compiler, no
 pthreads) the install still succeeds and the backends run their own loops.
 
 Portable by default: on x86-64 the kernel files (the decoder, the RNN's and the gated cells' loops)
@@ -22,6 +24,7 @@ import sys
 from pathlib import Path
 
 from setuptools import Extension, setup
+from setuptools.command.bdist_wheel import bdist_wheel
 from setuptools.command.build_ext import build_ext
 
 try:
@@ -67,6 +70,13 @@ class BuildKernels(build_ext):
         self.force = True               # never a library or object left in build/ by older sources
         super().run()
 
+    def get_ext_filename(self, fullname):
+        # asked with the dotted name, and with its last part alone (get_ext_fullpath)
+        if fullname in (KERNELS, KERNELS.rpartition(".")[2]):
+            # a ctypes library, not an extension module: no interpreter's tag in its name
+            return os.path.join(*fullname.split(".")) + ".so"
+        return super().get_ext_filename(fullname)
+
     def build_extension(self, ext):
         if ext.name != KERNELS:
             return super().build_extension(ext)
@@ -90,9 +100,18 @@ class BuildKernels(build_ext):
                                          target_lang="c")
 
 
+class PlatformWheel(bdist_wheel):
+    """The wheel's tag: ``py3-none`` (any Python 3: the library is loaded with ctypes) and the platform
+    the library was compiled for (a wheel without it is ``py3-none-any``)."""
+
+    def get_tag(self):
+        _, _, platform_tag = super().get_tag()
+        return "py3", "none", platform_tag
+
+
 ext_modules = [] if sys.platform == "win32" else [
     Extension(KERNELS, VARIANT_SOURCES + SHARED_SOURCES,
               depends=[str(KERNELS_DIR / name)
                        for name in ("kernels.h", "panels.h", "gated.h", "pool.h", "_sources.py")],
               optional=True)]
-setup(ext_modules=ext_modules, cmdclass={"build_ext": BuildKernels})
+setup(ext_modules=ext_modules, cmdclass={"build_ext": BuildKernels, "bdist_wheel": PlatformWheel})

@@ -204,7 +204,11 @@ def test_a_backend_whose_framework_is_missing_names_the_extra(monkeypatch, tmp_p
                         lambda name, *a: None if name == "torch" else real_find_spec(name, *a))
     code = cli.main(["train", "--backend", "torch", "--out", str(tmp_path / "r"), "--epochs", "1"])
     assert code == 2
-    assert "pip install 'scratchrnn[torch]'" in capsys.readouterr().err
+    # the package that brings PyTorch (its CPU build), and the extra of scratchrnn's clone: scratchrnn
+    # itself is on no index, so "pip install 'scratchrnn[torch]'" would find nothing
+    err = capsys.readouterr().err
+    assert "pip install torch --index-url https://download.pytorch.org/whl/cpu" in err
+    assert "pip install '.[torch]'" in err and "scratchrnn[" not in err
     assert not (tmp_path / "r").exists()
 
 

@@ -39,6 +39,11 @@ def test_the_wheel_installs_trains_and_generates_in_a_fresh_environment(tmp_path
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "SCRATCHRNN_NO_KERNEL")}
     (wheel,) = dist.glob("scratchrnn-*.whl")
     assert len(list(dist.glob("scratchrnn-*.tar.gz"))) == 1
+    # the compiled library is loaded with ctypes, not imported: any Python 3 can use the wheel, on the
+    # platform the library was built for (no interpreter's tag in the wheel's name or the library's)
+    python_tag, abi_tag, platform_tag = wheel.name[:-len(".whl")].split("-")[-3:]
+    assert (python_tag, abi_tag) == ("py3", "none"), wheel.name
+    assert platform_tag == sysconfig.get_platform().replace("-", "_").replace(".", "_"), wheel.name
 
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", "--without-pip", venv])
@@ -64,6 +69,8 @@ def test_the_wheel_installs_trains_and_generates_in_a_fresh_environment(tmp_path
     assert (site / "scratchrnn-0.1.0.dist-info" / "licenses" / "LICENSE").is_file()
     # the source the torch backend compiles against the PyTorch it finds (kernels/torch_team.py)
     assert (site / "scratchrnn" / "kernels" / "torch_team.cpp").is_file()
+    if shutil.which("cc") or shutil.which("gcc"):
+        assert [p.name for p in (site / "scratchrnn" / "kernels").glob("_kernels*")] == ["_kernels.so"]
 
     scratchrnn = venv / "bin" / "scratchrnn"
     version = _run([scratchrnn, "--version"], env=env, cwd=work).stdout

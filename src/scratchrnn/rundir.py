@@ -1,7 +1,7 @@
 """A run directory: where one training run keeps its checkpoints, metrics and plots.
 
 ```
-DIR/run.lock          held (flock) while a run uses DIR: pid, host, start time
+DIR/run.lock          locked (filelock: flock on Unix, LockFileEx on Windows) while a run uses DIR: pid, host, start time
 DIR/last -> ckpt-7    the newest checkpoint (a relative symlink to a complete version)
 DIR/best -> ckpt-5    the best one so far
 DIR/ckpt-N/           complete checkpoints (version 2); only those a pointer names are kept
@@ -17,14 +17,14 @@ removed when the directory is next opened.
 """
 from __future__ import annotations
 
-import errno
-import fcntl
 import json
 import os
 import shutil
 import socket
 import time
 from pathlib import Path
+
+from filelock import lock_descriptor
 
 from . import faults
 from .checkpoint import (CHECKPOINT_SUBDIR, CONFIG_FILE, RUN_POINTERS, Checkpoint, fsync_dir, remove_path,
@@ -124,12 +124,13 @@ class RunDirectory:
             except OSError as err:
                 raise UserError(f"cannot write in run directory {self.path}: {err.strerror}") from None
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                locked = lock_descriptor(fd, blocking=False)
             except OSError as err:
+                os.close(fd)
+                raise UserError(f"cannot lock run directory {self.path}: {err.strerror or err}") from None
+            if not locked:
                 holder = self._read_holder(fd)
                 os.close(fd)
-                if err.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise UserError(f"cannot lock run directory {self.path}: {err.strerror}") from None
                 who = (f"pid {holder.get('pid')} on {holder.get('host')}, since {holder.get('started')}"
                        if holder else "a process that has not written its pid yet")
                 raise UserError(f"run directory {self.path} is in use by another run ({who}); "
@@ -152,14 +153,14 @@ class RunDirectory:
         me = {"pid": os.getpid(), "host": socket.gethostname(),
               "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         os.ftruncate(fd, 0)
-        os.pwrite(fd, (json.dumps(me) + "\n").encode(), 0)
+        _write_at(fd, 0, (json.dumps(me) + "\n").encode())
         os.fsync(fd)
         self._lock_fd = fd
 
     @staticmethod
     def _read_holder(fd: int) -> dict | None:
         try:
-            raw = os.pread(fd, 4096, 0)
+            raw = _read_at(fd, 0, 4096)
             holder = json.loads(raw.decode("utf-8")) if raw.strip() else None
         except (OSError, ValueError):
             return None
@@ -335,7 +336,7 @@ class RunDirectory:
             fd = os.open(self.metrics_path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
             try:
                 size = os.fstat(fd).st_size
-                if size and os.pread(fd, 1, size - 1) != b"\n":
+                if size and _read_at(fd, size - 1, 1) != b"\n":
                     line = "\n" + line   # a line torn by a kill stays alone and is skipped when read
                 os.write(fd, line.encode("utf-8"))
                 os.fsync(fd)
@@ -388,12 +389,30 @@ class RunDirectory:
             return
         try:
             (self.path / LOCK_FILE).unlink(missing_ok=True)
+            removed = True
         except OSError:
-            pass
+            removed = False         # Windows removes no open file: once it is closed, then
         os.close(fd)
+        if not removed:
+            try:
+                (self.path / LOCK_FILE).unlink(missing_ok=True)
+            except OSError:
+                pass
 
     def __enter__(self) -> "RunDirectory":
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+# os.pread and os.pwrite exist on Unix only; the lock file and metrics.jsonl are read and written through
+# descriptors of their own, so moving the position first does the same everywhere
+def _read_at(fd: int, offset: int, size: int) -> bytes:
+    os.lseek(fd, offset, os.SEEK_SET)
+    return os.read(fd, size)
+
+
+def _write_at(fd: int, offset: int, data: bytes) -> None:
+    os.lseek(fd, offset, os.SEEK_SET)
+    os.write(fd, data)

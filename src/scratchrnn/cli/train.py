@@ -273,7 +273,8 @@ def _check_torch() -> None:
     try:
         import torch.distributed as dist
     except ImportError:
-        raise UserError("--nproc needs PyTorch: pip install 'scratchrnn[torch]'") from None
+        from ..backends import install_hint
+        raise UserError(f"--nproc needs PyTorch: {install_hint('torch')}") from None
     if not dist.is_available():
         raise UserError("--nproc needs a PyTorch built with torch.distributed")
 
