@@ -350,9 +350,8 @@ class RunDirectory:
     def _remove_unreferenced(self) -> list[str]:
         """Remove the checkpoint versions no pointer names, but the newest ``keep``; return their names."""
         pointed = self._pointed()
-        versions = self._versions()
-        kept = {version.name for version in versions[len(versions) - self.keep:]} if self.keep else set()
-        removed = [version for version in versions if version.name not in pointed | kept]
+        others = [version for version in self._versions() if version.name not in pointed]
+        removed = others[:len(others) - self.keep] if self.keep else others
         for version in removed:
             remove_path(version)
         return [version.name for version in removed]

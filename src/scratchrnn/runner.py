@@ -397,6 +397,8 @@ class Run:
                 elif result.reached_max_steps:
                     outcome.stopped_by = "max_steps"
                 self._save_last(result.carried)
+                if self._watch is not None:
+                    self._watch.speed(self.state.tokens_per_sec(self.state.history))
         except TrainingDiverged as err:
             self._close_watch()
             raise self._diverged(err) from None

@@ -286,7 +286,8 @@ def train(backend: Backend, loader: Iterable, config: TrainConfig, *,
       and after the last; ``best_by`` ("train" or "val") is which perplexity picks the best epoch.
     - Inside an epoch, every ``config.eval_every_steps`` steps: a ``StepResult`` (training perplexity
       since the last one, held-out perplexity), which can be the best by "val"; every
-      ``checkpoint_every_steps`` steps a checkpoint is due. Either way ``on_step(StepEvent)`` is called,
+      ``checkpoint_every_steps`` steps (and where ``max_steps`` ends the run) a checkpoint is due.
+      Either way ``on_step(StepEvent)`` is called,
       with ``state`` describing the epoch so far (``state.partial``); not after an epoch's last batch,
       where ``on_epoch`` follows.
     - ``stop_when(stats)``: end training after an epoch for which it returns True.
@@ -345,7 +346,8 @@ def train(backend: Backend, loader: Iterable, config: TrainConfig, *,
                 evaluation = _step_evaluation(backend, state, config, validation, world, best_by,
                                               schedule(state.step - 1), steps_per_epoch)
                 result.steps.append(evaluation)
-            checkpoint_due = _due(state.step, checkpoint_every_steps)
+            # where max_steps ends the run, its last state is a checkpoint's too
+            checkpoint_due = _due(state.step, checkpoint_every_steps) or at_max_steps()
             if on_step is not None and (evaluation is not None or checkpoint_due):
                 on_step(StepEvent(evaluation, checkpoint_due, carried))
             if stop_asked[0] or at_max_steps():

@@ -44,11 +44,13 @@ class RunWatch:
                  bar: bool = True, tensorboard_dir: Path | None = None, live: bool = False, title: str = ""):
         self.epochs, self.title = epochs, title
         self._bar = self._writer = self._display = None
+        self._figures = ""                 # what the bar shows beside the speed: the epoch, perplexities
         if bar:
             from tqdm import tqdm
             self._bar = tqdm(total=total_steps, initial=done_steps, unit="step", file=sys.stderr,
                              dynamic_ncols=True, smoothing=0)
-            self._bar.set_postfix_str(self._epoch_text(done_epochs), refresh=False)
+            self._figures = self._epoch_text(done_epochs)
+            self._bar.set_postfix_str(self._figures, refresh=False)
         if tensorboard_dir is not None:
             from tensorboardX import SummaryWriter
             self._writer = SummaryWriter(str(tensorboard_dir), purge_step=done_steps or None, flush_secs=10)
@@ -74,12 +76,17 @@ class RunWatch:
             if total_steps is not None:
                 self._bar.total = max(total_steps, self._bar.n)
             held_out = f", held-out {result.val_perplexity:.2f}" if result.val_perplexity is not None else ""
-            self._bar.set_postfix_str(f"{self._epoch_text(done_epochs)}, perplexity {result.perplexity:.2f}"
-                                      f"{held_out}, {tokens_per_sec:,.0f} tokens/s")
+            self._figures = f"{self._epoch_text(done_epochs)}, perplexity {result.perplexity:.2f}{held_out}"
+            self.speed(tokens_per_sec)
         if self._writer is not None:
             self._write_scalars(result, tokens_per_sec)
         if self._live and records:
             self._redraw(records)
+
+    def speed(self, tokens_per_sec: float) -> None:
+        """Show the run's average speed beside the bar (at the end: the figure the summary prints)."""
+        if self._bar is not None and math.isfinite(tokens_per_sec):
+            self._bar.set_postfix_str(f"{self._figures}, {tokens_per_sec:,.0f} tokens/s")
 
     def _write_scalars(self, result, tokens_per_sec: float) -> None:
         step = result.step
