@@ -265,6 +265,8 @@ def _check_flags(args) -> None:
         if held:
             raise UserError(f"{out} already holds a run ({', '.join(held)}); pass --overwrite to replace "
                             f"it, --resume {out} to continue it, or choose another --out")
+    if args.resume is not None and args.init_from is not None:
+        raise UserError("--init-from starts a new run; --resume continues one: give one of them")
     if args.resume is not None:
         given = sorted(f"--{name.replace('_', '-')}" for name in given_options(args._argv, _parsers)
                        if name not in (*RESUME_OPTIONS, "resume"))
@@ -286,8 +288,6 @@ def _check_init_from(args) -> None:
     """--init-from takes the checkpoint's model and cleaning: options given that differ are refused."""
     from ..checkpoint import load_checkpoint
 
-    if args.resume is not None:
-        raise UserError("--init-from starts a new run; --resume continues one: give one of them")
     start = load_checkpoint(args.init_from, "best")
     model = start.model.to_dict()
     model.update(init="book", forget_bias=0.0)     # the weights are trained: nothing initialises them
