@@ -147,17 +147,22 @@ def test_a_kill_after_a_step_checkpoint_loses_only_the_steps_since(tmp_path):
 
 
 def test_the_header_comes_before_the_bar_which_counts_steps(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "scratchrnn", "train", *TINY, "--max-steps", "40",
-                           "--out", str(tmp_path / "run")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True, env={**os.environ, "PYTHONPATH": SRC}, timeout=240)
-    assert proc.returncode == 0, proc.stdout
-    header = proc.stdout.index("training NumpyBackend")
-    assert "parameters" in proc.stdout[header:proc.stdout.index("\n", header)]
-    assert header < proc.stdout.index("step/s") and header < proc.stdout.index("0/40")
-    # the bar's last state: 40 of 40 steps, the epoch beside them, and the summary's tokens/s
-    final = proc.stdout.replace("\r", "\n").split("\n")
-    bar = [line for line in final if "40/40" in line][-1]
-    speed = re.search(r"perplexity [\d.]+, ([\d.]+) tokens/sec", proc.stdout).group(1)
+    """stdout and stderr into one stream, as a terminal shows them: the header (with the parameter count)
+    is out before the bar starts, and the bar ends at 40 of 40 steps with the summary's tokens/s."""
+    import contextlib
+    import io
+
+    from scratchrnn import cli
+
+    screen = io.StringIO()
+    with contextlib.redirect_stdout(screen), contextlib.redirect_stderr(screen):
+        assert cli.main(["train", *TINY, "--max-steps", "40", "--out", str(tmp_path / "run")]) == 0
+    shown = screen.getvalue()
+    header = shown.index("training NumpyBackend")
+    assert "parameters" in shown[header:shown.index("\n", header)]
+    assert header < shown.index("step/s") and header < shown.index("0/40")
+    bar = [line for line in shown.replace("\r", "\n").split("\n") if "40/40" in line][-1]
+    speed = re.search(r"perplexity [\d.]+, ([\d.]+) tokens/sec", shown).group(1)
     assert "epoch 2/2" in bar and f"{float(speed):,.0f} tokens/s" in bar
 
 

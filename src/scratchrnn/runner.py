@@ -27,7 +27,6 @@ so a run saved by N ranks resumes on any M that divides the batch.
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,7 +50,7 @@ from .run_config import Corpus, RunConfig, read_run_text, run_prefixes, starting
 from .rundir import RunDirectory
 from .saved_run import SavedRun
 from .training import EpochResult, StepEvent, TrainConfig, TrainState, json_safe_ints, train
-from .watch import TENSORBOARD_SUBDIR, RunWatch, check_tensorboard_writer, in_jupyter
+from .watch import TENSORBOARD_SUBDIR, RunWatch, check_tensorboard_writer, in_jupyter, run_header
 
 
 @dataclass
@@ -201,30 +200,9 @@ class Run:
         prepared = cls(cfg, corpus, model, prefixes, backend, optimizer, loader, TrainState(),
                        directory=directory, world=world, say=say)
         if saved is not None:
-            prepared._continue(saved)
+            prepared.state, prepared.carried = saved.restore(prepared.backend, prepared.optimizer, world)
+            prepared.saved_step, prepared.saved_where = saved.state.step, saved.state.where()
         return prepared
-
-    def _continue(self, saved: SavedRun) -> None:
-        """Take up where the saved run stopped: its optimizer slots, dropout masks, progress and the
-        state of this rank's rows in an interrupted epoch."""
-        self.state, self.saved_step, self.saved_where = saved.state, saved.state.step, saved.state.where()
-        dropout_rng = saved.train_state.get("dropout_rng")
-        if dropout_rng is not None:
-            self.backend.set_dropout_rng_state(json_safe_ints(dropout_rng, to_text=False))
-        arrays = dict(saved.checkpoint.optimizer_state)
-        carried = [arrays.pop(f"{CARRIED_SLOT}/{i}") for i in range(len(arrays))
-                   if f"{CARRIED_SLOT}/{i}" in arrays]
-        where = f"{self.config.out}/last"
-        try:
-            self.optimizer.load_state_arrays(self.backend, arrays, saved.train_state.get("optimizer_steps", 0))
-        except ValueError as err:
-            raise UserError(f"{where}: {err}") from None
-        batch_size = self.config.train.batch_size
-        if carried and self.state.batch:
-            # saved for the whole batch (all ranks' rows): this rank continues its own rows
-            if any(len(a) != batch_size for a in carried):
-                raise UserError(f"{where}: the carried state does not match batch_size {batch_size}")
-            self.carried = self.backend.state_from_numpy(tuple(self.world.rows(a) for a in carried))
 
     @property
     def out(self) -> Path:
@@ -348,24 +326,10 @@ class Run:
         total = state.step - state.batch + (train_cfg.epochs - state.epoch) * steps_per_epoch
         return min(total, train_cfg.max_steps) if train_cfg.max_steps else total
 
-    def _header(self) -> str:
-        cfg, train_cfg, corpus, world = self.config, self.config.train, self.corpus, self.world
-        parameters = sum(math.prod(shape) for shape in self.model.param_shapes().values())
-        limits = "".join([f", at most {train_cfg.max_steps:,} steps" if train_cfg.max_steps else "",
-                          f", at most {cfg.max_minutes:g} minutes" if cfg.max_minutes else ""])
-        start = f"; from the weights of {cfg.init_from}" if cfg.init_from else ""
-        return (f"training {self.backend!r}, {parameters:,} parameters, on {len(corpus.train):,} tokens "
-                f"(vocabulary {len(corpus.vocab)}), "
-                + (f"held-out {len(corpus.heldout):,} tokens, " if corpus.heldout is not None else "")
-                + f"{train_cfg.optimizer} lr {train_cfg.lr:g}, {train_cfg.epochs} epochs of {train_cfg.sampling} "
-                f"batches {train_cfg.batch_size} x {train_cfg.num_steps}{limits}; best by {cfg.best_by}{start}"
-                + (f"; {world.size} ranks of {train_cfg.batch_size // world.size} rows each"
-                   if world.distributed else ""))
-
     def train(self, progress: bool = True) -> RunOutcome:
         """Train to the end (or a Ctrl-C, or the time budget), and say what happened."""
         cfg, train_cfg, world, corpus = self.config, self.config.train, self.world, self.corpus
-        self.say(self._header())
+        self.say(run_header(self.config, self.model, self.backend, self.corpus, world))
         stop = StopRequests(grace=2.0 if world.distributed else 0.0, quiet=not world.is_main)
         deadline = time.monotonic() + 60 * cfg.max_minutes if cfg.max_minutes else None
         if world.is_main and (progress or cfg.tensorboard):

@@ -10,11 +10,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from .checkpoint import Checkpoint
+from .checkpoint import CARRIED_SLOT, Checkpoint
+from .distributed import World
 from .errors import UserError
 from .run_config import DataFile, RunConfig
 from .rundir import RunDirectory
-from .training import TrainState
+from .training import TrainState, json_safe_ints
 
 
 @dataclass
@@ -50,6 +51,28 @@ class SavedRun:
             raise UserError(f"the run in {directory.path} has taken its {state.step} steps (max_steps); resume "
                             f"with a higher max_steps to train on")
         return cls(config, ckpt, state, saved)
+
+    def restore(self, backend, optimizer, world: World) -> tuple[TrainState, object]:
+        """Take up where the saved run stopped: its optimizer slots and dropout masks go to ``backend``
+        and ``optimizer``; returns its progress and, inside an epoch, the state of this rank's rows."""
+        dropout_rng = self.train_state.get("dropout_rng")
+        if dropout_rng is not None:
+            backend.set_dropout_rng_state(json_safe_ints(dropout_rng, to_text=False))
+        arrays = dict(self.checkpoint.optimizer_state)
+        carried = [arrays.pop(f"{CARRIED_SLOT}/{i}") for i in range(len(arrays))
+                   if f"{CARRIED_SLOT}/{i}" in arrays]
+        where = f"{self.config.out}/last"
+        try:
+            optimizer.load_state_arrays(backend, arrays, self.train_state.get("optimizer_steps", 0))
+        except ValueError as err:
+            raise UserError(f"{where}: {err}") from None
+        batch_size = self.config.train.batch_size
+        if not (carried and self.state.batch):
+            return self.state, None
+        # saved for the whole batch (all ranks' rows): this rank continues its own rows
+        if any(len(a) != batch_size for a in carried):
+            raise UserError(f"{where}: the carried state does not match batch_size {batch_size}")
+        return self.state, backend.state_from_numpy(tuple(world.rows(a) for a in carried))
 
 
 def _take_request(config: RunConfig, asked: RunConfig, directory: RunDirectory) -> None:

@@ -30,6 +30,21 @@ def check_tensorboard_writer() -> None:
                         f"installed: {TENSORBOARD_INSTALL}")
 
 
+def run_header(config, model, backend, corpus, world) -> str:
+    """The line a run starts with: what trains on what, its parameters, how long, how the best is chosen."""
+    train = config.train
+    parameters = sum(math.prod(shape) for shape in model.param_shapes().values())
+    limits = "".join([f", at most {train.max_steps:,} steps" if train.max_steps else "",
+                      f", at most {config.max_minutes:g} minutes" if config.max_minutes else ""])
+    start = f"; from the weights of {config.init_from}" if config.init_from else ""
+    return (f"training {backend!r}, {parameters:,} parameters, on {len(corpus.train):,} tokens "
+            f"(vocabulary {len(corpus.vocab)}), "
+            + (f"held-out {len(corpus.heldout):,} tokens, " if corpus.heldout is not None else "")
+            + f"{train.optimizer} lr {train.lr:g}, {train.epochs} epochs of {train.sampling} batches "
+            f"{train.batch_size} x {train.num_steps}{limits}; best by {config.best_by}{start}"
+            + (f"; {world.size} ranks of {train.batch_size // world.size} rows each" if world.distributed else ""))
+
+
 def in_jupyter() -> bool:
     """Whether this process is a Jupyter kernel (IPython is looked up, never imported here)."""
     ipython = sys.modules.get("IPython")
