@@ -45,10 +45,13 @@ $(VENV)/.base: pyproject.toml setup.py $(C_SOURCES) constraints/test.txt
 	$(PY) -m pip install $(PIP_FLAGS) -c constraints/test.txt -e .
 	touch $@
 
-# torch, tensorflow and paddle install side by side; each is imported only in its own test process
+# torch, tensorflow and paddle install side by side; each is imported only in its own test process.
+# The serve extra, the openai client and selenium test scratchrnn serve; Debian's chromium and
+# chromium-driver (as root, only when missing) run the explorer page (tests/test_explorer_browser.py).
 $(VENV)/.test: $(VENV)/.base
-	$(PY) -m pip install $(PIP_FLAGS) -c constraints/test.txt -e '.[torch,tensorflow,paddle,tensorboard,test]' \
-		nbclient nbformat ipykernel build 'setuptools>=77'
+	$(PY) -m pip install $(PIP_FLAGS) -c constraints/test.txt -e '.[torch,tensorflow,paddle,tensorboard,test,serve]' \
+		nbclient nbformat ipykernel build 'setuptools>=77' openai selenium httpx
+	test -x /usr/bin/chromedriver || (apt-get update -q && apt-get install -y -q chromium chromium-driver)
 	touch $@
 
 $(MXNET_VENV)/.test: pyproject.toml setup.py $(C_SOURCES) constraints/mxnet.txt

@@ -165,7 +165,11 @@ def reads_like_text(continuation: str) -> bool:
 
 
 class ForwardOnly:
-    """A backend seen only through the methods every backend has: generation's generic loop."""
+    """A backend that declares no loop of its own (``has_fast_decode``) and hides ``decode`` and
+    ``decode_weights``: generation's generic loop, stepping through ``forward`` (where the compiled
+    decoder does not take the model, dtype or decoding, or is off: ``SCRATCHRNN_NO_KERNEL``)."""
+
+    has_fast_decode = False
 
     def __init__(self, inner):
         self.inner = inner

@@ -206,6 +206,8 @@ def test_stacked_fast_training_without_detaching_equals_the_books_form(config):
 class _DecodeInTorch(ForwardOnly):
     """The PyTorch decode loop (what a GPU runs), forced on the CPU."""
 
+    has_fast_decode = True
+
     def decode(self, state, logits, num_tokens, pick, on_step=None):
         with torch.no_grad():
             return self.inner._decode_in_torch(state[0].clone(), logits, *self.inner._decode_weights(),

@@ -173,6 +173,45 @@ def test_rnn_relu_forward_is_the_chapters():
     np.testing.assert_allclose(logits, want, rtol=1e-12, atol=1e-12)
 
 
+def _book_layer(cell):
+    """A layer function of the kind each framework's cells.py writes (every step's H, final state),
+    here in NumPy from the book's steps."""
+    def layer(inputs, state, w, activation):
+        outputs = []
+        for x in inputs:
+            H, state = _book_step(cell, x, state, w, "", activation)
+            outputs.append(H)
+        return outputs, state
+    return layer
+
+
+@pytest.mark.parametrize("cell", CELL_NAMES)
+@pytest.mark.parametrize("layers,embedding,dropout",
+                         [(1, "onehot", 0.0), (2, "learned", 0.5), (3, "onehot", 0.5)])
+def test_the_stacking_written_once_is_the_books_deep_model(cell, layers, embedding, dropout):
+    """backends.stacking, which every autograd backend runs its cells through, here over NumPy's
+    TensorOps: each layer reads the one below with its own slice of the flat state and its own weights,
+    each layer's output is multiplied by its mask, and the output layer reads the last."""
+    from scratchrnn.backends import stacking
+    from scratchrnn.backends.base import TensorOps
+    config = _config(cell, layers, dropout, embedding, hidden=4)
+    params = _params(config)
+    rng = np.random.default_rng(5)
+    X = rng.integers(0, config.vocab_size, (3, 6))
+    state = _state(config, 3, rng)
+    masks = None
+    if dropout:
+        masks = [cells.dropout_mask(rng, (6, 3, 4), dropout, np.float64) for _ in range(layers)]
+    tokens = X.T
+    inputs = np.eye(config.vocab_size)[tokens] if embedding == "onehot" else params["W_emb"][tokens]
+    logits, new_state = stacking.deep_model(TensorOps(), _book_layer(cell), inputs, state, params, config, masks)
+    want_logits, want_state = _book_model(config, params, X, state, masks)
+    np.testing.assert_allclose(logits, want_logits, rtol=1e-12, atol=1e-12)
+    assert len(new_state) == len(want_state) == backends.base.state_size(config)
+    for got, want in zip(new_state, want_state):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
 # -- gradients against finite differences ---------------------------------------------------------------
 def _loss_fn(backend, X, Y, state, rng_state):
     """The backend's training loss as a function of its parameters, with the same dropout masks every

@@ -83,3 +83,9 @@ def test_the_wheel_installs_trains_and_generates_in_a_fresh_environment(tmp_path
     text = _run([scratchrnn, "generate", "run", "--prefix", "time traveller", "--num-chars", "20"],
                 env=env, cwd=work).stdout
     assert text.startswith("time traveller") and len(text.strip()) == len("time traveller") + 20
+    # the explorer's page ships in the wheel, and explain needs nothing of the serve extra
+    for asset in ("index.html", "app.js", "charts.js", "style.css"):
+        assert (site / "scratchrnn" / "explorer" / asset).is_file(), asset
+    _run([scratchrnn, "explain", "run", "--text", "text.txt", "--html", "run.html", "--max-chars", "40"],
+         env=env, cwd=work)
+    assert "scratchrnn explorer" in (work / "run.html").read_text(encoding="utf-8")

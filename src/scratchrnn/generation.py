@@ -179,16 +179,16 @@ def generate_blocks(backend: Backend, prefixes: Sequence[Sequence[int]], num_tok
     block = max(num_tokens, 1) if block is None else block
     if block < 1:
         raise ValueError(f"block must be a positive number of tokens, not {block}")
-    if (hasattr(backend, "decode_weights") and has_decode_weights(backend.config)
+    if (has_decode_weights(backend.config)
             and all(len(ids) > 0 for ids in prefixes)
             and decoding.strategy == "greedy"
-            and kernels.supports(getattr(backend.config, "cell", "rnn"), backend.dtype, backend.device,
+            and kernels.supports(backend.config.cell, backend.dtype, backend.device,
                                  "decode", batch=len(prefixes))):
         yield from _compiled_blocks(backend, prefixes, num_tokens, block, on_step)
         return
     state, logits = _read_prefixes(backend, prefixes)
     pick = TokenPicker(decoding)
-    decode = getattr(backend, "decode", None)
+    decode = backend.decode if backend.has_fast_decode else None
     for start in range(0, num_tokens, block):
         n = min(block, num_tokens - start)
         more = start + n < num_tokens

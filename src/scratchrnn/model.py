@@ -17,7 +17,7 @@ from .memory import available_bytes, format_bytes
 
 ACTIVATIONS = ("tanh", "relu")
 EMBEDDINGS = ("onehot", "learned")
-CELLS = ("rnn", "gru", "lstm")
+CELLS = tuple(cells.CELLS)      # the cells' names, as scratchrnn.cells defines them
 
 
 @dataclass(frozen=True)

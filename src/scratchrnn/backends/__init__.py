@@ -1,5 +1,7 @@
 """Backends: one folder per framework (``backend.py``, and the book's cells in its idiom in ``cells.py``),
-imported only when asked for.
+imported only when asked for. What they share is written once beside them: the interface and its
+declared capabilities (``base.py``), the dropout masks (``dropout.py``) and the stacking of the
+book's deep model over each framework's cells (``stacking.py``).
 
 ``import scratchrnn`` imports no framework; ``create("torch", ...)`` imports torch then, and a
 framework that is not installed gives a message naming the package that installs it (scratchrnn itself is

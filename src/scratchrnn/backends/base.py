@@ -10,6 +10,11 @@ methods, with NumPy arrays crossing the boundary.
 
 State is a tuple of framework tensors (one (batch, hidden) array for the RNN), as in the chapter, so
 that cells with several state tensors (LSTM) fit the same shape.
+
+What a backend may do beyond these methods is declared here, not probed for: ``has_fast_decode``
+(its own generation loop, ``decode``), the cells it builds and whether it stacks layers with dropout
+(``cells``, ``layers_and_dropout``); every backend draws dropout masks (``dropout.DropoutMasks``) and
+gives its weights for the compiled decoder (``decode_weights``).
 """
 from __future__ import annotations
 
@@ -18,16 +23,19 @@ from typing import Any
 
 import numpy as np
 
-from ..cells import RankRows
+from ..cells import CELLS, get_cell
 from ..errors import UserError
-from ..model import ModelConfig
+from ..model import ModelConfig, global_norm
 from ..optim import SGD, OptimizerConfig, Optimizer, apply_update
+from .dropout import DropoutMasks
 
 State = tuple
 
 
 class TensorOps:
-    """The tensor operations the optimizers and clipping need beyond ``+ - * /``, here for NumPy.
+    """The tensor operations that the code written once for every backend needs beyond ``+ - * /``,
+    here for NumPy: the optimizers and clipping (``scratchrnn.optim``), and the stacking of the book's
+    deep model (``backends.stacking``).
 
     Each backend has a subclass for its framework (einops-style: one algorithm, small per-framework
     classes). Values may be the framework's tensors or its scalars; nothing here leaves the device
@@ -41,8 +49,8 @@ class TensorOps:
         return np.zeros_like(x)
 
     def global_norm(self, tensors) -> Any:
-        """L2 norm of all tensors taken together, as one long vector (accumulated in float64)."""
-        return float(np.sqrt(sum(float(np.sum(np.square(t, dtype=np.float64))) for t in tensors)))
+        """L2 norm of all tensors taken together, as one long vector (``model.global_norm``)."""
+        return global_norm(tensors)
 
     def clip_factor(self, norm, theta: float) -> Any:
         """min(1, theta / norm): what clipping multiplies every gradient by (1 for a zero norm)."""
@@ -54,9 +62,27 @@ class TensorOps:
     def from_numpy(self, array: np.ndarray, like):
         return np.array(array, dtype=like.dtype)
 
+    def matmul(self, a, b):
+        return np.matmul(a, b)
 
-class Backend(ABC):
-    """Base class: subclasses implement the framework-specific methods below."""
+    def stack(self, tensors):
+        """Tensors of one shape, stacked along a new first axis (the time steps)."""
+        return np.stack(tensors)
+
+    def unstack(self, x):
+        """``stack`` undone: the (batch, width) steps of a (steps, batch, width) tensor, in order."""
+        return list(x)
+
+    def concat(self, tensors):
+        """Tensors joined along their first axis: the (batch, width) steps as (steps * batch, width)."""
+        return np.concatenate(tensors)
+
+
+class Backend(DropoutMasks, ABC):
+    """Base class: subclasses implement the framework-specific methods below.
+
+    ``dropout_seed`` seeds the generator the dropout masks are drawn from (``DropoutMasks``).
+    """
 
     #: short name used on the command line (``--backend``)
     name = "base"
@@ -64,15 +90,20 @@ class Backend(ABC):
     devices: tuple[str, ...] = ("cpu",)
     #: floating-point types every backend computes in
     dtypes: tuple[str, ...] = ("float32", "float64")
-    #: recurrent cells this backend implements
-    cells: tuple[str, ...] = ("rnn",)
+    #: recurrent cells this backend implements (a backend that builds fewer names its own)
+    cells: tuple[str, ...] = tuple(CELLS)
     #: whether this backend builds more than one layer and dropout (ModelConfig.num_layers, .dropout)
-    layers_and_dropout: bool = False
-    #: the framework's tensor operations, for the optimizers and clipping
+    layers_and_dropout: bool = True
+    #: whether this backend has a generation loop of its own, ``decode`` (see below), faster than
+    #: stepping through ``forward`` one token at a time (which ``generation`` does otherwise)
+    has_fast_decode: bool = False
+    #: the framework's tensor operations, for the optimizers, clipping and the stacking of layers
     ops = TensorOps()
+    #: the chapter's SGD, made when ``train_step`` is first given no optimizer
+    _sgd: Optimizer | None = None
 
     def __init__(self, params: dict[str, np.ndarray], config: ModelConfig,
-                 device: str = "cpu", dtype: str = "float32"):
+                 device: str = "cpu", dtype: str = "float32", dropout_seed: int = 0):
         missing = set(config.param_shapes()) - set(params)
         if missing:
             raise ValueError(f"parameters missing: {sorted(missing)}")
@@ -94,11 +125,15 @@ class Backend(ABC):
         self.config = config
         self.device = device
         self.dtype = dtype
+        self._init_dropout(dropout_seed)
 
     # -- state ------------------------------------------------------------------------------------
-    @abstractmethod
     def begin_state(self, batch_size: int) -> State:
-        """A fresh zero state for ``batch_size`` sequences."""
+        """A fresh zero state for ``batch_size`` sequences: flat, each layer's tensors in turn (H; or
+        H and C for the LSTM), layer 0 first, each (batch, hidden)."""
+        shape = (batch_size, self.config.num_hiddens)
+        return self.state_from_numpy(tuple(np.zeros(shape, dtype=self.dtype)
+                                           for _ in range(state_size(self.config))))
 
     @abstractmethod
     def detach(self, state: State) -> State:
@@ -158,32 +193,20 @@ class Backend(ABC):
         for name, value in self.parameters().items():
             self.assign(name, value + alpha * deltas[name])
 
-    def share_dropout_stream(self, rank: int, world: int) -> None:
-        """Training on ``world`` ranks: this rank's dropout masks become its rows of the masks of the
-        whole global batch (``cells.RankRows``), so that N ranks train as one process would. Every
-        rank must hold the same dropout seed. Once is enough; nothing changes on one rank or for a
-        backend without a dropout generator."""
-        generator = getattr(self, "_dropout_rng", None)
-        if world > 1 and generator is not None and not isinstance(generator, RankRows):
-            self._dropout_rng = RankRows(generator, rank, world)
-
     def _chapter_sgd(self) -> Optimizer:
-        if getattr(self, "_sgd", None) is None:
+        if self._sgd is None:
             self._sgd = SGD(OptimizerConfig("sgd"))
         return self._sgd
 
-    # A backend may also define ``decode(state, logits, num_tokens, pick, on_step)``: generation's
-    # token-by-token loop without the per-call cost of ``forward`` (see NumpyBackend.decode).
-    # ``generation.generate_ids`` uses it when present and steps through ``forward`` otherwise.
+    # A backend whose ``has_fast_decode`` is true also defines ``decode(state, logits, num_tokens,
+    # pick, on_step)``: generation's token-by-token loop without the per-call cost of ``forward`` (see
+    # NumpyBackend.decode). ``generation.generate_blocks`` uses it then, and steps through ``forward``
+    # otherwise.
 
     def decode_weights(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The weights as generation uses them, in NumPy (see ``decode_weights_of``). For the compiled
         decoder (scratchrnn.kernels.decode), which so serves every backend."""
         return decode_weights_of(self.get_params(), self.config)
-
-    # -- shared helpers ---------------------------------------------------------------------------
-    def numpy_dtype(self):
-        return np.dtype(self.dtype)
 
     def __repr__(self) -> str:
         c = self.config
@@ -213,11 +236,13 @@ def decode_weights_of(params: dict, config: ModelConfig, concat=np.concatenate) 
 
 
 def is_chapter_model(config: ModelConfig) -> bool:
-    """The chapter's own model (8.5): one RNN layer, no dropout. Backends keep their chapter code for it
-    and build every other model from the book's 9.1-9.3 cells."""
+    """The chapter's own model (8.5): one RNN layer, no dropout. The torch backend's fast path has a
+    backward pass of its own for it; the autograd backends build it as any other model, one RNN layer
+    through ``backends.stacking``."""
     return config.cell == "rnn" and config.num_layers == 1 and not config.dropout
 
 
 def state_size(config: ModelConfig) -> int:
-    """How many (batch, hidden) tensors the flat state holds: each layer's H (and C for the LSTM)."""
-    return (2 if config.cell == "lstm" else 1) * config.num_layers
+    """How many (batch, hidden) tensors the flat state holds: each layer's, as its cell names them
+    (``Cell.state_names``: H; or H and C for the LSTM)."""
+    return len(get_cell(config.cell).state_names) * config.num_layers

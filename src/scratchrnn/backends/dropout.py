@@ -1,20 +1,29 @@
-"""Dropout masks for the autograd backends, drawn in NumPy exactly as the reference draws them.
+"""Dropout masks, drawn in NumPy by every backend exactly as the reference draws them.
 
-The NumPy backend draws one mask per layer, layer 0 first, each (steps, batch, hidden), from its own
-generator (``numpy.backend.dropout_generator``). A backend that draws its masks from a generator in
-the same state, in the same order, applies the very same masks -- which is what lets the contract
-tests compare training with dropout across frameworks, and resume a run exactly.
+The NumPy backend draws one mask per layer, layer 0 first, each (steps, batch, hidden), from a
+generator of its own (``dropout_generator``). Every other backend draws its masks from a generator in
+the same state, in the same order, and so applies the very same masks -- which is what lets the
+contract tests compare training with dropout across frameworks, and resume a run exactly. The
+generator's state goes into checkpoints.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ..cells import dropout_mask
-from .numpy.backend import dropout_generator
+from ..cells import RankRows, dropout_mask
+
+
+def dropout_generator(seed: int) -> np.random.Generator:
+    """The generator dropout masks are drawn from, for a seed: a stream of its own, apart from the
+    one ``init_params`` draws the weights from with the same seed."""
+    return np.random.default_rng([seed, 0x0D0])
 
 
 class DropoutMasks:
-    """Mixin for a Backend: ``dropout_seed`` seeds the generator; its state goes into checkpoints."""
+    """What every Backend does with its dropout generator (``Backend`` inherits it): ``dropout_seed``
+    seeds it, its state goes into checkpoints, and training on several ranks shares its stream."""
+
+    _dropout_rng: np.random.Generator | RankRows
 
     def _init_dropout(self, seed: int) -> None:
         self._dropout_rng = dropout_generator(seed)
@@ -26,6 +35,13 @@ class DropoutMasks:
     def set_dropout_rng_state(self, state: dict) -> None:
         self._dropout_rng.bit_generator.state = state
 
+    def share_dropout_stream(self, rank: int, world: int) -> None:
+        """Training on ``world`` ranks: this rank's dropout masks become its rows of the masks of the
+        whole global batch (``cells.RankRows``), so that N ranks train as one process would. Every
+        rank must hold the same dropout seed. Once is enough; nothing changes on one rank."""
+        if world > 1 and not isinstance(self._dropout_rng, RankRows):
+            self._dropout_rng = RankRows(self._dropout_rng, rank, world)
+
     def draw_masks(self, X) -> list[np.ndarray] | None:
         """One training batch's masks, as NumPy arrays (one per layer, (steps, batch, hidden), time-
         major), or None without dropout: ``X`` is the (batch, steps) batch they are for."""
@@ -34,5 +50,5 @@ class DropoutMasks:
             return None
         batch, steps = np.shape(X)
         shape = (steps, batch, self.config.num_hiddens)
-        return [dropout_mask(self._dropout_rng, shape, rate, self.numpy_dtype())
+        return [dropout_mask(self._dropout_rng, shape, rate, self.dtype)
                 for _ in range(self.config.num_layers)]

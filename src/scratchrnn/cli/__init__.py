@@ -1,5 +1,5 @@
-"""The ``scratchrnn`` command: one module per subcommand (``train``, ``generate``, ``experiment``), each
-owning its parser (``add_parser``) and its command (``run``).
+"""The ``scratchrnn`` command: one module per subcommand (``train``, ``generate``, ``experiment``, ``serve``,
+``explain``), each owning its parser (``add_parser``) and its command (``run``).
 
 Every mistake a user can make (a bad option value, a missing file, a corpus too short, a damaged
 checkpoint, a framework not installed) ends with one line on stderr and exit status 2, before
@@ -15,10 +15,10 @@ import threading
 
 from .. import __version__, kernels
 from ..errors import RunInterrupted, UserError
-from . import experiment, generate, train
+from . import experiment, explain, generate, serve, train
 from .common import EXIT_INTERRUPTED, EXIT_USER_ERROR, HelpFormatter, Parser
 
-COMMANDS = {"train": train, "generate": generate, "experiment": experiment}
+COMMANDS = {"train": train, "generate": generate, "experiment": experiment, "serve": serve, "explain": explain}
 
 
 class _PrintVersion(argparse.Action):

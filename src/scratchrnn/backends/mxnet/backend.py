@@ -2,7 +2,8 @@
 
 It is written in MXNet's NumPy idiom, as the chapter's MXNet code is: ``mxnet.np`` arrays after
 ``npx.set_np()``, ``npx.one_hot`` inputs, parameters with ``attach_grad()``, the tanh loop with
-``np.dot``, ``autograd.record()`` then ``backward()``. Clipping and the optimizers are the package's
+``np.dot`` (``cells.rnn``, with the output layer in ``backends.stacking``), ``autograd.record()`` then
+``backward()``. Clipping and the optimizers are the package's
 own (``scratchrnn.optim``), written once for every backend over ``MXNetOps``.
 
 MXNet runs operators asynchronously: Python only queues them. Nothing in a training step reads a
@@ -13,16 +14,16 @@ MXNet 1.9.1 is the last MXNet release and needs NumPy 1.x, so this backend lives
 environment (``.venv-mxnet``); nothing here may use NumPy 2 features.
 
 GRU and LSTM cells, stacked layers and dropout are the book's MXNet code of chapters 9.1-9.3
-(``cells``); the chapter's own model keeps ``_rnn`` below. Dropout masks are drawn in plain
-NumPy (``dropout.DropoutMasks``), as the NumPy backend draws them.
+(``cells``, stacked as the chapter's model is). Dropout masks are drawn in plain NumPy
+(``dropout.DropoutMasks``), as the NumPy backend draws them.
 """
 from __future__ import annotations
 
 import numpy as onp   # plain NumPy: what crosses the backend boundary
 
 from ...optim import apply_update
-from ..base import Backend, TensorOps, is_chapter_model, state_size
-from ..dropout import DropoutMasks
+from ..base import Backend, TensorOps
+from ..stacking import deep_model
 from . import cells
 from .framework import autograd, gluon, mx, np, npx, use_np
 
@@ -54,18 +55,24 @@ class MXNetOps(TensorOps):
     def from_numpy(self, array, like):
         return np.array(onp.asarray(array), dtype=like.dtype, ctx=like.ctx)
 
+    def matmul(self, a, b):
+        return np.dot(a, b)
+
+    def stack(self, tensors):
+        return np.stack(tensors)
+
+    def concat(self, tensors):
+        return np.concatenate(tensors, axis=0)
+
 
 @use_np
-class MXNetBackend(DropoutMasks, Backend):
+class MXNetBackend(Backend):
     name = "mxnet"
-    devices = ("cpu",)
-    cells = ("rnn", "gru", "lstm")
-    layers_and_dropout = True
     ops = MXNetOps()
 
     def __init__(self, params, config, device="cpu", dtype="float32", dropout_seed: int = 0):
-        super().__init__(params, config, device, dtype)   # CPU only: MXNet 1.9.1 from pip is a CPU build
-        self._init_dropout(dropout_seed)
+        # CPU only: MXNet 1.9.1 from pip is a CPU build
+        super().__init__(params, config, device, dtype, dropout_seed)
         self.ctx = mx.cpu()
         self.params = {}
         for name in config.param_shapes():
@@ -73,15 +80,8 @@ class MXNetBackend(DropoutMasks, Backend):
             param.attach_grad()   # grad_req "write": every backward() overwrites the last gradient
             self.params[name] = param
         self.loss = gluon.loss.SoftmaxCrossEntropyLoss()
-        # npx.relu has derivative 0 at z = 0, as the reference's (h > 0); np.maximum(z, 0) would give 1
-        self.activation = np.tanh if config.activation == "tanh" else npx.relu
 
     # -- state ------------------------------------------------------------------------------------
-    def begin_state(self, batch_size):
-        # flat: each layer's tensors in turn (H; or H, C for the LSTM), as the NumPy backend's
-        return tuple(np.zeros((batch_size, self.config.num_hiddens), dtype=self.dtype, ctx=self.ctx)
-                     for _ in range(state_size(self.config)))
-
     def detach(self, state):
         # detach() returns a new array. The chapter calls `s.detach()` and drops the result, which
         # works there only because backward() without retain_graph frees the graph anyway; here
@@ -106,16 +106,6 @@ class MXNetBackend(DropoutMasks, Backend):
             return npx.one_hot(X.T, self.config.vocab_size, dtype=self.dtype)
         return np.take(weights["W_emb"], X.T, axis=0)
 
-    def _rnn(self, inputs, state, weights):
-        """The chapter's ``rnn``: a Python loop over time steps, logits of every step stacked."""
-        W_xh, W_hh, b_h, W_hq, b_q = (weights[k] for k in ("W_xh", "W_hh", "b_h", "W_hq", "b_q"))
-        H, = state
-        outputs = []
-        for X in inputs:
-            H = self.activation(np.dot(X, W_xh) + np.dot(H, W_hh) + b_h)
-            outputs.append(np.dot(H, W_hq) + b_q)
-        return np.concatenate(outputs, axis=0), (H,)
-
     def _graph_weights(self):
         # The graph of a batch must keep the weights it was computed with: a state that is not
         # detached carries that graph into the next batch, after the parameters were updated in
@@ -124,10 +114,10 @@ class MXNetBackend(DropoutMasks, Backend):
         return {name: np.copy(p) for name, p in self.params.items()}
 
     def _model(self, X, state, weights, masks=None):
-        """The chapter's ``rnn`` for its own model, the book's deep model (9.3) for every other."""
-        if is_chapter_model(self.config):
-            return self._rnn(self._inputs(X, weights), state, weights)
-        return cells.deep_model(self._inputs(X, weights), state, weights, self.config, masks)
+        """The book's deep model (9.3; the chapter's is one RNN layer): logits (steps * batch, vocab),
+        time-major, and the state after the last step."""
+        return deep_model(self.ops, cells.CELL_FUNCTIONS[self.config.cell], self._inputs(X, weights), state,
+                          weights, self.config, masks)
 
     def forward(self, X, state):
         # pause(): inference records nothing, even if a caller is inside autograd.record()

@@ -30,12 +30,6 @@ from ...model import ModelConfig
 from ..base import Backend, decode_weights_of
 
 
-def dropout_generator(seed: int) -> np.random.Generator:
-    """The generator dropout masks are drawn from, for a seed: a stream of its own, apart from the
-    one ``init_params`` draws the weights from with the same seed."""
-    return np.random.default_rng([seed, 0x0D0])
-
-
 class NumpyState(tuple):
     """The state, plus -- until detached -- the batches whose computation led to it.
 
@@ -114,24 +108,14 @@ def softmax_cross_entropy(logits: np.ndarray, targets: np.ndarray) -> tuple[floa
 
 class NumpyBackend(Backend):
     name = "numpy"
-    cells = ("rnn", "gru", "lstm")
-    layers_and_dropout = True
+    has_fast_decode = True
 
     def __init__(self, params, config: ModelConfig, device: str = "cpu", dtype: str = "float32",
                  dropout_seed: int = 0):
-        super().__init__(params, config, device, dtype)
+        super().__init__(params, config, device, dtype, dropout_seed)
         self.params = {name: np.array(params[name], dtype=dtype, copy=True) for name in config.param_shapes()}
         self.cell = get_cell(config.cell)
         self._layer_names = [config.layer_param_names(layer) for layer in range(config.num_layers)]
-        self._dropout_rng = dropout_generator(dropout_seed)
-
-    # -- dropout masks ----------------------------------------------------------------------------
-    def dropout_rng_state(self) -> dict:
-        """The state of the generator the dropout masks come from (JSON-able), for checkpoints."""
-        return self._dropout_rng.bit_generator.state
-
-    def set_dropout_rng_state(self, state: dict) -> None:
-        self._dropout_rng.bit_generator.state = state
 
     # -- state ------------------------------------------------------------------------------------
     def begin_state(self, batch_size):

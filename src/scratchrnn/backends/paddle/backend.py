@@ -2,22 +2,21 @@
 
 The pieces are the ones the Paddle edition of the chapter writes: parameters are plain tensors with
 ``stop_gradient=False``, inputs are ``F.one_hot`` vectors, a Python loop over time steps calls
-``paddle.matmul`` and ``paddle.tanh``, and ``loss.backward()`` fills ``.grad``. Clipping and the
+``paddle.matmul`` and ``paddle.tanh`` (``cells.rnn``, with the output layer in ``backends.stacking``),
+and ``loss.backward()`` fills ``.grad``. Clipping and the
 optimizers are the package's own (``scratchrnn.optim``), written once for every backend over
 ``PaddleOps``; the new values are assigned under ``paddle.no_grad()``.
 
 GRU and LSTM cells, stacked layers and dropout are the book's Paddle code of chapters 9.1-9.3
-(``cells``); the chapter's own model keeps ``_rnn`` below. Dropout masks are drawn in NumPy
+(``cells``, stacked as the chapter's model is). Dropout masks are drawn in NumPy
 (``dropout.DropoutMasks``), as the NumPy backend draws them.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ..base import Backend, TensorOps, is_chapter_model, state_size
-from ..dropout import DropoutMasks
-
-
+from ..base import Backend, TensorOps
+from ..stacking import deep_model
 from . import cells
 from .framework import F, paddle
 
@@ -45,17 +44,27 @@ class PaddleOps(TensorOps):
     def from_numpy(self, array, like):
         return paddle.to_tensor(np.asarray(array), dtype=like.dtype, place=like.place)
 
+    def matmul(self, a, b):
+        return paddle.matmul(a, b)
 
-class PaddleBackend(DropoutMasks, Backend):
+    def stack(self, tensors):
+        return paddle.stack(tensors)
+
+    def unstack(self, x):
+        # one op for all the steps; iterating the tensor would run an indexing op (and its backward)
+        # per step
+        return paddle.unbind(x, axis=0)
+
+    def concat(self, tensors):
+        return paddle.concat(tensors, axis=0)
+
+
+class PaddleBackend(Backend):
     name = "paddle"
-    devices = ("cpu",)
-    cells = ("rnn", "gru", "lstm")
-    layers_and_dropout = True
     ops = PaddleOps()
 
     def __init__(self, params, config, device="cpu", dtype="float32", dropout_seed: int = 0):
-        super().__init__(params, config, device, dtype)
-        self._init_dropout(dropout_seed)
+        super().__init__(params, config, device, dtype, dropout_seed)
         self.place = paddle.CPUPlace()
         self.params = {}
         for name in config.param_shapes():
@@ -64,11 +73,6 @@ class PaddleBackend(DropoutMasks, Backend):
             self.params[name] = tensor
 
     # -- state ------------------------------------------------------------------------------------
-    def begin_state(self, batch_size):
-        # flat: each layer's tensors in turn (H; or H, C for the LSTM), as the NumPy backend's
-        zeros = np.zeros((batch_size, self.config.num_hiddens), dtype=self.dtype)
-        return tuple(paddle.to_tensor(zeros, place=self.place) for _ in range(state_size(self.config)))
-
     def detach(self, state):
         return tuple(s.detach() for s in state)
 
@@ -89,21 +93,6 @@ class PaddleBackend(DropoutMasks, Backend):
             return F.one_hot(tokens, self.config.vocab_size).astype(self.dtype)
         return F.embedding(tokens, weights["W_emb"])
 
-    def _activation(self, z):
-        return paddle.tanh(z) if self.config.activation == "tanh" else F.relu(z)
-
-    def _rnn(self, inputs, state, weights):
-        """The chapter's ``rnn``: one step of the recurrence and the output layer per time step."""
-        W_xh, W_hh, b_h, W_hq, b_q = (weights[k] for k in ("W_xh", "W_hh", "b_h", "W_hq", "b_q"))
-        H, = state
-        outputs = []
-        # unbind splits the steps in one op; iterating the tensor would run an indexing op (and
-        # its backward) per step
-        for X in paddle.unbind(inputs, axis=0):
-            H = self._activation(paddle.matmul(X, W_xh) + paddle.matmul(H, W_hh) + b_h)
-            outputs.append(paddle.matmul(H, W_hq) + b_q)
-        return paddle.concat(outputs, axis=0), (H,)
-
     def _graph_weights(self):
         # The graph of a batch must keep the weights it was computed with: a state that is not
         # detached carries that graph into the next batch, after the parameters were updated in
@@ -111,15 +100,14 @@ class PaddleBackend(DropoutMasks, Backend):
         return {name: p.clone() for name, p in self.params.items()}
 
     def _model(self, X, state, weights, train: bool):
-        """The chapter's ``rnn`` for its own model, the book's deep model (9.3) for every other; with
-        dropout masks in training."""
-        inputs = self._inputs(self._tokens(X), weights)
-        if is_chapter_model(self.config):
-            return self._rnn(inputs, state, weights)
+        """The book's deep model (9.3; the chapter's is one RNN layer), with dropout masks in training:
+        logits (steps * batch, vocab), time-major, and the state after the last step."""
         masks = self.draw_masks(X) if train else None
         if masks is not None:
             masks = [paddle.to_tensor(mask, place=self.place) for mask in masks]
-        return cells.deep_model(inputs, state, weights, self.config, masks)
+        inputs = self._inputs(self._tokens(X), weights)
+        return deep_model(self.ops, cells.CELL_FUNCTIONS[self.config.cell], inputs, state, weights, self.config,
+                          masks)
 
     def forward(self, X, state):
         with paddle.no_grad():

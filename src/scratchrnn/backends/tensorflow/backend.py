@@ -1,9 +1,10 @@
 """TensorFlow backend: the chapter's TensorFlow code, with ``tf.GradientTape`` computing the gradients.
 
 The pieces are the ones a reader of the TensorFlow version of D2L 8.5 knows: ``tf.one_hot`` inputs,
-``tf.Variable`` parameters, the state as a tuple, a Python loop of ``tanh`` steps in ``_rnn`` and the
-output layer. Clipping and the optimizers are the package's own (``scratchrnn.optim``), written once
-for every backend over ``TFOps``.
+``tf.Variable`` parameters, the state as a tuple, a Python loop of ``tanh`` steps (``cells.rnn``) and
+the output layer (``backends.stacking``, written once for the autograd backends over ``TFOps``).
+Clipping and the optimizers are the package's own (``scratchrnn.optim``), written once for every
+backend over ``TFOps`` too.
 
 Speed: from a detached state (the normal case) the forward pass, the tape and the clipping of a
 training step are one ``tf.function``, traced once for the batch shape and reused for every step, so
@@ -12,17 +13,17 @@ state that was not detached makes the step replay earlier batches (see ``TFState
 eagerly around compiled pieces instead, so a longer history never means a new trace.
 
 GRU and LSTM cells, stacked layers and dropout are the book's TensorFlow code of chapters 9.1-9.3
-(``cells``), in the same graphs; the chapter's own model keeps ``_rnn`` below. Dropout
-masks are drawn in NumPy (``dropout.DropoutMasks``), as the NumPy backend draws them, and enter the
-graph as inputs: a mask drawn inside a traced function would be drawn once, at tracing.
+(``cells``, stacked as the chapter's model is), in the same graphs. Dropout masks are drawn in NumPy
+(``dropout.DropoutMasks``), as the NumPy backend draws them, and enter the graph as inputs: a mask
+drawn inside a traced function would be drawn once, at tracing.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ...optim import clip_by_global_norm
-from ..base import Backend, TensorOps, is_chapter_model, state_size
-from ..dropout import DropoutMasks
+from ..base import Backend, TensorOps
+from ..stacking import deep_model, stacked_layers
 from . import cells
 from .framework import tf
 
@@ -70,17 +71,26 @@ class TFOps(TensorOps):
     def from_numpy(self, array, like):
         return tf.constant(np.asarray(array), dtype=like.dtype)
 
+    def matmul(self, a, b):
+        return tf.matmul(a, b)
 
-class TensorFlowBackend(DropoutMasks, Backend):
+    def stack(self, tensors):
+        return tf.stack(tensors)
+
+    def unstack(self, x):
+        # a Python list: a loop over it is unrolled when traced (the number of steps is fixed)
+        return tf.unstack(x)
+
+    def concat(self, tensors):
+        return tf.concat(tensors, axis=0)
+
+
+class TensorFlowBackend(Backend):
     name = "tensorflow"
-    devices = ("cpu",)
-    cells = ("rnn", "gru", "lstm")
-    layers_and_dropout = True
     ops = TFOps()
 
     def __init__(self, params, config, device="cpu", dtype="float32", dropout_seed: int = 0):
-        super().__init__(params, config, device, dtype)
-        self._init_dropout(dropout_seed)
+        super().__init__(params, config, device, dtype, dropout_seed)
         self.tf_dtype = _DTYPES[dtype]
         self.params = {name: tf.Variable(np.asarray(params[name], dtype=dtype), name=name)
                        for name in config.param_shapes()}
@@ -94,11 +104,6 @@ class TensorFlowBackend(DropoutMasks, Backend):
         self._step_graphs = {}      # id(optimizer) -> its whole step as one graph (a stateless rule)
 
     # -- state ------------------------------------------------------------------------------------
-    def begin_state(self, batch_size):
-        # flat: each layer's tensors in turn (H; or H, C for the LSTM), as the NumPy backend's
-        return TFState(tuple(tf.zeros((batch_size, self.config.num_hiddens), dtype=self.tf_dtype)
-                             for _ in range(state_size(self.config))))
-
     def detach(self, state):
         # eager tensors hold no graph: forgetting the recipe of earlier batches is all it takes
         return TFState(tuple(state))
@@ -116,26 +121,11 @@ class TensorFlowBackend(DropoutMasks, Backend):
             return tf.one_hot(tokens, self.config.vocab_size, dtype=self.tf_dtype)
         return tf.gather(weights["W_emb"], tokens)
 
-    def _activation(self, z):
-        return tf.tanh(z) if self.config.activation == "tanh" else tf.nn.relu(z)
-
-    def _rnn(self, inputs, state, weights):
-        """The chapter's ``rnn``: logits (steps * batch, vocab), time-major, and the final state."""
-        W_xh, W_hh, b_h, W_hq, b_q = (weights[k] for k in ("W_xh", "W_hh", "b_h", "W_hq", "b_q"))
-        H, = state
-        outputs = []
-        # unstack: a Python list, so the loop is unrolled when traced (the number of steps is fixed)
-        for X in tf.unstack(inputs):
-            H = self._activation(tf.matmul(X, W_xh) + tf.matmul(H, W_hh) + b_h)
-            outputs.append(tf.matmul(H, W_hq) + b_q)
-        return tf.concat(outputs, axis=0), (H,)
-
     def _model(self, tokens, state, weights, masks):
-        """The chapter's ``rnn`` for its own model, the book's deep model (9.3) for every other."""
-        inputs = self._inputs(tokens, weights)
-        if is_chapter_model(self.config):
-            return self._rnn(inputs, state, weights)
-        return cells.deep_model(inputs, state, weights, self.config, masks)
+        """The book's deep model (9.3; the chapter's is one RNN layer): logits (steps * batch, vocab),
+        time-major, and the state after the last step."""
+        return deep_model(self.ops, cells.CELL_FUNCTIONS[self.config.cell], self._inputs(tokens, weights),
+                          state, weights, self.config, masks)
 
     def _forward(self, tokens, state, masks=None):
         return self._model(tokens, state, self.params, masks)
@@ -148,13 +138,9 @@ class TensorFlowBackend(DropoutMasks, Backend):
 
     def _state_after(self, tokens, state, weights, masks):
         """The state at the end of an earlier batch, recomputed with the weights (and dropout masks)
-        that batch used."""
-        if is_chapter_model(self.config):
-            # its outputs are not needed: they were trained on when that batch ran
-            _, state = self._rnn(self._inputs(tokens, weights), state, weights)
-            return state
-        _, state = cells.deep_layers(self._inputs(tokens, weights), state, weights, self.config,
-                                                masks)
+        that batch used. Its outputs are not needed: they were trained on when that batch ran."""
+        _, state = stacked_layers(self.ops, cells.CELL_FUNCTIONS[self.config.cell],
+                                  self._inputs(tokens, weights), state, weights, self.config, masks)
         return state
 
     def _loss_and_grads(self, tokens, targets, start, earlier, masks):

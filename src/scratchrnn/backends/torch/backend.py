@@ -1,8 +1,9 @@
 """PyTorch backend: the scratch RNN, in two implementations of the same mathematics.
 
-``impl="chapter"`` is the chapter's code: ``_rnn`` below is its ``rnn`` function -- one-hot inputs, a
-Python loop over time steps, ``torch.mm`` for every product -- and autograd computes the gradients.
-It is kept for readers of the chapter and as the yardstick the fast path is tested against.
+``impl="chapter"`` is the chapter's code: one-hot inputs, its ``rnn`` function (``cells.rnn``: a
+Python loop over time steps, ``@`` for every product), the output layer (``backends.stacking``), and
+autograd for the gradients. It is kept for readers of the chapter and as the yardstick the fast path
+is tested against.
 
 ``impl="fast"`` (the default) computes the same numbers with less work:
 - ``one_hot(x) @ W_xh`` is the row ``W_xh[x]``: a gather instead of a multiplication;
@@ -34,9 +35,9 @@ import torch
 import torch.nn.functional as F
 
 from ...errors import UserError
-from ..base import Backend, TensorOps, decode_weights_of, has_decode_weights, is_chapter_model
-from ..dropout import DropoutMasks
+from ..base import Backend, TensorOps, decode_weights_of, has_decode_weights, is_chapter_model, state_size
 from ..numpy.backend import decode_loop
+from ..stacking import deep_model
 from . import cells
 from .fast_cells import activate_, rnn_backward_steps, rnn_forward_steps
 from .fast_model import StackedLoss, StackedModel, cross_entropy_grad, mean_cross_entropy, scatter_add_rows
@@ -67,6 +68,18 @@ class TorchOps(TensorOps):
 
     def from_numpy(self, array, like):
         return torch.as_tensor(np.asarray(array), dtype=like.dtype, device=like.device).clone()
+
+    def matmul(self, a, b):
+        return a @ b
+
+    def stack(self, tensors):
+        return torch.stack(tensors)
+
+    def unstack(self, x):
+        return torch.unbind(x)
+
+    def concat(self, tensors):
+        return torch.cat(tensors)
 
 
 # -- the fast path's pieces: plain tensor functions, no autograd inside -------------------------------
@@ -146,16 +159,16 @@ class _RNNLoss(torch.autograd.Function):
         return d_h0, d_W_xh, d_W_hh, d_b_h, d_W_hq, d_b_q, d_W_emb, None, None, None
 
 
-class TorchBackend(DropoutMasks, Backend):
+class TorchBackend(Backend):
     name = "torch"
     devices = ("cpu", "cuda")
-    cells = ("rnn", "gru", "lstm")
-    layers_and_dropout = True
     ops = TorchOps()
 
     def __init__(self, params, config, device="cpu", dtype="float32", impl: str = "fast",
                  dropout_seed: int = 0):
-        super().__init__(params, config, device, dtype)
+        # dropout masks come from a NumPy generator, drawn as the NumPy backend draws them: the same
+        # seed gives both backends, and both implementations, the same masks
+        super().__init__(params, config, device, dtype, dropout_seed)
         if device == "cuda" and not torch.cuda.is_available():
             raise UserError("--device cuda asked for, but this PyTorch sees no CUDA GPU")
         if impl not in IMPLEMENTATIONS:
@@ -166,9 +179,6 @@ class TorchBackend(DropoutMasks, Backend):
         # more layers, dropout); impl="chapter" runs the book's code with autograd
         self.hand_bptt = impl == "fast"
         self.stacked = StackedModel(config) if self.hand_bptt and not is_chapter_model(config) else None
-        # dropout masks come from a NumPy generator, drawn as the NumPy backend draws them: the same
-        # seed gives both backends, and both implementations, the same masks
-        self._init_dropout(dropout_seed)
         self.torch_device = torch.device(device)
         self.torch_dtype = _DTYPES[dtype]
         self.params = {
@@ -183,9 +193,8 @@ class TorchBackend(DropoutMasks, Backend):
     # -- state ------------------------------------------------------------------------------------
     def begin_state(self, batch_size):
         # flat: each layer's tensors in turn (H; or H, C for the LSTM), as the NumPy backend's
-        count = cells.STATE_SIZES[self.config.cell] * self.config.num_layers
         return tuple(torch.zeros((batch_size, self.config.num_hiddens), dtype=self.torch_dtype,
-                                 device=self.torch_device) for _ in range(count))
+                                 device=self.torch_device) for _ in range(state_size(self.config)))
 
     def detach(self, state):
         return tuple(s.detach() for s in state)
@@ -205,22 +214,10 @@ class TorchBackend(DropoutMasks, Backend):
     # -- the chapter's model (impl="chapter") -------------------------------------------------------
     def _inputs(self, X, weights):
         """(steps, batch, input_size) inputs: one-hot vectors as in the chapter, or learned embeddings."""
-        X = torch.as_tensor(np.asarray(X), device=self.torch_device)
+        tokens = self._tokens(X)
         if self.config.embedding == "onehot":
-            return F.one_hot(X.T, self.config.vocab_size).to(self.torch_dtype)
-        return weights["W_emb"][X.T]
-
-    def _activation(self, z):
-        return torch.tanh(z) if self.config.activation == "tanh" else torch.relu(z)
-
-    def _rnn(self, inputs, state, weights):
-        W_xh, W_hh, b_h, W_hq, b_q = (weights[k] for k in ("W_xh", "W_hh", "b_h", "W_hq", "b_q"))
-        H, = state
-        outputs = []
-        for X in inputs:
-            H = self._activation(torch.mm(X, W_xh) + torch.mm(H, W_hh) + b_h)
-            outputs.append(torch.mm(H, W_hq) + b_q)
-        return torch.cat(outputs, dim=0), (H,)
+            return F.one_hot(tokens, self.config.vocab_size).to(self.torch_dtype)
+        return weights["W_emb"][tokens]
 
     def _graph_weights(self):
         # The graph of a batch must keep the weights it was computed with: a state that is not
@@ -234,18 +231,16 @@ class TorchBackend(DropoutMasks, Backend):
         return None if masks is None else [torch.as_tensor(m, device=self.torch_device) for m in masks]
 
     def _chapter_logits(self, X, state, weights, train: bool):
-        """The chapter's ``rnn`` for its own model, the book's deep model (9.3) for every other; with
-        dropout masks in training."""
-        if is_chapter_model(self.config):
-            return self._rnn(self._inputs(X, weights), state, weights)
+        """The book's deep model (9.3; the chapter's is one RNN layer), with dropout masks in training:
+        logits (steps * batch, vocab), time-major, and the state after the last step."""
         masks = self._train_masks(X) if train else None
-        return cells.deep_model(self._inputs(X, weights), state, weights, self.config, masks)
+        return deep_model(self.ops, cells.CELL_FUNCTIONS[self.config.cell], self._inputs(X, weights), state,
+                          weights, self.config, masks)
 
     def _chapter_loss(self, X, Y, state):
         weights = self._graph_weights()
         logits, new_state = self._chapter_logits(X, state, weights, train=True)
-        y = torch.as_tensor(np.asarray(Y), device=self.torch_device).T.reshape(-1)
-        return F.cross_entropy(logits, y.long()), new_state
+        return F.cross_entropy(logits, self._tokens(Y).reshape(-1)), new_state
 
     # -- the fast path (impl="fast") --------------------------------------------------------------
     def _stacked_loss(self, X, Y, state):
@@ -315,9 +310,16 @@ class TorchBackend(DropoutMasks, Backend):
         return {name: p.detach().cpu().numpy().copy() for name, p in self.params.items()}
 
     # -- generation -------------------------------------------------------------------------------
+    @property
+    def has_fast_decode(self) -> bool:
+        """Its own loop (``decode``) is for the chapter's one-layer RNN; generation steps every other
+        model through ``forward``."""
+        return has_decode_weights(self.config)
+
     def decode(self, state, logits: np.ndarray, num_tokens: int, pick: Callable[[np.ndarray], np.ndarray],
                on_step: Callable[[np.ndarray], None] | None = None) -> np.ndarray:
-        """Generate ``num_tokens`` tokens per row of ``state`` (the contract of ``NumpyBackend.decode``).
+        """Generate ``num_tokens`` tokens per row of ``state`` (the contract of ``NumpyBackend.decode``),
+        for the chapter's one-layer RNN (``has_fast_decode``).
 
         One product per token: ``h @ [W_hh | W_hq]`` gives the next recurrence term and the logits
         together. On the CPU the loop runs on NumPy views of these tensors (no copies): with one token
@@ -326,8 +328,6 @@ class TorchBackend(DropoutMasks, Backend):
         generation on the CPU does not come here when the compiled decoder is built: see
         ``generation.generate_ids``.)
         """
-        if not has_decode_weights(self.config):
-            return self._decode_by_forward(state, logits, num_tokens, pick, on_step)
         with torch.no_grad():
             input_rows, W_step = self._decode_weights()
             h = state[0].detach().clone()
@@ -336,18 +336,6 @@ class TorchBackend(DropoutMasks, Backend):
                                    self.params["b_q"].detach().numpy(), self.config.activation,
                                    num_tokens, pick, on_step)
             return self._decode_in_torch(h, logits, input_rows, W_step, num_tokens, pick, on_step)
-
-    def _decode_by_forward(self, state, logits, num_tokens, pick, on_step):
-        """Generation for models without one product per token (gated cells, more layers): the step
-        through ``forward``, one token at a time."""
-        tokens = np.empty((num_tokens, len(logits)), dtype=np.int64)
-        for step in range(num_tokens):
-            tokens[step] = pick(logits)
-            if on_step is not None:
-                on_step(tokens[step])
-            if step + 1 < num_tokens:
-                logits, state = self.forward(tokens[step][:, None], state)
-        return tokens.T
 
     def _decode_weights(self):
         """``decode_weights_of`` in torch tensors: x W_xh + b_h for every token, and [W_hh | W_hq]."""
