@@ -106,23 +106,25 @@ def test_prefixes_file(run, tmp_path):
     assert [line[:-5] for line in lines] == ["us", "the", "time traveller", "was"]
 
 
-def test_prefix_file_is_one_primer_lines_and_all(tmp_path):
+def test_prefix_file_is_one_primer_lines_and_all(tmp_path, capsys):
     """A multi-line primer (char-rnn's and nanoGPT's FILE: prompt): the whole file, its line breaks
-    kept, continued once -- beside a --prefix, with the separator line between the two."""
+    kept, continued once -- beside a --prefix, with the separator line between the two (in this
+    process: the command's own entry point)."""
     data = tmp_path / "play.txt"
     data.write_text("ROMEO:\nBut soft, what light.\n\nJULIET:\nAy me.\n" * 30, encoding="utf-8")
     out = tmp_path / "run"
-    assert run_cli("train", "--data", data, "--out", out, *TINY).returncode == 0
+    assert cli.main(["train", "--data", str(data), "--out", str(out), *TINY]) == 0
     primer = tmp_path / "primer.txt"
     primer.write_bytes("\ufeffROMEO:\r\nBut soft\r\n".encode("utf-8"))
-    proc = run_cli("generate", out, "--prefix", "JULIET:", "--prefix-file", primer, "--num-chars", "12",
-                   "--seed", "4")
-    assert proc.returncode == 0, proc.stderr
-    first, second = proc.stdout.split(f"\n{cli_generate.SEPARATOR}\n")
+    capsys.readouterr()
+    assert cli.main(["generate", str(out), "--prefix", "JULIET:", "--prefix-file", str(primer), "--num-chars", "12",
+                     "--seed", "4"]) == 0
+    first, second = capsys.readouterr().out.split(f"\n{cli_generate.SEPARATOR}\n")
     assert first.startswith("JULIET:") and len(first) == len("JULIET:") + 12
     assert second.startswith("ROMEO:\nBut soft\n") and len(second) == len("ROMEO:\nBut soft\n") + 12 + 1
-    as_json = json.loads(run_cli("generate", out, "--prefix-file", primer, "--prefix", "JULIET:",
-                                 "--num-chars", "12", "--seed", "4", "--json").stdout)
+    assert cli.main(["generate", str(out), "--prefix-file", str(primer), "--prefix", "JULIET:", "--num-chars", "12",
+                     "--seed", "4", "--json"]) == 0
+    as_json = json.loads(capsys.readouterr().out)
     assert [r["prefix"] for r in as_json["results"]] == ["JULIET:", "ROMEO:\nBut soft\n"]
 
 
