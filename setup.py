@@ -12,7 +12,7 @@ Portable: on x86-64 the kernel files (the decoder, the RNN's and the gated cells
 three times, for AVX-512, for AVX2 with FMA and for the architecture's baseline, under names of their
 own, into the one module; it picks what the processor it runs on has. Elsewhere (aarch64, ...) only the
 baseline is built. (A build for the building machine, ``-march=native``, was measured no faster than
-the AVX2 variant on an AMD EPYC, 0.96x to 1.15x by loop, median 1.01x: benchmarks/README.md.)
+the AVX2 variant: benchmarks/README.md.)
 
 Every build compiles every file anew (no object or library from ``build/`` is reused), and the module
 records the hash of its sources, which the loader checks against the sources beside it.

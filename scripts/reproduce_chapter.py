@@ -10,9 +10,9 @@ Each run is `scratchrnn train` with the chapter's settings (batch 32, 35 steps, 
 so the tokens/s of the backends are measured on the same machine in one sitting (book_runs.py). Every
 backend starts from the same weights and sees the same batches, so for one seed their curves should
 agree; a second seed for every backend, and a third for numpy, show how much the last epoch depends on
-the draw. Writes docs/results/chapter.json and docs/results/chapter.md (the table README.md shows). A
-run whose directory is gone keeps the row already on record in chapter.json, so partial reruns add to
-the table.
+the draw. Writes docs/results/chapter.json and docs/results/chapter.md (summarised in README.md and
+docs/results.md). A run whose directory is gone keeps the row already on record in chapter.json, so
+partial reruns add to the table.
 """
 from __future__ import annotations
 

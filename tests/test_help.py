@@ -1,5 +1,5 @@
-"""What ``--help`` and the READMEs claim, checked against what the code accepts, wherever a machine can
-check it: every option a help text names exists (with the choice it names), ``--resume``'s help lists
+"""What ``--help`` and the documentation claim, checked against what the code accepts, wherever a machine
+can check it: every option a help text names exists (with the choice it names), ``--resume``'s help lists
 exactly what a resumed run accepts, every SCRATCHRNN_ variable named exists, every pip extra named is one
 pyproject.toml defines, and the Python versions the README promises parse the package."""
 from __future__ import annotations
@@ -18,7 +18,9 @@ from scratchrnn.cli.train import RESUME_OPTIONS
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "src" / "scratchrnn"
-READMES = [ROOT / "README.md", ROOT / "README.zh-CN.md"]
+# the READMEs and the pages they lead to, where the options, variables and extras are explained
+DOCS = [ROOT / "README.md", ROOT / "README.zh-CN.md", *sorted((ROOT / "docs").glob("*.md")),
+        ROOT / "benchmarks" / "README.md"]
 FLAG_AND_WORD = re.compile(r"(?<![\w-])(--[a-z][a-z0-9-]*)(?:[ =]([a-z][a-z0-9-]*))?")
 # commands of other programs quoted in help texts (torchrun's own options are not ours)
 OTHER_COMMANDS = re.compile(r"`(?:torchrun|python -m torch)[^`]*`|torchrun( --[a-z-]+( [A-Z]+)?)+")
@@ -88,18 +90,18 @@ def _source_strings() -> str:
 def test_every_scratchrnn_variable_named_exists():
     source = _source_strings()
     named = set()
-    for text in [*(path.read_text(encoding="utf-8") for path in READMES),
+    for text in [*(path.read_text(encoding="utf-8") for path in DOCS),
                  *(text for parser in _subcommands().values() for text in _texts(parser))]:
         named |= set(re.findall(r"SCRATCHRNN_[A-Z_]+[A-Z]", text))
-    assert named, "the READMEs name the environment variables they document"
+    assert named, "the documentation names the environment variables it documents"
     missing = sorted(name for name in named if f'"{name}"' not in source and f"{name}=" not in source
                      and f"'{name}'" not in source)
-    assert not missing, f"named in the READMEs or --help but read nowhere: {missing}"
+    assert not missing, f"named in the documentation or --help but read nowhere: {missing}"
 
 
 def test_every_pip_extra_named_exists():
     extras = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"])
-    texts = [path.read_text(encoding="utf-8") for path in READMES] + [_source_strings()]
+    texts = [path.read_text(encoding="utf-8") for path in DOCS] + [_source_strings()]
     named = {extra for text in texts for group in re.findall(r"\.\[([a-z,]+)\]", text) for extra in group.split(",")}
     assert named and named <= extras, f"extras named but not defined: {sorted(named - extras)}"
     assert not any("scratchrnn[" in text for text in texts), "scratchrnn is on no index: name '.[extra]'"

@@ -203,7 +203,7 @@ def add_parser(sub) -> None:
         "steps one process would. Rank 0 alone writes the run directory and prints. Backends torch "
         "(gloo on the CPU, NCCL with --device cuda, one GPU per rank) and numpy (gloo). Several "
         "machines: start `torchrun --nnodes M --node-rank I --nproc-per-node N --master-addr HOST "
-        "--master-port PORT -m scratchrnn train ...` on each (README: Several processes).")
+        "--master-port PORT -m scratchrnn train ...` on each (docs/distributed.md).")
     ranks.add_argument("--nproc", type=positive_int, default=1, metavar="N",
                        help="train on N processes of this machine (starts them as torchrun --standalone "
                             "does); may differ from the N a run was saved with when resuming")

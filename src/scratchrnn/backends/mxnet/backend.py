@@ -153,7 +153,7 @@ class MXNetBackend(Backend):
         # the gradient buffers themselves, not copies as gradients() returns: the update reads them
         # before the next backward() overwrites them (MXNet's engine orders the two), and at the
         # chapter's size each operation the engine runs costs more than its arithmetic, so the copies
-        # showed in the step's time (benchmarks/README.md, "Has a change lost speed?")
+        # showed in the step's time (benchmarks/versions.py, against the code before)
         grads = {name: p.grad for name, p in self.params.items()}
         apply_update(self, grads, lr, clip_theta, optimizer or self._chapter_sgd(), reduce)
         return loss.detach(), new_state

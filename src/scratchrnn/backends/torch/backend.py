@@ -243,10 +243,9 @@ class TorchBackend(Backend):
 
         One product per token: ``h @ [W_hh | W_hq]`` gives the next recurrence term and the logits
         together. On the CPU the loop runs on NumPy views of these tensors (no copies): with one token
-        per step, per-call overhead is most of the cost, and NumPy's is a fraction of PyTorch's (about
-        3.5x the speed for one stream, measured); on a GPU it runs in PyTorch. (Greedy float32
-        generation on the CPU does not come here when the compiled decoder is built: see
-        ``generation.generate_ids``.)
+        per step, per-call overhead is most of the cost, and NumPy's was measured a fraction of PyTorch's;
+        on a GPU it runs in PyTorch. (Greedy float32 generation on the CPU does not come here when the
+        compiled decoder is built: see ``generation.generate_ids``.)
         """
         with torch.no_grad():
             input_rows, W_step = self._decode_weights()
