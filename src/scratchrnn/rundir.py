@@ -90,7 +90,7 @@ class RunDirectory:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
         if self._lock_fd is not None:
             raise RuntimeError(f"{self.path} is already open")
-        self._make_directory()
+        self._make_directory(create=mode != "resume")
         self._lock()
         try:
             self._clean_leftovers()
@@ -102,12 +102,14 @@ class RunDirectory:
             raise
         return list(self.notes)
 
-    def _make_directory(self) -> None:
+    def _make_directory(self, create: bool = True) -> None:
         path = self.path
         if path.is_symlink() and not path.exists():
             raise UserError(f"run directory {path} is a dangling symlink (to {os.readlink(path)})")
         if path.exists() and not path.is_dir():
             raise UserError(f"run directory {path} exists and is not a directory")
+        if not create and not path.exists():
+            raise NothingToResume(path)       # and nothing is made there: a typo leaves no tree behind
         for parent in path.parents:
             if parent.exists() and not parent.is_dir():
                 raise UserError(f"run directory {path} is under {parent}, which is a file, not a directory")
