@@ -57,7 +57,8 @@ def read_regular_file(path: Path, limit: int) -> bytes:
         raise corrupt(path, reason) from None
 
 
-def _bounded_int(text: str) -> int:
+def bounded_int(text: str) -> int:
+    """``int(text)`` for ``json.loads``, refusing more than MAX_INT_DIGITS digits (quadratic time)."""
     if len(text.lstrip("-")) > MAX_INT_DIGITS:
         raise ValueError(f"an integer of {len(text)} digits")
     return int(text)
@@ -82,7 +83,7 @@ def parse_json(data: bytes, path) -> object:
     if nesting_depth(text) > MAX_JSON_DEPTH:
         raise corrupt(path, f"nests deeper than {MAX_JSON_DEPTH} levels")
     try:
-        return json.loads(text, parse_int=_bounded_int)
+        return json.loads(text, parse_int=bounded_int)
     except (ValueError, RecursionError) as err:
         raise corrupt(path, f"is not valid JSON ({short(str(err), 80)})") from None
 

@@ -29,12 +29,16 @@ from pathlib import Path
 from . import faults
 from .checkpoint import (CHECKPOINT_SUBDIR, CONFIG_FILE, RUN_POINTERS, Checkpoint, fsync_dir, remove_path,
                          load_checkpoint, write_checkpoint_files)
+from .checkpoint_files import bounded_int
 from .errors import UserError
+from .regular_files import FileRefused, open_regular, read_regular_file
+from .saved_state import check_metrics_record
 
 LOCK_FILE = "run.lock"
 METRICS_FILE = "metrics.jsonl"
 PLOT_STEM = "perplexity"
 V1_METRICS_FILE = "metrics.json"
+MAX_METRICS_BYTES = 256 << 20     # a line per epoch: a million epochs fit
 MODES = ("new", "overwrite", "resume")
 _VERSION_PREFIX = "ckpt-"
 
@@ -122,9 +126,10 @@ class RunDirectory:
         lock_path = self.path / LOCK_FILE
         while True:
             try:
-                fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-            except OSError as err:
-                raise UserError(f"cannot write in run directory {self.path}: {err.strerror}") from None
+                fd = open_regular(lock_path, os.O_RDWR | os.O_CREAT)
+            except FileRefused as refused:
+                raise UserError(f"cannot lock run directory {self.path}: {LOCK_FILE} {refused.reason}; "
+                                f"remove it if no run is using the directory") from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as err:
@@ -176,12 +181,32 @@ class RunDirectory:
         return sorted(found, key=lambda p: int(p.name[len(_VERSION_PREFIX):]))
 
     def _pointed(self) -> set[str]:
+        """The versions (``ckpt-N``) the pointers name, however each is spelled."""
         names = set()
         for pointer in RUN_POINTERS:
-            link = self.path / pointer
-            if link.is_symlink():
-                names.add(os.readlink(link))
+            name = self._pointer_version(self.path / pointer)
+            if name is not None:
+                names.add(name)
         return names
+
+    def _pointer_version(self, link: Path) -> str | None:
+        """The version in this directory that ``link`` names -- written ``ckpt-3``, or by hand
+        ``./ckpt-3``, ``ckpt-3/`` or an absolute path to it -- or None (not a symlink, or one to
+        anything else). Taking ``./ckpt-3`` for another name would remove the very checkpoint it names."""
+        if not link.is_symlink():
+            return None
+        target = os.path.normpath(os.readlink(link))
+        if os.path.isabs(target):
+            try:
+                if not os.path.samefile(os.path.dirname(target), self.path):
+                    return None
+            except OSError:
+                return None
+            target = os.path.basename(target)
+        if os.sep in target or not target.startswith(_VERSION_PREFIX) \
+                or not target[len(_VERSION_PREFIX):].isdigit():
+            return None
+        return target
 
     def _clean_leftovers(self) -> None:
         """Remove what interrupted saves left; put back a copy caught between two renames."""
@@ -334,33 +359,44 @@ class RunDirectory:
         """Append one JSON line to metrics.jsonl and make it durable before returning."""
         line = json.dumps(record, ensure_ascii=False) + "\n"
         try:
-            fd = os.open(self.metrics_path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
-            try:
-                size = os.fstat(fd).st_size
-                if size and os.pread(fd, 1, size - 1) != b"\n":
-                    line = "\n" + line   # a line torn by a kill stays alone and is skipped when read
-                os.write(fd, line.encode("utf-8"))
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fd = open_regular(self.metrics_path, os.O_RDWR | os.O_APPEND | os.O_CREAT)
+        except FileRefused as refused:
+            raise SaveFailed(f"could not append to {self.metrics_path}: it {refused.reason}; the checkpoints "
+                             f"are not affected") from None
+        try:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                line = "\n" + line   # a line torn by a kill stays alone and is skipped when read
+            os.write(fd, line.encode("utf-8"))
+            os.fsync(fd)
         except OSError as err:
             raise SaveFailed(f"could not append to {self.metrics_path} ({err.strerror or err}); "
                              "the checkpoints are not affected") from None
+        finally:
+            os.close(fd)
 
     def read_metrics(self) -> list[dict]:
-        """The records of metrics.jsonl in order; a line torn by a kill (not JSON) is skipped."""
+        """The records of metrics.jsonl in order; a line torn by a kill (not JSON) is skipped, and
+        anything else an epoch could not have written is refused (UserError naming the line), as is a
+        metrics.jsonl that is not a regular file of a plausible size."""
         try:
-            text = self.metrics_path.read_text(encoding="utf-8", errors="replace")
-        except FileNotFoundError:
-            return []
+            data = read_regular_file(self.metrics_path, MAX_METRICS_BYTES)
+        except FileRefused as refused:
+            if refused.missing:
+                return []
+            raise UserError(f"run directory {self.path}: {METRICS_FILE} {refused.reason}") from None
         records = []
-        for line in text.splitlines():
+        # a kill can tear a line inside a character: that line is skipped like any torn one
+        for number, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), start=1):
             try:
-                record = json.loads(line)
-            except ValueError:
+                record = json.loads(line, parse_int=bounded_int)
+            except (ValueError, RecursionError):
                 continue
-            if isinstance(record, dict):
-                records.append(record)
+            try:
+                check_metrics_record(record, f"line {number}")
+            except ValueError as err:
+                raise UserError(f"run directory {self.path}: {METRICS_FILE} {err}") from None
+            records.append(record)
         return records
 
     def trim_metrics(self, last_epoch: int) -> None:

@@ -29,17 +29,19 @@ import numpy as np
 
 from . import backends, distributed, faults
 from .backends.base import Backend
+from .batches import most_batches
 from .checkpoint import CARRIED_SLOT, Checkpoint, estimate_checkpoint_bytes
 from .data import SeqDataLoader
 from .distributed import SINGLE, GradientAverager, World
-from .errors import RunInterrupted, TrainingDiverged, UserError
+from .errors import RunInterrupted, TrainingDiverged, UserError, os_error_message
 from .generation import predict
 from .interrupts import StopRequests
-from .model import ModelConfig, check_fits_in_memory, init_params
+from .model import ModelConfig, check_fits_in_memory, check_limits, init_params
 from .optim import Optimizer
 from .plotting import plot_training
 from .run_config import Corpus, RunConfig, load_run_corpus, run_prefixes
 from .rundir import RunDirectory
+from .saved_state import check_count, check_generator_state
 from .training import EpochResult, TrainConfig, TrainState, json_safe_ints, train
 
 
@@ -114,6 +116,8 @@ class _SavedRun:
 
     @classmethod
     def read(cls, directory: RunDirectory, asked: RunConfig) -> "_SavedRun":
+        """``last/`` of the run in ``directory``, its training state checked field by field as strictly
+        as its weights (one line naming the field for anything training could not have written)."""
         ckpt = directory.load("last")
         saved = ckpt.train_state or {}
         if not isinstance(saved.get("run"), dict) or not isinstance(saved.get("progress"), dict):
@@ -126,13 +130,26 @@ class _SavedRun:
                 config.train.epochs = asked.train.epochs
             state = TrainState.from_dict(saved["progress"])
             config.validate()
+            _check_train_state(saved)
         except (TypeError, ValueError) as err:
             raise UserError(f"{directory.path}/last has a training state this scratchrnn cannot use "
                             f"({err})") from None
-        if state.epoch >= config.train.epochs and state.batch == 0:
+        if state.epoch >= config.train.epochs:
             raise UserError(f"the run in {directory.path} has done its {state.epoch} epochs; resume with more "
                             f"epochs to train on")
         return cls(config, ckpt, state, saved)
+
+
+def _check_train_state(saved: dict) -> None:
+    """The rest of ``Run.save``'s train_state (``run`` and ``progress`` are checked where they are
+    read), every field as it writes them: ValueError names the one that is not."""
+    check_count(saved.get("optimizer_steps", 0), "optimizer_steps")
+    check_count(saved.get("world_size", 1), "world_size", least=1)
+    fingerprint = saved.get("data_fingerprint")
+    if not isinstance(fingerprint, str) or len(fingerprint) != 64:
+        raise ValueError(f"data_fingerprint must be a SHA-256 in hexadecimal, not {str(fingerprint)[:70]!r}")
+    if saved.get("dropout_rng") is not None:
+        check_generator_state(json_safe_ints(saved["dropout_rng"], to_text=False), "dropout_rng")
 
 
 @dataclass
@@ -180,6 +197,10 @@ class Run:
             raise UserError(str(err)) from None
         train_cfg = cfg.train
         check_fits_in_memory(model, train_cfg.batch_size, train_cfg.num_steps, cfg.dtype)
+        try:
+            check_limits(model)           # what the checkpoint reader would refuse, refused now
+        except ValueError as err:
+            raise UserError(str(err)) from None
         prefixes = run_prefixes(cfg, corpus)
         optimizer = train_cfg.make_optimizer()
         # dropout masks come from the backend's own generator, seeded from the run's seed; on several
@@ -207,6 +228,11 @@ class Run:
         """Take up where the saved run stopped: its optimizer slots, dropout masks, progress and the
         state of this rank's rows in an interrupted epoch."""
         self.state, self.saved_epoch = saved.state, saved.state.epoch
+        most = most_batches(len(self.corpus.train), self.config.train.batch_size, self.config.train.num_steps)
+        if self.state.batch > most:
+            raise UserError(f"{self.config.out}/last has a training state this scratchrnn cannot use "
+                            f"(progress.batch {self.state.batch} is past the end of an epoch of at most "
+                            f"{most} batches)")
         dropout_rng = saved.train_state.get("dropout_rng")
         if dropout_rng is not None:
             self.backend.set_dropout_rng_state(json_safe_ints(dropout_rng, to_text=False))
@@ -386,7 +412,13 @@ class Run:
             return []
         m, t = self.model, self.config.train
         title = f"{self.config.backend}, {m.cell} {m.num_hiddens} hidden, {t.optimizer} lr {t.lr:g}, {t.sampling}"
-        return plot_training(records, self.directory.plot_stem, title)
+        try:
+            return plot_training(records, self.directory.plot_stem, title)
+        except OSError as err:
+            # the run is saved by now: a plot that cannot be written (a full disk, a directory under
+            # its name) is not worth failing it for
+            self.say(f"note: {os_error_message(err, 'could not write the plot')}")
+            return []
 
     def _close_bar(self) -> None:
         if self._bar is not None:

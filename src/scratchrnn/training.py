@@ -25,9 +25,9 @@ from .distributed import SINGLE, World
 from .errors import TrainingDiverged
 from .model import log_softmax
 from .optim import OPTIMIZERS, SCHEDULES, Optimizer, OptimizerConfig, Schedule, create_optimizer
+from .saved_state import BEST_BY, check_count, check_progress, is_number
 
 MAX_FINITE_LOSS = math.log(np.finfo(np.float64).max)
-BEST_BY = ("train", "val")
 
 
 @dataclass
@@ -51,25 +51,28 @@ class TrainConfig:
     eval_every: int = 0              # epochs between validations (0: about 50 in a run, at least 1 apart)
 
     def validate(self) -> None:
-        """Refuse values that cannot train, naming the field."""
+        """Refuse values that cannot train, naming the field (and, as a checkpoint holds these
+        settings, values its reader would refuse: every count at most ``MAX_COUNT``)."""
         positive_ints = {"epochs": self.epochs, "batch_size": self.batch_size, "num_steps": self.num_steps}
         for name, value in positive_ints.items():
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, not {value}")
+            check_count(value, name, least=1)
         for name, value in {"warmup": self.warmup, "lr_decay_every": self.lr_decay_every,
                             "eval_every": self.eval_every}.items():
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-                raise ValueError(f"{name} must be an integer >= 0, not {value}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr must be a positive number, not {self.lr}")
-        if self.clip is not None and not (self.clip > 0 and math.isfinite(self.clip)):
-            raise ValueError(f"clip must be a positive number or None, not {self.clip}")
+            check_count(value, name)
+        if not (is_number(self.lr) and self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be a positive number, not {self.lr!r}")
+        if self.clip is not None and not (is_number(self.clip) and self.clip > 0 and math.isfinite(self.clip)):
+            raise ValueError(f"clip must be a positive number or None, not {self.clip!r}")
+        if not isinstance(self.detach, bool):
+            raise ValueError(f"detach must be true or false, not {self.detach!r}")
+        for name in ("weight_decay", "lr_decay"):
+            if not is_number(getattr(self, name)):
+                raise ValueError(f"{name} must be a number, not {getattr(self, name)!r}")
         if self.sampling not in ("sequential", "random"):
             raise ValueError(f"sampling must be 'sequential' or 'random', not {self.sampling!r}")
         if not self.detach and self.sampling == "random":
             raise ValueError("detach=False needs sampling 'sequential' (random batches reset the state)")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
-            raise ValueError(f"seed must be an integer >= 0, not {self.seed}")
+        check_count(self.seed, "seed")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, not {self.optimizer!r}")
         if self.lr_schedule not in SCHEDULES:
@@ -145,10 +148,17 @@ class TrainState:
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainState":
+        """The progress ``to_dict`` wrote, every field checked first (ValueError naming the field:
+        ``saved_state.check_progress``)."""
+        try:
+            data = {**data, "loader_rng": json_safe_ints(data["loader_rng"], to_text=False)} \
+                if isinstance(data, dict) and "loader_rng" in data else data
+        except ValueError:
+            raise ValueError(f"progress.loader_rng holds a number that is not hexadecimal text: "
+                             f"{str(data['loader_rng'])[:60]}") from None
+        check_progress(data)
         known = set(cls.__dataclass_fields__)
-        state = cls(**{k: v for k, v in data.items() if k in known})
-        state.loader_rng = json_safe_ints(state.loader_rng, to_text=False)
-        return state
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 def json_safe_ints(value, to_text: bool):
@@ -162,7 +172,10 @@ def json_safe_ints(value, to_text: bool):
     if to_text and isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**53:
         return f"int:{value:x}"
     if not to_text and isinstance(value, str) and value.startswith("int:"):
-        return int(value[4:], 16)
+        digits = value[4:]
+        if not 0 < len(digits) <= 32 or digits.strip("0123456789abcdef"):
+            raise ValueError(f"{value[:60]!r} is not a 128-bit number in hexadecimal")
+        return int(digits, 16)
     return value
 
 

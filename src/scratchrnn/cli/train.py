@@ -259,13 +259,17 @@ def run(args) -> int:
 def _backend_and_device(args) -> tuple[str, str]:
     """The backend and device a run trains with: the flags', or for --resume the saved run's (read
     where the directory can be read here; on a machine without it, rank 0 checks)."""
+    from ..checkpoint_files import MAX_JSON_BYTES
+    from ..regular_files import FileRefused, read_regular_file
+
     if args.resume is None:
         return args.backend, args.device
     try:
-        with open(os.path.join(args.resume, "last", "config.json"), encoding="utf-8") as f:
-            saved = json.load(f)["train_state"]["run"]
+        # a look ahead, through the reader that cannot hang on a FIFO; rank 0 checks it all later
+        text = read_regular_file(os.path.join(args.resume, "last", "config.json"), MAX_JSON_BYTES)
+        saved = json.loads(text)["train_state"]["run"]
         return str(saved["backend"]), str(saved["device"])
-    except (OSError, ValueError, KeyError, TypeError):
+    except (FileRefused, OSError, ValueError, KeyError, TypeError):
         return args.backend, args.device
 
 
@@ -365,10 +369,16 @@ def _print_summary(out, outcome, summary) -> None:
 # field names of the core's messages, as the flags a user of the command line knows them by
 _FLAG_NAMES = {"val_fraction": "--val-fraction", "batch_size": "--batch-size", "num_steps": "--num-steps",
                "num_hiddens": "--hidden", "best_by": "--best-by", "max_tokens": "--max-tokens",
-               "num_layers": "--layers"}
+               "num_layers": "--layers", "embed_dim": "--embed-dim", "forget_bias": "--forget-bias",
+               "checkpoint_every": "--checkpoint-every", "predict_every": "--predict-every",
+               "lr_decay_every": "--lr-decay-every", "eval_every": "--eval-every"}
+# fields named by a plain word, which other messages use as a word too: renamed only where a message
+# starts by naming one ("seed must be ...")
+_LEADING_FLAG_NAMES = {"seed": "--seed", "warmup": "--warmup", "epochs": "--epochs"}
 
 
 def _in_flag_names(message: str) -> str:
     for field, flag in _FLAG_NAMES.items():
         message = message.replace(field, flag)
-    return message
+    first, _, rest = message.partition(" ")
+    return f"{_LEADING_FLAG_NAMES[first]} {rest}" if first in _LEADING_FLAG_NAMES else message
