@@ -12,6 +12,8 @@ buffered to fail again when Python exits.
 """
 from __future__ import annotations
 
+import json
+import math
 import os
 import sys
 from typing import TextIO
@@ -139,3 +141,19 @@ def say_error(line: str) -> None:
         SafeWriter(sys.stderr).print(line, flush=True)
     except OSError:
         pass
+
+
+def strict_json(record, ensure_ascii: bool = False) -> str:
+    """``record`` as strict JSON, for every ``--json`` output: a float that is not finite (an infinite
+    held-out perplexity, the speed of an epoch shorter than the clock's tick) is written ``null``, as
+    JSON has no such numbers (Python's ``Infinity`` and ``NaN`` are not JSON, and a strict parser
+    refuses them)."""
+    def finite(value):
+        if isinstance(value, dict):
+            return {key: finite(item) for key, item in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [finite(item) for item in value]
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        return value
+    return json.dumps(finite(record), ensure_ascii=ensure_ascii, allow_nan=False)

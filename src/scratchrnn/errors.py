@@ -16,9 +16,9 @@ class BackendUnavailable(UserError):
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; training stopped and the last good checkpoint was kept."""
 
-    def __init__(self, epoch: int, loss: float):
-        super().__init__(f"training diverged at epoch {epoch}: the loss became {loss}")
-        self.epoch, self.loss = epoch, loss
+    def __init__(self, epoch: int, loss: float, what: str | None = None):
+        self.epoch, self.loss, self.what = epoch, loss, what or f"the loss became {loss}"
+        super().__init__(f"training diverged at epoch {epoch}: {self.what}")
 
 
 class RunInterrupted(Exception):

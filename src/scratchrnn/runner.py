@@ -287,6 +287,11 @@ class Run:
         arrays = self.optimizer.state_arrays(self.backend)
         for i, tensor in enumerate(carried or ()):
             arrays[f"{CARRIED_SLOT}/{i}"] = tensor
+        params = self.backend.get_params()
+        # the checkpoint reader refuses what is not finite: such a save would be a run it cannot read
+        broken = next((name for name, array in {**params, **arrays}.items() if not np.isfinite(array).all()), None)
+        if broken is not None:
+            raise TrainingDiverged(state.epoch, float("nan"), f"{broken} became NaN or infinite")
         # the per-epoch history is the run directory's metrics.jsonl: a checkpoint that carried it
         # would grow by a line every epoch and be rewritten every epoch
         train_state = {"run": cfg.to_dict(), "progress": state.to_dict(with_history=False),
@@ -296,7 +301,7 @@ class Run:
             train_state["dropout_rng"] = json_safe_ints(self.backend.dropout_rng_state(), to_text=True)
         info = {"backend": cfg.backend, "epoch": state.epoch, "world_size": self.world.size, "best": state.best,
                 "train": cfg.train.to_dict(), "prefixes": self.prefixes}
-        self.directory.save(which, Checkpoint(self.backend.get_params(), self.corpus.vocab, self.model,
+        self.directory.save(which, Checkpoint(params, self.corpus.vocab, self.model,
                                               cfg.cleaning, "char", info=info, train_state=train_state,
                                               optimizer_state=arrays))
         if "last" in which:
@@ -388,10 +393,17 @@ class Run:
         outcome.status = "interrupted"
         if not self.world.is_main:
             return outcome
-        self.save(("last",), carried_all)
-        outcome.plots = self._plot()
         state = self.state
         where = f"epoch {state.epoch + 1}, after batch {state.batch}" if state.batch else f"epoch {state.epoch}"
+        try:
+            self.save(("last",), carried_all)
+        except TrainingDiverged as err:
+            kept = f"{self.out}/last keeps epoch {self.saved_epoch}" if self.saved_epoch else "nothing was saved"
+            outcome.notes.append(f"stopped in {where}, where {err.what}: not saved, "
+                                 f"{kept}")
+            outcome.plots = self._plot()
+            return outcome
+        outcome.plots = self._plot()
         outcome.notes.append(f"stopped in {where}; saved {self.out}/last. Continue with: "
                              f"scratchrnn train --resume {self.out}")
         return outcome

@@ -310,7 +310,8 @@ def evaluate_perplexity(backend: Backend, corpus: np.ndarray, batch_size: int, n
         nll -= log_probs[np.arange(Y.size), Y.T.reshape(-1)].sum()
         count += Y.size
     nll, count = world.sum([nll, count])
-    return math.exp(nll / count)
+    # past float64's range (a model that has gone far wrong) the perplexity is infinity, not an error
+    return math.exp(nll / count) if nll / count <= MAX_FINITE_LOSS else float("inf")
 
 
 def _improved(state: TrainState, stats: EpochResult, best_by: str) -> bool:
@@ -373,6 +374,8 @@ def train(backend: Backend, loader: Iterable, config: TrainConfig, *,
         if validation is not None and (epoch % interval == 0 or epoch == config.epochs):
             stats.val_perplexity = evaluate_perplexity(backend, validation, config.batch_size,
                                                        config.num_steps, world)
+            if math.isnan(stats.val_perplexity):
+                raise TrainingDiverged(epoch, stats.val_perplexity, "the held-out loss became nan")
             result.validation.append((epoch, stats.val_perplexity))
         stats.is_best = _improved(state, stats, best_by)
         state.epoch, state.batch = epoch, 0

@@ -8,7 +8,6 @@ exit status 0, and characters the output's encoding lacks are escaped (console.S
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -130,7 +129,7 @@ def run(args) -> int:
     from .. import backends
     from ..checkpoint import load_checkpoint
     from ..console import SafeWriter
-    from ..generation import encode_prefix, generation_bytes
+    from ..generation import check_weights_fit, encode_prefix, generation_bytes
     from ..memory import require
 
     decoding = _decoding_from(args)
@@ -156,6 +155,7 @@ def run(args) -> int:
             "ask for fewer (--num-chars), or print one continuation as it is made (one prefix, one "
             "sample, no --json)")
     backend = backends.create(args.backend, ckpt.params, ckpt.model, device=args.device)
+    check_weights_fit(ckpt.params, backend.dtype)
     # only once every check has passed, so that a refusal stays one line
     if not args.json and sys.stderr.isatty() and isinstance(ckpt.info.get("epoch"), int):
         # which weights speak (a run's best/ or last/, and their epoch): for a person at a terminal,
@@ -198,6 +198,7 @@ def _print_as_made(out, backend, vocab, ids, num_chars, decoding, stream) -> Non
 
 def _print_all(out, args, ckpt, backend, prefixes, encoded, decoding) -> None:
     """Every continuation, made together as one batch, then printed one per line (or as JSON)."""
+    from ..console import strict_json
     from ..generation import generate_ids, vocab_text
 
     rows = [ids for ids in encoded for _ in range(args.num_samples)]
@@ -209,9 +210,9 @@ def _print_all(out, args, ckpt, backend, prefixes, encoded, decoding) -> None:
                   "temperature": decoding.temperature, "top_k": decoding.top_k, "top_p": decoding.top_p,
                   "seed": decoding.seed, "num_chars": args.num_chars, "num_samples": args.num_samples,
                   "results": results}
-        text = json.dumps(record, ensure_ascii=False)
+        text = strict_json(record)
         # an output encoding without some character gets JSON's own escapes, which stay valid JSON
-        out.print(text if out.can_write(text) else json.dumps(record))
+        out.print(text if out.can_write(text) else strict_json(record, ensure_ascii=True))
         return
     for text in texts:
         if not out.print(text):

@@ -13,7 +13,7 @@ from ..backends import BACKENDS
 from ..errors import RunInterrupted, UserError
 from ..model import ACTIVATIONS, CELLS, EMBEDDINGS, INITS, ModelSettings
 from .common import (EXIT_INTERRUPTED, HelpFormatter, Parser, decay, fraction, max_tokens, non_negative_float,
-                     non_negative_int, positive_float, positive_int)
+                     non_negative_int, positive_float, positive_int, thread_count)
 # what --resume may be given with: the run's own settings come from its checkpoint
 _RESUME_FLAGS = {"resume", "epochs", "no_progress", "json", "command", "nproc", "threads"}
 
@@ -159,7 +159,7 @@ def add_parser(sub) -> None:
     ranks.add_argument("--nproc", type=positive_int, default=1, metavar="N",
                        help="train on N processes of this machine (starts them as torchrun --standalone "
                             "does); may differ from the N a run was saved with when resuming")
-    ranks.add_argument("--threads", type=positive_int, default=None, metavar="T",
+    ranks.add_argument("--threads", type=thread_count, default=None, metavar="T",
                        help="threads of each rank (default: this machine's cores divided by its ranks, at "
                             "least 1; one process alone keeps what its libraries choose)")
     run.add_argument("--json", action="store_true",
@@ -241,8 +241,9 @@ def run(args) -> int:
                             f"process reads an equal share of each batch")
         _check_torch()
         return distributed.launch(args.nproc, args._argv, args.threads)
-    world = distributed.init_world(backend, device, args.threads)
     try:
+        # what init_world refuses (SCRATCHRNN_DIST_TIMEOUT) every rank refuses: rank 0 says it, once
+        world = distributed.init_world(backend, device, args.threads)
         return _train(args, world)
     except UserError as err:
         if world.is_main or isinstance(err, distributed.PeerLost):
@@ -316,7 +317,7 @@ def _train(args, world) -> int:
     summary = _summary(outcome)
     try:
         if quiet:
-            out.print(json.dumps(summary, ensure_ascii=False))
+            out.print(console.strict_json(summary))
         else:
             _print_summary(out, outcome, summary)
         out.flush()
