@@ -1,6 +1,6 @@
 """What a run keeps on disk besides its weights, checked as strictly as a checkpoint's weights are.
 
-A resumed run reads its progress (``TrainState``: epochs and steps done, where an interrupted epoch
+A resumed run reads its progress (``progress.TrainState``: epochs and steps done, where an interrupted epoch
 stopped, its partial sums, the best score, the batch order's generator) from ``last/config.json`` and
 its history from ``metrics.jsonl``. Both are JSON a person (or a broken disk) may have changed, so
 every field is checked here before anything uses it -- its type, its range, and that it is there --
@@ -18,6 +18,7 @@ import numpy as np
 from .model import MAX_COUNT
 
 BEST_BY = ("train", "val")
+STEP_RECORD = "step"              # the "kind" of a metrics.jsonl line written inside an epoch (progress)
 PROGRESS_KEYS = ("epoch", "step", "batch", "partial", "loader_rng", "best")
 PARTIAL_KEYS = ("loss_sum", "tokens", "seconds")
 _STATE_BITS = 128                 # PCG64's state and increment
@@ -68,12 +69,15 @@ def check_generator_state(value, name: str) -> None:
 
 
 def check_best(best, name: str = "best") -> None:
-    """None, or where the best score was: {"epoch", "score", "by"}."""
+    """None, or where the best score was: {"epoch", "score", "by"}, and "step" where it was found by
+    an evaluation inside an epoch."""
     if best is None:
         return
-    if not isinstance(best, dict) or set(best) != {"epoch", "score", "by"}:
-        raise ValueError(f"{name} must be null or hold exactly epoch, score and by, not {_shown(best)}")
+    if not isinstance(best, dict) or not {"epoch", "score", "by"} <= set(best) <= {"epoch", "score", "by", "step"}:
+        raise ValueError(f"{name} must be null or hold epoch, score, by (and step), not {_shown(best)}")
     check_count(best["epoch"], f"{name}.epoch", least=1)
+    if "step" in best:
+        check_count(best["step"], f"{name}.step", least=1)
     _check_number(best["score"], f"{name}.score", positive=True)
     if best["by"] not in BEST_BY:
         raise ValueError(f"{name}.by must be one of {', '.join(BEST_BY)}, not {_shown(best['by'])}")
@@ -89,13 +93,15 @@ def check_progress(data, name: str = "progress") -> None:
             raise ValueError(f"{name}.{key} is missing")
     for key in ("epoch", "step", "batch"):
         check_count(data[key], f"{name}.{key}")
-    partial = data["partial"]
-    if not isinstance(partial, dict) or set(partial) != set(PARTIAL_KEYS):
-        raise ValueError(f"{name}.partial must hold exactly {', '.join(PARTIAL_KEYS)}, not {_shown(partial)}")
-    # an epoch that was diverging when it was stopped sums to infinity: it diverges again on resuming
-    _check_number(partial["loss_sum"], f"{name}.partial.loss_sum", least=0, finite=False)
-    check_count(partial["tokens"], f"{name}.partial.tokens")
-    _check_number(partial["seconds"], f"{name}.partial.seconds", least=0)
+    # "evaluated" (the sums as of the epoch's latest evaluation) is missing from older checkpoints
+    for key in ("partial", "evaluated") if "evaluated" in data else ("partial",):
+        sums = data[key]
+        if not isinstance(sums, dict) or set(sums) != set(PARTIAL_KEYS):
+            raise ValueError(f"{name}.{key} must hold exactly {', '.join(PARTIAL_KEYS)}, not {_shown(sums)}")
+        # an epoch that was diverging when it was stopped sums to infinity: it diverges again on resuming
+        _check_number(sums["loss_sum"], f"{name}.{key}.loss_sum", least=0, finite=False)
+        check_count(sums["tokens"], f"{name}.{key}.tokens")
+        _check_number(sums["seconds"], f"{name}.{key}.seconds", least=0)
     if data["loader_rng"] is not None:
         check_generator_state(data["loader_rng"], f"{name}.loader_rng")
     check_best(data["best"], f"{name}.best")
@@ -107,14 +113,24 @@ def check_progress(data, name: str = "progress") -> None:
 
 
 def check_metrics_record(record, name: str) -> None:
-    """Refuse a line of metrics.jsonl that no epoch wrote (``EpochResult.record``); lines written by
-    older versions lack ``lr`` and ``world_size``, and other keys are left alone."""
+    """Refuse a line of metrics.jsonl that neither an epoch (``EpochResult.record``) nor an evaluation
+    inside one (``StepResult.record``, ``kind`` "step", its epoch a fraction) wrote; lines written by
+    older versions lack ``lr``, ``world_size`` and ``step``, and other keys are left alone."""
     if not isinstance(record, dict):
         raise ValueError(f"{name} must be an object, not {_shown(record)}")
     for key in ("epoch", "train_perplexity"):
         if key not in record:
             raise ValueError(f"{name}.{key} is missing")
-    check_count(record["epoch"], f"{name}.epoch", least=1)
+    kind = record.get("kind")
+    if kind == STEP_RECORD:
+        check_count(record.get("step"), f"{name}.step", least=1)
+        _check_number(record["epoch"], f"{name}.epoch", least=0)
+    elif kind is None:
+        check_count(record["epoch"], f"{name}.epoch", least=1)
+        if "step" in record:
+            check_count(record["step"], f"{name}.step")
+    else:
+        raise ValueError(f"{name}.kind must be {STEP_RECORD!r} or absent, not {_shown(kind)}")
     _check_number(record["train_perplexity"], f"{name}.train_perplexity", positive=True)
     if record.get("val_perplexity") is not None:
         # held-out perplexity past float64's range is infinity: a result, recorded
