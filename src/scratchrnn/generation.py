@@ -158,9 +158,9 @@ def encode_prefix(prefix: str, vocab: Vocab, cleaning: str = "chapter") -> list[
     unknown = sorted({ch for ch in cleaned if ch not in vocab or vocab[ch] == vocab.unk})
     if unknown:
         named = ", ".join(repr(ch) for ch in unknown[:NAMED_UNKNOWN])
-        more = f" and {len(unknown) - NAMED_UNKNOWN} more" if len(unknown) > NAMED_UNKNOWN else ""
-        raise UserError(f"the prefix has {len(unknown)} character{'s' if len(unknown) > 1 else ''} the model's "
-                        f"vocabulary lacks: {named}{more}")
+        more = (f" and {len(unknown) - NAMED_UNKNOWN} more ({len(unknown)} in all)"
+                if len(unknown) > NAMED_UNKNOWN else "")
+        raise UserError(f"the prefix has characters the model's vocabulary lacks: {named}{more}")
     return [vocab[ch] for ch in cleaned]
 
 
