@@ -45,7 +45,7 @@ def read_regular_file(path: str | Path, limit: int) -> bytes:
     """The bytes of ``path``, a regular file of at most ``limit`` bytes (FileRefused otherwise)."""
     try:
         info = os.stat(path)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):      # nothing under that name (a path through a file)
         raise FileRefused(path, "is missing", missing=True) from None
     except OSError as err:
         raise FileRefused(path, f"cannot be read ({err.strerror})") from None
@@ -71,7 +71,7 @@ def open_regular(path: str | Path, flags: int, mode: int = 0o644) -> int:
     fills, and to a device would write nowhere."""
     try:
         fd = os.open(path, flags | _NONBLOCKING, mode)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         raise FileRefused(path, "is missing", missing=True) from None
     except OSError as err:
         # ENXIO: a FIFO opened for writing with nobody reading it

@@ -401,10 +401,11 @@ class RunDirectory:
         finally:
             os.close(fd)
 
-    def read_metrics(self) -> list[dict]:
+    def read_metrics(self, strict: bool = True) -> list[dict]:
         """The records of metrics.jsonl in order; a line torn by a kill (not JSON) is skipped, and
-        anything else an epoch could not have written is refused (UserError naming the line), as is a
-        metrics.jsonl that is not a regular file of a plausible size."""
+        anything else an epoch could not have written is refused (UserError naming the line) -- or,
+        not ``strict`` (a viewer showing what it can), skipped too. A metrics.jsonl that is not a
+        regular file of a plausible size is refused either way."""
         try:
             data = read_regular_file(self.metrics_path, MAX_METRICS_BYTES)
         except FileRefused as refused:
@@ -421,6 +422,8 @@ class RunDirectory:
             try:
                 check_metrics_record(record, f"line {number}")
             except ValueError as err:
+                if not strict:
+                    continue
                 raise UserError(f"run directory {self.path}: {METRICS_FILE} {err}") from None
             records.append(record)
         return records
