@@ -114,3 +114,15 @@ def test_the_last_epoch_is_scored_when_eval_every_does_not_divide_the_epochs(tmp
     corpus, _ = load_corpus(None, 4000)
     expected = plain_heldout_perplexity(last.params, last.model, corpus[2000:], 4)
     assert outcome.history[-1]["val_perplexity"] == pytest.approx(expected, rel=1e-9)
+
+
+def test_train_seed_reaches_the_weights_from_the_command_line(tmp_path, capsys):
+    from scratchrnn.cli import main
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), "--seed", "5", "--epochs", "1", "--hidden", "8", "--max-tokens", "2000",
+                 "--batch-size", "4", "--num-steps", "5", "--predict-every", "0", "--no-progress", "--json"]) == 0
+    capsys.readouterr()
+    saved = load_checkpoint(out, "last").train_state["run"]["train"]
+    assert saved["seed"] == 5
+    prepared = Run.prepare(_config(tmp_path / "again", seed=saved["seed"], epochs=1), None)
+    assert np.allclose(prepared.backend.get_params()["W_xh"], _book_weights(28, 8, 5)["W_xh"], rtol=1e-6)
