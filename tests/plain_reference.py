@@ -133,37 +133,45 @@ def plain_heldout_perplexity(params, config, corpus, batch_size: int) -> float:
     return math.exp(plain_loss(params, config, X, Y))
 
 
-def plain_optimizer_steps(name: str, param: np.ndarray, grads: list[np.ndarray], lr: float,
-                          weight_decay: float = 0.0) -> np.ndarray:
-    """``param`` after one update per gradient, by the rules as torch.optim documents them (defaults:
-    momentum 0.9, rmsprop alpha 0.99 and eps 1e-8, adagrad eps 1e-10, adam betas (0.9, 0.999), eps
-    1e-8); ``weight_decay`` adds decay * param to the gradient, except adamw's, which shrinks the
-    weights by lr * decay before the step."""
-    p = np.array(param, dtype=np.float64)
-    buffer, square, first, second = np.zeros_like(p), np.zeros_like(p), np.zeros_like(p), np.zeros_like(p)
-    for t, g in enumerate(grads, start=1):
-        g = np.array(g, dtype=np.float64)
-        if weight_decay and name != "adamw":
-            g = g + weight_decay * p
-        if name == "sgd":
-            p = p - lr * g
-        elif name == "momentum":
-            buffer = g if t == 1 else 0.9 * buffer + g
-            p = p - lr * buffer
-        elif name == "adagrad":
-            square = square + g * g
-            p = p - lr * g / (np.sqrt(square) + 1e-10)
-        elif name == "rmsprop":
-            square = 0.99 * square + 0.01 * g * g
-            p = p - lr * g / (np.sqrt(square) + 1e-8)
-        elif name in ("adam", "adamw"):
-            if name == "adamw":
-                p = p * (1 - lr * weight_decay)
-            first = 0.9 * first + 0.1 * g
-            second = 0.999 * second + 0.001 * g * g
-            corrected_first = first / (1 - 0.9 ** t)
-            corrected_second = second / (1 - 0.999 ** t)
-            p = p - lr * corrected_first / (np.sqrt(corrected_second) + 1e-8)
-        else:
-            raise ValueError(name)
-    return p
+class PlainOptimizer:
+    """The update rules as torch.optim documents them, one step at a time over a dict of parameters
+    (defaults: momentum 0.9; rmsprop alpha 0.99, eps 1e-8; adagrad eps 1e-10; adam and adamw betas
+    (0.9, 0.999), eps 1e-8). ``weight_decay`` adds decay * param to the gradient, except adamw's, which
+    shrinks the weights by lr * decay before its step."""
+
+    def __init__(self, rule: str, lr: float, weight_decay: float = 0.0):
+        if rule not in ("sgd", "momentum", "adagrad", "rmsprop", "adam", "adamw"):
+            raise ValueError(rule)
+        self.rule, self.lr, self.weight_decay = rule, lr, weight_decay
+        self.t = 0
+        self.buffer, self.square, self.first, self.second = {}, {}, {}, {}
+
+    def step(self, params: dict, grads: dict) -> dict:
+        """The parameters after one step (float64), from the gradients of this step."""
+        self.t += 1
+        return {name: self._one(name, np.array(p, dtype=np.float64), np.array(grads[name], dtype=np.float64))
+                for name, p in params.items()}
+
+    def _one(self, name, p, g):
+        lr, decay, t = self.lr, self.weight_decay, self.t
+        zeros = np.zeros_like(p)
+        if decay and self.rule != "adamw":
+            g = g + decay * p
+        if self.rule == "sgd":
+            return p - lr * g
+        if self.rule == "momentum":
+            self.buffer[name] = g if t == 1 else 0.9 * self.buffer[name] + g
+            return p - lr * self.buffer[name]
+        if self.rule == "adagrad":
+            self.square[name] = self.square.get(name, zeros) + g * g
+            return p - lr * g / (np.sqrt(self.square[name]) + 1e-10)
+        if self.rule == "rmsprop":
+            self.square[name] = 0.99 * self.square.get(name, zeros) + 0.01 * g * g
+            return p - lr * g / (np.sqrt(self.square[name]) + 1e-8)
+        if self.rule == "adamw":
+            p = p * (1 - lr * decay)
+        self.first[name] = 0.9 * self.first.get(name, zeros) + 0.1 * g
+        self.second[name] = 0.999 * self.second.get(name, zeros) + 0.001 * g * g
+        corrected_first = self.first[name] / (1 - 0.9 ** t)
+        corrected_second = self.second[name] / (1 - 0.999 ** t)
+        return p - lr * corrected_first / (np.sqrt(corrected_second) + 1e-8)
