@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from . import faults
+
 # Multiples of a power of ten offered as ticks on a log axis, from dense to sparse: the densest set
 # that puts at most _MAX_TICKS ticks inside the data's range is used, so a short range still gets a
 # few labels and a long one does not crowd them.
@@ -83,6 +85,7 @@ def _save(fig, path_stem: str | Path) -> list[Path]:
             # a run directory removes what a kill leaves under this prefix (rundir)
             temporary = path.with_name(f".saving-{path.name}.{os.getpid()}")
             try:
+                faults.point("plot.saving")
                 # no creation date in the SVG: the same run gives the same file
                 fig.savefig(temporary, format=path.suffix[1:],
                             metadata={"Date": None} if path.suffix == ".svg" else None)

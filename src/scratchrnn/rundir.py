@@ -390,6 +390,7 @@ class RunDirectory:
             raise SaveFailed(f"could not append to {self.metrics_path}: it {refused.reason}; the checkpoints "
                              f"are not affected") from None
         try:
+            faults.point("rundir.metrics-append")
             size = os.fstat(fd).st_size
             if size and _read_at(fd, size - 1, 1) != b"\n":
                 line = "\n" + line   # a line torn by a kill stays alone and is skipped when read
@@ -438,6 +439,7 @@ class RunDirectory:
         kept = [r for r in self.read_metrics() if kept_record(r)]
         temporary = self.path / f".saving-metrics-{os.getpid()}"
         try:
+            faults.point("rundir.metrics-trim")
             with open(temporary, "w", encoding="utf-8") as f:
                 f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in kept)
                 f.flush()
