@@ -103,7 +103,10 @@ class TrainState:
         """The progress ``to_dict`` wrote, every field checked first (ValueError naming the field:
         ``saved_state.check_progress``)."""
         if isinstance(data, dict) and "loader_rng" in data:
-            data = {**data, "loader_rng": json_safe_ints(data["loader_rng"], to_text=False)}
+            try:
+                data = {**data, "loader_rng": json_safe_ints(data["loader_rng"], to_text=False)}
+            except ValueError as err:
+                raise ValueError(f"progress.loader_rng: {err}") from None
         check_progress(data)
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in data.items() if k in known})

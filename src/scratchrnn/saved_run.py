@@ -86,7 +86,11 @@ def _check_train_state(saved: dict) -> None:
     if not isinstance(fingerprint, str) or len(fingerprint) != 64:
         raise ValueError(f"data_fingerprint must be a SHA-256 in hexadecimal, not {str(fingerprint)[:70]!r}")
     if saved.get("dropout_rng") is not None:
-        check_generator_state(json_safe_ints(saved["dropout_rng"], to_text=False), "dropout_rng")
+        try:
+            state = json_safe_ints(saved["dropout_rng"], to_text=False)
+        except ValueError as err:
+            raise ValueError(f"dropout_rng: {err}") from None
+        check_generator_state(state, "dropout_rng")
     recorded = saved.get("data_file")
     if recorded is not None:
         if not isinstance(recorded, dict) or not isinstance(recorded.get("path"), str) \

@@ -10,6 +10,7 @@ output's encoding lacks are escaped (console.SafeWriter).
 """
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -42,6 +43,8 @@ def _decoding_from(args):
                         f"--strategy greedy always takes the likeliest character: drop one or the other")
     strategy = args.strategy or ("sample" if given else "greedy")
     temperature = 1 / args.alpha if args.alpha else (args.temperature or 1.0)
+    if args.alpha and not math.isfinite(temperature):
+        raise UserError(f"--alpha {args.alpha} is too small: its temperature, 1/alpha, is beyond a float's range")
     return Decoding(strategy, temperature, args.top_k, args.top_p, args.seed)
 
 
