@@ -7,8 +7,8 @@ checkpoints (and run directories), sizes, output pipes and encodings, signals, c
 disk (probe_hardening.py adds issue 28's cases to them). Every case states what must hold -- an exit
 status (0, 2 for a user's mistake, 130 after Ctrl-C), no Python traceback on stderr, a one-line
 message, a time and memory bound, a run directory left loadable -- and is counted as held, broke or
-skipped (a precondition this machine cannot give, e.g. an unreadable directory when running as root). Prints tried / held / broke per category; exit status 1
-if anything broke.
+skipped (a precondition this machine cannot give, e.g. an unreadable directory when running as root).
+Prints tried / held / broke per category; exit status 1 if anything broke.
 
     python scripts/probe.py                    # everything (a few minutes on 2 cores)
     python scripts/probe.py --select sizes/    # the cases whose "category/name" contains the text
