@@ -49,10 +49,13 @@ def _strict_json(text: str) -> dict:
 
 # -- what train accepts its reader accepts; what the reader refuses train refuses first -------------------
 for _name, _flags in [("seed-1e30", ["--seed", BIG]), ("warmup-1e30", ["--warmup", BIG]),
-                      ("eval-every-1e30", ["--eval-every", BIG]), ("checkpoint-every-1e30", ["--checkpoint-every", BIG]),
-                      ("predict-every-1e30", ["--predict-every", BIG]), ("lr-decay-every-1e30", ["--lr-decay-every", BIG]),
+                      ("eval-every-1e30", ["--eval-every", BIG]),
+                      ("checkpoint-every-1e30", ["--checkpoint-every", BIG]),
+                      ("predict-every-1e30", ["--predict-every", BIG]),
+                      ("lr-decay-every-1e30", ["--lr-decay-every", BIG]),
                       ("max-tokens-1e30", ["--max-tokens", BIG]), ("epochs-1e30", ["--epochs", BIG]),
-                      ("layers-65", ["--layers", "65"]), ("embed-dim-65537", ["--embedding", "learned", "--embed-dim", "65537"]),
+                      ("layers-65", ["--layers", "65"]),
+                      ("embed-dim-65537", ["--embedding", "learned", "--embed-dim", "65537"]),
                       ("forget-bias-inf", ["--cell", "lstm", "--forget-bias", "inf"]),
                       ("forget-bias-1e39", ["--cell", "lstm", "--forget-bias", "1e39"]),
                       ("threads-1e30", ["--threads", BIG]), ("threads-5000", ["--threads", "5000"])]:
@@ -176,7 +179,8 @@ def _(ws):
             raise Broke(f"<unk> printed with {extra}")
 
 
-for _name, _flags in [("temperature-1e-310", ["--temperature", "1e-310"]), ("temperature-5e-324", ["--temperature", "5e-324"]),
+for _name, _flags in [("temperature-1e-310", ["--temperature", "1e-310"]),
+                      ("temperature-5e-324", ["--temperature", "5e-324"]),
                       ("alpha-1e308", ["--alpha", "1e308"]), ("temperature-1e308", ["--temperature", "1e308"])]:
     def _tiny_temperature(ws, _flags=_flags):
         proc = expect(cli("generate", ws.base_run(), "--num-chars", "30", "--json", "--seed", "2", *_flags, timeout=60),
@@ -263,7 +267,8 @@ def _metrics(kind: str):
     return damage
 
 
-for _name, _damage in [("metrics-string-epoch", _metrics("string-epoch")), ("metrics-a-directory", _metrics("directory")),
+for _name, _damage in [("metrics-string-epoch", _metrics("string-epoch")),
+                       ("metrics-a-directory", _metrics("directory")),
                        ("metrics-a-fifo", _metrics("fifo")), ("metrics-link-to-dev-zero", _metrics("zero")),
                        ("lock-file-a-fifo", lambda out: os.mkfifo(out / "run.lock")),
                        ("last-config-a-fifo", lambda out: ((out / "last").resolve().joinpath("config.json").unlink(),

@@ -239,6 +239,20 @@ def init_world(backend: str, device: str = "cpu", threads: int | None = None, en
     return world
 
 
+def require_torch(option: str) -> None:
+    """Refuse (UserError, naming ``option``) a PyTorch that is not installed or lacks torch.distributed;
+    imported with Ctrl-C ending the program at once (``interrupts.importing``)."""
+    quiet_torch_logs()
+    try:
+        with importing():
+            import torch.distributed as dist
+    except ImportError:
+        from .backends import install_hint
+        raise UserError(f"{option} needs PyTorch: {install_hint('torch')}") from None
+    if not dist.is_available():
+        raise UserError(f"{option} needs a PyTorch built with torch.distributed")
+
+
 def quiet_torch_logs() -> None:
     """PyTorch's C++ side logs each failed attempt to reach a peer with a stack of frames; this program
     says what failed in one line, so those logs are off unless TORCH_CPP_LOG_LEVEL asks for them (read

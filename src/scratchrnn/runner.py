@@ -36,7 +36,6 @@ import numpy as np
 
 from . import backends, distributed, faults
 from .backends.base import Backend
-from .batches import most_batches
 from .checkpoint import CARRIED_SLOT, Checkpoint, estimate_checkpoint_bytes, load_checkpoint
 from .data import SeqDataLoader, num_batches
 from .distributed import SINGLE, GradientAverager, World
@@ -205,11 +204,8 @@ class Run:
         prepared = cls(cfg, corpus, model, prefixes, backend, optimizer, loader, TrainState(),
                        directory=directory, world=world, say=say)
         if saved is not None:
-            most = most_batches(len(corpus.train), train_cfg.batch_size, train_cfg.num_steps)
-            if saved.state.batch > most:       # skipping that many batches would never end
-                raise UserError(f"{cfg.out}/last has a training state this scratchrnn cannot use (progress.batch "
-                                f"{saved.state.batch} is past the end of an epoch of at most {most} batches)")
-            prepared.state, prepared.carried = saved.restore(prepared.backend, prepared.optimizer, world)
+            prepared.state, prepared.carried = saved.restore(prepared.backend, prepared.optimizer, world,
+                                                             len(corpus.train))
             prepared.saved_step, prepared.saved_where = saved.state.step, saved.state.where()
         return prepared
 

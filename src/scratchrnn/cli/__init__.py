@@ -61,7 +61,11 @@ def main(argv=None) -> int:
     args._argv = list(sys.argv[1:] if argv is None else argv)
     try:
         _refuse_undecodable(args)
-        return COMMANDS[args.command].run(args)
+        code = COMMANDS[args.command].run(args)
+        # what is still buffered for stdout goes now: a reader gone (``| head``) is quiet, a full disk
+        # behind it is one line below, rather than "Exception ignored" from Python's exit
+        console.stdout().flush()
+        return code
     except UserError as err:
         console.say_error(f"scratchrnn: error: {err}")
         return EXIT_USER_ERROR

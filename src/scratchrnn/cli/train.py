@@ -6,7 +6,6 @@ names) and prints what the run did.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -320,7 +319,7 @@ def run(args) -> int:
         if args.resume is None and args.batch_size % args.nproc:
             raise UserError(f"--batch-size {args.batch_size} is not a multiple of --nproc {args.nproc}: every "
                             f"process reads an equal share of each batch")
-        _check_torch()
+        distributed.require_torch("--nproc")
         return distributed.launch(args.nproc, args._argv, args.threads)
     try:
         # what init_world refuses (SCRATCHRNN_DIST_TIMEOUT) every rank refuses: rank 0 says it, once
@@ -341,33 +340,11 @@ def run(args) -> int:
 def _backend_and_device(args) -> tuple[str, str]:
     """The backend and device a run trains with: the flags', or for --resume the saved run's (read
     where the directory can be read here; on a machine without it, rank 0 checks)."""
-    from ..checkpoint_files import MAX_JSON_BYTES
-    from ..regular_files import FileRefused, read_regular_file
+    from ..saved_run import saved_backend_and_device
 
     if args.resume is None:
         return args.backend, args.device
-    try:
-        # a look ahead, through the reader that cannot hang on a FIFO; rank 0 checks it all later
-        text = read_regular_file(os.path.join(args.resume, "last", "config.json"), MAX_JSON_BYTES)
-        saved = json.loads(text)["train_state"]["run"]
-        return str(saved["backend"]), str(saved["device"])
-    except (FileRefused, OSError, ValueError, KeyError, TypeError):
-        return args.backend, args.device
-
-
-def _check_torch() -> None:
-    from ..distributed import quiet_torch_logs
-    from ..interrupts import importing
-
-    quiet_torch_logs()
-    try:
-        with importing():
-            import torch.distributed as dist
-    except ImportError:
-        from ..backends import install_hint
-        raise UserError(f"--nproc needs PyTorch: {install_hint('torch')}") from None
-    if not dist.is_available():
-        raise UserError("--nproc needs a PyTorch built with torch.distributed")
+    return saved_backend_and_device(args.resume) or (args.backend, args.device)
 
 
 def _train(args, world) -> int:
