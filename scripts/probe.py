@@ -3,12 +3,12 @@
 
 Runs the real command line (``python -m scratchrnn``, the tree this script sits in) in subprocesses
 on tiny models, one case at a time per worker, in categories: bad options, bad data files, hostile
-checkpoints, sizes, output pipes and encodings, signals, concurrent runs, a full disk. Every case
-states what must hold -- an exit status (0, 2 for a user's mistake, 130 after Ctrl-C), no Python
-traceback on stderr, a one-line message, a time and memory bound, a run directory left loadable --
-and is counted as held, broke or skipped (a precondition this machine cannot give, e.g. an
-unreadable directory when running as root). Prints tried / held / broke per category; exit status 1
-if anything broke.
+checkpoints (and run directories), sizes, output pipes and encodings, signals, concurrent runs, a full
+disk (probe_hardening.py adds issue 28's cases to them). Every case states what must hold -- an exit
+status (0, 2 for a user's mistake, 130 after Ctrl-C), no Python traceback on stderr, a one-line
+message, a time and memory bound, a run directory left loadable -- and is counted as held, broke or
+skipped (a precondition this machine cannot give, e.g. an unreadable directory when running as root).
+Prints tried / held / broke per category; exit status 1 if anything broke.
 
     python scripts/probe.py                    # everything (a few minutes on 2 cores)
     python scripts/probe.py --select sizes/    # the cases whose "category/name" contains the text
@@ -35,6 +35,7 @@ from pathlib import Path
 from probe_damage import (big_config, deep_json, fill, flip, garbage_config, huge_header_length,
                           huge_shape, long_integer, other_shapes, replace_with, retype, set_cleaning,
                           set_model, set_model_field, set_vocab_entry, to_v1, truncate, zip_bomb)
+from probe_hardening import CASES as HARDENING_CASES
 from probe_run import (MiB, TINY, Broke, Skip, cli, env_for, expect, finish, kill_group, loadable, start,
                        train_tiny)
 
@@ -600,6 +601,11 @@ def _(ws):
     out.mkdir()
     (out / "last").symlink_to("/nonexistent/ckpt")
     expect(train_tiny(out, timeout=60), codes=(0, 2), one_line=None)
+
+
+# issue 28's cases -- writer and reader, the run directory, overflow, injected Ctrl-C, disks everywhere,
+# lying file sizes, threads and the environment -- are in probe_hardening.py
+CASES.extend(HARDENING_CASES)
 
 
 # -- running and reporting -----------------------------------------------------------------------------

@@ -1,19 +1,71 @@
-"""The NumPy reference checked against itself through the contract (sanity of the contract), plus
-what only the hand-written backward pass needs: agreement with finite differences."""
+"""The NumPy reference, held to references that share none of its code: the contract's comparisons of
+losses, gradients and logits are made here against ``plain_reference`` (the book's formulas transcribed
+sample by sample, gradients by central differences of them), and its optimizer comparisons against the
+update rules transcribed; the hand-written backward pass is also held to finite differences below."""
 import numpy as np
 import pytest
-from contract import CLIP_THETA_THAT_BITES, MODEL_VARIANTS, BackendContract, _boosted_params, _chapter_batches
+from contract import (CLIP_THETA_THAT_BITES, GATED_VARIANTS, MODEL_VARIANTS, BackendContract, _boosted_params,
+                      _chapter_batches, _rel_err, variant_id)
+from plain_reference import finite_difference_gradients, plain_forward, plain_loss, plain_masks
 
 from scratchrnn import backends
 from scratchrnn.model import ModelConfig, global_norm, init_params
 
 
 class TestNumpyContractAgainstItself(BackendContract):
-    """Here subject and reference are the same code, so the contract's comparisons with "numpy" only
-    check the contract's own plumbing; the hand-written gradients are held to finite differences
-    below, and the trained model's text to the compiled decoder and the generic loop."""
+    """Here the subject is the reference, so the contract's checks of losses, gradients and logits are
+    made against the plain transcription instead (the methods below); the contract's training runs
+    compare the backend's steps with the update rules transcribed (contract.transcribed_steps)."""
 
     backend_name = "numpy"
+
+    def check_gradients_against_numpy(self, config):
+        """Loss against the plain transcription, gradients against its central differences (a sample
+        of entries of every parameter), from a zero state and from a carried one, dropout included
+        (the masks as documented, drawn again for the second batch)."""
+        params = _boosted_params(config)
+        rng = np.random.default_rng(1)
+        X1, Y1, X2, Y2 = (rng.integers(0, config.vocab_size, (3, 5)) for _ in range(4))
+        ours = self.make(params, config, "float64")
+        masks = plain_masks(config, 3, 5, seed=0)
+        draws = np.random.default_rng([0, 0x0D0])           # the masks of the second batch follow
+        if masks is not None:
+            draws.random((config.num_layers, 5, 3, config.num_hiddens))
+        loss, grads, state = ours.loss_and_grads(X1, Y1, ours.begin_state(3))
+        _assert_plain(params, config, X1, Y1, None, masks, loss, grads)
+        masks = None if masks is None else [np.where(draws.random((5, 3, config.num_hiddens)) >= config.dropout,
+                                                     1 / (1 - config.dropout), 0.0)
+                                            for _ in range(config.num_layers)]
+        carried = _per_layer(ours.state_to_numpy(ours.detach(state)), config)
+        loss, grads, _ = ours.loss_and_grads(X2, Y2, ours.detach(state))
+        _assert_plain(params, config, X2, Y2, carried, masks, loss, grads)
+
+    @pytest.mark.parametrize("config", [ModelConfig(7, 6)] + GATED_VARIANTS, ids=variant_id)
+    def test_forward_matches_numpy_step_by_step(self, config):
+        params = _boosted_params(config)
+        ours = self.make(params, config, "float64")
+        X = np.random.default_rng(2).integers(0, 7, (2, 6))
+        logits, state = ours.forward(X, ours.begin_state(2))
+        plain, plain_state = plain_forward(params, config, X)
+        # the backend's logits are time-major: (steps * batch, vocab)
+        assert _rel_err(logits, plain.transpose(1, 0, 2).reshape(-1, config.vocab_size)) < 1e-10
+        step_logits, _ = ours.forward(X[:, :1], state)
+        plain_step, _ = plain_forward(params, config, X[:, :1], plain_state)
+        assert _rel_err(step_logits, plain_step[:, 0]) < 1e-10
+
+
+def _per_layer(flat: tuple, config) -> list[list[np.ndarray]]:
+    width = 2 if config.cell == "lstm" else 1
+    return [list(flat[k * width:(k + 1) * width]) for k in range(config.num_layers)]
+
+
+def _assert_plain(params, config, X, Y, state, masks, loss, grads) -> None:
+    expected = plain_loss(params, config, X, Y, state, masks)
+    assert abs(loss - expected) <= 1e-9 * abs(expected), (loss, expected)
+    numeric = finite_difference_gradients(lambda p: plain_loss(p, config, X, Y, state, masks), params, entries=6)
+    for name, entries in numeric.items():
+        for index, value in entries.items():
+            assert abs(grads[name][index] - value) <= 1e-6 + 1e-5 * abs(value), (name, index, grads[name][index], value)
 
 
 def _loss(params, config, X, Y, state=None):

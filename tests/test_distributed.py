@@ -25,14 +25,15 @@ pytestmark = [pytest.mark.slow,
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
-from distributed_worker import CASES, train_case  # noqa: E402
+from distributed_worker import BATCH, CASES, HIDDEN, TOKENS, train_case  # noqa: E402
+from plain_reference import plain_heldout_perplexity  # noqa: E402
 
 from scratchrnn import distributed  # noqa: E402
 from scratchrnn.checkpoint import load_checkpoint  # noqa: E402
-from scratchrnn.data import SeqDataLoader  # noqa: E402
+from scratchrnn.data import SeqDataLoader, load_corpus  # noqa: E402
 from scratchrnn.distributed import SINGLE, World, world_from_env  # noqa: E402
 from scratchrnn.errors import UserError  # noqa: E402
-from scratchrnn.model import ModelSettings  # noqa: E402
+from scratchrnn.model import ModelConfig, ModelSettings  # noqa: E402
 from scratchrnn.run_config import RunConfig  # noqa: E402
 from scratchrnn.runner import run  # noqa: E402
 from scratchrnn.training import TrainConfig  # noqa: E402
@@ -99,10 +100,15 @@ def test_two_ranks_take_the_same_steps_as_one_process_with_the_whole_batch(tmp_p
                           env=_env(OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=TIMEOUT)
     assert done.returncode == 0, done.stderr[-3000:]
     got = np.load(out)
+    corpus, vocab = load_corpus(None, 2 * TOKENS)
     for i, case in enumerate(CASES):
         perplexities, heldout, params = train_case(case)
         np.testing.assert_allclose(got[f"{i}/train"], perplexities, rtol=1e-9, err_msg=str(case))
         np.testing.assert_allclose(got[f"{i}/val"], heldout, rtol=1e-9, err_msg=str(case))
+        # ranks and one process score alike: the last score is held to the plain reading of the text
+        model = ModelConfig(len(vocab), HIDDEN, cell=case[1], **(case[5] if len(case) > 5 else {}))
+        expected = plain_heldout_perplexity(params, model, corpus[TOKENS:], BATCH)
+        assert heldout[-1] == pytest.approx(expected, rel=1e-9), case
         for name, value in params.items():
             ranks = got[f"{i}/{name}"]
             np.testing.assert_array_equal(ranks[0], ranks[1])

@@ -20,6 +20,12 @@ def num_batches(corpus_len: int, batch_size: int, num_steps: int, sampling: str)
     return max(0, (corpus_len - num_steps - 1) // batch_size // num_steps)
 
 
+def most_batches(corpus_len: int, batch_size: int, num_steps: int) -> int:
+    """How many minibatches one epoch yields in the best case of the random offset (no offset), with
+    either partitioning: where a resumed epoch's position can be at most."""
+    return max(0, (corpus_len - 1) // (batch_size * num_steps))
+
+
 def check_corpus_fits(corpus_len: int, batch_size: int, num_steps: int, sampling: str) -> None:
     """Refuse a corpus too short to give one (batch_size x num_steps) minibatch, naming the numbers."""
     if num_batches(corpus_len, batch_size, num_steps, sampling) < 1:

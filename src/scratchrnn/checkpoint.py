@@ -37,7 +37,8 @@ from .checkpoint_files import (MAX_JSON_BYTES, corrupt, npz_arrays, parse_json, 
                                safetensors_arrays, safetensors_header, sha256, short)
 from .data import CLEANING_MODES, Vocab
 from .errors import UserError
-from .model import ACTIVATIONS, CELLS, EMBEDDINGS, ModelConfig
+from .model import (ACTIVATIONS, CELLS, EMBEDDINGS, MAX_HIDDEN, MAX_LAYERS, MAX_VOCAB, ModelConfig,
+                    check_limits)
 
 FORMAT = "scratchrnn-checkpoint"
 VERSION = 2
@@ -49,10 +50,6 @@ CHECKPOINT_SUBDIR = "checkpoint"        # where a version-1 run directory kept i
 RUN_POINTERS = ("best", "last")         # where a version-2 run directory keeps its checkpoints
 TOKENS = ("char", "word")
 
-MAX_HIDDEN = 65536
-MAX_VOCAB = 1 << 21                     # every Unicode code point, with room for reserved tokens
-MAX_PARAMETERS = 1 << 32
-MAX_LAYERS = 64
 MAX_WORD_CHARS = 256
 MAX_OPTIMIZER_SLOTS = 16
 # An interrupted epoch also keeps the hidden state it carried into its next batch, under the keys
@@ -243,11 +240,9 @@ def _check_model(spec, path) -> ModelConfig:
         raise corrupt(path, f"model.dropout must be a number in [0, 1), found {short(dropout)}")
     try:
         model = ModelConfig.from_dict(spec)
+        check_limits(model)             # the bounds training itself keeps to
     except (ValueError, TypeError) as err:
         raise corrupt(path, f"model: {short(str(err), 100)}") from None
-    total = sum(math.prod(shape) for shape in model.param_shapes().values())
-    if total > MAX_PARAMETERS:
-        raise corrupt(path, f"model has {total} parameters, more than the {MAX_PARAMETERS} accepted")
     return model
 
 

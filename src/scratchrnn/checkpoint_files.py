@@ -13,15 +13,14 @@ import ast
 import hashlib
 import io
 import json
-import os
 import re
-import stat
 import struct
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from . import regular_files
 from .errors import UserError
 
 MAX_JSON_BYTES = 16 << 20     # config.json: a char vocabulary and a long history fit many times over
@@ -47,40 +46,19 @@ def short(value, limit: int = 60) -> str:
 
 
 def read_regular_file(path: Path, limit: int) -> bytes:
-    """The bytes of ``path`` if it is a regular file of at most ``limit`` bytes.
-
-    ``stat`` first: opening a FIFO blocks and ``/dev/zero`` never ends. The file is then opened
-    non-blocking and checked again through its descriptor, so a swap between the two is caught too.
-    """
+    """The bytes of ``path`` if it is a regular file of at most ``limit`` bytes (``regular_files``:
+    a FIFO behind the name would block, ``/dev/zero`` never end), else a one-line refusal."""
     try:
-        info = os.stat(path)
-    except FileNotFoundError:
-        raise UserError(f"checkpoint is incomplete: {path} is missing") from None
-    except OSError as err:
-        raise corrupt(path, f"cannot be read ({err.strerror})") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise corrupt(path, "is not a regular file")
-    if info.st_size > limit:
-        raise corrupt(path, f"is {info.st_size} bytes, more than the {limit} this checkpoint can need")
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except OSError as err:
-        raise corrupt(path, f"cannot be read ({err.strerror})") from None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise corrupt(path, "is not a regular file")
-        with os.fdopen(fd, "rb", closefd=False) as f:
-            data = f.read(limit + 1)
-    except OSError as err:
-        raise corrupt(path, f"cannot be read ({err.strerror})") from None
-    finally:
-        os.close(fd)
-    if len(data) > limit:
-        raise corrupt(path, f"is more than the {limit} bytes this checkpoint can need")
-    return data
+        return regular_files.read_regular_file(path, limit)
+    except regular_files.FileRefused as refused:
+        if refused.missing:
+            raise UserError(f"checkpoint is incomplete: {path} is missing") from None
+        reason = refused.reason.replace(" expected", " this checkpoint can need")
+        raise corrupt(path, reason) from None
 
 
-def _bounded_int(text: str) -> int:
+def bounded_int(text: str) -> int:
+    """``int(text)`` for ``json.loads``, refusing more than MAX_INT_DIGITS digits (quadratic time)."""
     if len(text.lstrip("-")) > MAX_INT_DIGITS:
         raise ValueError(f"an integer of {len(text)} digits")
     return int(text)
@@ -105,7 +83,7 @@ def parse_json(data: bytes, path) -> object:
     if nesting_depth(text) > MAX_JSON_DEPTH:
         raise corrupt(path, f"nests deeper than {MAX_JSON_DEPTH} levels")
     try:
-        return json.loads(text, parse_int=_bounded_int)
+        return json.loads(text, parse_int=bounded_int)
     except (ValueError, RecursionError) as err:
         raise corrupt(path, f"is not valid JSON ({short(str(err), 80)})") from None
 

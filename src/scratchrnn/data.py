@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import codecs
 import collections
+import errno
+import os
 import re
 import stat
 from importlib import resources
@@ -41,6 +43,7 @@ _LINE_BREAK_CHARS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
 _BREAK_CODES = np.array([ord(mark) for mark in _LINE_BREAK_CHARS], dtype=np.uint32)
 # Unicode's control characters (category Cc), less tab, newline and carriage return
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_CONTROL_TABLE = dict.fromkeys([*range(0x00, 0x09), 0x0b, 0x0c, *range(0x0e, 0x20), *range(0x7f, 0xa0)])
 
 
 def time_machine_path() -> Path:
@@ -69,28 +72,62 @@ def iter_text(path: str | Path | None = None, chunk_bytes: int = READ_CHUNK_BYTE
         # a FIFO or a device would block or never end
         raise UserError(f"data path is not a regular file: {path}")
     try:
-        handle = open(path, "rb")
+        handle = open(path, "rb", buffering=0)
     except OSError as err:
         raise UserError(f"cannot read data file {path}: {err.strerror}") from None
     decoder = codecs.getincrementaldecoder("utf-8")()
     consumed = 0
     with handle:
-        while True:
-            try:
-                data = handle.read(chunk_bytes)
-            except OSError as err:
-                raise UserError(f"cannot read data file {path}: {err.strerror}") from None
+        for data, length in _pieces(handle, chunk_bytes, path):
             held = len(decoder.getstate()[0])     # bytes of a character cut by the previous piece
             try:
                 text = decoder.decode(data, final=not data)
             except UnicodeDecodeError as err:
                 byte = consumed - held + err.start
                 raise UserError(f"data file is not UTF-8 text: {path} (byte {byte} cannot be decoded)") from None
-            consumed += len(data)
+            consumed += length
             if text:
                 yield text
             if not data:
                 return
+
+
+def _pieces(handle, chunk_bytes: int, path) -> Iterator[tuple[bytes, int]]:
+    """A file's bytes a piece at a time, each with the length of file it stands for, ending with b"".
+
+    A hole of a sparse file (``truncate -s 4G``) reads as NUL bytes, which every cleaning drops -- or,
+    between two letters of a line, reads as the one space any run of non-letters makes -- so one NUL
+    stands for the whole hole, and a 4 GiB hole costs nothing to read. Where the file system cannot
+    say where its holes are, every byte is read. The size the file had when it was opened is never
+    trusted: a file under /proc says 0 and holds text, and a file can grow while it is read.
+    """
+    fd = handle.fileno()
+    position, holes = 0, hasattr(os, "SEEK_DATA")
+    while True:
+        if holes:
+            try:
+                data_at = os.lseek(fd, position, os.SEEK_DATA)
+                hole_at = os.lseek(fd, data_at, os.SEEK_HOLE)
+            except OSError as err:
+                if err.errno == errno.ENXIO:        # nothing but a hole from here to the end
+                    data_at = hole_at = os.lseek(fd, 0, os.SEEK_END)
+                else:                               # no holes to ask about here: read everything
+                    holes = False
+                    os.lseek(fd, position, os.SEEK_SET)
+            if holes:
+                if data_at > position:
+                    yield b"\0", data_at - position
+                position = data_at
+                os.lseek(fd, position, os.SEEK_SET)
+        want = chunk_bytes if not holes else max(1, min(chunk_bytes, hole_at - position))
+        try:
+            data = handle.read(want)
+        except OSError as err:
+            raise UserError(f"cannot read data file {path}: {err.strerror}") from None
+        position += len(data)
+        yield data, len(data)
+        if not data:
+            return
 
 
 def read_text(path: str | Path | None = None) -> str:
@@ -129,7 +166,9 @@ def _clean_codes(pieces: Iterable[str], cleaning: str) -> Iterator[np.ndarray]:
     """``clean_stream`` as arrays of code points (uint32), which is what counting characters needs."""
     if cleaning == "raw":
         for piece in pieces:
-            yield np.frombuffer(_CONTROL.sub("", piece).encode("utf-32-le"), dtype=np.uint32)
+            # str.translate: a text that is mostly control characters (NUL bytes) cleans in
+            # milliseconds a megabyte, where a regular expression's substitution takes a tenth of a second
+            yield np.frombuffer(piece.translate(_CONTROL_TABLE).encode("utf-32-le"), dtype=np.uint32)
     elif cleaning == "chapter":
         cleaner = _ChapterCleaner()
         for piece in pieces:
@@ -154,13 +193,14 @@ class _ChapterCleaner:
         codes = np.frombuffer(piece.encode("utf-32-le"), dtype=np.uint32)
         lower = codes | 0x20
         at = np.flatnonzero((lower >= ord("a")) & (lower <= ord("z")))     # the letters
-        breaks = np.cumsum(np.isin(codes, _BREAK_CODES))                    # breaks up to each place
         if not len(at):
-            if len(codes) and breaks[-1]:
+            # no letter (a run of NUL bytes, say): only whether a line ends in it matters
+            if any(mark in piece for mark in _LINE_BREAK_CHARS):
                 self.started = self.gap = False
             elif len(codes) and self.started:
                 self.gap = True
             return np.zeros(0, dtype=np.uint32)
+        breaks = np.cumsum(np.isin(codes, _BREAK_CODES))                    # breaks up to each place
         space = np.empty(len(at), dtype=bool)
         # between two letters of this piece: a run of non-letters, and no break in it
         space[1:] = (np.diff(at) > 1) & (breaks[at[1:] - 1] == breaks[at[:-1]])
@@ -392,10 +432,13 @@ class _Held:
 
     def append(self, places: np.ndarray, distinct: int) -> None:
         wanted = id_dtype(distinct + 1)     # + 1: the vocabulary's <unk> comes first
-        if wanted.itemsize > self.ids.dtype.itemsize:
-            wider = np.empty(len(self.ids), dtype=wanted)
-            wider[:self.length] = self.ids[:self.length]
-            self.ids = wider
+        needed = self.length + len(places)
+        if wanted.itemsize > self.ids.dtype.itemsize or needed > len(self.ids):
+            # wider ids, or more text than the file's size said (/proc files say 0; files grow)
+            larger = np.empty(max(len(self.ids), needed, 2 * len(self.ids) if needed > len(self.ids) else 0),
+                              dtype=max(wanted, self.ids.dtype, key=lambda t: t.itemsize))
+            larger[:self.length] = self.ids[:self.length]
+            self.ids = larger
         self.ids[self.length:self.length + len(places)] = places
         self.length += len(places)
 

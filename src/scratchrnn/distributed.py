@@ -26,6 +26,8 @@ import datetime
 import os
 import re
 import signal
+import sys
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -33,12 +35,17 @@ import numpy as np
 
 from . import faults
 from .errors import UserError
+from .interrupts import importing
 
 BACKENDS = ("torch", "numpy")        # the backends that can train on several ranks
 TIMEOUT_ENV = "SCRATCHRNN_DIST_TIMEOUT"
 # seconds a rank waits in a collective before giving up: long enough for rank 0 alone to save a
 # checkpoint, score validation text and plot while the others wait at the next step
 DEFAULT_TIMEOUT_S = 600
+MAX_TIMEOUT_S = 1e7                  # about 116 days: longer is a mistake, not a wait
+# a rank that has waited this long for the others to join says what it waits for
+SAY_WAITING_AFTER_S = 15.0
+_joined = False                      # whether this process joined a process group (init_world)
 
 
 class PeerLost(UserError):
@@ -170,6 +177,9 @@ def default_threads(ranks_here: int) -> int:
 
 
 def timeout_seconds(env=None) -> float:
+    """SCRATCHRNN_DIST_TIMEOUT's seconds (default DEFAULT_TIMEOUT_S), refused in one line unless a
+    number above 0 and at most MAX_TIMEOUT_S (PyTorch keeps it in milliseconds of a 64-bit integer,
+    and Python's timedelta cannot hold infinity)."""
     env = os.environ if env is None else env
     text = env.get(TIMEOUT_ENV)
     if text is None:
@@ -178,8 +188,9 @@ def timeout_seconds(env=None) -> float:
         value = float(text)
     except ValueError:
         value = -1.0
-    if not value > 0:
-        raise UserError(f"{TIMEOUT_ENV} must be a number of seconds > 0, not {text!r}")
+    if not 0 < value <= MAX_TIMEOUT_S:
+        raise UserError(f"{TIMEOUT_ENV} must be a number of seconds above 0 and at most {MAX_TIMEOUT_S:g}, "
+                        f"not {text!r}")
     return value
 
 
@@ -199,37 +210,81 @@ def init_world(backend: str, device: str = "cpu", threads: int | None = None, en
                         f"{' or '.join(BACKENDS)}")
     if device == "cuda" and backend != "torch":
         raise UserError("several ranks on CUDA need the torch backend")
-    import torch
-    import torch.distributed as dist
+    seconds = timeout_seconds(env)
+    quiet_torch_logs()
+    with importing():
+        import torch
+        import torch.distributed as dist
 
     _set_threads(threads or default_threads(world.local_size), with_torch=True)
     if device == "cuda":
         torch.cuda.set_device(world.local_rank)
-    timeout = datetime.timedelta(seconds=timeout_seconds(env))
+    where = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
+    # the rendezvous waits for every rank: one that never comes (not started, or still importing on a
+    # loaded machine) holds the others up to the timeout, so a rank kept waiting says so
+    waiting = threading.Timer(SAY_WAITING_AFTER_S, lambda: _say(
+        f"scratchrnn: rank {world.rank} is waiting for the other {world.size - 1} rank(s) to join at {where} "
+        f"(it gives up after {seconds:g} s, {TIMEOUT_ENV})"))
+    waiting.daemon = True
+    waiting.start()
+    global _joined
     try:
-        dist.init_process_group("nccl" if device == "cuda" else "gloo", timeout=timeout)
+        dist.init_process_group("nccl" if device == "cuda" else "gloo",
+                                timeout=datetime.timedelta(seconds=seconds))
+        _joined = True
     except (RuntimeError, ValueError) as err:
-        raise PeerLost(f"rank {world.rank} could not join the other ranks at "
-                       f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')} "
-                       f"({_first_line(err)})") from None
+        raise PeerLost(f"rank {world.rank} could not join the other ranks at {where} ({_first_line(err)})") from None
+    finally:
+        waiting.cancel()
     return world
 
 
-def shutdown_world() -> None:
-    """Leave the process group, if this process joined one."""
+def require_torch(option: str) -> None:
+    """Refuse (UserError, naming ``option``) a PyTorch that is not installed or lacks torch.distributed;
+    imported with Ctrl-C ending the program at once (``interrupts.importing``)."""
+    quiet_torch_logs()
     try:
-        import torch.distributed as dist
+        with importing():
+            import torch.distributed as dist
     except ImportError:
+        from .backends import install_hint
+        raise UserError(f"{option} needs PyTorch: {install_hint('torch')}") from None
+    if not dist.is_available():
+        raise UserError(f"{option} needs a PyTorch built with torch.distributed")
+
+
+def quiet_torch_logs() -> None:
+    """PyTorch's C++ side logs each failed attempt to reach a peer with a stack of frames; this program
+    says what failed in one line, so those logs are off unless TORCH_CPP_LOG_LEVEL asks for them (read
+    when torch is imported: call before)."""
+    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "FATAL")
+
+
+def _say(line: str) -> None:
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def shutdown_world() -> None:
+    """Leave the process group, if this process joined one (and touch torch only then: a run of one
+    never imports it, and a Ctrl-C during its import must not meet it half-loaded here)."""
+    global _joined
+    if not _joined:
         return
-    if dist.is_available() and dist.is_initialized():
+    import torch.distributed as dist
+    if dist.is_initialized():
         dist.destroy_process_group()
+    _joined = False
 
 
 def _set_threads(threads: int, with_torch: bool) -> None:
     """The compiled step loops' threads, and PyTorch's (not imported for another framework's sake)."""
     os.environ["SCRATCHRNN_THREADS"] = str(threads)
     if with_torch:
-        import torch
+        with importing():
+            import torch
         torch.set_num_threads(threads)
 
 
@@ -300,12 +355,14 @@ def launch(nproc: int, argv: list[str], threads: int | None = None) -> int:
     error, Ctrl-C) are theirs to print, and a rank killed from outside is reported here in one line.
     """
     import logging
-    import sys
     import uuid
 
-    from torch.distributed.elastic.multiprocessing.api import SignalException
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+    timeout_seconds()                   # refused here, once, rather than by every rank
+    quiet_torch_logs()
+    with importing():
+        from torch.distributed.elastic.multiprocessing.api import SignalException
+        from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+        from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     # the agent's own log lines repeat, at length, what the line below says (its loggers set their
     # own levels, so each is quietened by name)

@@ -8,13 +8,14 @@ Python's cost per character.
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from . import kernels
+from . import faults, kernels
 from .backends.base import Backend, has_decode_weights
 from .backends.decoding import decode_by_forward, decode_loop
 from .data import Vocab, clean_prefix
@@ -40,8 +41,8 @@ class Decoding:
     def __post_init__(self):
         if self.strategy not in ("greedy", "sample"):
             raise UserError(f"--strategy must be 'greedy' or 'sample', not {self.strategy!r}")
-        if not self.temperature > 0:
-            raise UserError(f"--temperature must be positive, not {self.temperature}")
+        if not (self.temperature > 0 and math.isfinite(self.temperature)):
+            raise UserError(f"--temperature must be a positive number, not {self.temperature}")
         if self.top_k is not None and self.top_k < 1:
             raise UserError(f"--top-k must be a positive integer, not {self.top_k}")
         if self.top_p is not None and not 0 < self.top_p <= 1:
@@ -55,11 +56,18 @@ def next_token_probs(logits: np.ndarray, decoding: Decoding) -> np.ndarray:
 
     ``<unk>`` (index 0 of every vocabulary) is never drawn: it stands for characters the model never
     saw, so a sample would print a placeholder where the text has a character.
+
+    The logits are shifted by their maximum before the division by the temperature, so the likeliest
+    token's term is 0 and every other one 0 or below, whatever the temperature's size: one so small
+    that the division overflows (``1e-310``) gives the limit of a falling temperature, greedy choice
+    with ties drawn evenly, rather than infinity minus infinity.
     """
-    z = np.asarray(logits, dtype=np.float64) / decoding.temperature
+    require_finite(logits)
+    z = np.array(logits, dtype=np.float64)
     z[..., UNK_INDEX] = -np.inf
-    z = z - z.max(axis=-1, keepdims=True)
-    probs = np.exp(z)
+    with np.errstate(over="ignore", under="ignore"):
+        z = (z - z.max(axis=-1, keepdims=True)) / decoding.temperature
+        probs = np.exp(z)
     probs /= probs.sum(axis=-1, keepdims=True)
     if decoding.top_k is not None and decoding.top_k < probs.shape[-1]:
         kth = np.sort(probs, axis=-1)[:, -decoding.top_k][:, None]
@@ -79,6 +87,46 @@ def next_token_probs(logits: np.ndarray, decoding: Decoding) -> np.ndarray:
 UNK_INDEX = 0          # data.Vocab puts <unk> first
 
 
+class OutputsNotFinite(UserError):
+    """The model's outputs overflowed its floating-point type: nothing sensible can be picked."""
+
+
+def require_finite(logits: np.ndarray) -> None:
+    """Refuse to pick from logits that are not all finite numbers (``<unk>``'s column aside, which is
+    never picked): weights near the type's limit overflow in a product, and the likeliest token of a
+    row of NaN is nothing but the first."""
+    if not np.isfinite(np.asarray(logits)[..., UNK_INDEX + 1:]).all():
+        raise OutputsNotFinite(_NOT_FINITE)
+
+
+_NOT_FINITE = ("the model's outputs overflowed to infinity or NaN: its weights are too large to generate with "
+               "in this precision")
+
+
+def check_weights_fit(params: dict[str, np.ndarray], dtype: str = "float32") -> None:
+    """Refuse (OutputsNotFinite) weights so large that the sums of a step could leave ``dtype``'s range.
+
+    Every vector a weight matrix multiplies holds values of at most 1 (a tanh, a gate's product, a
+    one-hot row) or of the embedding's size, so no sum of a step exceeds the embedding's largest value
+    times the largest column sum of every weight matrix added up. Below the type's largest number, no
+    product or sum overflows (the relu cell's state, which can grow, is checked as it is made).
+    """
+    with np.errstate(over="ignore"):
+        embedding = params.get("W_emb")
+        scale = max(1.0, float(np.abs(embedding).max())) if embedding is not None and embedding.size else 1.0
+        total = 0.0
+        for name, value in params.items():
+            if name == "W_emb" or not np.size(value):
+                continue
+            magnitude = np.abs(np.asarray(value, dtype=np.float64))
+            total += float(magnitude.sum(axis=0).max() if magnitude.ndim == 2 else magnitude.max())
+        bound = total * scale
+    limit = float(np.finfo(dtype).max)
+    if not bound < limit:
+        raise OutputsNotFinite(f"the weights are too large to generate with in {dtype}: a step's sums could "
+                               f"reach {bound:.3g}, beyond the {limit:.3g} it can hold")
+
+
 class TokenPicker:
     """Chooses the next token for a batch of logits, reproducibly for a fixed seed."""
 
@@ -88,7 +136,9 @@ class TokenPicker:
 
     def __call__(self, logits: np.ndarray) -> np.ndarray:
         if self.decoding.strategy == "greedy":
-            return np.argmax(logits, axis=-1)
+            require_finite(logits)
+            # the likeliest token but <unk>, which stands for no character of the text
+            return np.argmax(logits[..., UNK_INDEX + 1:], axis=-1) + UNK_INDEX + 1
         probs = next_token_probs(logits, self.decoding)
         # inverse-CDF draw: one uniform number per row, so a seed fixes the whole text
         u = self.rng.random((probs.shape[0], 1))
@@ -107,9 +157,14 @@ def encode_prefix(prefix: str, vocab: Vocab, cleaning: str = "chapter") -> list[
     cleaned = clean_prefix(prefix, cleaning)
     unknown = sorted({ch for ch in cleaned if ch not in vocab or vocab[ch] == vocab.unk})
     if unknown:
-        raise UserError(f"the prefix has characters the model's vocabulary lacks: "
-                        f"{', '.join(repr(ch) for ch in unknown)}")
+        named = ", ".join(repr(ch) for ch in unknown[:NAMED_UNKNOWN])
+        more = (f" and {len(unknown) - NAMED_UNKNOWN} more ({len(unknown)} in all)"
+                if len(unknown) > NAMED_UNKNOWN else "")
+        raise UserError(f"the prefix has characters the model's vocabulary lacks: {named}{more}")
     return [vocab[ch] for ch in cleaned]
+
+
+NAMED_UNKNOWN = 8      # a refusal names this many of a prefix's unknown characters, then counts the rest
 
 
 CHAPTER_PREFIX = "time traveller"     # the chapter's prompt, for its book
@@ -304,6 +359,9 @@ def _compiled_blocks(backend: Backend, prefixes: Sequence[Sequence[int]], num_to
     ``on_step`` sees each column of the chunk: a chunk takes a fraction of a millisecond.
     """
     input_rows, W_step, b_q = backend.decode_weights()
+    # <unk> never the likeliest: its logit is -inf (it stands for no character of the text)
+    b_q = np.array(b_q, dtype=np.float32)
+    b_q[UNK_INDEX] = -np.inf
     activation = backend.config.activation
     framework = backend.name            # no more threads than it is told to use (kernels.threads)
     h = np.array(backend.state_to_numpy(backend.begin_state(len(prefixes)))[0], dtype=np.float32)
@@ -324,6 +382,12 @@ def _compiled_blocks(backend: Backend, prefixes: Sequence[Sequence[int]], num_to
         tokens = kernels.decode.greedy_decode(h, logits, input_rows, W_step, b_q, activation,
                                               min(chunk, num_tokens - start), forced if start == 0 else None,
                                               framework=framework)
+        faults.point("kernels.decode-returned")
+        # a relu state can outgrow float32 (check_weights_fit cannot bound it): the decoder's argmax of
+        # NaN logits is their first NaN, and <unk> (-inf here) can only be picked that way
+        if (tokens == UNK_INDEX).any() or not np.isfinite(h).all():
+            raise OutputsNotFinite(_NOT_FINITE)
+        require_finite(logits)
         if on_step is not None:
             for column in tokens.T:
                 on_step(column)

@@ -7,6 +7,7 @@ NumPy reference.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +19,19 @@ from .memory import available_bytes, format_bytes
 ACTIVATIONS = ("tanh", "relu")
 EMBEDDINGS = ("onehot", "learned")
 CELLS = tuple(cells.CELLS)      # the cells' names, as scratchrnn.cells defines them
+
+# The largest model a checkpoint may describe: the reader refuses more (a hostile file's claims are
+# bounded before anything is allocated), and so training refuses more before it starts, so that every
+# run can read back what it writes (``check_limits``).
+MAX_HIDDEN = 65536              # num_hiddens, and embed_dim
+MAX_LAYERS = 64
+MAX_VOCAB = 1 << 21             # every Unicode code point, with room for reserved tokens
+MAX_PARAMETERS = 1 << 32
+# Every count a run keeps (a seed, epochs, intervals, a position in an epoch) fits a signed 64-bit
+# integer, and so the checkpoint reader's bound on the digits of a JSON integer.
+MAX_COUNT = (1 << 63) - 1
+# weights start as float32 at the least: a forget-gate bias beyond its range would start as infinity
+MAX_FORGET_BIAS = float(np.finfo(np.float32).max)
 
 
 @dataclass(frozen=True)
@@ -88,11 +102,14 @@ class ModelConfig:
 def _check_architecture(model) -> None:
     """Refuse a model shape no cell can have, naming the field (``model``: a ModelConfig or a
     ModelSettings, which share these fields)."""
-    for name, least in (("num_hiddens", 1), ("num_layers", 1), ("embed_dim", 0)):
+    for name, least, most in (("num_hiddens", 1, None), ("num_layers", 1, MAX_LAYERS),
+                              ("embed_dim", 0, MAX_HIDDEN)):
         value = getattr(model, name)
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
             kind = "a positive integer" if least == 1 else f"an integer >= {least}"
             raise ValueError(f"{name} must be {kind}, not {value!r}")
+        if most is not None and value > most:
+            raise ValueError(f"{name} must be at most {most} (what a checkpoint may hold), not {value}")
     if model.activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {ACTIVATIONS}, not {model.activation!r}")
     if model.embedding not in EMBEDDINGS:
@@ -107,6 +124,21 @@ def _check_architecture(model) -> None:
     if isinstance(model.dropout, bool) or not isinstance(model.dropout, (int, float, np.integer, np.floating)) \
             or not 0 <= model.dropout < 1:
         raise ValueError(f"dropout must be in [0, 1), not {model.dropout!r}")
+
+
+def check_limits(config: "ModelConfig") -> None:
+    """Refuse (ValueError, naming the field) a model larger than a checkpoint may describe. The
+    checkpoint reader applies it to what it reads; training, to what it is asked for, after the
+    memory check (a size no machine holds is refused with its estimate first)."""
+    if config.num_hiddens > MAX_HIDDEN:
+        raise ValueError(f"num_hiddens must be at most {MAX_HIDDEN} (what a checkpoint may hold), "
+                         f"not {config.num_hiddens}")
+    if config.vocab_size > MAX_VOCAB:
+        raise ValueError(f"vocab_size must be at most {MAX_VOCAB}, not {config.vocab_size}")
+    total = sum(math.prod(shape) for shape in config.param_shapes().values())
+    if total > MAX_PARAMETERS:
+        raise ValueError(f"the model has {total} parameters, more than the {MAX_PARAMETERS} a checkpoint "
+                         f"may hold")
 
 
 INITS = ("book", "scaled")
@@ -139,8 +171,9 @@ class ModelSettings:
             raise ValueError(f"init must be one of {INITS}, not {self.init!r}")
         bias = self.forget_bias
         if isinstance(bias, bool) or not isinstance(bias, (int, float, np.integer, np.floating)) \
-                or not np.isfinite(bias):
-            raise ValueError(f"forget_bias must be a number, not {bias!r}")
+                or not abs(bias) <= MAX_FORGET_BIAS:
+            raise ValueError(f"forget_bias must be a number of float32's range (at most {MAX_FORGET_BIAS:.4g} "
+                             f"either way), not {bias!r}")
         if bias and self.cell != "lstm":
             raise ValueError(f"forget_bias is for the lstm cell, not the {self.cell} cell")
 
@@ -169,6 +202,8 @@ def check_seed(seed, field: str = "seed") -> None:
         raise ValueError(f"{field} must be an integer >= 0, not {seed!r}")
     if seed < 0:
         raise ValueError(f"{field} must be >= 0, not {seed}")
+    if seed > MAX_COUNT:
+        raise ValueError(f"{field} must be at most {MAX_COUNT}, not {seed}")
 
 
 def init_params(config: ModelConfig, seed: int = 0, dtype=np.float32, *,

@@ -6,8 +6,12 @@ numbers (``2``, ``5``, ``10``) rather than matplotlib's default ``2x10^0``; epoc
 from __future__ import annotations
 
 import math
+import os
+import sys
 from pathlib import Path
 from typing import Sequence
+
+from . import faults
 
 # Multiples of a power of ten offered as ticks on a log axis, from dense to sparse: the densest set
 # that puts at most _MAX_TICKS ticks inside the data's range is used, so a short range still gets a
@@ -68,15 +72,28 @@ def _integer_epochs(axis) -> None:
 
 
 def _save(fig, path_stem: str | Path) -> list[Path]:
+    """Save ``fig`` as PNG and SVG beside ``path_stem``, each written whole under a temporary name and
+    renamed over the old: a FIFO left under the name would block the writing forever, and a kill
+    half-way would leave half a picture."""
     import matplotlib.pyplot as plt
 
     stem = Path(path_stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
-    for path in paths:
-        # no creation date in the SVG: the same run gives the same file
-        fig.savefig(path, metadata={"Date": None} if path.suffix == ".svg" else None)
-    plt.close(fig)
+    try:
+        for path in paths:
+            # a run directory removes what a kill leaves under this prefix (rundir)
+            temporary = path.with_name(f".saving-{path.name}.{os.getpid()}")
+            try:
+                faults.point("plot.saving")
+                # no creation date in the SVG: the same run gives the same file
+                fig.savefig(temporary, format=path.suffix[1:],
+                            metadata={"Date": None} if path.suffix == ".svg" else None)
+                os.replace(temporary, path)
+            finally:
+                temporary.unlink(missing_ok=True)
+    finally:
+        plt.close(fig)
     return paths
 
 
@@ -105,7 +122,23 @@ def training_figure(records: Sequence[dict], title: str = ""):
 
 
 def pyplot():
-    """matplotlib's pyplot, drawing into files only (never needs a display); imported when first plotted."""
+    """matplotlib's pyplot, drawing into files only (never needs a display); imported when first plotted.
+
+    Files need no display, so the backend is always Agg: an ``MPLBACKEND`` that names no backend at
+    all (which would stop matplotlib's own import) is set aside for the import and said once.
+    """
+    asked = os.environ.get("MPLBACKEND")
+    if "matplotlib" not in sys.modules and asked:
+        del os.environ["MPLBACKEND"]
+        try:
+            import matplotlib
+        finally:
+            os.environ["MPLBACKEND"] = asked
+        try:
+            matplotlib.rcsetup.validate_backend(asked)
+        except ValueError:
+            print(f"scratchrnn: note: MPLBACKEND={asked!r} names no matplotlib backend; the plots are drawn "
+                  f"with Agg", file=sys.stderr)
     import matplotlib
     matplotlib.use("Agg")  # files only: never needs a display
     import matplotlib.pyplot as plt
@@ -113,9 +146,9 @@ def pyplot():
 
 
 def _training_figure(records: Sequence[dict], title: str = ""):
+    plt = pyplot()                      # first: it decides how matplotlib is imported
     import matplotlib.ticker
 
-    plt = pyplot()
     # an evaluation inside an epoch is recorded at its share of the epoch (2.5: half-way through the third)
     by_epoch: dict[float, dict] = {}
     for record in records:

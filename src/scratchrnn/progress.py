@@ -13,7 +13,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-STEP_RECORD = "step"          # the "kind" of a metrics.jsonl line written inside an epoch
+from .saved_state import STEP_RECORD, check_progress
 
 
 def _no_sums() -> dict:
@@ -100,10 +100,16 @@ class TrainState:
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainState":
+        """The progress ``to_dict`` wrote, every field checked first (ValueError naming the field:
+        ``saved_state.check_progress``)."""
+        if isinstance(data, dict) and "loader_rng" in data:
+            try:
+                data = {**data, "loader_rng": json_safe_ints(data["loader_rng"], to_text=False)}
+            except ValueError as err:
+                raise ValueError(f"progress.loader_rng: {err}") from None
+        check_progress(data)
         known = set(cls.__dataclass_fields__)
-        state = cls(**{k: v for k, v in data.items() if k in known})
-        state.loader_rng = json_safe_ints(state.loader_rng, to_text=False)
-        return state
+        return cls(**{k: v for k, v in data.items() if k in known})
 
     def tokens_per_sec(self, records: list[dict]) -> float:
         """The run's average speed: the training tokens over the training seconds of every epoch in
@@ -131,7 +137,10 @@ def json_safe_ints(value, to_text: bool):
     if to_text and isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**53:
         return f"int:{value:x}"
     if not to_text and isinstance(value, str) and value.startswith("int:"):
-        return int(value[4:], 16)
+        digits = value[4:]
+        if not 0 < len(digits) <= 32 or digits.strip("0123456789abcdef"):
+            raise ValueError(f"{value[:60]!r} is not a 128-bit number in hexadecimal")
+        return int(digits, 16)
     return value
 
 

@@ -19,14 +19,18 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import Vocab, check_corpus_fits, compact_ids, load_corpus, split_heldout
+from .backends import BACKENDS
+from .data import CLEANING_MODES, Vocab, check_corpus_fits, compact_ids, load_corpus, split_heldout
 from .errors import UserError
 from .generation import default_prefix, encode_prefix
 from .model import ModelSettings
+from .saved_state import check_count
 from .training import BEST_BY, TrainConfig
 
 CHAPTER_MAX_TOKENS = 10000       # the chapter trains on the first 10,000 characters of its book
 DEFAULT_VAL_FRACTION = 0.1       # a text of one's own: the last 10% held out, as nanoGPT splits
+DEVICES = ("cpu", "cuda")
+DTYPES = ("float32", "float64")
 
 
 @dataclass
@@ -73,22 +77,37 @@ class RunConfig:
         return self.data is None and self.val_fraction is None and self.max_tokens != "all"
 
     def validate(self) -> None:
+        """Refuse settings that cannot train, naming the field: what ``train`` accepts here, a resumed
+        run's checkpoint is checked against again, so a run never writes settings it cannot read back."""
         if self.best_by not in (None, *BEST_BY):
             raise ValueError(f"best_by must be one of {BEST_BY}, not {self.best_by!r}")
-        if self.val_fraction is not None and not 0 <= self.val_fraction < 1:
-            raise ValueError(f"val_fraction must be in [0, 1), not {self.val_fraction}")
+        if self.val_fraction is not None and not (isinstance(self.val_fraction, (int, float))
+                                                  and not isinstance(self.val_fraction, bool)
+                                                  and 0 <= self.val_fraction < 1):
+            raise ValueError(f"val_fraction must be in [0, 1), not {self.val_fraction!r}")
         for name in ("checkpoint_every", "num_chars"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, not {value}")
+            check_count(getattr(self, name), name, least=1)
         for name in ("predict_every", "checkpoint_every_steps", "keep"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be an integer >= 0, not {value}")
+            check_count(getattr(self, name), name)
         minutes = self.max_minutes
         if minutes is not None and (isinstance(minutes, bool) or not isinstance(minutes, (int, float))
                                     or not (minutes > 0 and math.isfinite(minutes))):
             raise ValueError(f"max_minutes must be a positive number or None, not {minutes}")
+        if self.max_tokens not in (None, "all"):
+            check_count(self.max_tokens, "max_tokens", least=1)
+        for name, options in (("backend", BACKENDS), ("device", DEVICES), ("dtype", DTYPES),
+                              ("cleaning", (None, *CLEANING_MODES))):
+            if getattr(self, name) not in options:
+                raise ValueError(f"{name} must be one of {', '.join(map(str, options))}, not "
+                                 f"{getattr(self, name)!r}")
+        for name in ("data", "init_from"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
+                raise ValueError(f"{name} must name a file, not {getattr(self, name)!r}")
+        if not isinstance(self.tensorboard, bool):
+            raise ValueError(f"tensorboard must be true or false, not {self.tensorboard!r}")
+        if self.prefixes is not None and not (isinstance(self.prefixes, list) and all(
+                isinstance(prefix, str) and prefix for prefix in self.prefixes)):
+            raise ValueError(f"prefixes must be a list of texts, not {self.prefixes!r}")
         if not isinstance(self.model, ModelSettings):
             raise ValueError(f"model must be a ModelSettings, not {self.model!r}")
         if not isinstance(self.out, str) or not self.out.strip():

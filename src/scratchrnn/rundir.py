@@ -32,12 +32,16 @@ from filelock import lock_descriptor
 from . import faults
 from .checkpoint import (CHECKPOINT_SUBDIR, CONFIG_FILE, RUN_POINTERS, Checkpoint, fsync_dir, remove_path,
                          load_checkpoint, write_checkpoint_files)
+from .checkpoint_files import bounded_int
 from .errors import UserError
+from .regular_files import FileRefused, open_regular, read_regular_file
+from .saved_state import check_metrics_record
 
 LOCK_FILE = "run.lock"
 METRICS_FILE = "metrics.jsonl"
 PLOT_STEM = "perplexity"
 V1_METRICS_FILE = "metrics.json"
+MAX_METRICS_BYTES = 256 << 20     # a line per epoch: a million epochs fit
 MODES = ("new", "overwrite", "resume")
 _VERSION_PREFIX = "ckpt-"
 # ckpt-e<epochs>-s<steps>, and -<n> after it for a second save of the same step (a resumed run redoing
@@ -110,7 +114,7 @@ class RunDirectory:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
         if self._lock_fd is not None:
             raise RuntimeError(f"{self.path} is already open")
-        self._make_directory()
+        self._make_directory(create=mode != "resume")
         self._lock()
         try:
             self._clean_leftovers()
@@ -122,12 +126,14 @@ class RunDirectory:
             raise
         return list(self.notes)
 
-    def _make_directory(self) -> None:
+    def _make_directory(self, create: bool = True) -> None:
         path = self.path
         if path.is_symlink() and not path.exists():
             raise UserError(f"run directory {path} is a dangling symlink (to {os.readlink(path)})")
         if path.exists() and not path.is_dir():
             raise UserError(f"run directory {path} exists and is not a directory")
+        if not create and not path.exists():
+            raise NothingToResume(path)       # and nothing is made there: a typo leaves no tree behind
         for parent in path.parents:
             if parent.exists() and not parent.is_dir():
                 raise UserError(f"run directory {path} is under {parent}, which is a file, not a directory")
@@ -140,9 +146,10 @@ class RunDirectory:
         lock_path = self.path / LOCK_FILE
         while True:
             try:
-                fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-            except OSError as err:
-                raise UserError(f"cannot write in run directory {self.path}: {err.strerror}") from None
+                fd = open_regular(lock_path, os.O_RDWR | os.O_CREAT)
+            except FileRefused as refused:
+                raise UserError(f"cannot lock run directory {self.path}: {LOCK_FILE} {refused.reason}; "
+                                f"remove it if no run is using the directory") from None
             try:
                 locked = lock_descriptor(fd, blocking=False)
             except OSError as err:
@@ -192,12 +199,29 @@ class RunDirectory:
         return sorted(found, key=lambda p: _version_order(p.name))
 
     def _pointed(self) -> set[str]:
+        """The versions (``ckpt-...``) the pointers name, however each is spelled."""
         names = set()
         for pointer in RUN_POINTERS:
-            link = self.path / pointer
-            if link.is_symlink():
-                names.add(os.readlink(link))
+            name = self._pointer_version(self.path / pointer)
+            if name is not None:
+                names.add(name)
         return names
+
+    def _pointer_version(self, link: Path) -> str | None:
+        """The version in this directory that ``link`` names -- written ``ckpt-3``, or by hand
+        ``./ckpt-3``, ``ckpt-3/`` or an absolute path to it -- or None (not a symlink, or one to
+        anything else). Taking ``./ckpt-3`` for another name would remove the very checkpoint it names."""
+        if not link.is_symlink():
+            return None
+        target = os.path.normpath(os.readlink(link))
+        if os.path.isabs(target):
+            try:
+                if not os.path.samefile(os.path.dirname(target), self.path):
+                    return None
+            except OSError:
+                return None
+            target = os.path.basename(target)
+        return target if os.sep not in target and _version_order(target) is not None else None
 
     def _clean_leftovers(self) -> None:
         """Remove what interrupted saves left; put back a copy caught between two renames."""
@@ -361,33 +385,48 @@ class RunDirectory:
         """Append one JSON line to metrics.jsonl and make it durable before returning."""
         line = json.dumps(record, ensure_ascii=False) + "\n"
         try:
-            fd = os.open(self.metrics_path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
-            try:
-                size = os.fstat(fd).st_size
-                if size and _read_at(fd, size - 1, 1) != b"\n":
-                    line = "\n" + line   # a line torn by a kill stays alone and is skipped when read
-                os.write(fd, line.encode("utf-8"))
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fd = open_regular(self.metrics_path, os.O_RDWR | os.O_APPEND | os.O_CREAT)
+        except FileRefused as refused:
+            raise SaveFailed(f"could not append to {self.metrics_path}: it {refused.reason}; the checkpoints "
+                             f"are not affected") from None
+        try:
+            faults.point("rundir.metrics-append")
+            size = os.fstat(fd).st_size
+            if size and _read_at(fd, size - 1, 1) != b"\n":
+                line = "\n" + line   # a line torn by a kill stays alone and is skipped when read
+            os.write(fd, line.encode("utf-8"))
+            os.fsync(fd)
         except OSError as err:
             raise SaveFailed(f"could not append to {self.metrics_path} ({err.strerror or err}); "
                              "the checkpoints are not affected") from None
+        finally:
+            os.close(fd)
 
-    def read_metrics(self) -> list[dict]:
-        """The records of metrics.jsonl in order; a line torn by a kill (not JSON) is skipped."""
+    def read_metrics(self, strict: bool = True) -> list[dict]:
+        """The records of metrics.jsonl in order; a line torn by a kill (not JSON) is skipped, and
+        anything else an epoch could not have written is refused (UserError naming the line) -- or,
+        not ``strict`` (a viewer showing what it can), skipped too. A metrics.jsonl that is not a
+        regular file of a plausible size is refused either way."""
         try:
-            text = self.metrics_path.read_text(encoding="utf-8", errors="replace")
-        except FileNotFoundError:
-            return []
+            data = read_regular_file(self.metrics_path, MAX_METRICS_BYTES)
+        except FileRefused as refused:
+            if refused.missing:
+                return []
+            raise UserError(f"run directory {self.path}: {METRICS_FILE} {refused.reason}") from None
         records = []
-        for line in text.splitlines():
+        # a kill can tear a line inside a character: that line is skipped like any torn one
+        for number, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), start=1):
             try:
-                record = json.loads(line)
-            except ValueError:
+                record = json.loads(line, parse_int=bounded_int)
+            except (ValueError, RecursionError):
                 continue
-            if isinstance(record, dict):
-                records.append(record)
+            try:
+                check_metrics_record(record, f"line {number}")
+            except ValueError as err:
+                if not strict:
+                    continue
+                raise UserError(f"run directory {self.path}: {METRICS_FILE} {err}") from None
+            records.append(record)
         return records
 
     def trim_metrics(self, last_epoch: int, last_step: int | None = None) -> None:
@@ -400,6 +439,7 @@ class RunDirectory:
         kept = [r for r in self.read_metrics() if kept_record(r)]
         temporary = self.path / f".saving-metrics-{os.getpid()}"
         try:
+            faults.point("rundir.metrics-trim")
             with open(temporary, "w", encoding="utf-8") as f:
                 f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in kept)
                 f.flush()

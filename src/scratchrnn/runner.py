@@ -39,10 +39,10 @@ from .backends.base import Backend
 from .checkpoint import CARRIED_SLOT, Checkpoint, estimate_checkpoint_bytes, load_checkpoint
 from .data import SeqDataLoader, num_batches
 from .distributed import SINGLE, GradientAverager, World
-from .errors import RunInterrupted, TrainingDiverged, UserError
+from .errors import RunInterrupted, TrainingDiverged, UserError, os_error_message
 from .generation import predict
 from .interrupts import StopRequests
-from .model import ModelConfig, check_fits_in_memory, init_params
+from .model import ModelConfig, check_fits_in_memory, check_limits, init_params
 from .optim import Optimizer
 from .plotting import plot_training
 from .progress import epoch_records
@@ -178,6 +178,10 @@ class Run:
             raise UserError(str(err)) from None
         train_cfg = cfg.train
         check_fits_in_memory(model, train_cfg.batch_size, train_cfg.num_steps, cfg.dtype)
+        try:
+            check_limits(model)           # what the checkpoint reader would refuse, refused now
+        except ValueError as err:
+            raise UserError(str(err)) from None
         prefixes = run_prefixes(cfg, corpus)
         optimizer = train_cfg.make_optimizer()
         # dropout masks come from the backend's own generator, seeded from the run's seed; on several
@@ -200,7 +204,8 @@ class Run:
         prepared = cls(cfg, corpus, model, prefixes, backend, optimizer, loader, TrainState(),
                        directory=directory, world=world, say=say)
         if saved is not None:
-            prepared.state, prepared.carried = saved.restore(prepared.backend, prepared.optimizer, world)
+            prepared.state, prepared.carried = saved.restore(prepared.backend, prepared.optimizer, world,
+                                                             len(corpus.train))
             prepared.saved_step, prepared.saved_where = saved.state.step, saved.state.where()
         return prepared
 
@@ -240,6 +245,11 @@ class Run:
         arrays = self.optimizer.state_arrays(self.backend)
         for i, tensor in enumerate(carried or ()):
             arrays[f"{CARRIED_SLOT}/{i}"] = tensor
+        params = self.backend.get_params()
+        # the checkpoint reader refuses what is not finite: such a save would be a run it cannot read
+        broken = next((name for name, array in {**params, **arrays}.items() if not np.isfinite(array).all()), None)
+        if broken is not None:
+            raise TrainingDiverged(state.epoch, float("nan"), f"{broken} became NaN or infinite")
         # the per-epoch history is the run directory's metrics.jsonl: a checkpoint that carried it
         # would grow by a line every epoch and be rewritten every epoch
         train_state = {"run": cfg.to_dict(), "progress": state.to_dict(with_history=False),
@@ -251,7 +261,7 @@ class Run:
             train_state["dropout_rng"] = json_safe_ints(self.backend.dropout_rng_state(), to_text=True)
         info = {"backend": cfg.backend, "epoch": state.epoch, "step": state.step, "world_size": self.world.size,
                 "best": state.best, "train": cfg.train.to_dict(), "prefixes": self.prefixes}
-        self.directory.save(which, Checkpoint(self.backend.get_params(), self.corpus.vocab, self.model,
+        self.directory.save(which, Checkpoint(params, self.corpus.vocab, self.model,
                                               cfg.cleaning, "char", info=info, train_state=train_state,
                                               optimizer_state=arrays), label=(state.epoch, state.step))
         if "last" in which:
@@ -423,7 +433,13 @@ class Run:
         outcome.status = "interrupted"
         if not self.world.is_main:
             return outcome
-        self.save(("last",), carried_all)
+        try:
+            self.save(("last",), carried_all)
+        except TrainingDiverged as err:
+            kept = f"{self.out}/last keeps {self.saved_where}" if self.saved_where else "nothing was saved"
+            outcome.notes.append(f"stopped in {self.state.where()}, where {err.what}: not saved; {kept}")
+            outcome.plots = self._plot()
+            return outcome
         outcome.plots = self._plot()
         outcome.notes.append(f"stopped in {self.state.where()}; saved {self.out}/last. Continue with: "
                              f"scratchrnn train --resume {self.out}")
@@ -445,7 +461,13 @@ class Run:
             return []
         m, t = self.model, self.config.train
         title = f"{self.config.backend}, {m.cell} {m.num_hiddens} hidden, {t.optimizer} lr {t.lr:g}, {t.sampling}"
-        return plot_training(records, self.directory.plot_stem, title)
+        try:
+            return plot_training(records, self.directory.plot_stem, title)
+        except OSError as err:
+            # the run is saved by now: a plot that cannot be written (a full disk, a directory under
+            # its name) is not worth failing it for
+            self.say(f"note: {os_error_message(err, 'could not write the plot')}")
+            return []
 
     def _close_watch(self) -> None:
         if self._watch is not None:

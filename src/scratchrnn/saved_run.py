@@ -7,14 +7,19 @@ found by its new path when its SHA-256 is the one recorded). Everything else is 
 """
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 
-from .checkpoint import CARRIED_SLOT, Checkpoint
+from .batches import most_batches
+from .checkpoint import CARRIED_SLOT, CONFIG_FILE, Checkpoint
+from .checkpoint_files import MAX_JSON_BYTES
 from .distributed import World
 from .errors import UserError
+from .regular_files import FileRefused, read_regular_file
 from .run_config import DataFile, RunConfig
 from .rundir import RunDirectory
+from .saved_state import check_count, check_generator_state
 from .training import TrainState, json_safe_ints
 
 
@@ -38,6 +43,7 @@ class SavedRun:
             config = RunConfig.from_dict(saved["run"])
             state = TrainState.from_dict(saved["progress"])
             config.validate()
+            _check_train_state(saved)
         except (TypeError, ValueError) as err:
             raise UserError(f"{directory.path}/last has a training state this scratchrnn cannot use "
                             f"({err})") from None
@@ -52,9 +58,15 @@ class SavedRun:
                             f"with a higher max_steps to train on")
         return cls(config, ckpt, state, saved)
 
-    def restore(self, backend, optimizer, world: World) -> tuple[TrainState, object]:
+    def restore(self, backend, optimizer, world: World, text_length: int | None = None) -> tuple[TrainState, object]:
         """Take up where the saved run stopped: its optimizer slots and dropout masks go to ``backend``
-        and ``optimizer``; returns its progress and, inside an epoch, the state of this rank's rows."""
+        and ``optimizer``; returns its progress and, inside an epoch, the state of this rank's rows.
+        ``text_length``: the training tokens, which bound where inside an epoch a run can stand."""
+        train = self.config.train
+        most = None if text_length is None else most_batches(text_length, train.batch_size, train.num_steps)
+        if most is not None and self.state.batch > most:          # skipping that many would never end
+            raise UserError(f"{self.config.out}/last has a training state this scratchrnn cannot use (progress.batch "
+                            f"{self.state.batch} is past the end of an epoch of at most {most} batches)")
         dropout_rng = self.train_state.get("dropout_rng")
         if dropout_rng is not None:
             backend.set_dropout_rng_state(json_safe_ints(dropout_rng, to_text=False))
@@ -73,6 +85,28 @@ class SavedRun:
         if any(len(a) != batch_size for a in carried):
             raise UserError(f"{where}: the carried state does not match batch_size {batch_size}")
         return self.state, backend.state_from_numpy(tuple(world.rows(a) for a in carried))
+
+
+def _check_train_state(saved: dict) -> None:
+    """The rest of what ``Run.save`` writes beside ``run`` and ``progress`` (checked where they are
+    read), every field as it writes it: ValueError names the one that is not."""
+    check_count(saved.get("optimizer_steps", 0), "optimizer_steps")
+    check_count(saved.get("world_size", 1), "world_size", least=1)
+    fingerprint = saved.get("data_fingerprint")
+    if not isinstance(fingerprint, str) or len(fingerprint) != 64:
+        raise ValueError(f"data_fingerprint must be a SHA-256 in hexadecimal, not {str(fingerprint)[:70]!r}")
+    if saved.get("dropout_rng") is not None:
+        try:
+            state = json_safe_ints(saved["dropout_rng"], to_text=False)
+        except ValueError as err:
+            raise ValueError(f"dropout_rng: {err}") from None
+        check_generator_state(state, "dropout_rng")
+    recorded = saved.get("data_file")
+    if recorded is not None:
+        if not isinstance(recorded, dict) or not isinstance(recorded.get("path"), str) \
+                or not isinstance(recorded.get("sha256"), str):
+            raise ValueError(f"data_file must hold the text's path, bytes and sha256, not {str(recorded)[:70]!r}")
+        check_count(recorded.get("bytes"), "data_file.bytes")
 
 
 def _take_request(config: RunConfig, asked: RunConfig, directory: RunDirectory) -> None:
@@ -107,3 +141,15 @@ def _moved_text(path: str, config: RunConfig, recorded, directory: RunDirectory)
                             f"{recorded['sha256'][:12]}...)")
     # a run saved before the hash was recorded: the text's fingerprint is compared once it is read
     return os.path.abspath(path)
+
+
+def saved_backend_and_device(run_dir: str) -> tuple[str, str] | None:
+    """The backend and device the run in ``run_dir`` was saved with, at a glance (None where they
+    cannot be read; ``SavedRun.read`` checks everything later), through the reader that cannot hang on
+    a FIFO put in place of last/config.json."""
+    try:
+        text = read_regular_file(os.path.join(run_dir, "last", CONFIG_FILE), MAX_JSON_BYTES)
+        saved = json.loads(text)["train_state"]["run"]
+        return str(saved["backend"]), str(saved["device"])
+    except (FileRefused, OSError, ValueError, KeyError, TypeError):
+        return None

@@ -29,9 +29,9 @@ from .model import log_softmax
 from .optim import OPTIMIZERS, SCHEDULES, Optimizer, OptimizerConfig, Schedule, create_optimizer
 from .progress import (EpochResult, StepResult, TrainResult, TrainState, json_safe_ints,  # noqa: F401
                        perplexity_of, window)
+from .saved_state import BEST_BY, check_count, is_number
 
 MAX_FINITE_LOSS = math.log(np.finfo(np.float64).max)
-BEST_BY = ("train", "val")
 
 
 @dataclass
@@ -57,26 +57,29 @@ class TrainConfig:
     eval_every_steps: int = 0        # optimizer steps between evaluations inside epochs (0: at epoch ends only)
 
     def validate(self) -> None:
-        """Refuse values that cannot train, naming the field."""
+        """Refuse values that cannot train, naming the field (and, as a checkpoint holds these
+        settings, values its reader would refuse: every count at most ``MAX_COUNT``)."""
         positive_ints = {"epochs": self.epochs, "batch_size": self.batch_size, "num_steps": self.num_steps}
         for name, value in positive_ints.items():
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, not {value}")
+            check_count(value, name, least=1)
         for name, value in {"warmup": self.warmup, "lr_decay_every": self.lr_decay_every,
                             "eval_every": self.eval_every, "max_steps": self.max_steps,
                             "eval_every_steps": self.eval_every_steps}.items():
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-                raise ValueError(f"{name} must be an integer >= 0, not {value}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr must be a positive number, not {self.lr}")
-        if self.clip is not None and not (self.clip > 0 and math.isfinite(self.clip)):
-            raise ValueError(f"clip must be a positive number or None, not {self.clip}")
+            check_count(value, name)
+        if not (is_number(self.lr) and self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be a positive number, not {self.lr!r}")
+        if self.clip is not None and not (is_number(self.clip) and self.clip > 0 and math.isfinite(self.clip)):
+            raise ValueError(f"clip must be a positive number or None, not {self.clip!r}")
+        if not isinstance(self.detach, bool):
+            raise ValueError(f"detach must be true or false, not {self.detach!r}")
+        for name in ("weight_decay", "lr_decay"):
+            if not is_number(getattr(self, name)):
+                raise ValueError(f"{name} must be a number, not {getattr(self, name)!r}")
         if self.sampling not in ("sequential", "random"):
             raise ValueError(f"sampling must be 'sequential' or 'random', not {self.sampling!r}")
         if not self.detach and self.sampling == "random":
             raise ValueError("detach=False needs sampling 'sequential' (random batches reset the state)")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
-            raise ValueError(f"seed must be an integer >= 0, not {self.seed}")
+        check_count(self.seed, "seed")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, not {self.optimizer!r}")
         if self.lr_schedule not in SCHEDULES:
@@ -217,7 +220,8 @@ def evaluate_perplexity(backend: Backend, corpus: np.ndarray, batch_size: int, n
         nll -= log_probs[np.arange(Y.size), Y.T.reshape(-1)].sum()
         count += Y.size
     nll, count = world.sum([nll, count])
-    return math.exp(nll / count)
+    # past float64's range (a model that has gone far wrong) the perplexity is infinity, not an error
+    return math.exp(nll / count) if nll / count <= MAX_FINITE_LOSS else float("inf")
 
 
 def _improved(state: TrainState, score: float | None, epoch: int, best_by: str, step: int | None = None) -> bool:
@@ -360,6 +364,8 @@ def train(backend: Backend, loader: Iterable, config: TrainConfig, *,
                                        or _due(state.step, config.eval_every_steps)):
             stats.val_perplexity = evaluate_perplexity(backend, validation, config.batch_size,
                                                        config.num_steps, world)
+            if math.isnan(stats.val_perplexity):
+                raise TrainingDiverged(epoch, stats.val_perplexity, "the held-out loss became nan")
             result.validation.append((epoch, stats.val_perplexity))
         score = stats.perplexity if best_by == "train" else stats.val_perplexity
         stats.is_best = _improved(state, score, epoch, best_by)

@@ -15,8 +15,8 @@ def training_curves(run_dir: str | Path) -> dict[str, list]:
     evaluation of --eval-every-steps at its share of the epoch: 2.5 half-way through the third),
     None where a record lacks a value or holds one that is not a finite number. Reading takes no lock,
     so a run that ``scratchrnn train`` is writing can be read at any moment (a line it is halfway
-    through is skipped by ``RunDirectory.read_metrics``)."""
-    records = [r for r in RunDirectory(run_dir).read_metrics() if _number(r.get("epoch")) is not None]
+    through is skipped by ``RunDirectory.read_metrics``, and so is a line no run wrote)."""
+    records = [r for r in RunDirectory(run_dir).read_metrics(strict=False) if _number(r.get("epoch")) is not None]
     curves = {"epoch": [r["epoch"] for r in records]}
     for name in CURVES:
         curves[name] = [_number(r.get(name)) for r in records]

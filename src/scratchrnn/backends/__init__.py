@@ -13,7 +13,11 @@ import importlib
 import inspect
 import importlib.util
 
+import numpy as np
+
+from .. import faults
 from ..errors import BackendUnavailable, UserError
+from ..interrupts import importing
 from .base import Backend
 
 # name (also the name of its pip extra) -> (module, class, framework module it needs)
@@ -49,7 +53,10 @@ def backend_class(name: str) -> type[Backend]:
     if importlib.util.find_spec(framework) is None:
         raise BackendUnavailable(
             f"the {name} backend needs the {framework} package, which is not installed: {install_hint(name)}")
-    module = importlib.import_module(f"{__name__}.{module_name}")
+    with importing():
+        # Ctrl-C from here to the end of the framework's import ends the program with one line
+        faults.point("backends.framework-import")
+        module = importlib.import_module(f"{__name__}.{module_name}")
     return getattr(module, class_name)
 
 
@@ -59,9 +66,27 @@ def create(name: str, params, config, device: str = "cpu", dtype: str = "float32
     ``options`` go to the backend's constructor, e.g. ``impl="chapter"`` for the torch backend.
     A backend that has no such option refuses it by name rather than with a TypeError.
     """
+    check_finite_in(params, dtype)
     cls = backend_class(name)
     accepted = inspect.signature(cls.__init__).parameters
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise UserError(f"the {name} backend has no option {', '.join(unknown)}")
     return cls(params, config, device=device, dtype=dtype, **options)
+
+
+def check_finite_in(params, dtype: str) -> None:
+    """Refuse (UserError, naming the parameter) weights that are not finite once cast to ``dtype``: a
+    float64 checkpoint's 1e39 is infinity in float32, which no backend can compute with."""
+    if dtype not in ("float32", "float64"):
+        return                           # the backend names the types it computes in
+    for name, value in params.items():
+        array = np.asarray(value)
+        if array.dtype.kind != "f":
+            continue
+        with np.errstate(over="ignore", invalid="ignore"):
+            finite = np.isfinite(array.astype(dtype, copy=False)).all()
+        if not finite:
+            largest = np.finfo(dtype).max
+            raise UserError(f"parameter {name} does not fit {dtype}: it holds values that are infinite or NaN "
+                            f"there (beyond {largest:.4g} either way)")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import math
 
+from ..kernels._library import MAX_THREADS
+
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130      # as a shell reports a program ended by SIGINT
 
@@ -62,3 +64,4 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 probability = checked(float, lambda v: 0 < v <= 1, "a number in (0, 1]")
+thread_count = checked(int, lambda v: 1 <= v <= MAX_THREADS, f"a number of threads from 1 to {MAX_THREADS}")

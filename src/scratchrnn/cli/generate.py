@@ -10,7 +10,7 @@ output's encoding lacks are escaped (console.SafeWriter).
 """
 from __future__ import annotations
 
-import json
+import math
 import sys
 from pathlib import Path
 
@@ -43,6 +43,8 @@ def _decoding_from(args):
                         f"--strategy greedy always takes the likeliest character: drop one or the other")
     strategy = args.strategy or ("sample" if given else "greedy")
     temperature = 1 / args.alpha if args.alpha else (args.temperature or 1.0)
+    if args.alpha and not math.isfinite(temperature):
+        raise UserError(f"--alpha {args.alpha} is too small: its temperature, 1/alpha, is beyond a float's range")
     return Decoding(strategy, temperature, args.top_k, args.top_p, args.seed)
 
 
@@ -150,7 +152,7 @@ def run(args) -> int:
     from .. import backends
     from ..checkpoint import load_checkpoint
     from ..console import SafeWriter
-    from ..generation import encode_prefix, generation_bytes
+    from ..generation import check_weights_fit, encode_prefix, generation_bytes
     from ..memory import require
 
     decoding = _decoding_from(args)
@@ -178,6 +180,7 @@ def run(args) -> int:
             "ask for fewer (--num-chars), or print one continuation as it is made (one prefix, one "
             "sample, no --json)")
     backend = backends.create(args.backend, ckpt.params, ckpt.model, device=args.device)
+    check_weights_fit(ckpt.params, backend.dtype)
     # only once every check has passed, so that a refusal stays one line
     if not args.json and sys.stderr.isatty() and isinstance(ckpt.info.get("epoch"), int):
         # which weights speak (a run's best/ or last/, and their epoch): for a person at a terminal,
@@ -221,6 +224,7 @@ def _print_as_made(out, backend, vocab, ids, num_chars, decoding, stream) -> Non
 def _print_all(out, args, ckpt, backend, prefixes, encoded, decoding) -> None:
     """Every continuation, made together as one batch, then printed with a separator line between two
     (or as JSON)."""
+    from ..console import strict_json
     from ..generation import generate_ids, vocab_text
 
     rows = [ids for ids in encoded for _ in range(args.num_samples)]
@@ -232,9 +236,9 @@ def _print_all(out, args, ckpt, backend, prefixes, encoded, decoding) -> None:
                   "temperature": decoding.temperature, "top_k": decoding.top_k, "top_p": decoding.top_p,
                   "seed": decoding.seed, "num_chars": args.num_chars, "num_samples": args.num_samples,
                   "results": results}
-        text = json.dumps(record, ensure_ascii=False)
+        text = strict_json(record)
         # an output encoding without some character gets JSON's own escapes, which stay valid JSON
-        out.print(text if out.can_write(text) else json.dumps(record))
+        out.print(text if out.can_write(text) else strict_json(record, ensure_ascii=True))
         return
     for i, text in enumerate(texts):
         if (i and not out.print(SEPARATOR)) or not out.print(text):

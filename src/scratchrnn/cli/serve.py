@@ -14,7 +14,7 @@ import sys
 
 from ..backends import BACKENDS
 from ..errors import UserError
-from .common import HelpFormatter, checked, positive_int
+from .common import HelpFormatter, checked, positive_int, thread_count
 
 port_number = checked(int, lambda v: 0 <= v <= 65535, "a port number in [0, 65535]")
 GRACEFUL_SECONDS = 3        # what open connections get to finish once Ctrl-C has been pressed
@@ -44,7 +44,7 @@ def add_parser(sub) -> None:
                    help="continuations decoded at once over all requests; a request beyond them gets 429")
     s.add_argument("--max-tokens", type=positive_int, default=Limits.max_tokens, metavar="N",
                    help="the most characters one continuation may ask for")
-    s.add_argument("--threads", type=positive_int, default=1, metavar="T",
+    s.add_argument("--threads", type=thread_count, default=1, metavar="T",
                    help="threads of the batched step (the BLAS library's, the compiled kernels', PyTorch's): each "
                         "step is small, and the connections need a core of their own")
     s.add_argument("--access-log", action="store_true", help="log every request on stderr")

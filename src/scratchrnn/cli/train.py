@@ -6,7 +6,6 @@ names) and prints what the run did.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -15,7 +14,7 @@ from ..backends import BACKENDS
 from ..errors import RunInterrupted, UserError
 from ..model import ACTIVATIONS, CELLS, EMBEDDINGS, INITS, ModelSettings
 from .common import (EXIT_INTERRUPTED, HelpFormatter, Parser, decay, fraction, max_tokens, non_negative_float,
-                     non_negative_int, positive_float, positive_int)
+                     non_negative_int, positive_float, positive_int, thread_count)
 from .presets import PRESETS, given_options, with_settings
 
 # what --resume may be given with (dests): the run's own settings come from its checkpoint; these say how
@@ -207,7 +206,7 @@ def add_parser(sub) -> None:
     ranks.add_argument("--nproc", type=positive_int, default=1, metavar="N",
                        help="train on N processes of this machine (starts them as torchrun --standalone "
                             "does); may differ from the N a run was saved with when resuming")
-    ranks.add_argument("--threads", type=positive_int, default=None, metavar="T",
+    ranks.add_argument("--threads", type=thread_count, default=None, metavar="T",
                        help="threads of each rank (default: this machine's cores divided by its ranks, at "
                             "least 1; one process alone keeps what its libraries choose)")
     run.add_argument("--json", action="store_true",
@@ -320,10 +319,11 @@ def run(args) -> int:
         if args.resume is None and args.batch_size % args.nproc:
             raise UserError(f"--batch-size {args.batch_size} is not a multiple of --nproc {args.nproc}: every "
                             f"process reads an equal share of each batch")
-        _check_torch()
+        distributed.require_torch("--nproc")
         return distributed.launch(args.nproc, args._argv, args.threads)
-    world = distributed.init_world(backend, device, args.threads)
     try:
+        # what init_world refuses (SCRATCHRNN_DIST_TIMEOUT) every rank refuses: rank 0 says it, once
+        world = distributed.init_world(backend, device, args.threads)
         return _train(args, world)
     except UserError as err:
         if world.is_main or isinstance(err, distributed.PeerLost):
@@ -340,24 +340,11 @@ def run(args) -> int:
 def _backend_and_device(args) -> tuple[str, str]:
     """The backend and device a run trains with: the flags', or for --resume the saved run's (read
     where the directory can be read here; on a machine without it, rank 0 checks)."""
+    from ..saved_run import saved_backend_and_device
+
     if args.resume is None:
         return args.backend, args.device
-    try:
-        with open(os.path.join(args.resume, "last", "config.json"), encoding="utf-8") as f:
-            saved = json.load(f)["train_state"]["run"]
-        return str(saved["backend"]), str(saved["device"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return args.backend, args.device
-
-
-def _check_torch() -> None:
-    try:
-        import torch.distributed as dist
-    except ImportError:
-        from ..backends import install_hint
-        raise UserError(f"--nproc needs PyTorch: {install_hint('torch')}") from None
-    if not dist.is_available():
-        raise UserError("--nproc needs a PyTorch built with torch.distributed")
+    return saved_backend_and_device(args.resume) or (args.backend, args.device)
 
 
 def _train(args, world) -> int:
@@ -400,7 +387,7 @@ def _train(args, world) -> int:
     summary = _summary(outcome)
     try:
         if quiet:
-            out.print(json.dumps(summary, ensure_ascii=False))
+            out.print(console.strict_json(summary))
         else:
             _print_summary(out, outcome, summary)
         out.flush()
@@ -463,8 +450,15 @@ _FLAG_NAMES = {"val_fraction": "--val-fraction", "batch_size": "--batch-size", "
                "num_hiddens": "--hidden", "best_by": "--best-by", "max_tokens": "--max-tokens",
                "num_layers": "--layers", "max_steps": "--max-steps", "max_minutes": "--max-minutes",
                "its new path as data": "its new path with --data NEW_PATH", "without data": "without --data",
-               "tensorboard event files need": "--tensorboard needs"}
-_FLAG_PATTERNS = ((re.compile(r"^epochs (\d+) is below"), r"--epochs \1 is below"),)
+               "tensorboard event files need": "--tensorboard needs", "embed_dim": "--embed-dim",
+               "forget_bias": "--forget-bias", "checkpoint_every_steps": "--checkpoint-every-steps",
+               "checkpoint_every": "--checkpoint-every", "predict_every": "--predict-every",
+               "lr_decay_every": "--lr-decay-every", "eval_every_steps": "--eval-every-steps",
+               "eval_every": "--eval-every"}
+_FLAG_PATTERNS = ((re.compile(r"^epochs (\d+) is below"), r"--epochs \1 is below"),
+                  # fields named by a plain word, which other messages use as a word too: renamed only
+                  # where a message starts by naming one ("seed must be ...")
+                  (re.compile(r"^(seed|warmup|epochs|keep) must be"), r"--\1 must be"))
 
 
 def _in_flag_names(message: str) -> str:

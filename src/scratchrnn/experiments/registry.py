@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .. import backends
+from .. import backends, faults
 from ..data import num_batches
 from ..errors import UserError
 from . import cells, hyperparams, no_clip, no_detach, onehot_vs_embedding, other_text, relu, sampling
@@ -88,6 +89,7 @@ def run_experiment(name: str, out: str | Path | None = None, *, quick: bool = Fa
     ctx = Context(name, out, quick, backend, data, seed, epochs, hidden, log)
     _check_long_enough(ctx)  # a missing, unreadable or too short --data fails before anything is written
     out.mkdir(parents=True, exist_ok=True)
+    _check_writable(out)      # a full or read-only disk says so now, not after the experiment's runs
     started = time.perf_counter()
     report, results = experiment.run(ctx)
     seconds = time.perf_counter() - started
@@ -97,8 +99,22 @@ def run_experiment(name: str, out: str | Path | None = None, *, quick: bool = Fa
         ("--seed", seed or None), ("--epochs", epochs), ("--hidden", hidden)) if value is not None)
     report.text(f"Regenerate with `{command}` ({seconds:.0f} s on the machine that wrote this).")
     path = out / REPORT_NAME
+    faults.point("experiment.report-writing")
     path.write_text(report.render(), encoding="utf-8")
     results = {"experiment": name, "quick": quick, "backend": backend, "data": data, "seed": seed,
                "seconds": seconds, "command": command, **results}
     (out / RESULTS_NAME).write_text(json.dumps(finite(results), indent=1) + "\n", encoding="utf-8")
     return path
+
+
+def _check_writable(out: Path) -> None:
+    """Write and remove a small file in ``out``: OSError (ENOSPC, EROFS, EACCES...) if it cannot be."""
+    probe = out / f".probe-{os.getpid()}"
+    try:
+        faults.point("experiment.out-probed")
+        with open(probe, "wb") as f:
+            f.write(b"probe")
+            f.flush()
+            os.fsync(f.fileno())
+    finally:
+        probe.unlink(missing_ok=True)

@@ -34,6 +34,9 @@ from ._sources import source_hash
 MODULE = "scratchrnn.kernels._kernels"
 VARIANTS = ("avx512", "avx2", "baseline")     # in the order of preference
 MAX_DEFAULT_THREADS = 8
+# the most threads one process is given (--threads, SCRATCHRNN_THREADS): more only wait for cores, and
+# thousands fail to start (an OpenMP runtime's "Thread creation failed", a crash)
+MAX_THREADS = 1024
 _TRUE = ("1", "true", "yes", "on")
 
 _handle = None                # the imported module, once checked
@@ -94,9 +97,10 @@ def configured_threads() -> int | None:
     text = os.environ.get("SCRATCHRNN_THREADS", "").strip()
     if text:
         value = _positive_int(text)
-        if value is not None:
+        if value is not None and value <= MAX_THREADS:
             return value
-        _warn_once(f"SCRATCHRNN_THREADS={text!r} is not a whole number of threads (1 or more); ignored")
+        _warn_once(f"SCRATCHRNN_THREADS={text[:40]!r} is not a whole number of threads from 1 to {MAX_THREADS}; "
+                   f"ignored")
     return _positive_int(os.environ.get("OMP_NUM_THREADS", "").split(",")[0] or None)
 
 

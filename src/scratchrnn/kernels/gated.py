@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import faults
 from . import _library
 
 GATES = {"gru": 3, "lstm": 4}
@@ -64,6 +65,7 @@ def gru_forward(terms: np.ndarray, h0: np.ndarray, W_h: np.ndarray, W_hh: np.nda
     reset_h = np.empty((steps, batch, hidden), dtype=np.float32)
     (kernels or _library.load()).gru_forward(
         steps, batch, hidden, threads or _library.threads(), terms, W_h, W_hh, hs, zr, candidates, reset_h)
+    faults.point("kernels.step-loops-returned")
     return hs, zr, candidates, reset_h
 
 
@@ -90,6 +92,7 @@ def gru_backward(cache: tuple, W_h: np.ndarray, W_hh: np.ndarray, d_outputs: np.
     (kernels or _library.load()).gru_backward(
         steps, batch, hidden, threads or _library.threads(), W_h, W_hh, hs, zr, candidates, d_outputs, dh_last,
         d_terms, dh0)
+    faults.point("kernels.step-loops-returned")
     return d_terms, dh0
 
 
@@ -115,6 +118,7 @@ def lstm_forward(terms: np.ndarray, h0: np.ndarray, c0: np.ndarray, W_h: np.ndar
     tanh_cs = np.empty((steps, batch, hidden), dtype=np.float32)
     (kernels or _library.load()).lstm_forward(steps, batch, hidden, threads or _library.threads(), unit_shares,
                                               terms, W_h, hs, cs, acts, tanh_cs)
+    faults.point("kernels.step-loops-returned")
     return hs, cs, acts, tanh_cs
 
 
@@ -143,4 +147,5 @@ def lstm_backward(cache: tuple, W_h: np.ndarray, d_outputs: np.ndarray | None, d
     (kernels or _library.load()).lstm_backward(steps, batch, hidden, threads or _library.threads(), unit_shares,
                                                W_h, cs, acts, tanh_cs, d_outputs, dh_last, dc_last, d_terms, dh0,
                                                dc0)
+    faults.point("kernels.step-loops-returned")
     return d_terms, dh0, dc0

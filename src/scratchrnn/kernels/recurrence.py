@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import faults
 from . import _library
 
 
@@ -34,6 +35,7 @@ def forward(hs: np.ndarray, W_hh: np.ndarray, activation: str, threads: int | No
     (kernels or _library.load()).recurrence_forward(
         steps, batch, hidden, threads or _library.threads(), activation == "relu",
         np.ascontiguousarray(W_hh, dtype=np.float32), hs)
+    faults.point("kernels.step-loops-returned")
 
 
 def backward(hs: np.ndarray, W_hh: np.ndarray, dhs: np.ndarray | None, dh_last: np.ndarray | None,
@@ -56,4 +58,5 @@ def backward(hs: np.ndarray, W_hh: np.ndarray, dhs: np.ndarray | None, dh_last: 
     (kernels or _library.load()).recurrence_backward(
         steps, batch, hidden, threads or _library.threads(), activation == "relu",
         np.ascontiguousarray(W_hh, dtype=np.float32), hs, dhs, dh_last, dz, dh0)
+    faults.point("kernels.step-loops-returned")
     return dz, dh0

@@ -28,10 +28,12 @@ import tempfile
 from pathlib import Path
 
 from .. import faults
+from ..regular_files import FileRefused, read_regular_file
 
 FORMAT = 1
 LOOPS = ("own", "compiled")
 MAX_UNIT_SHARES = 1024
+MAX_BYTES = 16 << 20        # a few hundred bytes a workload: far more than any machine measures
 _said: set = set()          # the lines already printed, so that each is said once per process
 
 
@@ -127,11 +129,14 @@ class Wisdom:
     def _read(self, warn: bool) -> dict:
         """The file's valid entries ({} where there is none, or it is unusable: said once if ``warn``)."""
         try:
-            text = self.path.read_text(encoding="utf-8")
-        except (FileNotFoundError, NotADirectoryError):     # nothing written there yet
-            return {}
-        except (OSError, UnicodeDecodeError) as error:
-            reason = f"cannot be read ({getattr(error, 'strerror', None) or error})"
+            # the reader that refuses a FIFO or a device under the name, which would block or never end
+            text = read_regular_file(self.path, MAX_BYTES).decode("utf-8")
+        except FileRefused as refused:
+            if refused.missing:                             # nothing written there yet
+                return {}
+            reason = refused.reason
+        except UnicodeDecodeError:
+            reason = "not UTF-8 text"
         else:
             try:
                 document = json.loads(text)

@@ -150,7 +150,8 @@ def pick_tokens(logits: np.ndarray, pickers: Sequence[TokenPicker],
         # the usual case, every row decoded alike, needs no copy of the rows
         where = slice(None) if len(rows) == len(pickers) else rows
         if decoding.strategy == "greedy":
-            picks[where] = np.argmax(logits[where], axis=1)
+            # as TokenPicker: the likeliest token but <unk> (column 0), which stands for no character
+            picks[where] = np.argmax(logits[where][:, 1:], axis=1) + 1
             continue
         probs = next_token_probs(logits[where], decoding)
         # the draw of TokenPicker: one uniform number per row, from that row's own generator (a scalar

@@ -9,7 +9,7 @@ from ..analysis import ReferenceModel
 from ..checkpoint import Checkpoint, load_checkpoint
 from ..data import clean_prefix
 from ..errors import UserError
-from ..generation import encode_prefix
+from ..generation import check_weights_fit, encode_prefix
 
 
 @dataclass
@@ -30,6 +30,7 @@ class ServedRun:
             raise UserError(f"{ckpt.path} is a {ckpt.token}-level model; scratchrnn serve serves character models")
         run_dir = Path(run_dir).resolve()
         model = backends.create(backend, ckpt.params, ckpt.model)
+        check_weights_fit(ckpt.params, model.dtype)        # refused at start-up, not in a request
         created = int((ckpt.path / "config.json").stat().st_mtime)
         return cls(run_dir, ckpt, model, ReferenceModel(ckpt.params, ckpt.model), run_dir.name or "scratchrnn",
                    created)
