@@ -93,7 +93,11 @@ class Backend(DropoutMasks, ABC):
     #: recurrent cells this backend implements (a backend that builds fewer names its own)
     cells: tuple[str, ...] = tuple(CELLS)
     #: whether this backend builds more than one layer and dropout (ModelConfig.num_layers, .dropout)
+    #: -- and with them the regularisers around the cells (weight, locked and embedding dropout, tied
+    #: weights, AR and TAR: ``backends.stacking`` for the autograd backends)
     layers_and_dropout: bool = True
+    #: whether this backend builds the layer-normalised cells (ModelConfig.layer_norm)
+    layer_norm: bool = False
     #: whether this backend has a generation loop of its own, ``decode`` (see below), faster than
     #: stepping through ``forward`` one token at a time (which ``generation`` does otherwise)
     has_fast_decode: bool = False
@@ -122,6 +126,9 @@ class Backend(DropoutMasks, ABC):
         if not self.layers_and_dropout and (config.num_layers > 1 or config.dropout):
             raise UserError(f"the {self.name} backend builds one layer without dropout, not num_layers "
                             f"{config.num_layers} with dropout {config.dropout}")
+        if config.layer_norm and not self.layer_norm:
+            raise UserError(f"the {self.name} backend builds the book's cells, not layer-normalised ones "
+                            f"(layer_norm): the numpy and torch backends have them")
         self.config = config
         self.device = device
         self.dtype = dtype
@@ -232,7 +239,17 @@ def decode_weights_of(params: dict, config: ModelConfig, concat=np.concatenate) 
         input_rows = p["W_xh"] + p["b_h"]               # row v: one_hot(v) W_xh + b_h
     else:
         input_rows = p["W_emb"] @ p["W_xh"] + p["b_h"]
-    return input_rows, concat([p["W_hh"], p["W_hq"]], axis=1), p["b_q"]
+    return input_rows, concat([p["W_hh"], output_matrix(p, config)], axis=1), p["b_q"]
+
+
+def output_matrix(params: dict, config: ModelConfig):
+    """The (hidden, vocab) matrix the output layer multiplies the last layer's output by: W_hq, or with
+    tied weights W_emb^T (W_proj W_emb^T through a projection). NumPy arrays or torch tensors."""
+    if not config.tie_weights:
+        return params["W_hq"]
+    if config.projects_output:
+        return params["W_proj"] @ params["W_emb"].T
+    return params["W_emb"].T
 
 
 def is_chapter_model(config: ModelConfig) -> bool:
