@@ -65,6 +65,14 @@ class TensorOps:
     def matmul(self, a, b):
         return np.matmul(a, b)
 
+    def matmul_transposed(self, a, b):
+        """a b^T (the tied output layer's product with the embedding)."""
+        return self.matmul(a, b.T)
+
+    def mean(self, x):
+        """The mean of every element, as a scalar of the framework (AR and TAR)."""
+        return x.mean()
+
     def stack(self, tensors):
         """Tensors of one shape, stacked along a new first axis (the time steps)."""
         return np.stack(tensors)
