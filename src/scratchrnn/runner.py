@@ -185,7 +185,7 @@ class Run:
         # dropout masks come from the backend's own generator, seeded from the run's seed; on several
         # ranks every rank holds the same stream and keeps its rows of each mask (training.train), so
         # the masks are those of one process, and a resume on any number of ranks continues them
-        options = {"dropout_seed": train_cfg.seed} if model.dropout else {}
+        options = {"dropout_seed": train_cfg.seed} if model.draws_masks else {}
         if saved is None:
             params = init_params(model, train_cfg.seed, init=cfg.model.init, forget_bias=cfg.model.forget_bias)
         else:
@@ -266,7 +266,7 @@ class Run:
         train_state = {"run": cfg.to_dict(), "progress": state.to_dict(with_history=False),
                        "optimizer_steps": self.optimizer.step_count, "data_fingerprint": self.corpus.fingerprint,
                        "world_size": self.world.size}
-        if self.model.dropout:
+        if self.model.draws_masks:
             train_state["dropout_rng"] = json_safe_ints(self.backend.dropout_rng_state(), to_text=True)
         info = {"backend": cfg.backend, "epoch": state.epoch, "world_size": self.world.size, "best": state.best,
                 "train": cfg.train.to_dict(), "prefixes": self.prefixes}

@@ -28,6 +28,7 @@ from ..errors import UserError
 from ..model import ModelConfig, global_norm
 from ..optim import SGD, OptimizerConfig, Optimizer, apply_update
 from .dropout import DropoutMasks
+from .regularization import output_matrix
 
 State = tuple
 
@@ -248,16 +249,6 @@ def decode_weights_of(params: dict, config: ModelConfig, concat=np.concatenate) 
     else:
         input_rows = p["W_emb"] @ p["W_xh"] + p["b_h"]
     return input_rows, concat([p["W_hh"], output_matrix(p, config)], axis=1), p["b_q"]
-
-
-def output_matrix(params: dict, config: ModelConfig):
-    """The (hidden, vocab) matrix the output layer multiplies the last layer's output by: W_hq, or with
-    tied weights W_emb^T (W_proj W_emb^T through a projection). NumPy arrays or torch tensors."""
-    if not config.tie_weights:
-        return params["W_hq"]
-    if config.projects_output:
-        return params["W_proj"] @ params["W_emb"].T
-    return params["W_emb"].T
 
 
 def is_chapter_model(config: ModelConfig) -> bool:

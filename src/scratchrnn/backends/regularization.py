@@ -23,6 +23,16 @@ def output_weights(params: dict, config) -> tuple:
     return (params["W_proj"], params["W_emb"]) if config.projects_output else (params["W_emb"],)
 
 
+def output_matrix(params: dict, config):
+    """The (hidden, vocab) matrix the output layer multiplies the last layer's output by: W_hq, or with
+    tied weights W_emb^T (W_proj W_emb^T through a projection). NumPy arrays or torch tensors."""
+    if not config.tie_weights:
+        return params["W_hq"]
+    if config.projects_output:
+        return params["W_proj"] @ params["W_emb"].T
+    return params["W_emb"].T
+
+
 def tied_logits(rows, params: dict, config, matmul_transposed=None):
     """Logits of (N, hidden) rows through tied weights: ``rows [W_proj] W_emb^T + b_q``.
     ``matmul_transposed(a, b)`` computes a b^T (default ``a @ b.T``; TensorFlow's tensors have no .T)."""

@@ -112,6 +112,16 @@ class LayerNormCell(Cell):
         d_terms, _, d_state0 = self.backward(cache, weights, d_outputs, d_final, need_d_state0)
         return d_terms, d_state0
 
+    def backward(self, cache, weights, d_outputs, d_final, need_d_state0):
+        return self.backward_steps(cache, weights, d_outputs, d_final, need_d_state0)
+
+    def state_gradients(self, cache, weights, d_outputs) -> tuple[np.ndarray, np.ndarray]:
+        """The gradient of the input terms, and dL/dH_t of every step's H as it flows back through
+        the loop (its own output's and the later steps'): what ``analysis.gradients`` reads."""
+        states = np.empty_like(cache[0][1:])
+        d_terms, _, _ = self.backward_steps(cache, weights, d_outputs, None, False, states)
+        return d_terms, states
+
 
 class LayerNormLSTMCell(LayerNormCell):
     name = "lstm"
@@ -157,7 +167,8 @@ class LayerNormLSTMCell(LayerNormCell):
             np.multiply(o, tanh_cs[t], out=hs[t + 1])
         return hs, cs, acts, tanh_cs, x_hat, x_inv, r_hat, r_inv, c_hat, c_inv
 
-    def backward(self, cache, weights, d_outputs, d_final, need_d_state0):
+    def backward_steps(self, cache, weights, d_outputs, d_final, need_d_state0, states=None):
+        """``backward``; ``states`` (steps, batch, hidden), if given, receives dL/dH_t of every step."""
         hs, cs, acts, tanh_cs, x_hat, x_inv, r_hat, r_inv, c_hat, c_inv = cache
         num_steps, batch, hidden = tanh_cs.shape
         d_h_final, d_c_final = final_grads(d_final, 2)
@@ -170,6 +181,8 @@ class LayerNormLSTMCell(LayerNormCell):
         for t in range(num_steps - 1, -1, -1):
             if d_outputs is not None:
                 dh += d_outputs[t]
+            if states is not None:
+                states[t] = dh
             i, f, o, candidate = (acts[t, :, k * hidden:(k + 1) * hidden] for k in range(4))
             d_i, d_f, d_o, d_cand = (d_pre[t, :, k * hidden:(k + 1) * hidden] for k in range(4))
             tanh_c = tanh_cs[t]
@@ -237,7 +250,8 @@ class LayerNormGRUCell(LayerNormCell):
             h += candidate
         return hs, zr, candidates, reset_h, x_hat, x_inv, zr_hat, zr_inv, u_hat, u_inv
 
-    def backward(self, cache, weights, d_outputs, d_final, need_d_state0):
+    def backward_steps(self, cache, weights, d_outputs, d_final, need_d_state0, states=None):
+        """``backward``; ``states`` (steps, batch, hidden), if given, receives dL/dH_t of every step."""
         hs, zr, candidates, reset_h, x_hat, x_inv, zr_hat, zr_inv, u_hat, u_inv = cache
         num_steps, batch, hidden = candidates.shape
         d_pre = np.empty((num_steps, batch, 3 * hidden), dtype=hs.dtype)     # every gate's pre-activation
@@ -249,6 +263,8 @@ class LayerNormGRUCell(LayerNormCell):
         for t in range(num_steps - 1, -1, -1):
             if d_outputs is not None:
                 dh += d_outputs[t]
+            if states is not None:
+                states[t] = dh
             h_prev, candidate = hs[t], candidates[t]
             z, r = zr[t, :, :hidden], zr[t, :, hidden:]
             d_z, d_r, d_cand = (d_pre[t, :, k * hidden:(k + 1) * hidden] for k in range(3))

@@ -12,6 +12,7 @@ import os
 from ..backends import BACKENDS
 from ..errors import RunInterrupted, UserError
 from ..model import ACTIVATIONS, CELLS, EMBEDDINGS, INITS, ModelSettings
+from . import regularization
 from .common import (EXIT_INTERRUPTED, HelpFormatter, Parser, decay, fraction, max_tokens, non_negative_float,
                      non_negative_int, positive_float, positive_int)
 # what --resume may be given with: the run's own settings come from its checkpoint
@@ -85,6 +86,7 @@ def add_parser(sub) -> None:
                        help="onehot: the chapter's one-hot inputs; learned: a trained embedding table")
     model.add_argument("--embed-dim", type=positive_int, default=32,
                        help="width of the learned embedding (only with --embedding learned)")
+    regularization.add_arguments(t)
     opt = t.add_argument_group("optimization")
     opt.add_argument("--epochs", type=positive_int, default=500, help="passes over the training tokens")
     opt.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd",
@@ -181,7 +183,7 @@ def _run_config_from(args):
     model = ModelSettings(num_hiddens=args.hidden, activation=args.activation, embedding=args.embedding,
                           embed_dim=args.embed_dim if args.embedding == "learned" else 0, cell=args.cell,
                           num_layers=args.layers, dropout=args.dropout, init=args.init,
-                          forget_bias=args.forget_bias)
+                          forget_bias=args.forget_bias, **regularization.settings(args))
     return RunConfig(out=args.resume or args.out or f"runs/{args.backend}-{args.sampling}",
                      backend=args.backend, device=args.device, dtype=args.dtype, data=args.data,
                      cleaning=args.cleaning, max_tokens=args.max_tokens, val_fraction=args.val_fraction,
@@ -365,7 +367,7 @@ def _print_summary(out, outcome, summary) -> None:
 # field names of the core's messages, as the flags a user of the command line knows them by
 _FLAG_NAMES = {"val_fraction": "--val-fraction", "batch_size": "--batch-size", "num_steps": "--num-steps",
                "num_hiddens": "--hidden", "best_by": "--best-by", "max_tokens": "--max-tokens",
-               "num_layers": "--layers"}
+               "num_layers": "--layers", **regularization.FLAG_NAMES}
 
 
 def _in_flag_names(message: str) -> str:
