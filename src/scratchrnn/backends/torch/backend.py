@@ -100,7 +100,7 @@ class TorchBackend(Backend):
             raise UserError(f"the torch backend's impl must be one of {', '.join(IMPLEMENTATIONS)}, "
                             f"not {impl!r}")
         if impl == "chapter" and config.layer_norm:
-            raise UserError("the torch backend's impl 'chapter' runs the book's cells, not layer-normalised "
+            raise UserError("the torch backend's impl 'chapter' builds the book's cells, not layer-normalised "
                             "ones (layer_norm): its fast path (impl 'fast') has them")
         self.impl = impl
         # the fast path: StackedLoss for every model; impl="chapter" runs the book's code with autograd
