@@ -72,6 +72,13 @@ class BuildKernels(build_ext):
         self.force = True               # never a library or object left in build/ by older sources
         super().run()
 
+    def get_ext_filename(self, fullname):
+        # asked with the dotted name, and with its last part alone (get_ext_fullpath)
+        if fullname in (KERNELS, KERNELS.rpartition(".")[2]):
+            # a ctypes library, not an extension module: no interpreter's tag in its name
+            return os.path.join(*fullname.split(".")) + ".so"
+        return super().get_ext_filename(fullname)
+
     def build_extension(self, ext):
         if ext.name != KERNELS:
             return super().build_extension(ext)

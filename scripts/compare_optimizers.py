@@ -25,7 +25,7 @@ from scratchrnn.runner import run
 from scratchrnn.training import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
+DATA = ROOT / "data" / "tinyshakespeare.txt"      # shipped with the repository (data/README.md)
 RUNS = {"sgd": 1.0, "adam": 0.002}     # the chapter's SGD learning rate; Adam's usual one for RNNs
 
 

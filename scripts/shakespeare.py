@@ -43,7 +43,7 @@ from scratchrnn.training import TrainConfig, train
 import shakespeare_report
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
+DATA = ROOT / "data" / "tinyshakespeare.txt"      # shipped with the repository (data/README.md)
 
 # The configurations, one a row; edit freely. Columns: name; cell (rnn, gru, lstm); L layers; H hidden
 # units; emb the width of a learned embedding (0: one-hot inputs, the chapter's); drop dropout; optim

@@ -163,6 +163,28 @@ def test_nproc_run_stopped_inside_an_epoch_resumes_on_one_process(tmp_path, mode
     assert [r["epoch"] for r in _metrics(out)] == [1, 2]
 
 
+def test_nproc_pauses_and_max_steps_inside_epochs_resume_on_one_process(tmp_path):
+    """2 ranks evaluate and save inside epochs (every step checkpoint gathers both ranks' carried rows)
+    and stop at --max-steps in the middle of the second epoch; one process takes up from there and
+    ends where one process never stopped ends (1e-9, float64)."""
+    out = tmp_path / "run"
+    part = _train_cli(*TINY, "--epochs", "2", "--nproc", "2", "--max-steps", "40", "--checkpoint-every-steps", "7",
+                      "--eval-every-steps", "9", "--out", str(out))
+    assert part.returncode == 0, part.stderr[-3000:]
+    saved = load_checkpoint(out, "last")
+    progress = saved.train_state["progress"]
+    assert (progress["epoch"], progress["step"], saved.train_state["world_size"]) == (1, 40, 2)
+    assert progress["batch"] > 0 and saved.optimizer_state["carried/0"].shape == (4, 8)
+    assert [r["step"] for r in _metrics(out) if r.get("kind") == "step"] == [9, 18, 27, 36]
+    resumed = _train_cli("--resume", str(out), "--max-steps", "1000", "--no-progress")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    reference = _reference(tmp_path, 2)
+    final = load_checkpoint(out, "last").params
+    for name, value in reference.items():
+        np.testing.assert_allclose(final[name], value, rtol=1e-9, atol=1e-12, err_msg=name)
+    assert [r["epoch"] for r in _metrics(out) if r.get("kind") is None] == [1, 2]
+
+
 def test_a_killed_rank_stops_the_run_and_resume_continues(tmp_path):
     """kill -9 of rank 1 in epoch 2: the launch ends within a bounded time, non-zero, saying which rank
     died; --resume on 2 ranks continues from epoch 1 and finishes with 2-rank metrics."""

@@ -83,7 +83,9 @@ def test_temperature_changes_the_text_and_a_seed_fixes_it(run):
 def test_num_samples_gives_several_samples_of_each_prefix(run):
     proc = run_cli("generate", run, "--prefix", "the", "--prefix", "time", "--num-samples", "3",
                    "--num-chars", "30", "--seed", "1")
-    lines = proc.stdout.splitlines()
+    # a line "---" between two continuations
+    assert proc.stdout.splitlines()[1::2] == [cli_generate.SEPARATOR] * 5, proc.stdout
+    lines = proc.stdout.splitlines()[::2]
     assert proc.returncode == 0 and len(lines) == 6, proc.stderr
     assert all(line.startswith("the") for line in lines[:3]) and all(l.startswith("time") for l in lines[3:])
     assert len(set(lines[:3])) > 1
@@ -95,25 +97,54 @@ def test_num_samples_gives_several_samples_of_each_prefix(run):
     assert as_json["strategy"] == "sample" and as_json["num_samples"] == 3
 
 
-def test_prefix_file(run, tmp_path):
+def test_prefixes_file(run, tmp_path):
     path = tmp_path / "prefixes.txt"
     path.write_bytes("\ufeffthe\r\n\r\ntime traveller\n\nwas".encode("utf-8"))
-    proc = run_cli("generate", run, "--prefix", "us", "--prefix-file", path, "--num-chars", "5")
+    proc = run_cli("generate", run, "--prefix", "us", "--prefixes-file", path, "--num-chars", "5")
     assert proc.returncode == 0, proc.stderr
-    lines = proc.stdout.splitlines()
+    lines = proc.stdout.splitlines()[::2]
     assert [line[:-5] for line in lines] == ["us", "the", "time traveller", "was"]
 
 
+def test_prefix_file_is_one_primer_lines_and_all(tmp_path, capsys):
+    """A multi-line primer (char-rnn's and nanoGPT's FILE: prompt): the whole file, its line breaks
+    kept, continued once -- beside a --prefix, with the separator line between the two (in this
+    process: the command's own entry point)."""
+    data = tmp_path / "play.txt"
+    data.write_text("ROMEO:\nBut soft, what light.\n\nJULIET:\nAy me.\n" * 30, encoding="utf-8")
+    out = tmp_path / "run"
+    assert cli.main(["train", "--data", str(data), "--out", str(out), *TINY]) == 0
+    primer = tmp_path / "primer.txt"
+    primer.write_bytes("\ufeffROMEO:\r\nBut soft\r\n".encode("utf-8"))
+    capsys.readouterr()
+    assert cli.main(["generate", str(out), "--prefix", "JULIET:", "--prefix-file", str(primer), "--num-chars", "12",
+                     "--seed", "4"]) == 0
+    first, second = capsys.readouterr().out.split(f"\n{cli_generate.SEPARATOR}\n")
+    assert first.startswith("JULIET:") and len(first) == len("JULIET:") + 12
+    assert second.startswith("ROMEO:\nBut soft\n") and len(second) == len("ROMEO:\nBut soft\n") + 12 + 1
+    assert cli.main(["generate", str(out), "--prefix-file", str(primer), "--prefix", "JULIET:", "--num-chars", "12",
+                     "--seed", "4", "--json"]) == 0
+    as_json = json.loads(capsys.readouterr().out)
+    assert [r["prefix"] for r in as_json["results"]] == ["JULIET:", "ROMEO:\nBut soft\n"]
+
+
+@pytest.mark.parametrize("flag", ["--prefix-file", "--prefixes-file"])
 @pytest.mark.parametrize("setup, fragment", [
     (lambda p: None, "not found"),
     (lambda p: p.mkdir(), "not a regular file"),
     (lambda p: p.write_bytes(b"\xff\xfe bad"), "not UTF-8"),
-    (lambda p: p.write_text("\n\n"), "no prefix"),
+    (lambda p: p.write_text(""), "no prefix"),
 ])
-def test_bad_prefix_files(run, tmp_path, setup, fragment):
+def test_bad_prefix_files(run, tmp_path, setup, fragment, flag):
     path = tmp_path / "prefixes"
     setup(path)
-    _one_line_error(run_cli("generate", run, "--prefix-file", path), "--prefix-file", fragment)
+    _one_line_error(run_cli("generate", run, flag, path), flag, fragment)
+
+
+def test_a_prefixes_file_of_empty_lines_holds_no_prefix(run, tmp_path):
+    path = tmp_path / "prefixes"
+    path.write_text("\n\n")
+    _one_line_error(run_cli("generate", run, "--prefixes-file", path), "--prefixes-file", "no prefix")
 
 
 def test_a_huge_prefix_file_is_refused(tmp_path, monkeypatch):

@@ -25,11 +25,15 @@ LOGITS = np.array([-np.inf, 2.0, 1.5, 1.0, 0.3, 0.0, -0.4, -1.0, -2.0, 0.8, 1.2]
 class FixedLogitsModel:
     """Answers every step with the same logits, so each generated token is one draw from them.
 
-    It offers just the methods ``generate_ids`` calls on a backend.
+    It offers just what ``generate_ids`` asks of a backend: its model's shape (a gated cell, so no
+    compiled decoder), that it has no loop of its own (``has_fast_decode``), and the state methods.
     """
+
+    has_fast_decode = False
 
     def __init__(self, logits: np.ndarray):
         self.logits = np.asarray(logits, dtype=np.float64)
+        self.config = ModelConfig(len(self.logits), 1, cell="gru")
 
     def begin_state(self, batch_size):
         return (np.zeros((batch_size, 1)),)

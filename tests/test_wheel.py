@@ -39,6 +39,12 @@ def test_the_wheel_installs_trains_and_generates_in_a_fresh_environment(tmp_path
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "SCRATCHRNN_NO_KERNEL")}
     (wheel,) = dist.glob("scratchrnn-*.whl")
     assert len(list(dist.glob("scratchrnn-*.tar.gz"))) == 1
+    # the kernels are one extension module for CPython's limited API from 3.11 on: the wheel says so
+    # (cp311-abi3: 3.11 and every later CPython), on the platform the module was built for
+    python_tag, abi_tag, platform_tag = wheel.name[:-len(".whl")].split("-")[-3:]
+    if sys.version_info >= (3, 11) and (shutil.which("cc") or shutil.which("gcc")):
+        assert (python_tag, abi_tag) == ("cp311", "abi3"), wheel.name
+    assert platform_tag == sysconfig.get_platform().replace("-", "_").replace(".", "_"), wheel.name
 
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", "--without-pip", venv])

@@ -20,6 +20,7 @@ _EXPORTS = {
     "Checkpoint": "checkpoint", "load_checkpoint": "checkpoint", "save_checkpoint": "checkpoint",
     "SeqDataLoader": "data", "Vocab": "data", "load_corpus": "data",
     "Decoding": "generation", "predict": "generation", "predict_many": "generation",
+    "load": "handle", "Model": "handle",
     "ModelConfig": "model", "ModelSettings": "model", "init_params": "model",
     "Schedule": "optim", "create_optimizer": "optim",
     "RunConfig": "run_config", "run": "runner", "resume": "runner",

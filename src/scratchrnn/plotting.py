@@ -91,10 +91,17 @@ def plot_training(records: Sequence[dict], path_stem: str | Path, title: str = "
     ``val_perplexity`` (None where not measured) and ``lr``. Training and validation perplexity share
     one log-scaled panel; when ``lr`` is not the same in every record, a second panel below shows it.
     Records may come in any order; where an epoch appears twice (a run resumed after it was recorded)
-    the later record wins. Values that are missing, infinite, NaN or not positive (a diverged epoch)
+    the later record wins. An evaluation inside an epoch (``progress.StepResult``) is a point at its
+    fractional epoch. Values that are missing, infinite, NaN or not positive (a diverged epoch)
     are left out of the curves.
     """
     return _save(_training_figure(records, title), path_stem)
+
+
+def training_figure(records: Sequence[dict], title: str = ""):
+    """The figure ``plot_training`` saves, for a caller that shows it elsewhere (a notebook's live plot);
+    close it with ``pyplot().close(figure)``."""
+    return _training_figure(records, title)
 
 
 def pyplot():
@@ -109,9 +116,10 @@ def _training_figure(records: Sequence[dict], title: str = ""):
     import matplotlib.ticker
 
     plt = pyplot()
-    by_epoch: dict[int, dict] = {}
+    # an evaluation inside an epoch is recorded at its share of the epoch (2.5: half-way through the third)
+    by_epoch: dict[float, dict] = {}
     for record in records:
-        by_epoch[int(record["epoch"])] = record
+        by_epoch[float(record["epoch"])] = record
     if not by_epoch:
         raise ValueError("records is empty: there is no epoch to plot")
     epochs = sorted(by_epoch)

@@ -1,10 +1,12 @@
 """A run directory: where one training run keeps its checkpoints, metrics and plots.
 
 ```
-DIR/run.lock          held (flock) while a run uses DIR: pid, host, start time
-DIR/last -> ckpt-7    the newest checkpoint (a relative symlink to a complete version)
-DIR/best -> ckpt-5    the best one so far
-DIR/ckpt-N/           complete checkpoints (version 2); only those a pointer names are kept
+DIR/run.lock          locked (filelock: flock on Unix, LockFileEx on Windows) while a run uses DIR: pid, host, start time
+DIR/last -> ckpt-e12-s4800   the newest checkpoint (a relative symlink to a complete version)
+DIR/best -> ckpt-e9-s3600    the best one so far
+DIR/ckpt-eE-sS/       complete checkpoints (version 2) after E epochs and S optimizer steps (ckpt-N: saved
+                      without a label, by older runs and save() callers that give none); those a pointer
+                      names are kept, and the newest ``keep`` others
 DIR/metrics.jsonl     one JSON object per line, one line per epoch
 DIR/perplexity.png/.svg   the plot (``plot_stem`` is its path without the suffix)
 ```
@@ -17,14 +19,15 @@ removed when the directory is next opened.
 """
 from __future__ import annotations
 
-import errno
-import fcntl
 import json
 import os
+import re
 import shutil
 import socket
 import time
 from pathlib import Path
+
+from filelock import lock_descriptor
 
 from . import faults
 from .checkpoint import (CHECKPOINT_SUBDIR, CONFIG_FILE, RUN_POINTERS, Checkpoint, fsync_dir, remove_path,
@@ -37,6 +40,19 @@ PLOT_STEM = "perplexity"
 V1_METRICS_FILE = "metrics.json"
 MODES = ("new", "overwrite", "resume")
 _VERSION_PREFIX = "ckpt-"
+# ckpt-e<epochs>-s<steps>, and -<n> after it for a second save of the same step (a resumed run redoing
+# steps a kept checkpoint already holds); ckpt-<n> for saves without a label
+_LABELLED = re.compile(r"ckpt-e(\d+)-s(\d+)(?:-(\d+))?")
+_NUMBERED = re.compile(r"ckpt-(\d+)")
+
+
+def _version_order(name: str) -> tuple | None:
+    """Where a version's name sorts among the others (oldest first), or None for a name that is not one."""
+    labelled = _LABELLED.fullmatch(name)
+    if labelled:
+        return (1, int(labelled.group(2)), int(labelled.group(3) or 1))
+    numbered = _NUMBERED.fullmatch(name)
+    return (0, int(numbered.group(1)), 0) if numbered else None
 
 
 class SaveFailed(UserError):
@@ -64,8 +80,12 @@ class RunDirectory:
     """One training run's directory. Use: ``open(mode)``, ``save``/``append_metrics`` while training,
     ``close()`` at the end (or ``with RunDirectory(path) as run:`` after ``open``)."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, keep: int = 0):
+        """``keep``: checkpoint versions kept besides those ``best`` and ``last`` name, the newest."""
+        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 0:
+            raise ValueError(f"keep must be an integer >= 0, not {keep!r}")
         self.path = Path(path)
+        self.keep = keep
         self.notes: list[str] = []
         self._lock_fd: int | None = None
 
@@ -124,12 +144,13 @@ class RunDirectory:
             except OSError as err:
                 raise UserError(f"cannot write in run directory {self.path}: {err.strerror}") from None
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                locked = lock_descriptor(fd, blocking=False)
             except OSError as err:
+                os.close(fd)
+                raise UserError(f"cannot lock run directory {self.path}: {err.strerror or err}") from None
+            if not locked:
                 holder = self._read_holder(fd)
                 os.close(fd)
-                if err.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise UserError(f"cannot lock run directory {self.path}: {err.strerror}") from None
                 who = (f"pid {holder.get('pid')} on {holder.get('host')}, since {holder.get('started')}"
                        if holder else "a process that has not written its pid yet")
                 raise UserError(f"run directory {self.path} is in use by another run ({who}); "
@@ -152,26 +173,23 @@ class RunDirectory:
         me = {"pid": os.getpid(), "host": socket.gethostname(),
               "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         os.ftruncate(fd, 0)
-        os.pwrite(fd, (json.dumps(me) + "\n").encode(), 0)
+        _write_at(fd, 0, (json.dumps(me) + "\n").encode())
         os.fsync(fd)
         self._lock_fd = fd
 
     @staticmethod
     def _read_holder(fd: int) -> dict | None:
         try:
-            raw = os.pread(fd, 4096, 0)
+            raw = _read_at(fd, 0, 4096)
             holder = json.loads(raw.decode("utf-8")) if raw.strip() else None
         except (OSError, ValueError):
             return None
         return holder if isinstance(holder, dict) else None
 
     def _versions(self) -> list[Path]:
-        found = []
-        for entry in self.path.iterdir():
-            suffix = entry.name[len(_VERSION_PREFIX):]
-            if entry.name.startswith(_VERSION_PREFIX) and suffix.isdigit() and not entry.is_symlink():
-                found.append(entry)
-        return sorted(found, key=lambda p: int(p.name[len(_VERSION_PREFIX):]))
+        found = [entry for entry in self.path.iterdir()
+                 if _version_order(entry.name) is not None and not entry.is_symlink()]
+        return sorted(found, key=lambda p: _version_order(p.name))
 
     def _pointed(self) -> set[str]:
         names = set()
@@ -251,8 +269,9 @@ class RunDirectory:
                             f"of {need_bytes} bytes need {2 * need_bytes}")
 
     # -- saving --------------------------------------------------------------------------------------
-    def save(self, which, ckpt: Checkpoint) -> Path:
-        """Save ``ckpt`` as ``which`` ("last", "best", or both as a tuple, written once).
+    def save(self, which, ckpt: Checkpoint, label: tuple[int, int] | None = None) -> Path:
+        """Save ``ckpt`` as ``which`` ("last", "best", or both as a tuple, written once); ``label``
+        (epochs, steps) names the version ``ckpt-eE-sS``, else it is numbered ``ckpt-N``.
 
         Fault points, in order: ``checkpoint.staging-created``, those of ``write_checkpoint_files``,
         ``checkpoint.version-named``, then per pointer ``checkpoint.pointer-created`` and
@@ -264,10 +283,8 @@ class RunDirectory:
             raise ValueError(f"which must be among {RUN_POINTERS}, not {which!r}")
         if self._lock_fd is None:
             raise RuntimeError("open() the run directory before saving")
-        versions = self._versions()
-        number = int(versions[-1].name[len(_VERSION_PREFIX):]) + 1 if versions else 1
         staging = self.path / f".saving-{os.getpid()}"
-        version = self.path / f"{_VERSION_PREFIX}{number}"
+        version = self.path / self._new_version_name(label)
         swapped = False
         try:
             remove_path(staging)
@@ -295,6 +312,17 @@ class RunDirectory:
         faults.point("checkpoint.old-removed")
         return self.path / names[0]
 
+    def _new_version_name(self, label: tuple[int, int] | None) -> str:
+        taken = {version.name for version in self._versions()}
+        if label is None:
+            numbered = [_version_order(name)[1] for name in taken if _NUMBERED.fullmatch(name)]
+            return f"{_VERSION_PREFIX}{max(numbered, default=0) + 1}"
+        epochs, steps = label
+        name, again = f"{_VERSION_PREFIX}e{epochs}-s{steps}", 1
+        while (f"{name}-{again}" if again > 1 else name) in taken:
+            again += 1
+        return f"{name}-{again}" if again > 1 else name
+
     def _point(self, name: str, target: str) -> None:
         pointer = self.path / name
         temporary = self.path / f".pointer-{name}-{os.getpid()}"
@@ -320,9 +348,10 @@ class RunDirectory:
             remove_path(version)
 
     def _remove_unreferenced(self) -> list[str]:
-        """Remove the checkpoint versions no pointer names; return their names."""
+        """Remove the checkpoint versions no pointer names, but the newest ``keep``; return their names."""
         pointed = self._pointed()
-        removed = [version for version in self._versions() if version.name not in pointed]
+        others = [version for version in self._versions() if version.name not in pointed]
+        removed = others[:len(others) - self.keep] if self.keep else others
         for version in removed:
             remove_path(version)
         return [version.name for version in removed]
@@ -335,7 +364,7 @@ class RunDirectory:
             fd = os.open(self.metrics_path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
             try:
                 size = os.fstat(fd).st_size
-                if size and os.pread(fd, 1, size - 1) != b"\n":
+                if size and _read_at(fd, size - 1, 1) != b"\n":
                     line = "\n" + line   # a line torn by a kill stays alone and is skipped when read
                 os.write(fd, line.encode("utf-8"))
                 os.fsync(fd)
@@ -361,9 +390,14 @@ class RunDirectory:
                 records.append(record)
         return records
 
-    def trim_metrics(self, last_epoch: int) -> None:
-        """Keep the records up to ``last_epoch`` (on resume, the epochs after the checkpoint are redone)."""
-        kept = [r for r in self.read_metrics() if not (isinstance(r.get("epoch"), int) and r["epoch"] > last_epoch)]
+    def trim_metrics(self, last_epoch: int, last_step: int | None = None) -> None:
+        """Keep the records up to ``last_epoch`` and, given ``last_step``, those of steps up to it (on
+        resume, what was recorded after the checkpoint is redone)."""
+        def kept_record(r: dict) -> bool:
+            if last_step is not None and isinstance(r.get("step"), int):
+                return r["step"] <= last_step
+            return not (isinstance(r.get("epoch"), (int, float)) and r["epoch"] > last_epoch)
+        kept = [r for r in self.read_metrics() if kept_record(r)]
         temporary = self.path / f".saving-metrics-{os.getpid()}"
         try:
             with open(temporary, "w", encoding="utf-8") as f:
@@ -388,12 +422,30 @@ class RunDirectory:
             return
         try:
             (self.path / LOCK_FILE).unlink(missing_ok=True)
+            removed = True
         except OSError:
-            pass
+            removed = False         # Windows removes no open file: once it is closed, then
         os.close(fd)
+        if not removed:
+            try:
+                (self.path / LOCK_FILE).unlink(missing_ok=True)
+            except OSError:
+                pass
 
     def __enter__(self) -> "RunDirectory":
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+# os.pread and os.pwrite exist on Unix only; the lock file and metrics.jsonl are read and written through
+# descriptors of their own, so moving the position first does the same everywhere
+def _read_at(fd: int, offset: int, size: int) -> bytes:
+    os.lseek(fd, offset, os.SEEK_SET)
+    return os.read(fd, size)
+
+
+def _write_at(fd: int, offset: int, data: bytes) -> None:
+    os.lseek(fd, offset, os.SEEK_SET)
+    os.write(fd, data)

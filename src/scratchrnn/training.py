@@ -4,16 +4,18 @@ What the chapter's ``train_epoch_ch8`` decides -- when the state starts from zer
 detached, how perplexity and speed are measured -- is decided here, so all backends train the same
 way; the backend only computes a minibatch's loss and gradients, and ``optim`` clips and updates.
 
-``TrainState`` is everything about a run's progress that is not a weight: epochs and optimizer steps
-done, where an interrupted epoch stopped, the batch order's random generator, the best score and the
-per-epoch records. With the weights and the optimizer's slots it is what a run needs to continue
-exactly where it stopped (``scratchrnn.runner`` saves and restores it).
+``train`` counts epochs and optimizer steps alike: it can stop after ``TrainConfig.max_steps``, score
+the held-out text every ``eval_every_steps`` and hand the run a checkpoint's worth of state every
+``checkpoint_every_steps``, all inside an epoch. An epoch is then trained in parts: each part stops
+(as a Ctrl-C would, ``train_epoch``'s ``should_stop``), the run evaluates or saves, and the next part
+continues the same batches with the same carried state -- what resuming a saved run does, so a run
+that paused is the run that never did. The records and ``TrainState`` are in ``progress``.
 """
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Callable, Iterable
 
 import numpy as np
@@ -25,6 +27,8 @@ from .distributed import SINGLE, World
 from .errors import TrainingDiverged
 from .model import log_softmax
 from .optim import OPTIMIZERS, SCHEDULES, Optimizer, OptimizerConfig, Schedule, create_optimizer
+from .progress import (EpochResult, StepResult, TrainResult, TrainState, json_safe_ints,  # noqa: F401
+                       perplexity_of, window)
 
 MAX_FINITE_LOSS = math.log(np.finfo(np.float64).max)
 BEST_BY = ("train", "val")
@@ -49,6 +53,8 @@ class TrainConfig:
     lr_decay: float = 0.5            # "step" schedule: the factor applied at each decay
     lr_decay_every: int = 0          # "step" schedule: epochs between decays (0: a third of the epochs)
     eval_every: int = 0              # epochs between validations (0: about 50 in a run, at least 1 apart)
+    max_steps: int = 0               # optimizer steps after which training ends, inside an epoch if need be (0: none)
+    eval_every_steps: int = 0        # optimizer steps between evaluations inside epochs (0: at epoch ends only)
 
     def validate(self) -> None:
         """Refuse values that cannot train, naming the field."""
@@ -57,7 +63,8 @@ class TrainConfig:
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, not {value}")
         for name, value in {"warmup": self.warmup, "lr_decay_every": self.lr_decay_every,
-                            "eval_every": self.eval_every}.items():
+                            "eval_every": self.eval_every, "max_steps": self.max_steps,
+                            "eval_every_steps": self.eval_every_steps}.items():
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
                 raise ValueError(f"{name} must be an integer >= 0, not {value}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
@@ -85,9 +92,13 @@ class TrainConfig:
         return create_optimizer(self.optimizer_config())
 
     def schedule(self, steps_per_epoch: int) -> Schedule:
-        """The learning rate per optimizer step, for epochs of ``steps_per_epoch`` steps."""
+        """The learning rate per optimizer step, for epochs of ``steps_per_epoch`` steps; a cosine runs
+        its course over the run's steps (``max_steps`` where that ends the run first)."""
         decay_epochs = self.lr_decay_every or max(1, self.epochs // 3)
-        return Schedule(self.lr_schedule, self.lr, self.warmup, max(1, self.epochs * steps_per_epoch),
+        total = self.epochs * steps_per_epoch
+        if self.max_steps:
+            total = min(total, self.max_steps)
+        return Schedule(self.lr_schedule, self.lr, self.warmup, max(1, total),
                         self.lr_decay, max(1, decay_epochs * steps_per_epoch))
 
     def evaluation_interval(self) -> int:
@@ -100,97 +111,6 @@ class TrainConfig:
     def from_dict(cls, data: dict) -> "TrainConfig":
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in data.items() if k in known})
-
-
-@dataclass
-class EpochResult:
-    epoch: int
-    perplexity: float
-    tokens: int
-    seconds: float
-    val_perplexity: float | None = None
-    lr: float = float("nan")         # the learning rate of the epoch's last step
-    is_best: bool = False            # the best score of the run so far (see TrainState.best)
-    world_size: int = 1              # the ranks that trained it (their tokens are all counted)
-
-    @property
-    def tokens_per_sec(self) -> float:
-        return self.tokens / self.seconds if self.seconds > 0 else float("inf")
-
-    def record(self) -> dict:
-        """The epoch as a line of metrics.jsonl."""
-        return {"epoch": self.epoch, "train_perplexity": self.perplexity,
-                "val_perplexity": self.val_perplexity, "lr": self.lr,
-                "tokens_per_sec": self.tokens_per_sec, "seconds": self.seconds, "world_size": self.world_size}
-
-
-@dataclass
-class TrainState:
-    """A run's progress, apart from its weights and optimizer slots (JSON in checkpoints)."""
-
-    epoch: int = 0                   # epochs completed
-    step: int = 0                    # optimizer updates taken: the schedule's position
-    batch: int = 0                   # batches of epoch ``epoch + 1`` trained already (an interrupted epoch)
-    partial: dict = field(default_factory=lambda: {"loss_sum": 0.0, "tokens": 0, "seconds": 0.0})
-    loader_rng: dict | None = None   # the batch order's generator as epoch ``epoch + 1`` begins
-    best: dict | None = None         # {"epoch", "score", "by"}: the best perplexity and where it was
-    history: list = field(default_factory=list)   # EpochResult.record() of every epoch done
-
-    def to_dict(self, with_history: bool = True) -> dict:
-        data = asdict(self)
-        data["loader_rng"] = json_safe_ints(self.loader_rng, to_text=True)
-        if not with_history:
-            del data["history"]
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "TrainState":
-        known = set(cls.__dataclass_fields__)
-        state = cls(**{k: v for k, v in data.items() if k in known})
-        state.loader_rng = json_safe_ints(state.loader_rng, to_text=False)
-        return state
-
-
-def json_safe_ints(value, to_text: bool):
-    """A generator's state with its 128-bit integers as hexadecimal text (``to_text``) or back.
-
-    Checkpoints refuse JSON integers of more than a few digits (a hostile file could hold millions),
-    and PCG64's state and increment are 39-digit numbers.
-    """
-    if isinstance(value, dict):
-        return {k: json_safe_ints(v, to_text) for k, v in value.items()}
-    if to_text and isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**53:
-        return f"int:{value:x}"
-    if not to_text and isinstance(value, str) and value.startswith("int:"):
-        return int(value[4:], 16)
-    return value
-
-
-@dataclass
-class TrainResult:
-    epochs: list[EpochResult] = field(default_factory=list)
-    validation: list[tuple[int, float]] = field(default_factory=list)  # (epoch, perplexity)
-    interrupted: bool = False        # stopped by ``should_stop`` inside an epoch
-    carried: Any = None              # the state carried into the next batch, when interrupted
-
-    @property
-    def perplexity(self) -> float:
-        return self.epochs[-1].perplexity
-
-    @property
-    def tokens_per_sec(self) -> float:
-        """Training tokens over training seconds, all epochs together (predictions not counted)."""
-        seconds = sum(e.seconds for e in self.epochs)
-        return sum(e.tokens for e in self.epochs) / seconds if seconds > 0 else float("inf")
-
-    @property
-    def lowest(self) -> EpochResult:
-        """The epoch of lowest training perplexity (with lr 1 the last one can sit on a late spike)."""
-        return min(self.epochs, key=lambda e: e.perplexity)
-
-    @property
-    def history(self) -> list[float]:
-        return [e.perplexity for e in self.epochs]
 
 
 class _Interrupted(Exception):
@@ -300,34 +220,80 @@ def evaluate_perplexity(backend: Backend, corpus: np.ndarray, batch_size: int, n
     return math.exp(nll / count)
 
 
-def _improved(state: TrainState, stats: EpochResult, best_by: str) -> bool:
-    """Whether this epoch holds the best score so far, updating ``state.best`` if so."""
-    score = stats.perplexity if best_by == "train" else stats.val_perplexity
+def _improved(state: TrainState, score: float | None, epoch: int, best_by: str, step: int | None = None) -> bool:
+    """Whether ``score`` (of ``epoch``, or of ``step`` inside it) is the best so far, updating
+    ``state.best`` if so."""
     if score is None or not math.isfinite(score):
         return False
     if state.best is not None and state.best["by"] == best_by and not score < state.best["score"]:
         return False
-    state.best = {"epoch": stats.epoch, "score": score, "by": best_by}
+    state.best = {"epoch": epoch, "score": score, "by": best_by, **({} if step is None else {"step": step})}
     return True
+
+
+@dataclass
+class StepEvent:
+    """What ``train`` hands ``on_step`` when it pauses inside an epoch: the evaluation made there (or
+    None), whether a checkpoint is due, and the state carried into the next batch (this rank's rows)."""
+
+    evaluation: StepResult | None
+    checkpoint_due: bool
+    carried: Any
+
+
+class _Lookahead:
+    """An epoch's batches that can tell whether another one follows, without handing it out."""
+
+    def __init__(self, batches: Iterable):
+        self._batches, self._ahead = iter(batches), None
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._ahead is None:
+            return next(self._batches)
+        ahead, self._ahead = self._ahead, None
+        if ahead is StopIteration:
+            raise StopIteration
+        return ahead
+
+    def more(self) -> bool:
+        if self._ahead is None:
+            self._ahead = next(self._batches, StopIteration)
+        return self._ahead is not StopIteration
+
+
+def _due(step: int, every: int) -> bool:
+    return bool(every) and step % every == 0
 
 
 def train(backend: Backend, loader: Iterable, config: TrainConfig, *,
           optimizer: Optimizer | None = None, state: TrainState | None = None, carried=None,
           on_epoch: Callable[[EpochResult], None] | None = None,
+          on_step: Callable[[StepEvent], None] | None = None, checkpoint_every_steps: int = 0,
           validation: np.ndarray | None = None, eval_every: int | None = None,
           best_by: str = "train", stop_when: Callable[[EpochResult], bool] | None = None,
           should_stop: Callable[[], bool] | None = None, world: World = SINGLE,
           reduce: Callable[[dict], dict] | None = None) -> TrainResult:
-    """Train until ``config.epochs`` epochs are done; ``on_epoch`` is called after each (for logs and
-    checkpoints), with ``state`` (a TrainState, updated in place) already describing that epoch.
+    """Train until ``config.epochs`` epochs (or ``config.max_steps`` optimizer steps) are done;
+    ``on_epoch`` is called after each epoch (for logs and checkpoints), with ``state`` (a TrainState,
+    updated in place) already describing that epoch.
 
     - ``optimizer``: the update rule (default: the one ``config`` names, fresh); ``state`` and
       ``carried``: where a resumed run continues (see TrainState), default a new run.
     - ``validation``: held-out token ids, scored every ``eval_every`` epochs (default from config)
       and after the last; ``best_by`` ("train" or "val") is which perplexity picks the best epoch.
+    - Inside an epoch, every ``config.eval_every_steps`` steps: a ``StepResult`` (training perplexity
+      since the last one, held-out perplexity), which can be the best by "val"; every
+      ``checkpoint_every_steps`` steps (and where ``max_steps`` ends the run) a checkpoint is due.
+      Either way ``on_step(StepEvent)`` is called,
+      with ``state`` describing the epoch so far (``state.partial``); not after an epoch's last batch,
+      where ``on_epoch`` follows.
     - ``stop_when(stats)``: end training after an epoch for which it returns True.
     - ``should_stop()``: asked after every batch; True stops inside the epoch, and the result says
-      ``interrupted`` with the carried state, while ``state`` records how far the epoch got.
+      ``interrupted`` with the carried state, while ``state`` records how far the epoch got. Reaching
+      ``config.max_steps`` inside an epoch stops the same way, saying ``reached_max_steps``.
     - ``world`` and ``reduce``: training on several ranks (``scratchrnn.distributed``): ``loader``
       yields this rank's rows, ``reduce`` averages gradients, losses and validation are summed over
       the ranks; every rank gets the same results. ``should_stop`` must then agree on all ranks.
@@ -347,23 +313,59 @@ def train(backend: Backend, loader: Iterable, config: TrainConfig, *,
     schedule = config.schedule(steps_per_epoch)
     interval = eval_every or config.evaluation_interval()
     result = TrainResult()
+    stop_asked = [False]
+
+    def at_max_steps() -> bool:
+        return bool(config.max_steps) and state.step >= config.max_steps
+
+    def stop_or_pause() -> bool:
+        # asked after every batch (distributed: every rank at the same one); a pause is never taken
+        # after an epoch's last batch, which ends the epoch instead
+        stop_asked[0] = bool(should_stop()) if should_stop is not None else False
+        pause = (_due(state.step, config.eval_every_steps) or _due(state.step, checkpoint_every_steps)
+                 or at_max_steps())
+        return stop_asked[0] or (pause and batches.more())
+
     while state.epoch < config.epochs:
+        if at_max_steps():
+            result.reached_max_steps = True
+            break
         epoch = state.epoch + 1
-        try:
-            stats = train_epoch(backend, _epoch_batches(loader, state), config, epoch, optimizer=optimizer,
-                                schedule=schedule, state=state, carried=carried, should_stop=should_stop,
-                                world=world, reduce=reduce)
-        except _Interrupted as stop:
-            result.interrupted, result.carried = True, stop.carried
-            return result
+        batches = _Lookahead(_epoch_batches(loader, state))
+        while True:
+            try:
+                stats = train_epoch(backend, batches, config, epoch, optimizer=optimizer, schedule=schedule,
+                                    state=state, carried=carried, should_stop=stop_or_pause, world=world,
+                                    reduce=reduce)
+                break
+            except _Interrupted as stop:
+                carried = stop.carried
+            # a pause inside the epoch (or a stop): state.partial holds the epoch's sums so far
+            evaluation = None
+            if _due(state.step, config.eval_every_steps):
+                evaluation = _step_evaluation(backend, state, config, validation, world, best_by,
+                                              schedule(state.step - 1), steps_per_epoch)
+                result.steps.append(evaluation)
+            # where max_steps ends the run, its last state is a checkpoint's too
+            checkpoint_due = _due(state.step, checkpoint_every_steps) or at_max_steps()
+            if on_step is not None and (evaluation is not None or checkpoint_due):
+                on_step(StepEvent(evaluation, checkpoint_due, carried))
+            if stop_asked[0] or at_max_steps():
+                result.interrupted, result.reached_max_steps = stop_asked[0], not stop_asked[0]
+                result.carried = carried
+                return result
         carried = None
-        if validation is not None and (epoch % interval == 0 or epoch == config.epochs):
+        stats.step = state.step
+        if validation is not None and (epoch % interval == 0 or epoch == config.epochs or at_max_steps()
+                                       or _due(state.step, config.eval_every_steps)):
             stats.val_perplexity = evaluate_perplexity(backend, validation, config.batch_size,
                                                        config.num_steps, world)
             result.validation.append((epoch, stats.val_perplexity))
-        stats.is_best = _improved(state, stats, best_by)
+        score = stats.perplexity if best_by == "train" else stats.val_perplexity
+        stats.is_best = _improved(state, score, epoch, best_by)
         state.epoch, state.batch = epoch, 0
         state.partial = {"loss_sum": 0.0, "tokens": 0, "seconds": 0.0}
+        state.evaluated = dict(state.partial)
         rng = getattr(loader, "rng", None)
         state.loader_rng = rng.bit_generator.state if rng is not None else None
         state.history.append(stats.record())
@@ -372,7 +374,27 @@ def train(backend: Backend, loader: Iterable, config: TrainConfig, *,
             on_epoch(stats)
         if stop_when is not None and stop_when(stats):
             break
+    else:
+        result.reached_max_steps = at_max_steps()
     return result
+
+
+def _step_evaluation(backend: Backend, state: TrainState, config: TrainConfig, validation, world: World,
+                     best_by: str, lr: float, steps_per_epoch: int) -> StepResult:
+    """Score the run inside an epoch: the training batches since the last evaluation, the held-out text."""
+    sums = window(state)
+    mean_loss = float(sums["loss_sum"]) / max(int(sums["tokens"]), 1)
+    if not math.isfinite(mean_loss) or mean_loss > MAX_FINITE_LOSS:
+        raise TrainingDiverged(state.epoch + 1, mean_loss)
+    val = (evaluate_perplexity(backend, validation, config.batch_size, config.num_steps, world)
+           if validation is not None else None)
+    done = state.epoch + min(state.batch / steps_per_epoch, 1.0)
+    stats = StepResult(state.step, round(done, 6), perplexity_of(sums), int(sums["tokens"]), sums["seconds"],
+                       val, lr=lr, world_size=world.size)
+    state.evaluated = dict(state.partial)
+    if best_by == "val":
+        stats.is_best = _improved(state, val, state.epoch + 1, best_by, step=state.step)
+    return stats
 
 
 def _steps_per_epoch(loader) -> int:

@@ -1,10 +1,12 @@
 """``scratchrnn generate``: its parser and the command.
 
 Which decoding the options ask for (sampling options imply sampling), where the prefixes come from
-(``--prefix``, ``--prefix-file``), and the output: one continuation is written as it is made, a block at
-a time, so its length is bounded by patience rather than memory; several are made together and printed
-when done, after a memory estimate; a reader that goes away (``| head``) ends the command quietly with
-exit status 0, and characters the output's encoding lacks are escaped (console.SafeWriter).
+(``--prefix``; ``--prefix-file``, a whole file as one primer, lines and all; ``--prefixes-file``, one
+prefix a line), and the output: one continuation is written as it is made, a block at a time, so its
+length is bounded by patience rather than memory; several are made together and printed when done,
+after a memory estimate, a line ``---`` between two (a continuation of a raw text can span lines); a
+reader that goes away (``| head``) ends the command quietly with exit status 0, and characters the
+output's encoding lacks are escaped (console.SafeWriter).
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from .common import HelpFormatter, non_negative_int, positive_float, positive_in
 _SAMPLING_FLAGS = ("--temperature", "--alpha", "--top-k", "--top-p", "--seed", "--num-samples")
 MAX_PREFIX_FILE_BYTES = 16 << 20     # prefixes are read whole; a file this big is not a list of prompts
 OUTPUT_BLOCK = 1 << 14               # tokens made between two writes when one continuation is printed
+SEPARATOR = "---"                    # the line between two continuations (--json has none)
 
 
 class _ReaderGone(Exception):
@@ -43,28 +46,41 @@ def _decoding_from(args):
     return Decoding(strategy, temperature, args.top_k, args.top_p, args.seed)
 
 
-def _read_prefix_file(path: str) -> list[str]:
-    """The non-empty lines of a UTF-8 file, each a prefix."""
+def _read_text_file(path: str, flag: str) -> str:
+    """A UTF-8 file of prompts, read whole (line ends as "\n", a byte-order mark dropped)."""
     from ..memory import format_bytes
 
     file = Path(path)
     try:
         if not file.exists():
-            raise UserError(f"--prefix-file {path}: not found")
+            raise UserError(f"{flag} {path}: not found")
         if not file.is_file():
-            raise UserError(f"--prefix-file {path}: not a regular file")
+            raise UserError(f"{flag} {path}: not a regular file")
         size = file.stat().st_size
         if size > MAX_PREFIX_FILE_BYTES:
-            raise UserError(f"--prefix-file {path} holds {format_bytes(size)}; prefix files are read "
+            raise UserError(f"{flag} {path} holds {format_bytes(size)}; prefix files are read "
                             f"whole, up to {format_bytes(MAX_PREFIX_FILE_BYTES)}")
-        text = file.read_text(encoding="utf-8-sig")       # a byte-order mark is not part of a prefix
+        return file.read_text(encoding="utf-8-sig")       # a byte-order mark is not part of a prefix
     except UnicodeDecodeError:
-        raise UserError(f"--prefix-file {path} is not UTF-8 text") from None
+        raise UserError(f"{flag} {path} is not UTF-8 text") from None
     except OSError as err:
-        raise UserError(f"--prefix-file {path}: {err.strerror or err}") from None
+        raise UserError(f"{flag} {path}: {err.strerror or err}") from None
+
+
+def _read_prefix_file(path: str) -> str:
+    """A whole UTF-8 file as one prefix (a multi-line primer: a scene's opening, a letter's head)."""
+    text = _read_text_file(path, "--prefix-file")
+    if not text:
+        raise UserError(f"--prefix-file {path} holds no prefix (it is empty)")
+    return text
+
+
+def _read_prefixes_file(path: str) -> list[str]:
+    """The non-empty lines of a UTF-8 file, each a prefix."""
+    text = _read_text_file(path, "--prefixes-file")
     prefixes = [line for line in text.split("\n") if line]      # read_text made every line end "\n"
     if not prefixes:
-        raise UserError(f"--prefix-file {path} holds no prefix (no non-empty line)")
+        raise UserError(f"--prefixes-file {path} holds no prefix (no non-empty line)")
     return prefixes
 
 
@@ -80,27 +96,31 @@ def add_parser(sub) -> None:
                     "SCRATCHRNN_NO_KERNEL=1 turns it off); otherwise in the backend's own loop. Both "
                     "compute the same sums in a different order, so their texts part only where two "
                     "characters tie to within float32 rounding. One continuation is printed as it is "
-                    "made, so its length is not bounded by memory; several are printed one per line "
-                    "when all are done, and a request too big for the memory is refused with an "
-                    "estimate.")
+                    "made, so its length is not bounded by memory; several are printed when all are "
+                    f"done, with a line '{SEPARATOR}' between two (--json: a list), and a request too big "
+                    "for the memory is refused with an estimate.")
     g.add_argument("checkpoint", metavar="CHECKPOINT_DIR",
                    help="a checkpoint directory, or a run directory (its best/ or last/, see --which)")
     g.add_argument("--which", choices=("best", "last"), default="best",
                    help="in a run directory: the best epoch's weights or the newest")
     g.add_argument("--prefix", action="append", default=None, metavar="TEXT",
                    help=f"text to continue; repeat to continue several at once as one batch (default, "
-                        f"when neither --prefix nor --prefix-file is given: the prompt training used, the "
+                        f"when no --prefix, --prefix-file or --prefixes-file is given: the prompt training used, the "
                         f"text's first words, or '{DEFAULT_PREFIX}'). It is cleaned like the training "
                         f"text; a character the model's vocabulary lacks is refused, naming it (the "
                         f"book's predict_ch8 would read it as <unk>, which the model never learned to "
                         f"read; predict_ch8 here refuses it too)")
     g.add_argument("--prefix-file", metavar="PATH", default=None,
+                   help="UTF-8 text file read whole as one prefix, line breaks and all (a multi-line "
+                        "primer), continued after those of --prefix")
+    g.add_argument("--prefixes-file", metavar="PATH", default=None,
                    help="UTF-8 text file with one prefix per line (empty lines are skipped), continued "
-                        "after those of --prefix")
+                        "after those of --prefix and --prefix-file")
     g.add_argument("--num-chars", type=non_negative_int, default=50, metavar="N",
                    help="characters to generate after each prefix")
     g.add_argument("--num-samples", type=positive_int, default=1, metavar="N",
-                   help="continuations of each prefix, one per line; more than 1 implies --strategy sample")
+                   help=f"continuations of each prefix ('{SEPARATOR}' between two); more than 1 implies "
+                        f"--strategy sample")
     g.add_argument("--backend", choices=BACKENDS, default="numpy",
                    help="framework that runs the model (any backend reads any checkpoint)")
     g.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to run")
@@ -136,7 +156,9 @@ def run(args) -> int:
     decoding = _decoding_from(args)
     prefixes = list(args.prefix or [])
     if args.prefix_file is not None:
-        prefixes += _read_prefix_file(args.prefix_file)
+        prefixes.append(_read_prefix_file(args.prefix_file))
+    if args.prefixes_file is not None:
+        prefixes += _read_prefixes_file(args.prefixes_file)
     ckpt = load_checkpoint(args.checkpoint, args.which)
     # the prompt training used for this text (its own first words), else the chapter's
     saved_prompts = ckpt.info.get("prefixes")
@@ -197,7 +219,8 @@ def _print_as_made(out, backend, vocab, ids, num_chars, decoding, stream) -> Non
 
 
 def _print_all(out, args, ckpt, backend, prefixes, encoded, decoding) -> None:
-    """Every continuation, made together as one batch, then printed one per line (or as JSON)."""
+    """Every continuation, made together as one batch, then printed with a separator line between two
+    (or as JSON)."""
     from ..generation import generate_ids, vocab_text
 
     rows = [ids for ids in encoded for _ in range(args.num_samples)]
@@ -213,6 +236,6 @@ def _print_all(out, args, ckpt, backend, prefixes, encoded, decoding) -> None:
         # an output encoding without some character gets JSON's own escapes, which stay valid JSON
         out.print(text if out.can_write(text) else json.dumps(record))
         return
-    for text in texts:
-        if not out.print(text):
+    for i, text in enumerate(texts):
+        if (i and not out.print(SEPARATOR)) or not out.print(text):
             raise _ReaderGone

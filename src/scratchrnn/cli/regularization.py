@@ -13,6 +13,13 @@ FLAG_NAMES = {"layer_norm": "--layer-norm", "weight_dropout": "--weight-dropout"
               "temporal_reg": "--tar", "embedding 'learned'": "--embedding learned"}
 
 
+# each flag's dest -> its ModelSettings field (what --init-from takes from its checkpoint)
+MODEL_OPTIONS = {"layer_norm": "layer_norm", "weight_dropout": "weight_dropout", "input_dropout": "input_dropout",
+                 "hidden_dropout": "hidden_dropout", "output_dropout": "output_dropout",
+                 "embed_dropout": "embed_dropout", "tie_weights": "tie_weights", "ar": "activation_reg",
+                 "tar": "temporal_reg"}
+
+
 def add_arguments(parser) -> None:
     """The flags, in a group of their own."""
     group = parser.add_argument_group(

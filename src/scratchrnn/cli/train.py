@@ -1,13 +1,15 @@
 """``scratchrnn train``: its parser and the command.
 
-Flags become a ``runner.RunConfig`` and one call of ``runner.run``; this module only translates (and
-speaks in flag names) and prints what the run did.
+Flags (over the values of ``--preset`` and ``--config``, see ``cli.presets``) become a
+``runner.RunConfig`` and one call of ``runner.run``; this module only translates (and speaks in flag
+names) and prints what the run did.
 """
 from __future__ import annotations
 
 import json
 import math
 import os
+import re
 
 from ..backends import BACKENDS
 from ..errors import RunInterrupted, UserError
@@ -15,21 +17,33 @@ from ..model import ACTIVATIONS, CELLS, EMBEDDINGS, INITS, ModelSettings
 from . import regularization
 from .common import (EXIT_INTERRUPTED, HelpFormatter, Parser, decay, fraction, max_tokens, non_negative_float,
                      non_negative_int, positive_float, positive_int)
-# what --resume may be given with: the run's own settings come from its checkpoint
-_RESUME_FLAGS = {"resume", "epochs", "no_progress", "json", "command", "nproc", "threads"}
+from .presets import PRESETS, given_options, with_settings
+
+# what --resume may be given with (dests): the run's own settings come from its checkpoint; these say how
+# much longer it trains, what it keeps and shows, where its text went, and how many processes train it
+RESUME_OPTIONS = ("epochs", "max_steps", "max_minutes", "keep", "data", "tensorboard", "no_progress", "json",
+                  "nproc", "threads")
+# the model's options (dests) -> ModelSettings' fields: with --init-from the checkpoint's
+_MODEL_OPTIONS = {"cell": "cell", "layers": "num_layers", "hidden": "num_hiddens", "activation": "activation",
+                  "embedding": "embedding", "embed_dim": "embed_dim", "dropout": "dropout", "init": "init",
+                  "forget_bias": "forget_bias", **regularization.MODEL_OPTIONS}
 
 
 def add_parser(sub) -> None:
     from ..optim import OPTIMIZERS, SCHEDULES
 
+    resumable = ", ".join(f"--{name.replace('_', '-')}" for name in RESUME_OPTIONS)
     t = sub.add_parser(
         "train", formatter_class=HelpFormatter,
         help="train a model into a run directory (checkpoints, metrics, plot); continue one with --resume",
         description="Train the scratch RNN. Defaults are the chapter's settings on its book; with --data "
                     "the defaults suit a text of one's own (all of it, raw characters, the last 10% held "
                     "out). Writes the run directory DIR: last/ (the newest checkpoint, every "
-                    "--checkpoint-every epochs), best/ (the best epoch so far, see --best-by), "
-                    "metrics.jsonl (a line per epoch as it ends) and perplexity.{png,svg}. Ctrl-C stops "
+                    "--checkpoint-every epochs or --checkpoint-every-steps steps), best/ (the best score so "
+                    "far, see --best-by), ckpt-eE-sS/ (the versions they point to, named by epochs and "
+                    "steps done; --keep N keeps more), metrics.jsonl (a line per epoch as it ends, and per "
+                    "evaluation of --eval-every-steps) and perplexity.{png,svg}. Epochs and optimizer steps "
+                    "both count: --max-steps and --max-minutes end a run inside an epoch. Ctrl-C stops "
                     "after the current batch, saves last/ and says how to continue (exit status 130); "
                     "--resume DIR continues exactly where the run stopped. The last line printed is the "
                     "chapter's: final training perplexity and tokens/s; the line before it gives the "
@@ -46,6 +60,14 @@ def add_parser(sub) -> None:
                    help="where to train (cuda: torch backend with a CUDA GPU)")
     t.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                    help="floating-point type of parameters and activations")
+    t.add_argument("--preset", choices=tuple(PRESETS), default=None,
+                   help="settings of a known configuration, under what the other options give: "
+                        + "; ".join(f"{name}: {preset.summary}" for name, preset in PRESETS.items()))
+    t.add_argument("--config", metavar="FILE", default=None,
+                   help="settings from a TOML file (a JSON one if named *.json), its keys the options' names "
+                        "with underscores (hidden = 256, lr_schedule = \"cosine\"; preset = \"char-lstm\" "
+                        "too); unknown keys are refused; options on the command line win over it, and it "
+                        "over --preset")
     data = t.add_argument_group("data")
     data.add_argument("--data", metavar="PATH", default=None,
                       help="UTF-8 text file to train on (default: the bundled Time Machine)")
@@ -89,6 +111,9 @@ def add_parser(sub) -> None:
     regularization.add_arguments(t)
     opt = t.add_argument_group("optimization")
     opt.add_argument("--epochs", type=positive_int, default=500, help="passes over the training tokens")
+    opt.add_argument("--max-steps", type=non_negative_int, default=0, metavar="N",
+                     help="end the run after N optimizer steps, inside an epoch if need be (last/ then holds "
+                          "where it stands); a schedule runs its course over them; 0: --epochs alone")
     opt.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd",
                      help="update rule: sgd (the chapter's), momentum (0.9), adagrad (min-char-rnn's), "
                           "rmsprop (char-rnn's), adam, adamw (decoupled weight decay); rules and defaults "
@@ -129,8 +154,9 @@ def add_parser(sub) -> None:
                        help="run directory (default: runs/<backend>-<sampling>)")
     where.add_argument("--resume", metavar="DIR", default=None,
                        help="continue the run in DIR from its last/ checkpoint, with its own settings; "
-                            "only --epochs (to train longer), --no-progress, --json, --nproc and --threads "
-                            "may be given too")
+                            f"only {resumable} may be given too: --epochs and --max-steps to train longer "
+                            "(never shorter), --data for a text that moved (its SHA-256 must be the "
+                            "run's)")
     run.add_argument("--overwrite", action="store_true",
                      help="replace the run already in DIR (its checkpoints, metrics and plots); "
                           "otherwise refused")
@@ -143,6 +169,28 @@ def add_parser(sub) -> None:
                           "otherwise (the chapter's point is to fit its 10,000 characters)")
     run.add_argument("--checkpoint-every", type=positive_int, default=1, metavar="N",
                      help="save last/ every N epochs: a kill loses at most the epochs since")
+    run.add_argument("--eval-every-steps", type=non_negative_int, default=0, metavar="N",
+                     help="inside epochs too, every N optimizer steps: score the held-out text, print a line "
+                          "with it and the training perplexity since the last one, record both in "
+                          "metrics.jsonl, and save best/ when it is the best by val; 0: at epoch ends only")
+    run.add_argument("--checkpoint-every-steps", type=non_negative_int, default=0, metavar="N",
+                     help="inside epochs too, save last/ every N optimizer steps (with the state carried into "
+                          "the next batch): a kill loses at most N steps; 0: at epoch ends only")
+    run.add_argument("--keep", type=non_negative_int, default=0, metavar="N",
+                     help="keep the N newest checkpoints (ckpt-eE-sS/) besides those best/ and last/ name")
+    run.add_argument("--max-minutes", type=positive_float, default=None, metavar="M",
+                     help="a time budget: after M minutes of this process's training, stop after the current "
+                          "batch, save last/, print the summary and exit 0; --resume continues (with a new "
+                          "budget if given)")
+    run.add_argument("--tensorboard", action="store_true",
+                     help="write TensorBoard event files to DIR/tensorboard: perplexities, loss in nats, "
+                          "learning rate and tokens/s by optimizer step (needs tensorboardX: pip install "
+                          "tensorboardX, or pip install '.[tensorboard]' in a clone of scratchrnn)")
+    run.add_argument("--init-from", metavar="RUN_DIR|CKPT", default=None,
+                     help="start a new run from trained weights: a checkpoint directory, or a run directory's "
+                          "best/; the model and the cleaning are the checkpoint's (model options that differ "
+                          "are refused), the text must use only characters of its vocabulary, and the "
+                          "optimizer and the counts of epochs and steps start afresh")
     run.add_argument("--predict-every", type=non_negative_int, default=10, metavar="N",
                      help="print a greedy continuation of the first prefix every N epochs (0: never)")
     run.add_argument("--prefix", action="append", default=None, metavar="TEXT",
@@ -166,6 +214,14 @@ def add_parser(sub) -> None:
                             "least 1; one process alone keeps what its libraries choose)")
     run.add_argument("--json", action="store_true",
                      help="print one JSON object with the results on stdout, nothing else")
+    return t
+
+
+def _parsers():
+    """A fresh parser of the command and its train parser (presets re-parse the command line with it)."""
+    parser = Parser(prog="scratchrnn")
+    train = add_parser(parser.add_subparsers(dest="command", required=True, parser_class=Parser))
+    return parser, train
 
 
 def _run_config_from(args):
@@ -179,7 +235,8 @@ def _run_config_from(args):
                         detach=not args.no_detach, seed=args.seed, optimizer=args.optimizer,
                         weight_decay=args.weight_decay, lr_schedule=args.lr_schedule, warmup=args.warmup,
                         lr_decay=args.lr_decay, lr_decay_every=args.lr_decay_every or 0,
-                        eval_every=args.eval_every or 0)
+                        eval_every=args.eval_every or 0, max_steps=args.max_steps,
+                        eval_every_steps=args.eval_every_steps)
     model = ModelSettings(num_hiddens=args.hidden, activation=args.activation, embedding=args.embedding,
                           embed_dim=args.embed_dim if args.embedding == "learned" else 0, cell=args.cell,
                           num_layers=args.layers, dropout=args.dropout, init=args.init,
@@ -188,7 +245,9 @@ def _run_config_from(args):
                      backend=args.backend, device=args.device, dtype=args.dtype, data=args.data,
                      cleaning=args.cleaning, max_tokens=args.max_tokens, val_fraction=args.val_fraction,
                      best_by=args.best_by, model=model, train=train, checkpoint_every=args.checkpoint_every,
-                     predict_every=args.predict_every, prefixes=args.prefix)
+                     predict_every=args.predict_every, prefixes=args.prefix,
+                     checkpoint_every_steps=args.checkpoint_every_steps, keep=args.keep,
+                     max_minutes=args.max_minutes, tensorboard=args.tensorboard, init_from=args.init_from)
 
 
 def _check_flags(args) -> None:
@@ -208,25 +267,47 @@ def _check_flags(args) -> None:
         if held:
             raise UserError(f"{out} already holds a run ({', '.join(held)}); pass --overwrite to replace "
                             f"it, --resume {out} to continue it, or choose another --out")
+    if args.resume is not None and args.init_from is not None:
+        raise UserError("--init-from starts a new run; --resume continues one: give one of them")
     if args.resume is not None:
-        given = [flag for flag in _given_flags(args) if flag.lstrip("-").replace("-", "_") not in _RESUME_FLAGS]
+        given = sorted(f"--{name.replace('_', '-')}" for name in given_options(args._argv, _parsers)
+                       if name not in (*RESUME_OPTIONS, "resume"))
         if given:
             raise UserError(f"--resume continues a run with the settings it was started with; "
-                            f"{', '.join(given)} cannot change them (only --epochs can be raised)")
+                            f"{', '.join(given)} cannot change them (--epochs and --max-steps can be raised)")
+    if args.init_from is not None:
+        _check_init_from(args)
+    if args.tensorboard:
+        from ..watch import TENSORBOARD_INSTALL, TENSORBOARD_PACKAGE, check_tensorboard_writer
+        try:
+            check_tensorboard_writer()
+        except UserError:
+            raise UserError(f"--tensorboard needs the {TENSORBOARD_PACKAGE} package, which is not installed: "
+                            f"{TENSORBOARD_INSTALL}") from None
 
 
-def _given_flags(args) -> list[str]:
-    """The flags whose values differ from the defaults (so: given on the command line)."""
-    parser = Parser(prog="scratchrnn")
-    add_parser(parser.add_subparsers(dest="command"))
-    defaults = vars(parser.parse_args(["train"]))
-    return sorted(f"--{name.replace('_', '-')}" for name, value in vars(args).items()
-                  if not name.startswith("_") and value != defaults.get(name))
+def _check_init_from(args) -> None:
+    """--init-from takes the checkpoint's model and cleaning: options given that differ are refused."""
+    from ..checkpoint import load_checkpoint
+
+    start = load_checkpoint(args.init_from, "best")
+    model = start.model.to_dict()
+    model.update(init="book", forget_bias=0.0)     # the weights are trained: nothing initialises them
+    for name in sorted(given_options(args._argv, _parsers) & set(_MODEL_OPTIONS)):
+        if getattr(args, name) != model[_MODEL_OPTIONS[name]]:
+            flag = f"--{name.replace('_', '-')}"
+            raise UserError(f"{flag} {getattr(args, name)} is not the model of --init-from {args.init_from} "
+                            f"({_MODEL_OPTIONS[name]} {model[_MODEL_OPTIONS[name]]}): it trains on as it "
+                            f"was built; leave {flag} out")
+    if args.cleaning is not None and args.cleaning != start.cleaning:
+        raise UserError(f"--cleaning {args.cleaning} is not the {start.cleaning} cleaning the weights of "
+                        f"--init-from {args.init_from} were trained with; leave --cleaning out")
 
 
 def run(args) -> int:
     from .. import distributed
 
+    args, args._settings = with_settings(args, _parsers)
     _check_flags(args)
     backend, device = _backend_and_device(args)
     world = distributed.world_from_env()
@@ -275,7 +356,8 @@ def _check_torch() -> None:
     try:
         import torch.distributed as dist
     except ImportError:
-        raise UserError("--nproc needs PyTorch: pip install 'scratchrnn[torch]'") from None
+        from ..backends import install_hint
+        raise UserError(f"--nproc needs PyTorch: {install_hint('torch')}") from None
     if not dist.is_available():
         raise UserError("--nproc needs a PyTorch built with torch.distributed")
 
@@ -290,7 +372,7 @@ def _train(args, world) -> int:
     def say(line: str) -> None:
         # output problems never stop training: a full disk behind a redirection ends the printing only
         try:
-            out.print(line)
+            out.print(line, flush=True)      # out before the progress bar draws on stderr
         except OSError:
             pass
     try:
@@ -298,8 +380,14 @@ def _train(args, world) -> int:
     except ValueError as err:
         raise UserError(_in_flag_names(str(err))) from None
     mode = "resume" if args.resume else ("overwrite" if args.overwrite else "new")
-    if args.resume and "--epochs" not in _given_flags(args):
+    if args.resume and "epochs" not in given_options(args._argv, _parsers):
         config.train.epochs = 0           # as many as the run was started with
+    if not quiet and args._settings is not None:
+        say(f"note: {args._settings}")
+    elif not quiet and args.data is not None and args.resume is None and args.init_from is None:
+        say(f"note: no --preset: the chapter's RNN (--preset chapter) with the defaults for a text of one's "
+            f"own (all of it, raw characters, its last 10% held out); --preset char-lstm trains "
+            f"{PRESETS['char-lstm'].summary.split(' (')[0]}")
     try:
         outcome = run(config, mode, say=(lambda line: None) if quiet else say,
                       progress=not (args.no_progress or quiet), world=world)
@@ -326,13 +414,15 @@ def _train(args, world) -> int:
 
 def _summary(outcome) -> dict:
     history = outcome.history
-    last = history[-1] if history else {}
-    scored = [r for r in history if r.get("val_perplexity") is not None]
+    # the latest line of metrics.jsonl, an epoch's or an evaluation's inside one (a run that ended inside
+    # an epoch, after evaluations there, ends with what they measured)
+    last = outcome.records[-1] if outcome.records else (history[-1] if history else {})
+    scored = [r for r in (outcome.records or history) if r.get("val_perplexity") is not None]
     best = outcome.state.best
     return {
         "run_dir": str(outcome.out), "backend": outcome.config.backend, "device": outcome.config.device,
-        "epochs": len(history), "perplexity": last.get("train_perplexity"),
-        "tokens_per_sec": outcome.tokens_per_sec,
+        "epochs": len(history), "steps": outcome.state.step, "stopped_by": outcome.stopped_by,
+        "perplexity": last.get("train_perplexity"), "tokens_per_sec": outcome.tokens_per_sec,
         "lowest_perplexity": min(({"epoch": r["epoch"], "perplexity": r["train_perplexity"]} for r in history),
                                  key=lambda item: item["perplexity"], default=None),
         "heldout_perplexity": scored[-1]["val_perplexity"] if scored else None,
@@ -342,16 +432,22 @@ def _summary(outcome) -> dict:
 
 def _print_summary(out, outcome, summary) -> None:
     best = outcome.state.best
+    if outcome.stopped_by == "max_minutes":
+        out.print(outcome.notes[-1])
+    elif outcome.stopped_by == "max_steps":
+        out.print(f"reached --max-steps {outcome.config.train.max_steps:,} in {outcome.state.where()}")
     if best is not None and outcome.samples:
-        out.print(f"continuations by {outcome.out}/best (epoch {best['epoch']}, {best['by']} perplexity "
+        step = f", step {best['step']}" if "step" in best else ""
+        out.print(f"continuations by {outcome.out}/best (epoch {best['epoch']}{step}, {best['by']} perplexity "
                   f"{best['score']:.2f}):")
     for text in outcome.samples.values():
         out.print(text)
     if summary["heldout_perplexity"] is not None:
-        scored = [r for r in outcome.history if r.get("val_perplexity") is not None]
+        scored = [r for r in outcome.records if r.get("val_perplexity") is not None]
         lowest = min(scored, key=lambda r: r["val_perplexity"])
-        out.print(f"held-out perplexity {scored[-1]['val_perplexity']:.2f} at the last epoch, lowest "
-                  f"{lowest['val_perplexity']:.2f} (epoch {lowest['epoch']})")
+        where = f"step {lowest['step']}" if lowest.get("kind") else f"epoch {lowest['epoch']}"
+        out.print(f"held-out perplexity {summary['heldout_perplexity']:.2f} at the end, lowest "
+                  f"{lowest['val_perplexity']:.2f} ({where})")
     plot = f", plot {outcome.plots[0]}" if outcome.plots else ""
     out.print(f"run directory {outcome.out} (best/, last/, metrics.jsonl{plot})")
     lowest = summary["lowest_perplexity"]
@@ -367,10 +463,15 @@ def _print_summary(out, outcome, summary) -> None:
 # field names of the core's messages, as the flags a user of the command line knows them by
 _FLAG_NAMES = {"val_fraction": "--val-fraction", "batch_size": "--batch-size", "num_steps": "--num-steps",
                "num_hiddens": "--hidden", "best_by": "--best-by", "max_tokens": "--max-tokens",
-               "num_layers": "--layers", **regularization.FLAG_NAMES}
+               "num_layers": "--layers", "max_steps": "--max-steps", "max_minutes": "--max-minutes",
+               "its new path as data": "its new path with --data NEW_PATH", "without data": "without --data",
+               "tensorboard event files need": "--tensorboard needs", **regularization.FLAG_NAMES}
+_FLAG_PATTERNS = ((re.compile(r"^epochs (\d+) is below"), r"--epochs \1 is below"),)
 
 
 def _in_flag_names(message: str) -> str:
     for field, flag in _FLAG_NAMES.items():
         message = message.replace(field, flag)
+    for pattern, flag in _FLAG_PATTERNS:
+        message = pattern.sub(flag, message)
     return message
