@@ -136,7 +136,8 @@ class NumpyBackend(Backend):
             workload = kernels.Workload("numpy", c.cell, group, batch, c.num_hiddens, steps,
                                         activation=c.activation, dtype=self.dtype, device=self.device,
                                         layer_norm=c.layer_norm)
-            self._loops[batch, steps, group] = step_loops(self.cell, kernels.choose(workload, training_trial(workload)))
+            choice = kernels.choose(workload, training_trial(workload))
+            self._loops[batch, steps, group] = step_loops(c.cell, choice, c.layer_norm)
         return self._loops[batch, steps, group]
 
     # -- forward ----------------------------------------------------------------------------------

@@ -76,10 +76,12 @@ class CompiledLSTM(LSTMCell):
 COMPILED = {"rnn": CompiledRNN, "gru": CompiledGRU, "lstm": CompiledLSTM}
 
 
-def step_loops(cell: Cell, choice: kernels.Choice) -> Cell:
-    """The cell ``cell`` whose loops are the ones ``choice`` names (a layer-normalised cell has no
-    compiled loops, and ``kernels.choose`` never names them for it)."""
-    return COMPILED[cell.name](choice) if choice.compiled and not cell.layer_norm else cell
+def step_loops(cell: str, choice: kernels.Choice, layer_norm: bool = False) -> Cell:
+    """The cell ``cell`` whose loops are the ones ``choice`` names; its layer-normalised form with
+    ``layer_norm``, which has no compiled loops (``kernels.choose`` never names them for it)."""
+    if layer_norm:
+        return get_cell(cell, layer_norm=True)
+    return COMPILED[cell](choice) if choice.compiled else get_cell(cell)
 
 
 def training_trial(workload: kernels.Workload) -> Callable[[kernels.Choice], Callable[[], object]]:
