@@ -195,6 +195,10 @@ class StackedLoss(torch.autograd.Function):
     def forward(ctx, model, loops, tokens, targets, masks, *tensors):
         state, params = tensors[:model.state_count], tensors[model.state_count:]
         logits, final_state, record = model.run(tokens, state, dict(zip(model.param_names, params)), masks, loops)
+        # the new state goes out as this Function's outputs, which hold its node, which holds ctx: a
+        # record that kept them too would make a reference cycle, freed only when Python's cyclic
+        # collector gets to it (every batch's activations would pile up until then)
+        record.final_state = ()
         loss, log_probs = mean_cross_entropy(logits, targets)
         # the record holds only tensors made here (the weights as snapshots), none of the inputs, which
         # the update will change in place; kept on ctx, it lives as long as the graph that needs it
