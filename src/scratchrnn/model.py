@@ -30,6 +30,9 @@ class ModelConfig:
     "onehot"`` feeds one-hot vectors as the chapter does; ``"learned"`` feeds a trained
     ``embed_dim``-wide embedding instead (the chapter's first exercise). ``dropout`` is the probability
     of dropping a unit of each layer's output (between layers and before the output layer) in training.
+    The fields after it are what came after the book's LSTM, each off by default (docs/regularization.md):
+    the layer-normalised gru and lstm, AWD-LSTM's weight, locked and embedding dropout, tied weights
+    (which replace W_hq) and activation regularisation.
     """
 
     vocab_size: int
