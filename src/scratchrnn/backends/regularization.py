@@ -52,31 +52,31 @@ def tied_logits_grads(rows, dlogits, params: dict, config) -> tuple[dict, object
     return {"W_emb": dlogits.T @ projected, "W_proj": rows.T @ d_projected}, d_projected @ params["W_proj"].T
 
 
-def activation_penalty(top, raw_top, config, mean=None):
+def activation_penalty(top, raw_top, config, mean_square=None):
     """AR + TAR of one batch (0.0 without either): ``top`` the last layer's dropped output (steps, batch,
-    hidden), ``raw_top`` the same before dropout. ``mean`` reduces a tensor to its mean (default
-    ``x.mean()``)."""
-    mean = mean or (lambda x: x.mean())
+    hidden), ``raw_top`` the same before dropout. ``mean_square(x)`` is the mean of x's squared elements
+    (default ``(x * x).mean()``; a hand-written backend passes one that makes no temporary array)."""
+    mean_square = mean_square or (lambda x: (x * x).mean())
     value = 0.0
     if config.activation_reg:
-        value = value + config.activation_reg * mean(top * top)
+        value = value + config.activation_reg * mean_square(top)
     if config.temporal_reg and raw_top.shape[0] > 1:
-        change = raw_top[1:] - raw_top[:-1]
-        value = value + config.temporal_reg * mean(change * change)
+        value = value + config.temporal_reg * mean_square(raw_top[1:] - raw_top[:-1])
     return value
 
 
-def activation_penalty_grads(top, raw_top, config) -> tuple:
-    """The gradients of ``activation_penalty`` with respect to ``top`` and ``raw_top`` (None where it
-    does not depend on one): AR's 2 alpha top / n, and TAR's 2 beta (h_t - h_{t-1}) / n' sent to
-    h_t and, negated, to h_{t-1}."""
-    d_top = d_raw = None
+def add_activation_grad(d_top, top, config, scale=1.0) -> None:
+    """Add AR's gradient, 2 alpha top / n (times ``scale``, the penalty's own gradient), to ``d_top`` in
+    place: the gradient reaching what the output layer read."""
     if config.activation_reg:
-        d_top = top * (2 * config.activation_reg / math.prod(top.shape))
+        d_top += top * (2 * config.activation_reg / math.prod(top.shape) * scale)
+
+
+def add_temporal_grad(d_raw, raw_top, config, scale=1.0) -> None:
+    """Add TAR's gradient to ``d_raw`` in place, the gradient reaching the last layer's output before its
+    dropout: 2 beta (h_t - h_{t-1}) / n' (times ``scale``) sent to h_t and, negated, to h_{t-1}."""
     if config.temporal_reg and raw_top.shape[0] > 1:
         change = raw_top[1:] - raw_top[:-1]
-        change = change * (2 * config.temporal_reg / math.prod(change.shape))
-        d_raw = raw_top * 0
+        change *= 2 * config.temporal_reg / math.prod(change.shape) * scale
         d_raw[1:] += change
         d_raw[:-1] -= change
-    return d_top, d_raw

@@ -85,5 +85,5 @@ def training_model(ops, layer: Callable, inputs, state: tuple, weights: dict, co
     logits = output_layer(ops, ops.concat(steps), weights, config)
     penalty = 0.0
     if config.has_penalty:
-        penalty = activation_penalty(ops.stack(steps), ops.stack(raw), config, ops.mean)
+        penalty = activation_penalty(ops.stack(steps), ops.stack(raw), config, lambda x: ops.mean(x * x))
     return logits, new_state, penalty

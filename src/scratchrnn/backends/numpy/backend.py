@@ -36,7 +36,7 @@ from ..base import Backend, decode_weights_of
 from ..decoding import decode_by_forward, decode_loop
 from ..dropout import Masks
 from ..records import BatchRecord, LayerRecord
-from ..regularization import activation_penalty_grads, tied_logits, tied_logits_grads
+from ..regularization import add_activation_grad, add_temporal_grad, tied_logits, tied_logits_grads
 from .cells import step_loops, training_trial
 
 
@@ -202,14 +202,14 @@ class NumpyBackend(Backend):
 
     # -- backward ---------------------------------------------------------------------------------
     def _backprop(self, record: BatchRecord, d_top: np.ndarray | None, d_final: tuple | None,
-                  grads: dict, need_d_state0: bool, d_raw_top: np.ndarray | None = None) -> tuple | None:
+                  grads: dict, need_d_state0: bool, temporal: bool = False) -> tuple | None:
         """Walk one batch backwards through its layers and steps, adding its parameter gradients to
         ``grads``.
 
         ``d_top`` is the loss gradient reaching what the output layer read (None for an earlier batch,
-        whose outputs were already trained on); ``d_raw_top`` what reaches the last layer's output
-        before its dropout (TAR's, or None); ``d_final`` what reaches the state after the batch from
-        later batches (None: nothing). Returns the gradient with respect to the state the batch
+        whose outputs were already trained on; may be overwritten); ``temporal``: TAR's gradient joins
+        it at the last layer's output before dropout; ``d_final`` what reaches the state after the batch
+        from later batches (None: nothing). Returns the gradient with respect to the state the batch
         started from (flat, like the state) when ``need_d_state0``, else None.
         """
         num_steps, batch = record.tokens.shape
@@ -221,8 +221,8 @@ class NumpyBackend(Backend):
             rec, names = record.layers[layer], self._layer_names[layer]
             if d_out is not None and rec.mask is not None:
                 d_out = d_out * rec.mask
-            if d_raw_top is not None and layer == len(record.layers) - 1:
-                d_out = d_raw_top if d_out is None else d_out + d_raw_top
+            if temporal and layer == len(record.layers) - 1:
+                add_temporal_grad(d_out, record.raw_top, self.config)
             d_layer_final = None if d_final is None else d_final[layer * width:(layer + 1) * width]
             d_terms, d_recurrent, d_start = record.loops.backward(rec.cache, rec.weights, d_out, d_layer_final,
                                                                   need_d_state0)
@@ -273,14 +273,11 @@ class NumpyBackend(Backend):
         p = self.params
         grads = {name: np.zeros_like(value) for name, value in p.items()}
         d_top = self._output_backward(record, dlogits, grads)
-        d_raw_top = None
-        if self.config.has_penalty:
-            d_penalty, d_raw_top = activation_penalty_grads(record.top, record.raw_top, self.config)
-            if d_penalty is not None:
-                d_top += d_penalty
+        add_activation_grad(d_top, record.top, self.config)
         # a state that was never detached carries the batches before it: follow the gradient there too
         history = getattr(state, "history", ())
-        d_state0 = self._backprop(record, d_top, None, grads, need_d_state0=bool(history), d_raw_top=d_raw_top)
+        d_state0 = self._backprop(record, d_top, None, grads, need_d_state0=bool(history),
+                                  temporal=bool(self.config.temporal_reg))
         for i, earlier in reversed(list(enumerate(history))):
             d_state0 = self._backprop(earlier, None, d_state0, grads, need_d_state0=i > 0)
 

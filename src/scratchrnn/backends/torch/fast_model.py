@@ -25,7 +25,8 @@ from __future__ import annotations
 import torch
 
 from ..records import BatchRecord, LayerRecord
-from ..regularization import activation_penalty, activation_penalty_grads, tied_logits, tied_logits_grads
+from ..regularization import (activation_penalty, add_activation_grad, add_temporal_grad, tied_logits,
+                              tied_logits_grads)
 from .fast_layernorm import torch_cell
 
 
@@ -127,7 +128,7 @@ class StackedModel:
         num_steps = record.num_steps
         width = self.cell.state_size
         grads: dict = {}
-        d_out = d_raw_top = None
+        d_out = None
         flat_tokens = record.tokens.reshape(-1)
         if dlogits is not None:
             rows = record.top.reshape(-1, hidden)
@@ -140,18 +141,16 @@ class StackedModel:
             grads["b_q"] = dlogits.sum(dim=0)
             d_out = d_rows.view(num_steps, -1, hidden)
         if d_penalty is not None:
-            d_top, d_raw_top = activation_penalty_grads(record.top, record.raw_top, config)
-            if d_top is not None:
-                d_out = d_top * d_penalty if d_out is None else d_out.add_(d_top * d_penalty)
-            if d_raw_top is not None:
-                d_raw_top = d_raw_top * d_penalty
+            if d_out is None:
+                d_out = torch.zeros_like(record.top)
+            add_activation_grad(d_out, record.top, config, d_penalty)
         d_state0 = []
         for layer in range(len(record.layers) - 1, -1, -1):
             rec, names = record.layers[layer], self.layer_names[layer]
             if d_out is not None and rec.mask is not None:
                 d_out = d_out * rec.mask
-            if d_raw_top is not None and layer == len(record.layers) - 1:
-                d_out = d_raw_top if d_out is None else d_out + d_raw_top
+            if d_penalty is not None and layer == len(record.layers) - 1:
+                add_temporal_grad(d_out, record.raw_top, config, d_penalty)
             d_layer_final = d_final[layer * width:(layer + 1) * width]
             if d_out is None and all(d is None for d in d_layer_final):
                 d_state0[:0] = (None,) * width    # nothing reaches this layer: no gradients from it
@@ -178,6 +177,12 @@ class StackedModel:
                 grads[names[plain]] = grad
             d_state0[:0] = d_start or ()
         return [grads.get(name) for name in self.param_names], tuple(d_state0) if need_d_state0 else None
+
+
+def _mean_square(x):
+    """The mean of the squares of x's elements, as one dot product (no squared copy of x)."""
+    flat = x.reshape(-1)
+    return torch.dot(flat, flat) / flat.numel()
 
 
 class StackedLoss(torch.autograd.Function):
@@ -207,7 +212,7 @@ class StackedLoss(torch.autograd.Function):
         ctx.set_materialize_grads(False)
         if not model.config.has_penalty:
             return (loss, *final_state)
-        penalty = activation_penalty(record.top, record.raw_top, model.config)
+        penalty = activation_penalty(record.top, record.raw_top, model.config, _mean_square)
         return (loss, penalty if torch.is_tensor(penalty) else loss.new_zeros(()), *final_state)
 
     @staticmethod
