@@ -21,7 +21,11 @@ used (``backends.create``, ``ModelConfig``, ``init_params``, ``load_corpus``, ``
 ``TrainConfig``, ``train_epoch``), which every version since the first benchmark has.
 ``--generate STREAMS`` times greedy generation instead (``generation.predict_many``), as ``bench.py``
 does: STREAMS 12-character slices of the book as prompts, ``--chars`` characters each, against the
-chapter's ``predict_ch8`` for one stream.
+chapter's ``predict_ch8`` for one stream. ``--clock cpu`` runs every worker on one thread
+(OMP_NUM_THREADS=1) and divides by the process's CPU time instead of the wall time: on a machine that
+others keep busy, the wall time of a timing depends on what they did meanwhile, its CPU time much less.
+
+    .venv/bin/python benchmarks/versions.py --other /work/main --backend numpy --cell lstm --clock cpu
 """
 from __future__ import annotations
 
@@ -40,7 +44,7 @@ sys.path.insert(0, str(HERE))
 import bench  # noqa: E402  (this folder: the chapter's code, the pause between rows, the steal meter)
 
 
-def worker(row: str, backend_name: str, cell: str, streams: int) -> None:
+def worker(row: str, backend_name: str, cell: str, streams: int, clock: str = "wall") -> None:
     """Serves one row: after warming up, reads "START COUNT" lines and answers each with the tokens/s
     of training minibatches START .. START + COUNT - 1, or, if ``streams``, with the characters/s of
     generating COUNT characters for each of that many streams (the chapter's row: one stream, its
@@ -75,6 +79,14 @@ def worker(row: str, backend_name: str, cell: str, streams: int) -> None:
             prefixes = ["".join(vocab.to_tokens(list(corpus[i * 97:i * 97 + 12]))) for i in range(streams)]
             predict_many(backend, vocab, prefixes, num_chars)
             return streams
+    if clock == "cpu":
+        # tokens per second of this process's CPU time (one thread: see --clock)
+        train_on_wall = train
+
+        def train(chosen):
+            began = time.process_time()
+            train_on_wall(chosen)
+            return sum(X.size for X, _ in chosen) / (time.process_time() - began)
     if streams:        # the warm-up
         generate(2)
     else:
@@ -94,10 +106,13 @@ def worker(row: str, backend_name: str, cell: str, streams: int) -> None:
 class Worker:
     """A row's worker process, started with ``src`` first on its PYTHONPATH."""
 
-    def __init__(self, row: str, src: Path, backend_name: str, python: str, cell: str, streams: int):
+    def __init__(self, row: str, src: Path, backend_name: str, python: str, cell: str, streams: int,
+                 clock: str = "wall"):
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(src), os.environ.get("PYTHONPATH", "")])}
+        if clock == "cpu":
+            env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", SCRATCHRNN_THREADS="1")
         self.process = subprocess.Popen([python, __file__, "--worker", row, "--backend", backend_name,
-                                         "--cell", cell, "--generate", str(streams)],
+                                         "--cell", cell, "--generate", str(streams), "--clock", clock],
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
         self.info = self._answer()
         if row != "chapter" and Path(self.info["scratchrnn"]) != src / "scratchrnn":
@@ -136,16 +151,19 @@ def main() -> None:
                              "chapter's row: predict_ch8, one stream)")
     parser.add_argument("--chars", type=int, default=200,
                         help="with --generate: characters a stream per timing")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="wall: tokens per second of wall time, the libraries' own threads; cpu: per second "
+                             "of the process's CPU time, one thread (for a machine others keep busy)")
     parser.add_argument("--name", help="write benchmarks/results/<name>.json")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        return worker(args.worker, args.backend, args.cell, args.generate)
+        return worker(args.worker, args.backend, args.cell, args.generate, args.clock)
     if args.other is None or not (args.other / "src" / "scratchrnn").is_dir():
         parser.error("--other must name a checkout of scratchrnn (a folder with src/scratchrnn)")
     sources = {"chapter": HERE.parent / "src", "this": HERE.parent / "src", "other": args.other.resolve() / "src"}
     workers = {row: Worker(row, src, args.backend, sys.executable if row == "chapter" else args.python, args.cell,
-                           args.generate)
+                           args.generate, args.clock)
                for row, src in sources.items()}
     commits = {row: _commit(src.parent) for row, src in sources.items() if row != "chapter"}
     task = f"generation, {args.generate} streams" if args.generate else "training"
@@ -170,16 +188,18 @@ def main() -> None:
     steal_share = steal.share()
     medians = {row: statistics.median(values) for row, values in rates.items()}
     timing = f"{args.chars} characters a stream" if args.generate else f"{args.batches} minibatches"
-    print(f"\nmedian {unit} of {args.rounds} rounds of {timing}; {bench.StealMeter.describe(steal_share)}")
+    clock = "of CPU time, one thread" if args.clock == "cpu" else "of wall time"
+    print(f"\nmedian {unit} ({clock}) of {args.rounds} rounds of {timing}; {bench.StealMeter.describe(steal_share)}")
     print(f"| row | {unit} | x chapter | x other |\n|---|---:|---:|---:|")
     for row, rate in medians.items():
         print(f"| {row} | {rate:,.0f} | {rate / medians['chapter']:.2f}x | {rate / medians['other']:.2f}x |")
     if args.name:
         path = HERE / "results" / f"{args.name}.json"
         path.write_text(json.dumps({
-            "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+            "machine": {"cpu": bench.machine_description().get("cpu", "unknown"), "platform": platform.platform(),
+                        "cpus": os.cpu_count(),
                         "load_average_at_end": os.getloadavg(), "steal_share": steal_share},
-            "settings": {"backend": args.backend, "cell": args.cell, "rounds": args.rounds,
+            "settings": {"backend": args.backend, "cell": args.cell, "rounds": args.rounds, "clock": args.clock,
                          "batches": args.batches, "generate_streams": args.generate, "chars": args.chars},
             "commits": commits, "chars_per_s" if args.generate else "tokens_per_s": medians, "runs": rates},
             indent=2) + "\n")

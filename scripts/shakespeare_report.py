@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import os
 import platform
 from pathlib import Path
@@ -51,16 +52,17 @@ def goal_reached(points: list[dict], minutes: float, nats: float) -> float | Non
     return None
 
 
-def record(args, results: list, samples: dict, text: dict, *, command: str, started: datetime.datetime,
+def record(args, results: list[dict], samples: dict, text: dict, *, command: str, started: datetime.datetime,
            load_average: list[float], budgets: tuple[float, float], goals: tuple) -> dict:
-    """Everything measured, as JSON-able values; ``goals`` are (minutes, nats) pairs, and their
-    minutes shrink with --budget-scale as the budgets do."""
+    """Everything measured, as JSON-able values; ``results`` are the runs' records (``RunResult.to_dict``,
+    or those of an earlier record), ``goals`` (minutes, nats) pairs, whose minutes shrink with
+    --budget-scale as the budgets do."""
     goals = [{"minutes": minutes * args.budget_scale, "nats": nats} for minutes, nats in goals]
     runs = []
     for result in results:
-        run = result.to_dict()
-        run["goals"] = [goal_reached(result.points, goal["minutes"], goal["nats"])
-                        if result.budget_minutes >= goal["minutes"] - 1e-9 else "n/a" for goal in goals]
+        run = dict(result)
+        run["goals"] = [goal_reached(run["points"], goal["minutes"], goal["nats"])
+                        if run["budget_minutes"] >= goal["minutes"] - 1e-9 else "n/a" for goal in goals]
         runs.append(run)
     return {
         "command": command, "started": started.isoformat(timespec="seconds"),
@@ -168,11 +170,13 @@ def markdown(rec: dict) -> str:
     lines = [
         "# tinyshakespeare within a wall-time budget",
         "",
-        f"Issue 12's quality goal: on tinyshakespeare's raw characters with the last 10% held out "
+        f"Issue 26's quality goals (issue 12's before them): on tinyshakespeare's raw characters with the last "
+        f"10% held out "
         f"({data['train_tokens']:,} characters to train on, {data['heldout_tokens']:,} held out, a "
         f"vocabulary of {data['vocab_size']}), trained from scratch with scratchrnn's own cells, optimizers "
-        f"and training loop, validation loss in nats per character (the log of the perplexity) against "
-        f"the wall time on this machine. Every configuration trains for {short:g} minutes; "
+        f"and training loop -- the book's cells, and the regularisers and layer normalisation of "
+        f"[docs/regularization.md](../regularization.md) -- validation loss in nats per character (the log of "
+        f"the perplexity) against the wall time on this machine. Every configuration trains for {short:g} minutes; "
         + ("the one that went lowest then trains again from its first step" if rec["long_run"] == "best"
            else f"{rec['long_run']} trains again" if rec["long_run"] != "none" else "no configuration trains")
         + f" for {long:g} minutes. A run's clock counts training and evaluation (the whole held-out text, "
@@ -184,7 +188,7 @@ def markdown(rec: dict) -> str:
         + " | ".join(goal_heads) + " |",
         "|---|---|---:|---:|---:|---:|---:|" + "---|" * len(goal_heads),
     ]
-    for run in rec["runs"]:
+    for run in [run for run in rec["runs"] if not run.get("ablation")]:
         best = run["best"]
         loss = f"{best['val_nats']:.3f}" if best else f"diverged ({run['diverged']})"
         at = f"{best['seconds'] / 60:.1f}" if best else ""
@@ -194,7 +198,7 @@ def markdown(rec: dict) -> str:
     for anchor in rec["anchors"]:
         lines.append(f"| {anchor['name']} (published) | {anchor['model']} | | | | {anchor['nats']:.2f} | | "
                      + " | ".join("" for _ in goal_heads) + " |")
-    lines += ["", "![validation loss against wall time](shakespeare.png)", ""]
+    lines += ["", "![validation loss against wall time](shakespeare.png)", "", *ablation_table(rec), *best_command(rec)]
     sampling = rec["sampling"]
     for name, sample in rec["samples"].items():
         lines += [f"{sampling['chars']} characters sampled by the best weights of **{name}** (temperature "
@@ -224,11 +228,64 @@ def markdown(rec: dict) -> str:
     return "\n".join(lines)
 
 
+def _best_within(run: dict, minutes: float) -> float | None:
+    points = _within(run, minutes)
+    return min(p["val_nats"] for p in points) if points else None
+
+
+def ablation_table(rec: dict) -> list[str]:
+    """The ablation's lines: each change to its base, the best held-out loss within the short budget,
+    and the difference it made (positive: worse)."""
+    changed = [run for run in rec["runs"] if run.get("ablation")]
+    if not changed:
+        return []
+    short = rec["budget_minutes"][0]
+    lines = []
+    for base_name in dict.fromkeys(run["ablation"]["base"] for run in changed):
+        base = next((run for run in rec["runs"] if run["configuration"] == base_name and not run.get("ablation")
+                     and abs(run["budget_minutes"] - short) < 1e-9 and run["best"]), None)
+        if base is None:
+            continue
+        reference = _best_within(base, short)
+        lines += [f"## What each technique buys: the ablation around {base_name}", "",
+                  f"Each row trains {base_name} ({base['describe']}) for {short:g} minutes with one technique of "
+                  f"[docs/regularization.md](../regularization.md) taken away or added, everything else "
+                  f"unchanged; the difference is in held-out nats per character (positive: worse than "
+                  f"{base_name}).", "",
+                  f"| change to {base_name} | best held-out loss within {short:g} min | difference | tokens/s |",
+                  "|---|---:|---:|---:|",
+                  f"| none | {reference:.3f} | | {base['tokens_per_sec']:,.0f} |"]
+        for run in changed:
+            if run["ablation"]["base"] != base_name:
+                continue
+            loss = _best_within(run, short)
+            if loss is None:
+                lines.append(f"| {run['ablation']['change']} | {run['diverged'] or 'no evaluation'} | | |")
+            else:
+                lines.append(f"| {run['ablation']['change']} | {loss:.3f} | {loss - reference:+.3f} | "
+                             f"{run['tokens_per_sec']:,.0f} |")
+        lines.append("")
+    return lines
+
+
+def best_command(rec: dict) -> list[str]:
+    """The lowest run's configuration as a ``scratchrnn train`` command line."""
+    scored = [run for run in rec["runs"] if run["best"] and run.get("train_flags")]
+    if not scored:
+        return []
+    best = min(scored, key=lambda run: run["best"]["val_nats"])
+    epochs = max(1, math.ceil(best["points"][-1]["epochs"]))
+    flags = " ".join(best["train_flags"])
+    return [f"The configuration of the lowest run, {best['name']}, as a command (`scratchrnn train` runs its "
+            f"cosine over its epochs, here the {epochs} passes the run began, where this script follows the "
+            f"clock):", "", f"    scratchrnn train --data data/tinyshakespeare.txt {flags} --epochs {epochs}", ""]
+
+
 def plot(rec: dict, path: Path) -> None:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(9, 5), dpi=120)
     values = []
-    for run in rec["runs"]:
+    for run in [run for run in rec["runs"] if not run.get("ablation")]:      # the ablation has its table
         points = run["points"]
         if points:
             minutes = [p["seconds"] / 60 for p in points]

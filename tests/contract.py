@@ -38,9 +38,26 @@ GATED_VARIANTS = [
 ]
 
 
+# What came after the book's LSTM (docs/regularization.md): a backend builds the regularisers around
+# the cells where it says ``layers_and_dropout`` and the layer-normalised cells where it says
+# ``layer_norm``. Every kind of mask at once, tied weights through a projection, AR and TAR; a
+# layer-normalised LSTM; a layer-normalised GRU with weight dropout, locked output dropout and tied
+# weights of the embedding's own width.
+REGULARIZED_VARIANTS = [
+    ModelConfig(7, 4, "tanh", "learned", 3, cell="lstm", num_layers=2, dropout=0.1, weight_dropout=0.3,
+                input_dropout=0.2, hidden_dropout=0.3, output_dropout=0.2, embed_dropout=0.2, tie_weights=True,
+                activation_reg=1.0, temporal_reg=1.0),
+    ModelConfig(7, 5, cell="lstm", layer_norm=True),
+    ModelConfig(7, 4, "tanh", "learned", 4, cell="gru", num_layers=2, layer_norm=True, weight_dropout=0.3,
+                output_dropout=0.2, tie_weights=True),
+]
+
+
 def variant_id(config: ModelConfig) -> str:
     dropout = f"-dropout{config.dropout}" if config.dropout else ""
-    return f"{config.cell}x{config.num_layers}-{config.activation}-{config.embedding}{dropout}"
+    extras = "".join(f"-{name}" for name in ("layer_norm", "weight_dropout", "tie_weights", "activation_reg")
+                     if getattr(config, name))
+    return f"{config.cell}x{config.num_layers}-{config.activation}-{config.embedding}{dropout}{extras}"
 
 
 def _boosted_params(config: ModelConfig, seed: int = 3, scale: float = 40) -> dict:
@@ -50,6 +67,8 @@ def _boosted_params(config: ModelConfig, seed: int = 3, scale: float = 40) -> di
     for name in params:
         if cells.is_bias(name):
             params[name] = rng.normal(0, 0.3, params[name].shape)
+        elif cells.is_gain(name):             # a layer normalisation's gain: near its starting 1
+            params[name] = rng.normal(1, 0.3, params[name].shape)
     return params
 
 
@@ -248,10 +267,16 @@ class BackendContract:
 
     # -- gradients equal the reference, float64 ------------------------------------------------------
     def builds(self, config: ModelConfig) -> bool:
-        """Whether this backend builds ``config``'s model (see GATED_VARIANTS)."""
+        """Whether this backend builds ``config``'s model (see GATED_VARIANTS, REGULARIZED_VARIANTS)."""
         cls = backends.backend_class(self.backend_name)
-        chapter_like = config.num_layers == 1 and not config.dropout
-        return config.cell in cls.cells and (chapter_like or cls.layers_and_dropout)
+        chapter_like = config.num_layers == 1 and not config.draws_masks and not config.tie_weights \
+            and not config.has_penalty
+        return (config.cell in cls.cells and (chapter_like or cls.layers_and_dropout)
+                and (not config.layer_norm or self.builds_layer_norm()))
+
+    def builds_layer_norm(self) -> bool:
+        """Whether this backend (as ``make`` creates it) builds the layer-normalised cells."""
+        return backends.backend_class(self.backend_name).layer_norm
 
     def supports(self, config: ModelConfig) -> bool:
         """Whether the tests below check ``config``'s model here (a subclass may leave some to another)."""
@@ -294,6 +319,41 @@ class BackendContract:
         assert abs(loss - ref_loss) <= 1e-5 * abs(ref_loss)
         for name in ref_grads:
             assert _rel_err(grads[name], ref_grads[name]) < 1e-5, name
+
+    @pytest.mark.parametrize("config", REGULARIZED_VARIANTS, ids=variant_id)
+    def test_regularized_models_match_numpy_float64(self, config):
+        """Weight, locked and embedding dropout (the same masks from the same generator), tied weights,
+        AR and TAR, layer-normalised cells: the loss, every gradient of the objective over two batches,
+        and the forward pass of evaluation."""
+        self.skip_unless_supported(config)
+        self.check_gradients_against_numpy(config)
+        params = _boosted_params(config)
+        ours, ref = self.make(params, config, "float64"), self.reference(params, config, "float64")
+        X = np.random.default_rng(2).integers(0, 7, (2, 6))
+        assert _rel_err(ours.forward(X, ours.begin_state(2))[0], ref.forward(X, ref.begin_state(2))[0]) < 1e-10
+
+    def test_refuses_layer_norm_where_it_has_none(self):
+        config = ModelConfig(7, 5, cell="lstm", layer_norm=True)
+        if self.builds_layer_norm():
+            pytest.skip(f"the {self.backend_name} backend builds layer-normalised cells")
+        with pytest.raises(UserError, match=r"builds the book's cells, not layer-normalised ones \(layer_norm\)"):
+            self.make(init_params(config, 0), config)
+
+    def test_a_regularized_model_trains_without_detaching_as_numpy_does(self):
+        """Three chained batches never detached, with updates: every batch's masks (a weight's drawn
+        whole, the rows' per sequence) replayed as they ran, equal losses and weights."""
+        config = REGULARIZED_VARIANTS[0]
+        self.skip_unless_supported(config)
+        rng = np.random.default_rng(3)
+        batches = [tuple(rng.integers(0, config.vocab_size, (2, 4, 6))) for _ in range(3)]
+        params = _boosted_params(config, scale=10)
+        ours, ref = self.make(params, config, "float64"), self.reference(params, config, "float64")
+        losses = _run_steps(ours, batches, "sequential", lr=0.5, detach=False)
+        ref_losses = _run_steps(ref, batches, "sequential", lr=0.5, detach=False)
+        np.testing.assert_allclose(losses, ref_losses, rtol=1e-6)
+        assert ours.dropout_rng_state() == ref.dropout_rng_state()
+        for name, value in ref.get_params().items():
+            np.testing.assert_allclose(ours.get_params()[name], value, rtol=1e-6, atol=1e-9, err_msg=name)
 
     @pytest.mark.parametrize("config", [ModelConfig(7, 6)] + GATED_VARIANTS, ids=variant_id)
     def test_forward_matches_numpy_step_by_step(self, config):

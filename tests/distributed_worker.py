@@ -12,6 +12,9 @@ from scratchrnn.distributed import SINGLE, GradientAverager, init_world, shutdow
 from scratchrnn.model import ModelConfig, init_params
 from scratchrnn.training import TrainConfig, train
 
+REGULARIZED = {"num_layers": 2, "embedding": "learned", "embed_dim": 6, "weight_dropout": 0.3, "input_dropout": 0.2,
+               "hidden_dropout": 0.3, "output_dropout": 0.3, "embed_dropout": 0.2, "tie_weights": True,
+               "activation_reg": 1.0, "temporal_reg": 1.0}
 # (backend, cell, optimizer, lr, sampling[, model options]): every cell type with SGD and Adam,
 # sequential and random
 CASES = [("torch", "rnn", "sgd", 1.0, "sequential"), ("torch", "rnn", "adam", 0.01, "sequential"),
@@ -22,7 +25,10 @@ CASES = [("torch", "rnn", "sgd", 1.0, "sequential"), ("torch", "rnn", "adam", 0.
          # two layers with dropout: each rank applies its rows of the masks one process draws
          ("torch", "lstm", "adam", 0.01, "sequential", {"num_layers": 2, "dropout": 0.3}),
          ("torch", "gru", "sgd", 1.0, "random", {"num_layers": 2, "dropout": 0.3}),
-         ("numpy", "gru", "sgd", 1.0, "sequential", {"num_layers": 2, "dropout": 0.3})]
+         ("numpy", "gru", "sgd", 1.0, "sequential", {"num_layers": 2, "dropout": 0.3}),
+         # every mask of docs/regularization.md: rows of the locked ones, the whole weight and embedding ones
+         ("torch", "lstm", "adam", 0.01, "random", REGULARIZED),
+         ("numpy", "gru", "sgd", 1.0, "sequential", REGULARIZED)]
 TOKENS, BATCH, STEPS, HIDDEN, EPOCHS = 400, 4, 5, 8, 2
 
 
@@ -32,7 +38,7 @@ def train_case(case, world=SINGLE):
     corpus, vocab = load_corpus(None, 2 * TOKENS)
     text, heldout = corpus[:TOKENS], np.asarray(corpus[TOKENS:], dtype=np.int64)
     model = ModelConfig(len(vocab), HIDDEN, cell=cell, **(extra[0] if extra else {}))
-    options = {"dropout_seed": 11} if model.dropout else {}
+    options = {"dropout_seed": 11} if model.draws_masks else {}
     backend = backends.create(backend_name, init_params(model, 3), model, dtype="float64", **options)
     loader = SeqDataLoader(text, BATCH, STEPS, sampling, seed=5, rank=world.rank, world_size=world.size)
     config = TrainConfig(epochs=EPOCHS, lr=lr, batch_size=BATCH, num_steps=STEPS, sampling=sampling,

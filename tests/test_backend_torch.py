@@ -30,6 +30,9 @@ class TestTorchChapterPath(BackendContract):
     def make(self, params, config, dtype="float32"):
         return backends.create("torch", params, config, device=self.device, dtype=dtype, impl="chapter")
 
+    def builds_layer_norm(self) -> bool:
+        return False          # the book's code has no layer-normalised cells: the fast path has them
+
 
 def _pair(config, params, dtype="float64"):
     fast = backends.create("torch", params, config, dtype=dtype)
@@ -252,6 +255,39 @@ def test_cpu_float32_training_runs_compiled_and_trains_as_torchs_own_loops(confi
     np.testing.assert_allclose(losses, ref_losses, rtol=1e-5)
     for name, value in ref_weights.items():
         assert _rel_err(weights[name], value) < 1e-5, name
+
+
+@pytest.mark.parametrize("config", [ModelConfig(11, 8), ModelConfig(11, 8, cell="lstm", num_layers=2, dropout=0.2,
+                                                                activation_reg=1.0)], ids=variant_id)
+def test_a_batchs_record_is_freed_with_its_loss_and_state(config):
+    """The fast path's Function keeps what its backward pass needs on its node; nothing there refers
+    back to its outputs, so once the loss and the state are dropped the batch's activations go at once,
+    not whenever Python's cyclic collector runs (until then every batch's would pile up)."""
+    import gc
+    import weakref
+    backend = backends.create("torch", init_params(config, 0), config)
+    X, Y = np.random.default_rng(0).integers(0, 11, (2, 4, 6))
+    gc.disable()
+    try:
+        loss, objective, state = backend._loss(X, Y, backend.begin_state(4))     # a training step's, before detaching
+        backend._backward(objective)
+        activations = weakref.ref(loss.grad_fn.record.top)
+        del loss, objective, state
+        assert activations() is None
+    finally:
+        gc.enable()
+
+
+def test_layer_normalised_cells_never_run_the_compiled_loops(monkeypatch):
+    """The compiled library has no loops for them: even forced (SCRATCHRNN_LOOPS=compiled), the fast
+    path runs PyTorch's, and the choice says why."""
+    calls = switch_compiled_loops(monkeypatch, True)
+    config = ModelConfig(11, 16, cell="lstm", num_layers=2, layer_norm=True, weight_dropout=0.2)
+    backend = backends.create("torch", _boosted_params(config, scale=10), config)
+    X, Y = np.random.default_rng(0).integers(0, 11, (2, 4, 6))
+    loss, _ = backend.train_step(X, Y, backend.begin_state(4), 0.1, 1.0)
+    assert np.isfinite(float(loss)) and calls == []
+    assert "no step loops for the layer-normalised lstm" in backend.step_loops(4, 6, training=True).describe()
 
 
 def test_the_fast_path_asks_for_its_step_loops_once_per_shape(monkeypatch):

@@ -371,11 +371,11 @@ def _read_model(directory: Path, files: dict, shapes) -> dict[str, np.ndarray]:
     return params
 
 
-def _read_optimizer(directory: Path, files: dict, shapes) -> dict[str, np.ndarray]:
+def _read_optimizer(directory: Path, files: dict, model: ModelConfig) -> dict[str, np.ndarray]:
     path = directory / OPTIMIZER_FILE
     if OPTIMIZER_FILE not in files:
         return {}
-    hidden = shapes["W_hq"][0]        # the output layer reads the (last) hidden state, whatever the cell
+    shapes, hidden = model.param_shapes(), model.num_hiddens
     carried_bytes = MAX_CARRIED_ROWS * hidden * 8 * 2
     data = _read_verified(path, files[OPTIMIZER_FILE], MAX_OPTIMIZER_SLOTS * _max_bytes(shapes) + carried_bytes)
     header = safetensors_header(data, path)
@@ -465,6 +465,6 @@ def load_checkpoint(path: str | Path, which: str = "best") -> Checkpoint:
         if not os.path.lexists(directory / MODEL_FILE):
             raise UserError(f"checkpoint is incomplete: {directory} has no {MODEL_FILE}")
         params = _read_model(directory, files, shapes)
-        optimizer_state = _read_optimizer(directory, files, shapes)
+        optimizer_state = _read_optimizer(directory, files, model)
     return Checkpoint(params, Vocab.from_tokens_list(config["vocab"]), model, config["cleaning"],
                       config["token"], config["info"], config["train_state"], optimizer_state, directory)

@@ -44,6 +44,9 @@ class ModelConfig:
     "onehot"`` feeds one-hot vectors as the chapter does; ``"learned"`` feeds a trained
     ``embed_dim``-wide embedding instead (the chapter's first exercise). ``dropout`` is the probability
     of dropping a unit of each layer's output (between layers and before the output layer) in training.
+    The fields after it are what came after the book's LSTM, each off by default (docs/regularization.md):
+    the layer-normalised gru and lstm, AWD-LSTM's weight, locked and embedding dropout, tied weights
+    (which replace W_hq) and activation regularisation.
     """
 
     vocab_size: int
@@ -54,6 +57,17 @@ class ModelConfig:
     cell: str = "rnn"
     num_layers: int = 1
     dropout: float = 0.0
+    # what came after the book's LSTM (docs/regularization.md): every one off by default, so a model
+    # saved before these fields existed loads as it was
+    layer_norm: bool = False          # layer-normalised gru or lstm (Ba, Kiros and Hinton 2016)
+    weight_dropout: float = 0.0       # DropConnect on each layer's recurrent weights, a mask per minibatch
+    input_dropout: float = 0.0        # locked dropout on the embedding, one mask per sequence
+    hidden_dropout: float = 0.0       # locked dropout between layers
+    output_dropout: float = 0.0       # locked dropout on the last layer's output
+    embed_dropout: float = 0.0        # whole rows of the embedding (characters) dropped per minibatch
+    tie_weights: bool = False         # the output layer reuses the embedding (through W_proj if sizes differ)
+    activation_reg: float = 0.0       # AR: alpha * mean of the squared (dropped) last layer's output
+    temporal_reg: float = 0.0         # TAR: beta * mean of the squared h_t - h_{t-1} of the last layer
 
     def __post_init__(self):
         if self.vocab_size < 2:
@@ -69,25 +83,51 @@ class ModelConfig:
         """Width of what reaches layer ``layer``: the input for layer 0, the layer below's H after."""
         return self.input_size if layer == 0 else self.num_hiddens
 
+    @property
+    def cell_math(self) -> "cells.Cell":
+        """The cell's mathematics (``scratchrnn.cells``): the book's, or its layer-normalised form."""
+        return cells.get_cell(self.cell, self.layer_norm)
+
+    @property
+    def draws_masks(self) -> bool:
+        """Whether training draws dropout masks of any kind (and so needs the dropout generator)."""
+        return any(getattr(self, name) for name in DROPOUT_RATES)
+
+    @property
+    def has_penalty(self) -> bool:
+        """Whether the training objective adds activation regularisation (AR or TAR) to the loss."""
+        return bool(self.activation_reg or self.temporal_reg)
+
+    @property
+    def projects_output(self) -> bool:
+        """Tied weights through a projection W_proj (hidden, embed): the hidden and embedding widths differ."""
+        return self.tie_weights and self.num_hiddens != self.embed_dim
+
     def layer_param_names(self, layer: int) -> dict[str, str]:
         """The cell's plain parameter names (W_xh, ...) -> their names in the model for one layer."""
         prefix = cells.layer_prefix(layer)
-        shapes = cells.get_cell(self.cell).param_shapes(self.layer_input_size(layer), self.num_hiddens)
+        shapes = self.cell_math.param_shapes(self.layer_input_size(layer), self.num_hiddens)
         return {name: prefix + name for name in shapes}
 
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
         """Parameter names and shapes, in the book's order: W_emb (learned embedding only), every
         layer's cell parameters (layer 0 under the book's names, e.g. W_xh, W_hh, b_h for the RNN;
-        layer 1 under ``l1.W_xh``...), then the output layer W_hq, b_q."""
+        layer 1 under ``l1.W_xh``...), then the output layer W_hq, b_q. With tied weights the output
+        layer reads W_emb, so W_hq is not a parameter: W_proj (hidden, embed) projects the last layer's
+        output to the embedding's width where they differ."""
         shapes = {}
         if self.embedding == "learned":
             shapes["W_emb"] = (self.vocab_size, self.embed_dim)
-        cell = cells.get_cell(self.cell)
+        cell = self.cell_math
         for layer in range(self.num_layers):
             prefix = cells.layer_prefix(layer)
             for name, shape in cell.param_shapes(self.layer_input_size(layer), self.num_hiddens).items():
                 shapes[prefix + name] = shape
-        shapes.update(W_hq=(self.num_hiddens, self.vocab_size), b_q=(self.vocab_size,))
+        if not self.tie_weights:
+            shapes["W_hq"] = (self.num_hiddens, self.vocab_size)
+        elif self.projects_output:
+            shapes["W_proj"] = (self.num_hiddens, self.embed_dim)
+        shapes["b_q"] = (self.vocab_size,)
         return shapes
 
     def to_dict(self) -> dict:
@@ -121,9 +161,36 @@ def _check_architecture(model) -> None:
     if model.cell != "rnn" and model.activation != "tanh":
         raise ValueError(f"activation must be 'tanh' for the {model.cell} cell (relu is for the rnn cell), "
                          f"not {model.activation!r}")
-    if isinstance(model.dropout, bool) or not isinstance(model.dropout, (int, float, np.integer, np.floating)) \
-            or not 0 <= model.dropout < 1:
-        raise ValueError(f"dropout must be in [0, 1), not {model.dropout!r}")
+    for name in DROPOUT_RATES:
+        value = getattr(model, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+                or not 0 <= value < 1:
+            raise ValueError(f"{name} must be in [0, 1), not {value!r}")
+    _check_regularization(model)
+
+
+# every dropout rate of a model: what ``draws_masks`` looks at
+DROPOUT_RATES = ("dropout", "weight_dropout", "input_dropout", "hidden_dropout", "output_dropout", "embed_dropout")
+LAYER_NORM_CELLS = ("gru", "lstm")
+
+
+def _check_regularization(model) -> None:
+    """Refuse what docs/regularization.md's techniques cannot be combined with, naming the field."""
+    for name in ("layer_norm", "tie_weights"):
+        if not isinstance(getattr(model, name), (bool, np.bool_)):
+            raise ValueError(f"{name} must be true or false, not {getattr(model, name)!r}")
+    for name in ("activation_reg", "temporal_reg"):
+        value = getattr(model, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+                or not (np.isfinite(value) and value >= 0):
+            raise ValueError(f"{name} must be a number >= 0, not {value!r}")
+    if model.layer_norm and model.cell not in LAYER_NORM_CELLS:
+        raise ValueError(f"layer_norm is for the {' and '.join(LAYER_NORM_CELLS)} cells, not the {model.cell} cell")
+    if model.embedding != "learned":
+        for name in ("embed_dropout", "input_dropout", "tie_weights"):
+            if getattr(model, name):
+                raise ValueError(f"{name} needs a learned embedding (embedding 'learned'), not "
+                                 f"{model.embedding} inputs")
 
 
 def check_limits(config: "ModelConfig") -> None:
@@ -162,6 +229,15 @@ class ModelSettings:
     cell: str = "rnn"
     num_layers: int = 1
     dropout: float = 0.0
+    layer_norm: bool = False
+    weight_dropout: float = 0.0
+    input_dropout: float = 0.0
+    hidden_dropout: float = 0.0
+    output_dropout: float = 0.0
+    embed_dropout: float = 0.0
+    tie_weights: bool = False
+    activation_reg: float = 0.0
+    temporal_reg: float = 0.0
     init: str = "book"                   # "book": N(0, 0.01) as the book draws; "scaled": N(0, 1/fan-in)
     forget_bias: float = 0.0             # the LSTM's forget-gate bias at the start (char-rnn: 1)
 
@@ -217,7 +293,9 @@ def init_params(config: ModelConfig, seed: int = 0, dtype=np.float32, *,
     each weight matrix from N(0, 1 / rows) instead (rows: the width of what it multiplies; a learned
     embedding N(0, 1)), so that signals keep their size through every product, as frameworks'
     defaults do: with the book's 0.01, a wide gated model with learned embeddings starts from
-    near-zero signals in every gate and spends its first epoch growing them. Refuses (UserError)
+    near-zero signals in every gate and spends its first epoch growing them (a tied embedding, which
+    the output layer also reads, N(0, 1 / embed_dim)). The gains of a layer-normalised cell start at
+    1 and draw nothing, so its weights are those of the book's cell from the same seed. Refuses (UserError)
     weights larger than the memory available, before drawing any of them.
     """
     check_seed(seed)
@@ -239,10 +317,22 @@ def init_params(config: ModelConfig, seed: int = 0, dtype=np.float32, *,
         if cells.is_bias(name):
             value = forget_bias if name.rsplit(".", 1)[-1] == "b_f" else 0.0
             params[name] = np.full(shape, value, dtype=dtype)
+        elif cells.is_gain(name):
+            params[name] = np.ones(shape, dtype=dtype)
         else:
-            scale = 0.01 if init == "book" else 1.0 if name == "W_emb" else 1.0 / np.sqrt(shape[0])
-            params[name] = (rng.standard_normal(shape) * scale).astype(dtype)
+            params[name] = (rng.standard_normal(shape) * _init_scale(config, name, shape, init)).astype(dtype)
     return params
+
+
+def _init_scale(config: ModelConfig, name: str, shape: tuple, init: str) -> float:
+    """The standard deviation a weight matrix is drawn with (see ``init_params``)."""
+    if init == "book":
+        return 0.01
+    if name != "W_emb":
+        return 1.0 / np.sqrt(shape[0])
+    # a tied embedding is the output layer's matrix too: N(0, 1/embed) keeps the logits of unit-sized
+    # inputs at unit size, where N(0, 1) would make them embed_dim times larger
+    return 1.0 / np.sqrt(shape[1]) if config.tie_weights else 1.0
 
 
 # -- memory: refuse what cannot fit before allocating it -------------------------------------------------
@@ -250,6 +340,9 @@ OPTIMIZER_SLOTS = 2   # Adam's two moments: the most any optimizer keeps per par
 # hidden-wide arrays per step and row that backpropagation keeps for one layer of each cell: the
 # states and their gradients, and each gate's activations and gradients (cells/*.py)
 ACTIVATION_WIDTHS = {"rnn": 3, "gru": 9, "lstm": 12}
+# what a layer-normalised cell keeps beside them: the normalised input and recurrent terms of every
+# gate, and the LSTM's normalised cell and its gradient (cells/layernorm.py)
+LAYER_NORM_WIDTHS = {"gru": 7, "lstm": 11}
 
 
 @dataclass(frozen=True)
@@ -279,7 +372,9 @@ def estimate_training_bytes(config: ModelConfig, batch_size: int, num_steps: int
     params = sum(int(np.prod(shape, dtype=object)) for shape in config.param_shapes().values())
     rows = int(batch_size) * int(num_steps)
     # per layer: states, pre-activations (every gate's), their gradients, and the dropout masks
-    per_row = ACTIVATION_WIDTHS[config.cell] + (2 if config.dropout else 0)
+    per_row = ACTIVATION_WIDTHS[config.cell] + (2 if config.draws_masks else 0)
+    if config.layer_norm:
+        per_row += LAYER_NORM_WIDTHS[config.cell]
     hidden = config.num_layers * (per_row * rows + int(batch_size)) * config.num_hiddens
     inputs = rows * config.input_size
     outputs = 3 * rows * config.vocab_size                       # logits, probabilities, their gradient

@@ -187,7 +187,7 @@ class Run:
         # dropout masks come from the backend's own generator, seeded from the run's seed; on several
         # ranks every rank holds the same stream and keeps its rows of each mask (training.train), so
         # the masks are those of one process, and a resume on any number of ranks continues them
-        options = {"dropout_seed": train_cfg.seed} if model.dropout else {}
+        options = {"dropout_seed": train_cfg.seed} if model.draws_masks else {}
         if saved is not None:
             if saved.train_state.get("data_fingerprint") != corpus.fingerprint or \
                     list(saved.checkpoint.vocab.idx_to_token) != list(corpus.vocab.idx_to_token):
@@ -257,7 +257,7 @@ class Run:
                        "world_size": self.world.size}
         if self.corpus.source is not None:
             train_state["data_file"] = self.corpus.source.to_dict()
-        if self.model.dropout:
+        if self.model.draws_masks:
             train_state["dropout_rng"] = json_safe_ints(self.backend.dropout_rng_state(), to_text=True)
         info = {"backend": cfg.backend, "epoch": state.epoch, "step": state.step, "world_size": self.world.size,
                 "best": state.best, "train": cfg.train.to_dict(), "prefixes": self.prefixes}

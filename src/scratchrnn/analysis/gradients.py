@@ -70,9 +70,13 @@ def _backprop(model: ReferenceModel, trace: Trace, d_top: np.ndarray):
     state_grads = [None] * len(trace.layers)
     for layer in range(len(trace.layers) - 1, -1, -1):
         record = trace.layers[layer]
-        # backward may write into what it is given: keep d_out for the state gradients
-        d_terms, _, _ = model.cell.backward(record.cache, record.weights, np.array(d_out), None, False)
-        state_grads[layer] = state_gradients(model.config.cell, record, d_terms, d_out)
+        if model.cell.layer_norm:
+            # the state reaches step s + 1 through a normalisation: the cell's loop keeps dL/dh_s itself
+            d_terms, state_grads[layer] = model.cell.state_gradients(record.cache, record.weights, np.array(d_out))
+        else:
+            # backward may write into what it is given: keep d_out for the state gradients
+            d_terms, _, _ = model.cell.backward(record.cache, record.weights, np.array(d_out), None, False)
+            state_grads[layer] = state_gradients(model.config.cell, record, d_terms, d_out)
         d_out = d_terms @ record.weights.W_x.T
     return d_out, state_grads
 
@@ -119,7 +123,7 @@ def prediction_gradients(model: ReferenceModel, ids: Sequence[int], positions: S
         d_logits = -shifted / shifted.sum(axis=1, keepdims=True)
         d_logits[rows, target] += 1
         d_top = np.zeros(trace.layers[-1].cache[0][1:].shape)
-        d_top[part, rows] = d_logits @ model.params["W_hq"].T
+        d_top[part, rows] = d_logits @ model.output_matrix.T
         d_inputs, d_states = _backprop(model, trace, d_top)
         inputs[start:start + batch, :steps] = np.linalg.norm(d_inputs, axis=-1).T
         for layer in range(layers):

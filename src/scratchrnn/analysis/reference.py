@@ -13,6 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..backends.regularization import output_matrix
 from ..cells import CellWeights, get_cell
 from ..model import ModelConfig, log_softmax
 
@@ -52,10 +53,15 @@ class ReferenceModel:
             raise ValueError(f"params lacks {', '.join(missing)}")
         self.config = config
         self.params = {name: np.asarray(params[name], dtype=np.float64) for name in config.param_shapes()}
-        self.cell = get_cell(config.cell)
+        self.cell = config.cell_math
         self.layer_weights = [
             self.cell.prepare({plain: self.params[full] for plain, full in config.layer_param_names(layer).items()})
             for layer in range(config.num_layers)]
+
+    @property
+    def output_matrix(self) -> np.ndarray:
+        """What the output layer multiplies the last layer's H by: W_hq, or the tied embedding's W_emb^T."""
+        return output_matrix(self.params, self.config)
 
     @property
     def input_weights(self) -> np.ndarray:
@@ -85,7 +91,7 @@ class ReferenceModel:
                                                   self.config.activation)
             layers.append(LayerTrace(weights, cache, x))
             x = outputs
-        logits = x @ self.params["W_hq"] + self.params["b_q"]
+        logits = x @ self.output_matrix + self.params["b_q"]
         return Trace(tokens, layers, logits)
 
 
@@ -99,12 +105,12 @@ def layer_series(config: ModelConfig, trace: Trace, row: int = 0) -> list[dict[s
         cache = layer.cache
         series = {"H": cache[0][1:, row]}
         if config.cell == "lstm":
-            hs, cs, acts, _ = cache
+            hs, cs, acts = cache[:3]
             series["C"] = cs[1:, row]
             for k, gate in enumerate(get_cell("lstm").gates):
                 series[gate] = acts[:, row, k * hidden:(k + 1) * hidden]
         elif config.cell == "gru":
-            hs, zr, candidates, _ = cache
+            hs, zr, candidates = cache[:3]
             series["z"], series["r"] = zr[:, row, :hidden], zr[:, row, hidden:]
             series["h"] = candidates[:, row]
         out.append({name: np.array(values) for name, values in series.items()})

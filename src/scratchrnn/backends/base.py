@@ -28,6 +28,7 @@ from ..errors import UserError
 from ..model import ModelConfig, global_norm
 from ..optim import SGD, OptimizerConfig, Optimizer, apply_update
 from .dropout import DropoutMasks
+from .regularization import output_matrix
 
 State = tuple
 
@@ -65,6 +66,14 @@ class TensorOps:
     def matmul(self, a, b):
         return np.matmul(a, b)
 
+    def matmul_transposed(self, a, b):
+        """a b^T (the tied output layer's product with the embedding)."""
+        return self.matmul(a, b.T)
+
+    def mean(self, x):
+        """The mean of every element, as a scalar of the framework (AR and TAR)."""
+        return x.mean()
+
     def stack(self, tensors):
         """Tensors of one shape, stacked along a new first axis (the time steps)."""
         return np.stack(tensors)
@@ -93,7 +102,11 @@ class Backend(DropoutMasks, ABC):
     #: recurrent cells this backend implements (a backend that builds fewer names its own)
     cells: tuple[str, ...] = tuple(CELLS)
     #: whether this backend builds more than one layer and dropout (ModelConfig.num_layers, .dropout)
+    #: -- and with them the regularisers around the cells (weight, locked and embedding dropout, tied
+    #: weights, AR and TAR: ``backends.stacking`` for the autograd backends)
     layers_and_dropout: bool = True
+    #: whether this backend builds the layer-normalised cells (ModelConfig.layer_norm)
+    layer_norm: bool = False
     #: whether this backend has a generation loop of its own, ``decode`` (see below), faster than
     #: stepping through ``forward`` one token at a time (which ``generation`` does otherwise)
     has_fast_decode: bool = False
@@ -122,6 +135,9 @@ class Backend(DropoutMasks, ABC):
         if not self.layers_and_dropout and (config.num_layers > 1 or config.dropout):
             raise UserError(f"the {self.name} backend builds one layer without dropout, not num_layers "
                             f"{config.num_layers} with dropout {config.dropout}")
+        if config.layer_norm and not self.layer_norm:
+            raise UserError(f"the {self.name} backend builds the book's cells, not layer-normalised ones "
+                            f"(layer_norm): the numpy and torch backends have them")
         self.config = config
         self.device = device
         self.dtype = dtype
@@ -232,7 +248,7 @@ def decode_weights_of(params: dict, config: ModelConfig, concat=np.concatenate) 
         input_rows = p["W_xh"] + p["b_h"]               # row v: one_hot(v) W_xh + b_h
     else:
         input_rows = p["W_emb"] @ p["W_xh"] + p["b_h"]
-    return input_rows, concat([p["W_hh"], p["W_hq"]], axis=1), p["b_q"]
+    return input_rows, concat([p["W_hh"], output_matrix(p, config)], axis=1), p["b_q"]
 
 
 def is_chapter_model(config: ModelConfig) -> bool:

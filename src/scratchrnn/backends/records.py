@@ -15,6 +15,7 @@ class LayerRecord:
     cache: Any                    # the cell's own (see the cells' forward)
     inputs: Any | None            # (steps, batch, hidden): what reached the layer (layers above 0)
     mask: Any | None              # the dropout mask applied to its output (training with dropout)
+    recurrent_masks: dict | None = None   # weight dropout's masks of its recurrent weights, by plain name
 
 
 @dataclass
@@ -28,6 +29,9 @@ class BatchRecord:
     loops: Any                    # the step loops that ran (and that its backward pass runs)
     embedded: Any | None = None   # (steps * batch, embed) for a learned embedding
     W_hq: Any | None = None       # the output layer's weights as they were, where they change in place
+    raw_top: Any | None = None    # (steps, batch, hidden): the last layer's output before dropout (TAR)
+    inputs_mask: Any | None = None  # what the embedded inputs were multiplied by (Masks.inputs)
+    output_weights: dict | None = None  # tied weights: W_emb (and W_proj) as they were, where they change in place
 
     @property
     def num_steps(self) -> int:

@@ -17,6 +17,9 @@ A cell is the part of the model that walks a sequence step by step (D2L 8.5 the 
 - ``forward_loop`` and ``backward_loop``: the two loops alone, which a backend may run elsewhere
   with the same cache (the NumPy backend runs them compiled where that is faster).
 
+``layernorm`` holds the layer-normalised LSTM and GRU (Ba, Kiros and Hinton 2016), the same
+interface with gains of their own (``get_cell(name, layer_norm=True)``).
+
 This package is the mathematics in NumPy and imports no compiled code.
 
 The model (embedding, stacked layers, dropout, output layer) is assembled from cells by the backends;
@@ -28,18 +31,23 @@ import numpy as np
 
 from .base import Cell, CellWeights
 from .gru import GRUCell
+from .layernorm import LayerNormGRUCell, LayerNormLSTMCell
 from .lstm import LSTMCell
 from .rnn import RNNCell
 
 CELLS = {"rnn": RNNCell(), "gru": GRUCell(), "lstm": LSTMCell()}
+LAYER_NORM_CELLS = {"gru": LayerNormGRUCell(), "lstm": LayerNormLSTMCell()}
 
 
-def get_cell(name: str):
-    """The cell called ``name`` ("rnn", "gru" or "lstm")."""
+def get_cell(name: str, layer_norm: bool = False):
+    """The cell called ``name`` ("rnn", "gru" or "lstm"); with ``layer_norm``, its layer-normalised
+    form (the gru and lstm have one)."""
+    cells = LAYER_NORM_CELLS if layer_norm else CELLS
     try:
-        return CELLS[name]
+        return cells[name]
     except KeyError:
-        raise ValueError(f"cell must be one of {tuple(CELLS)}, not {name!r}") from None
+        kind = "layer-normalised " if layer_norm else ""
+        raise ValueError(f"cell must be one of {tuple(cells)} for a {kind}cell, not {name!r}") from None
 
 
 def layer_prefix(layer: int) -> str:
@@ -50,6 +58,11 @@ def layer_prefix(layer: int) -> str:
 def is_bias(name: str) -> bool:
     """Whether a parameter name (with or without a layer prefix) names a bias."""
     return name.rsplit(".", 1)[-1].startswith("b_")
+
+
+def is_gain(name: str) -> bool:
+    """Whether a parameter name names a layer normalisation's gain (g_xi, l1.g_cell...), which starts at 1."""
+    return name.rsplit(".", 1)[-1].startswith("g_")
 
 
 def dropout_mask(rng: np.random.Generator, shape: tuple[int, ...], rate: float, dtype) -> np.ndarray:
@@ -83,5 +96,6 @@ class RankRows:
         return self.generator.random((steps, batch * self.world, *rest))[:, self.rank::self.world]
 
 
-__all__ = ["CELLS", "Cell", "CellWeights", "GRUCell", "LSTMCell", "RNNCell", "RankRows", "dropout_mask", "get_cell",
-           "is_bias", "layer_prefix"]
+__all__ = ["CELLS", "LAYER_NORM_CELLS", "Cell", "CellWeights", "GRUCell", "LSTMCell", "LayerNormGRUCell",
+           "LayerNormLSTMCell", "RNNCell", "RankRows", "dropout_mask", "get_cell", "is_bias", "is_gain",
+           "layer_prefix"]

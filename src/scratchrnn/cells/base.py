@@ -31,6 +31,14 @@ class Cell(ABC):
     gates: tuple[str, ...] = ()
     #: the tensors of the state, each (batch, hidden)
     state_names: tuple[str, ...] = ("H",)
+    #: whether the gates' terms are layer-normalised (``cells.layernorm``)
+    layer_norm = False
+
+    @property
+    def recurrent_weights(self) -> tuple[str, ...]:
+        """The names of the weights that multiply the previous state (W_hh; W_hz, W_hr, W_hh; W_hi, W_hf,
+        W_ho, W_hc), in the book's order: what weight dropout drops."""
+        return tuple(f"W_h{g}" for g in self.gates)
 
     def param_shapes(self, input_size: int, num_hiddens: int) -> dict[str, tuple[int, ...]]:
         """The book's parameter names and shapes for one layer, in the book's order."""

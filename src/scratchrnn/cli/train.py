@@ -13,6 +13,7 @@ import re
 from ..backends import BACKENDS
 from ..errors import RunInterrupted, UserError
 from ..model import ACTIVATIONS, CELLS, EMBEDDINGS, INITS, ModelSettings
+from . import regularization
 from .common import (EXIT_INTERRUPTED, HelpFormatter, Parser, decay, fraction, max_tokens, non_negative_float,
                      non_negative_int, positive_float, positive_int, thread_count)
 from .presets import PRESETS, given_options, with_settings
@@ -24,7 +25,7 @@ RESUME_OPTIONS = ("epochs", "max_steps", "max_minutes", "keep", "data", "tensorb
 # the model's options (dests) -> ModelSettings' fields: with --init-from the checkpoint's
 _MODEL_OPTIONS = {"cell": "cell", "layers": "num_layers", "hidden": "num_hiddens", "activation": "activation",
                   "embedding": "embedding", "embed_dim": "embed_dim", "dropout": "dropout", "init": "init",
-                  "forget_bias": "forget_bias"}
+                  "forget_bias": "forget_bias", **regularization.MODEL_OPTIONS}
 
 
 def add_parser(sub) -> None:
@@ -106,6 +107,7 @@ def add_parser(sub) -> None:
                        help="onehot: the chapter's one-hot inputs; learned: a trained embedding table")
     model.add_argument("--embed-dim", type=positive_int, default=32,
                        help="width of the learned embedding (only with --embedding learned)")
+    regularization.add_arguments(t)
     opt = t.add_argument_group("optimization")
     opt.add_argument("--epochs", type=positive_int, default=500, help="passes over the training tokens")
     opt.add_argument("--max-steps", type=non_negative_int, default=0, metavar="N",
@@ -237,7 +239,7 @@ def _run_config_from(args):
     model = ModelSettings(num_hiddens=args.hidden, activation=args.activation, embedding=args.embedding,
                           embed_dim=args.embed_dim if args.embedding == "learned" else 0, cell=args.cell,
                           num_layers=args.layers, dropout=args.dropout, init=args.init,
-                          forget_bias=args.forget_bias)
+                          forget_bias=args.forget_bias, **regularization.settings(args))
     return RunConfig(out=args.resume or args.out or f"runs/{args.backend}-{args.sampling}",
                      backend=args.backend, device=args.device, dtype=args.dtype, data=args.data,
                      cleaning=args.cleaning, max_tokens=args.max_tokens, val_fraction=args.val_fraction,
@@ -454,7 +456,7 @@ _FLAG_NAMES = {"val_fraction": "--val-fraction", "batch_size": "--batch-size", "
                "forget_bias": "--forget-bias", "checkpoint_every_steps": "--checkpoint-every-steps",
                "checkpoint_every": "--checkpoint-every", "predict_every": "--predict-every",
                "lr_decay_every": "--lr-decay-every", "eval_every_steps": "--eval-every-steps",
-               "eval_every": "--eval-every"}
+               "eval_every": "--eval-every", **regularization.FLAG_NAMES}
 _FLAG_PATTERNS = ((re.compile(r"^epochs (\d+) is below"), r"--epochs \1 is below"),
                   # fields named by a plain word, which other messages use as a word too: renamed only
                   # where a message starts by naming one ("seed must be ...")

@@ -227,7 +227,7 @@ def train_run(ctx: Context, spec: RunSpec, corpus: Sequence[int], vocab: Vocab,
     """
     check_corpus_fits(len(corpus), spec.batch_size, spec.num_steps, "sequential")
     model = spec.model.config(len(vocab))
-    options = {"dropout_seed": ctx.seed} if model.dropout else {}
+    options = {"dropout_seed": ctx.seed} if model.draws_masks else {}
     params = init_params(model, ctx.seed, init=spec.model.init, forget_bias=spec.model.forget_bias)
     backend = backends.create(ctx.backend, params, model, **options)
     config = TrainConfig(epochs=spec.epochs, lr=spec.lr, batch_size=spec.batch_size,

@@ -68,6 +68,7 @@ class Workload:
     activation: str = "tanh"
     dtype: str = "float32"
     device: str = "cpu"
+    layer_norm: bool = False        # the cell's layer-normalised form, which has no compiled loops
 
     def __post_init__(self):
         if self.group not in GROUPS:
@@ -147,6 +148,8 @@ def _blocked(workload: Workload) -> str | None:
         return f"{workload.dtype}: the compiled loops compute in float32"
     if workload.device != "cpu":
         return f"on {workload.device}: the compiled loops run on the CPU"
+    if workload.layer_norm:
+        return f"the compiled library has no step loops for the layer-normalised {workload.cell}"
     if workload.cell not in CELLS or (workload.group == "decoding" and workload.cell != "rnn"):
         what = "decoder" if workload.group == "decoding" else "step loops"
         return f"the compiled library has no {what} for the {workload.cell}"

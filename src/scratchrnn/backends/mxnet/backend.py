@@ -23,7 +23,7 @@ import numpy as onp   # plain NumPy: what crosses the backend boundary
 
 from ...optim import apply_update
 from ..base import Backend, TensorOps
-from ..stacking import deep_model
+from ..stacking import deep_model, training_model
 from . import cells
 from .framework import autograd, gluon, mx, np, npx, use_np
 
@@ -113,11 +113,11 @@ class MXNetBackend(Backend):
         # the values and still passes its gradient on to the parameter.
         return {name: np.copy(p) for name, p in self.params.items()}
 
-    def _model(self, X, state, weights, masks=None):
+    def _model(self, X, state, weights):
         """The book's deep model (9.3; the chapter's is one RNN layer): logits (steps * batch, vocab),
         time-major, and the state after the last step."""
         return deep_model(self.ops, cells.CELL_FUNCTIONS[self.config.cell], self._inputs(X, weights), state,
-                          weights, self.config, masks)
+                          weights, self.config)
 
     def forward(self, X, state):
         # pause(): inference records nothing, even if a caller is inside autograd.record()
@@ -126,15 +126,20 @@ class MXNetBackend(Backend):
         return logits.asnumpy(), state
 
     def _loss(self, X, Y, state):
+        """The cross-entropy, the objective whose gradients train (with AR and TAR, where the model
+        has them: ``stacking.training_model``), and the new state."""
         y = self._tokens(onp.asarray(Y).T.reshape(-1))   # time-major, to line up with the logits
         masks = self.draw_masks(X)
         if masks is not None:
-            masks = [np.array(mask, dtype=self.dtype, ctx=self.ctx) for mask in masks]
+            masks = masks.map(lambda mask: np.array(mask, dtype=self.dtype, ctx=self.ctx))
         with autograd.record():
             weights = self._graph_weights()
-            logits, new_state = self._model(X, state, weights, masks)
+            logits, new_state, penalty = training_model(self.ops, cells.CELL_FUNCTIONS[self.config.cell],
+                                                        self._inputs(X, weights), state, weights, self.config,
+                                                        masks)
             loss = self.loss(logits, y).mean()
-        return loss, new_state
+            objective = loss + penalty if self.config.has_penalty else loss
+        return loss, objective, new_state
 
     def _backward(self, loss):
         # retain_graph: a state that is not detached lets the next batch backpropagate into this
@@ -142,14 +147,14 @@ class MXNetBackend(Backend):
         loss.backward(retain_graph=True)
 
     def gradients(self, X, Y, state):
-        loss, new_state = self._loss(X, Y, state)
-        self._backward(loss)
+        loss, objective, new_state = self._loss(X, Y, state)
+        self._backward(objective)
         # copies: the next backward() overwrites the gradient buffers (grad_req "write")
         return loss.detach(), {name: p.grad.copy() for name, p in self.params.items()}, new_state
 
     def train_step(self, X, Y, state, lr, clip_theta, optimizer=None, reduce=None):
-        loss, new_state = self._loss(X, Y, state)
-        self._backward(loss)
+        loss, objective, new_state = self._loss(X, Y, state)
+        self._backward(objective)
         # the gradient buffers themselves, not copies as gradients() returns: the update reads them
         # before the next backward() overwrites them (MXNet's engine orders the two), and at the
         # chapter's size each operation the engine runs costs more than its arithmetic, so the copies

@@ -4,7 +4,12 @@ No autograd anywhere: every gradient below and in ``scratchrnn.cells`` is derive
 against finite differences in the tests. The other backends are tested against this one.
 
 The model: inputs (one-hot, or a learned embedding), ``num_layers`` layers of one cell (RNN, GRU or
-LSTM; ``scratchrnn.cells``), inverted dropout on each layer's output in training, and the output layer.
+LSTM, or a layer-normalised GRU or LSTM; ``scratchrnn.cells``), inverted dropout on each layer's output
+in training, and the output layer. In training, the regularisers of docs/regularization.md act around
+the cells with their gradients written here too: embedding and locked input dropout multiply the
+embedded inputs, weight dropout the recurrent weights (their gradient by the same mask), locked
+dropout each layer's output; tied weights make the output layer read W_emb, and AR/TAR add to the
+objective (``backends.regularization``).
 
 Choices that make it fast without changing the mathematics:
 - ``one_hot(x) @ W_x`` is the row ``W_x[x]``, so inputs are a gather, not a multiplication;
@@ -25,11 +30,13 @@ from typing import Callable
 import numpy as np
 
 from ... import kernels
-from ...cells import CellWeights, dropout_mask, get_cell
+from ...cells import CellWeights
 from ...model import ModelConfig
 from ..base import Backend, decode_weights_of
 from ..decoding import decode_by_forward, decode_loop
+from ..dropout import Masks
 from ..records import BatchRecord, LayerRecord
+from ..regularization import add_activation_grad, add_temporal_grad, tied_logits, tied_logits_grads
 from .cells import step_loops, training_trial
 
 
@@ -91,12 +98,13 @@ def softmax_cross_entropy(logits: np.ndarray, targets: np.ndarray) -> tuple[floa
 class NumpyBackend(Backend):
     name = "numpy"
     has_fast_decode = True
+    layer_norm = True
 
     def __init__(self, params, config: ModelConfig, device: str = "cpu", dtype: str = "float32",
                  dropout_seed: int = 0):
         super().__init__(params, config, device, dtype, dropout_seed)
         self.params = {name: np.array(params[name], dtype=dtype, copy=True) for name in config.param_shapes()}
-        self.cell = get_cell(config.cell)
+        self.cell = config.cell_math
         self._layer_names = [config.layer_param_names(layer) for layer in range(config.num_layers)]
         self._loops: dict = {}        # (batch, steps, group) -> the cell whose loops run that shape
 
@@ -126,27 +134,36 @@ class NumpyBackend(Backend):
         if (batch, steps, group) not in self._loops:
             c = self.config
             workload = kernels.Workload("numpy", c.cell, group, batch, c.num_hiddens, steps,
-                                        activation=c.activation, dtype=self.dtype, device=self.device)
-            self._loops[batch, steps, group] = step_loops(c.cell, kernels.choose(workload, training_trial(workload)))
+                                        activation=c.activation, dtype=self.dtype, device=self.device,
+                                        layer_norm=c.layer_norm)
+            choice = kernels.choose(workload, training_trial(workload))
+            self._loops[batch, steps, group] = step_loops(c.cell, choice, c.layer_norm)
         return self._loops[batch, steps, group]
 
     # -- forward ----------------------------------------------------------------------------------
-    def _prepare(self, params: dict) -> list[CellWeights]:
-        """Every layer's weights, side by side as its cell's step loop uses them."""
-        return [self.cell.prepare({plain: params[full] for plain, full in names.items()})
-                for names in self._layer_names]
+    def _prepare(self, params: dict, masks: Masks | None = None) -> list[CellWeights]:
+        """Every layer's weights, side by side as its cell's step loop uses them (the recurrent ones
+        times their weight-dropout masks, where ``masks`` has them)."""
+        prepared = []
+        for layer, names in enumerate(self._layer_names):
+            plain = {name: params[full] for name, full in names.items()}
+            if masks is not None and masks.recurrent is not None:
+                plain.update({name: plain[name] * mask for name, mask in masks.recurrent[layer].items()})
+            prepared.append(self.cell.prepare(plain))
+        return prepared
 
     def _run(self, X: np.ndarray, state, train: bool, prepared: list | None = None
              ) -> tuple[np.ndarray, BatchRecord]:
         """Logits (steps * batch, vocab), time-major, and the record of the pass. ``train`` draws and
         applies the dropout masks."""
         p = self.params
-        prepared = self._prepare(p) if prepared is None else prepared
+        masks = self.draw_masks(X) if train else None
+        prepared = self._prepare(p, masks) if prepared is None else prepared
         tokens = np.asarray(X).T                        # (steps, batch): time-major, as the chapter
         num_steps, batch = tokens.shape
         cell = self.step_loops(batch, num_steps, train)
         hidden = self.config.num_hiddens
-        rate = self.config.dropout if train else 0.0
+        inputs_mask = None if masks is None else masks.inputs
         layers, final_state, embedded, x = [], [], None, None
         for layer, weights in enumerate(prepared):
             # the input terms x_t W_x + b of every gate and step at once
@@ -156,20 +173,28 @@ class NumpyBackend(Backend):
                 terms = weights.W_x[tokens]             # one_hot(x) @ W_x == W_x[x]
             else:
                 embedded = p["W_emb"][tokens]
+                if inputs_mask is not None:
+                    embedded *= inputs_mask
                 terms = embedded @ weights.W_x
             terms += weights.b
             outputs, final, cache = cell.forward(terms, self._layer_state(state, layer), weights,
                                                  self.config.activation)
             final_state.extend(final)
-            mask = None
-            if rate:
-                mask = dropout_mask(self._dropout_rng, outputs.shape, rate, outputs.dtype)
+            raw_top = outputs
+            mask = None if masks is None or masks.outputs is None else masks.outputs[layer]
+            if mask is not None:
                 outputs = outputs * mask
-            layers.append(LayerRecord(weights, cache, x, mask))
+            recurrent_masks = None if masks is None or masks.recurrent is None else masks.recurrent[layer]
+            layers.append(LayerRecord(weights, cache, x, mask, recurrent_masks))
             x = outputs
-        logits = np.matmul(x.reshape(num_steps * batch, hidden), p["W_hq"])
-        logits += p["b_q"]
-        return logits, BatchRecord(tokens, layers, x, tuple(final_state), cell, embedded)
+        rows = x.reshape(num_steps * batch, hidden)
+        if self.config.tie_weights:
+            logits = tied_logits(rows, p, self.config)
+        else:
+            logits = np.matmul(rows, p["W_hq"])
+            logits += p["b_q"]
+        return logits, BatchRecord(tokens, layers, x, tuple(final_state), cell, embedded, raw_top=raw_top,
+                                   inputs_mask=inputs_mask)
 
     def forward(self, X, state):
         logits, record = self._run(X, state, train=False)
@@ -177,12 +202,13 @@ class NumpyBackend(Backend):
 
     # -- backward ---------------------------------------------------------------------------------
     def _backprop(self, record: BatchRecord, d_top: np.ndarray | None, d_final: tuple | None,
-                  grads: dict, need_d_state0: bool) -> tuple | None:
+                  grads: dict, need_d_state0: bool, temporal: bool = False) -> tuple | None:
         """Walk one batch backwards through its layers and steps, adding its parameter gradients to
         ``grads``.
 
         ``d_top`` is the loss gradient reaching what the output layer read (None for an earlier batch,
-        whose outputs were already trained on); ``d_final`` what reaches the state after the batch
+        whose outputs were already trained on; may be overwritten); ``temporal``: TAR's gradient joins
+        it at the last layer's output before dropout; ``d_final`` what reaches the state after the batch
         from later batches (None: nothing). Returns the gradient with respect to the state the batch
         started from (flat, like the state) when ``need_d_state0``, else None.
         """
@@ -195,6 +221,8 @@ class NumpyBackend(Backend):
             rec, names = record.layers[layer], self._layer_names[layer]
             if d_out is not None and rec.mask is not None:
                 d_out = d_out * rec.mask
+            if temporal and layer == len(record.layers) - 1:
+                add_temporal_grad(d_out, record.raw_top, self.config)
             d_layer_final = None if d_final is None else d_final[layer * width:(layer + 1) * width]
             d_terms, d_recurrent, d_start = record.loops.backward(rec.cache, rec.weights, d_out, d_layer_final,
                                                                   need_d_state0)
@@ -205,30 +233,51 @@ class NumpyBackend(Backend):
             elif self.config.embedding == "onehot":
                 d_W_x = scatter_add_rows(flat_tokens, d_terms, vocab_size)
             else:
-                d_W_x = record.embedded.reshape(-1, self.config.embed_dim).T @ d_terms
-                grads["W_emb"] += scatter_add_rows(flat_tokens, d_terms @ rec.weights.W_x.T, vocab_size)
+                embed_dim = self.config.embed_dim
+                d_W_x = record.embedded.reshape(-1, embed_dim).T @ d_terms
+                d_embedded = d_terms @ rec.weights.W_x.T
+                if record.inputs_mask is not None:
+                    d_embedded = (d_embedded.reshape(num_steps, batch, embed_dim) * record.inputs_mask
+                                  ).reshape(-1, embed_dim)
+                grads["W_emb"] += scatter_add_rows(flat_tokens, d_embedded, vocab_size)
             for plain, grad in self.cell.input_grads(d_W_x, d_terms.sum(axis=0)).items():
                 grads[names[plain]] += grad
             for plain, grad in d_recurrent.items():
+                if rec.recurrent_masks is not None and plain in rec.recurrent_masks:
+                    grad = grad * rec.recurrent_masks[plain]     # the dropped weights' gradient, masked again
                 grads[names[plain]] += grad
             d_state0[:0] = d_start or ()
         return tuple(d_state0) if need_d_state0 else None
 
+    def _output_backward(self, record: BatchRecord, dlogits: np.ndarray, grads: dict) -> np.ndarray:
+        """The output layer's gradients, added to ``grads``, and the gradient of what it read."""
+        p, rows = self.params, record.top.reshape(-1, self.config.num_hiddens)
+        grads["b_q"] = dlogits.sum(axis=0)
+        if self.config.tie_weights:
+            weight_grads, d_rows = tied_logits_grads(rows, dlogits, p, self.config)
+            for name, grad in weight_grads.items():
+                grads[name] += grad
+        else:
+            grads["W_hq"] = rows.T @ dlogits
+            d_rows = dlogits @ p["W_hq"].T
+        return d_rows.reshape(record.top.shape)
+
     def gradients(self, X, Y, state):
-        """Mean cross-entropy of predicting Y from X, its gradients (NumPy arrays), and the state after
-        X. With dropout, this draws the batch's masks. No update."""
+        """Mean cross-entropy of predicting Y from X, the gradients (NumPy arrays) of the objective --
+        the cross-entropy, plus AR and TAR where the model has them -- and the state after X. With
+        dropout, this draws the batch's masks. No update."""
         logits, record = self._run(X, state, train=True)
         targets = np.asarray(Y).T.reshape(-1)           # time-major, to line up with the logits
         loss, dlogits = softmax_cross_entropy(logits, targets)
 
         p = self.params
         grads = {name: np.zeros_like(value) for name, value in p.items()}
-        grads["W_hq"] = record.top.reshape(-1, self.config.num_hiddens).T @ dlogits
-        grads["b_q"] = dlogits.sum(axis=0)
-        d_top = (dlogits @ p["W_hq"].T).reshape(record.top.shape)
+        d_top = self._output_backward(record, dlogits, grads)
+        add_activation_grad(d_top, record.top, self.config)
         # a state that was never detached carries the batches before it: follow the gradient there too
         history = getattr(state, "history", ())
-        d_state0 = self._backprop(record, d_top, None, grads, need_d_state0=bool(history))
+        d_state0 = self._backprop(record, d_top, None, grads, need_d_state0=bool(history),
+                                  temporal=bool(self.config.temporal_reg))
         for i, earlier in reversed(list(enumerate(history))):
             d_state0 = self._backprop(earlier, None, d_state0, grads, need_d_state0=i > 0)
 

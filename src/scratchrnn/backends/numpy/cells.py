@@ -76,8 +76,11 @@ class CompiledLSTM(LSTMCell):
 COMPILED = {"rnn": CompiledRNN, "gru": CompiledGRU, "lstm": CompiledLSTM}
 
 
-def step_loops(cell: str, choice: kernels.Choice) -> Cell:
-    """The cell ``cell`` whose loops are the ones ``choice`` names."""
+def step_loops(cell: str, choice: kernels.Choice, layer_norm: bool = False) -> Cell:
+    """The cell ``cell`` whose loops are the ones ``choice`` names; its layer-normalised form with
+    ``layer_norm``, which has no compiled loops (``kernels.choose`` never names them for it)."""
+    if layer_norm:
+        return get_cell(cell, layer_norm=True)
     return COMPILED[cell](choice) if choice.compiled else get_cell(cell)
 
 

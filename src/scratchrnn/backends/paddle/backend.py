@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..base import Backend, TensorOps
-from ..stacking import deep_model
+from ..stacking import deep_model, training_model
 from . import cells
 from .framework import F, paddle
 
@@ -46,6 +46,9 @@ class PaddleOps(TensorOps):
 
     def matmul(self, a, b):
         return paddle.matmul(a, b)
+
+    def matmul_transposed(self, a, b):
+        return paddle.matmul(a, b, transpose_y=True)
 
     def stack(self, tensors):
         return paddle.stack(tensors)
@@ -100,14 +103,17 @@ class PaddleBackend(Backend):
         return {name: p.clone() for name, p in self.params.items()}
 
     def _model(self, X, state, weights, train: bool):
-        """The book's deep model (9.3; the chapter's is one RNN layer), with dropout masks in training:
-        logits (steps * batch, vocab), time-major, and the state after the last step."""
-        masks = self.draw_masks(X) if train else None
-        if masks is not None:
-            masks = [paddle.to_tensor(mask, place=self.place) for mask in masks]
+        """The book's deep model (9.3; the chapter's is one RNN layer): logits (steps * batch, vocab),
+        time-major, and the state after the last step; in training (``stacking.training_model``) with
+        the batch's dropout masks, and what AR and TAR add to the objective after them."""
         inputs = self._inputs(self._tokens(X), weights)
-        return deep_model(self.ops, cells.CELL_FUNCTIONS[self.config.cell], inputs, state, weights, self.config,
-                          masks)
+        layer = cells.CELL_FUNCTIONS[self.config.cell]
+        if not train:
+            return deep_model(self.ops, layer, inputs, state, weights, self.config)
+        masks = self.draw_masks(X)
+        if masks is not None:
+            masks = masks.map(lambda mask: paddle.to_tensor(mask, place=self.place))
+        return training_model(self.ops, layer, inputs, state, weights, self.config, masks)
 
     def forward(self, X, state):
         with paddle.no_grad():
@@ -115,10 +121,12 @@ class PaddleBackend(Backend):
         return logits.numpy(), state
 
     def _loss(self, X, Y, state):
+        """The cross-entropy, the objective whose gradients train (with AR and TAR), the new state."""
         weights = self._graph_weights()
-        logits, new_state = self._model(X, state, weights, train=True)
+        logits, new_state, penalty = self._model(X, state, weights, train=True)
         targets = paddle.to_tensor(np.asarray(Y, dtype=np.int64).T.reshape(-1), place=self.place)
-        return F.cross_entropy(logits, targets), new_state
+        loss = F.cross_entropy(logits, targets)
+        return loss, loss + penalty if self.config.has_penalty else loss, new_state
 
     def _backward(self, loss):
         for p in self.params.values():
@@ -127,8 +135,8 @@ class PaddleBackend(Backend):
         loss.backward(retain_graph=True)
 
     def gradients(self, X, Y, state):
-        loss, new_state = self._loss(X, Y, state)
-        self._backward(loss)
+        loss, objective, new_state = self._loss(X, Y, state)
+        self._backward(objective)
         # detached copies: the next backward() accumulates into .grad after clear_gradient
         grads = {name: p.grad.detach() for name, p in self.params.items()}
         return loss.detach(), grads, new_state

@@ -23,7 +23,7 @@ import numpy as np
 
 from ...optim import clip_by_global_norm
 from ..base import Backend, TensorOps
-from ..stacking import deep_model, stacked_layers
+from ..stacking import deep_model, stacked_layers, training_model
 from . import cells
 from .framework import tf
 
@@ -73,6 +73,12 @@ class TFOps(TensorOps):
 
     def matmul(self, a, b):
         return tf.matmul(a, b)
+
+    def matmul_transposed(self, a, b):
+        return tf.matmul(a, b, transpose_b=True)
+
+    def mean(self, x):
+        return tf.reduce_mean(x)
 
     def stack(self, tensors):
         return tf.stack(tensors)
@@ -131,10 +137,14 @@ class TensorFlowBackend(Backend):
         return self._model(tokens, state, self.params, masks)
 
     def _batch_loss(self, tokens, targets, state, masks):
-        """Mean cross-entropy of predicting the targets from the tokens, and the state after them."""
-        logits, new_state = self._forward(tokens, state, masks)
+        """Mean cross-entropy of predicting the targets from the tokens, the objective whose gradients
+        train (with AR and TAR where the model has them: ``stacking.training_model``), and the state
+        after the tokens."""
+        logits, new_state, penalty = training_model(self.ops, cells.CELL_FUNCTIONS[self.config.cell],
+                                                    self._inputs(tokens, self.params), state, self.params,
+                                                    self.config, masks)
         loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=logits))
-        return loss, new_state
+        return loss, loss + penalty if self.config.has_penalty else loss, new_state
 
     def _state_after(self, tokens, state, weights, masks):
         """The state at the end of an earlier batch, recomputed with the weights (and dropout masks)
@@ -151,9 +161,9 @@ class TensorFlowBackend(Backend):
             state = start
             for earlier_tokens, weights, earlier_masks in earlier:
                 state = self._replay_graph(earlier_tokens, state, weights, earlier_masks)
-            loss, new_state = self._loss_graph(tokens, targets, state, masks)
+            loss, objective, new_state = self._loss_graph(tokens, targets, state, masks)
         grads, earlier_grads = tape.gradient(
-            loss, (self.params, earlier_weights), unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            objective, (self.params, earlier_weights), unconnected_gradients=tf.UnconnectedGradients.ZERO)
         # an earlier batch used older values of the same parameters: its gradients are theirs too
         grads = {name: tf.convert_to_tensor(g) for name, g in grads.items()}
         for batch_grads in earlier_grads:
@@ -186,7 +196,7 @@ class TensorFlowBackend(Backend):
     def _masks(self, X):
         """A training batch's dropout masks as constants (None without dropout); see DropoutMasks."""
         masks = self.draw_masks(X)
-        return None if masks is None else tuple(tf.constant(mask) for mask in masks)
+        return None if masks is None else masks.map(tf.constant)
 
     def _carry(self, state, tokens, masks):
         """What a step needs to replay ``state``'s history, and the history the new state will carry."""

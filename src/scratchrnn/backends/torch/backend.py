@@ -35,7 +35,7 @@ from ... import kernels
 from ...errors import UserError
 from ..base import Backend, TensorOps, decode_weights_of, has_decode_weights, state_size
 from ..decoding import decode_loop
-from ..stacking import deep_model
+from ..stacking import deep_model, training_model
 from . import cells
 from .fast_cells import activate_, training_trial
 from .fast_model import StackedLoss, StackedModel
@@ -70,6 +70,9 @@ class TorchOps(TensorOps):
     def matmul(self, a, b):
         return a @ b
 
+    def matmul_transposed(self, a, b):
+        return a @ b.T
+
     def stack(self, tensors):
         return torch.stack(tensors)
 
@@ -84,6 +87,7 @@ class TorchBackend(Backend):
     name = "torch"
     devices = ("cpu", "cuda")
     ops = TorchOps()
+    layer_norm = True         # on the fast path (fast_layernorm); the book's code has no such cells
 
     def __init__(self, params, config, device="cpu", dtype="float32", impl: str = "fast",
                  dropout_seed: int = 0):
@@ -95,6 +99,9 @@ class TorchBackend(Backend):
         if impl not in IMPLEMENTATIONS:
             raise UserError(f"the torch backend's impl must be one of {', '.join(IMPLEMENTATIONS)}, "
                             f"not {impl!r}")
+        if impl == "chapter" and config.layer_norm:
+            raise UserError("the torch backend's impl 'chapter' builds the book's cells, not layer-normalised "
+                            "ones (layer_norm): its fast path (impl 'fast') has them")
         self.impl = impl
         # the fast path: StackedLoss for every model; impl="chapter" runs the book's code with autograd
         self.hand_bptt = impl == "fast"
@@ -149,19 +156,21 @@ class TorchBackend(Backend):
     def _train_masks(self, X):
         """One training batch's dropout masks as tensors on the device (None without dropout)."""
         masks = self.draw_masks(X)
-        return None if masks is None else [torch.as_tensor(m, device=self.torch_device) for m in masks]
+        return None if masks is None else masks.map(lambda m: torch.as_tensor(m, device=self.torch_device))
 
-    def _chapter_logits(self, X, state, weights, train: bool):
-        """The book's deep model (9.3; the chapter's is one RNN layer), with dropout masks in training:
-        logits (steps * batch, vocab), time-major, and the state after the last step."""
-        masks = self._train_masks(X) if train else None
+    def _chapter_logits(self, X, state, weights):
+        """The book's deep model (9.3; the chapter's is one RNN layer): logits (steps * batch, vocab),
+        time-major, and the state after the last step."""
         return deep_model(self.ops, cells.CELL_FUNCTIONS[self.config.cell], self._inputs(X, weights), state,
-                          weights, self.config, masks)
+                          weights, self.config)
 
     def _chapter_loss(self, X, Y, state):
         weights = self._graph_weights()
-        logits, new_state = self._chapter_logits(X, state, weights, train=True)
-        return F.cross_entropy(logits, self._tokens(Y).reshape(-1)), new_state
+        logits, new_state, penalty = training_model(self.ops, cells.CELL_FUNCTIONS[self.config.cell],
+                                                    self._inputs(X, weights), state, weights, self.config,
+                                                    self._train_masks(X))
+        loss = F.cross_entropy(logits, self._tokens(Y).reshape(-1))
+        return loss, loss + penalty if self.config.has_penalty else loss, new_state
 
     # -- the fast path (impl="fast") --------------------------------------------------------------
     def step_loops(self, batch: int, steps: int, training: bool) -> kernels.Choice:
@@ -171,7 +180,8 @@ class TorchBackend(Backend):
         if (batch, steps, group) not in self._loops:
             c = self.config
             workload = kernels.Workload("torch", c.cell, group, batch, c.num_hiddens, steps,
-                                        activation=c.activation, dtype=self.dtype, device=self.device)
+                                        activation=c.activation, dtype=self.dtype, device=self.device,
+                                        layer_norm=c.layer_norm)
             self._loops[batch, steps, group] = kernels.choose(workload, training_trial(workload))
         return self._loops[batch, steps, group]
 
@@ -180,7 +190,10 @@ class TorchBackend(Backend):
         loss, *new_state = StackedLoss.apply(self.stacked, loops, self._tokens(X), self._tokens(Y).reshape(-1),
                                              self._train_masks(X), *state,
                                              *(self.params[name] for name in self.stacked.param_names))
-        return loss, tuple(new_state)
+        if not self.config.has_penalty:
+            return loss, loss, tuple(new_state)
+        penalty, *new_state = new_state
+        return loss, loss + penalty, tuple(new_state)
 
     def _fast_forward(self, X, state):
         p = self.params
@@ -194,10 +207,12 @@ class TorchBackend(Backend):
             if self.hand_bptt:
                 logits, state = self._fast_forward(X, state)
             else:
-                logits, state = self._chapter_logits(X, state, self.params, train=False)
+                logits, state = self._chapter_logits(X, state, self.params)
         return logits.cpu().numpy(), state
 
     def _loss(self, X, Y, state):
+        """The cross-entropy, the objective whose gradients train (the cross-entropy, plus AR and TAR
+        where the model has them), and the new state."""
         return self._stacked_loss(X, Y, state) if self.hand_bptt else self._chapter_loss(X, Y, state)
 
     def _backward(self, loss):
@@ -207,8 +222,8 @@ class TorchBackend(Backend):
         loss.backward(retain_graph=True)
 
     def gradients(self, X, Y, state):
-        loss, new_state = self._loss(X, Y, state)
-        self._backward(loss)
+        loss, objective, new_state = self._loss(X, Y, state)
+        self._backward(objective)
         return loss.detach(), {name: p.grad for name, p in self.params.items()}, new_state
 
     def parameters(self):
