@@ -16,6 +16,8 @@ the next batch backpropagate into this one, as autograd would.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from ..records import BatchRecord, LayerRecord
@@ -147,8 +149,12 @@ class StackedLoss(torch.autograd.Function):
         logits, final_state, record = model.run(tokens, state, dict(zip(model.param_names, params)), masks, loops)
         loss, log_probs = mean_cross_entropy(logits, targets)
         # the record holds only tensors made here (the weights as snapshots), none of the inputs, which
-        # the update will change in place; kept on ctx, it lives as long as the graph that needs it
-        ctx.model, ctx.record, ctx.log_probs, ctx.targets = model, record, log_probs, targets
+        # the update will change in place; kept on ctx, it lives as long as the graph that needs it.
+        # Not the final state: those tensors are this function's outputs, whose grad_fn is this node,
+        # so ctx holding them would be a reference cycle through autograd's C++ graph, which Python's
+        # collector frees late or (the LSTM's two states) never -- every batch's record kept for good.
+        ctx.record = dataclasses.replace(record, final_state=())
+        ctx.model, ctx.log_probs, ctx.targets = model, log_probs, targets
         # unused outputs give None gradients (rather than zeros), so backward can skip their terms
         ctx.set_materialize_grads(False)
         return (loss, *final_state)
