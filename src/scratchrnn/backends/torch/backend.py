@@ -195,7 +195,8 @@ class TorchBackend(Backend):
                 logits, state = self._fast_forward(X, state)
             else:
                 logits, state = self._chapter_logits(X, state, self.params, train=False)
-        return logits.cpu().numpy(), state
+        # contiguous: the fast path's logits are the transpose of a product (StackedModel.run)
+        return logits.contiguous().cpu().numpy(), state
 
     def _loss(self, X, Y, state):
         return self._stacked_loss(X, Y, state) if self.hand_bptt else self._chapter_loss(X, Y, state)

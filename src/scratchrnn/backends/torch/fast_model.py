@@ -89,7 +89,9 @@ class StackedModel:
                 outputs = outputs * mask
             layers.append(LayerRecord(weights, cache, x, mask))
             x = outputs
-        logits = torch.addmm(params["b_q"], x.reshape(-1, hidden), params["W_hq"])
+        # logits^T = W_hq^T x^T + b_q, its transpose returned: MKL computes the product faster with the
+        # few rows of W_hq^T on the left than with its few columns on the right
+        logits = torch.addmm(params["b_q"][:, None], params["W_hq"].T, x.reshape(-1, hidden).T).T
         record = BatchRecord(tokens, layers, x, tuple(final_state), loops, embedded, params["W_hq"].clone())
         return logits, tuple(final_state), record
 
@@ -120,15 +122,20 @@ class StackedModel:
             d_terms, d_recurrent, d_start = self.cell.backward(rec.cache, rec.weights, d_out, d_layer_final,
                                                                need_d_state0)
             d_terms = d_terms.view(-1, d_terms.shape[-1])
+            d_b = None
             if layer > 0:
                 d_W_x = rec.inputs.reshape(-1, hidden).T @ d_terms
                 d_out = (d_terms @ rec.weights.W_x.T).view(num_steps, -1, hidden)
             elif record.embedded is None:
                 d_W_x = scatter_add_rows(flat_tokens, d_terms, vocab_size)
+                # each row of d_terms went to one row of d_W_x: the bias's gradient, the sum of them
+                # all, is the sum of d_W_x's vocabulary rows, far fewer than the steps * batch
+                d_b = d_W_x.sum(dim=0)
             else:
                 d_W_x = record.embedded.T @ d_terms
                 grads["W_emb"] = scatter_add_rows(flat_tokens, d_terms @ rec.weights.W_x.T, vocab_size)
-            for plain, grad in {**self.cell.input_grads(rec.weights, d_W_x, d_terms.sum(dim=0)), **d_recurrent}.items():
+            d_b = d_terms.sum(dim=0) if d_b is None else d_b
+            for plain, grad in {**self.cell.input_grads(rec.weights, d_W_x, d_b), **d_recurrent}.items():
                 grads[names[plain]] = grad
             d_state0[:0] = d_start or ()
         return [grads.get(name) for name in self.param_names], tuple(d_state0) if need_d_state0 else None
