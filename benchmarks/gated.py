@@ -165,26 +165,24 @@ def _concise_model(ch, layer, vocab_size):
 @contextlib.contextmanager
 def compiled_loops(row: str):
     """The step loops a ``torch-*`` row runs, for the block's duration: forced on (``torch-compiled``;
-    ``torch-own`` on the kernels' own threads), forced off (``torch-loop``), else as chosen."""
-    import numpy as np
-    from scratchrnn import kernels
+    ``torch-own`` on the kernels' own threads), forced off (``torch-loop``), else as chosen
+    (``kernels.choose``, measured on this machine). A backend asks once per shape, on its first
+    minibatch, which the warm-up runs inside this block."""
     from scratchrnn.kernels import torch_team
-    saved = kernels.supports, torch_team.team, os.environ.get("SCRATCHRNN_NO_KERNEL")
-    if row in ("torch-compiled", "torch-own"):
-        kernels.supports = lambda cell, dtype, device, op, **_: (
-            device == "cpu" and np.dtype(dtype) == np.float32 and op != "decode" and kernels.load() is not None)
+    forced = {"torch-compiled": "compiled", "torch-own": "compiled", "torch-loop": "own"}.get(row)
+    saved = torch_team.team, os.environ.get("SCRATCHRNN_LOOPS")
+    if forced:
+        os.environ["SCRATCHRNN_LOOPS"] = forced
     if row == "torch-own":
         torch_team.team = lambda: None
-    if row == "torch-loop":
-        os.environ["SCRATCHRNN_NO_KERNEL"] = "1"
     try:
         yield
     finally:
-        kernels.supports, torch_team.team = saved[0], saved[1]
-        if saved[2] is None:
-            os.environ.pop("SCRATCHRNN_NO_KERNEL", None)
+        torch_team.team = saved[0]
+        if saved[1] is None:
+            os.environ.pop("SCRATCHRNN_LOOPS", None)
         else:
-            os.environ["SCRATCHRNN_NO_KERNEL"] = saved[2]
+            os.environ["SCRATCHRNN_LOOPS"] = saved[1]
 
 
 class _GatedScratchRunner(bench._ScratchRunner):

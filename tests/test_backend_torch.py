@@ -4,6 +4,7 @@ The contract runs on the default fast path and on the chapter's plain path; the 
 fast path to the plain one directly, float64, including what the contract exercises only lightly.
 """
 import dataclasses
+import weakref
 
 import numpy as np
 import pytest
@@ -88,6 +89,23 @@ def test_fast_path_returns_the_gradient_of_the_initial_state():
         dh0[name] = start.grad.numpy()
     assert np.abs(dh0["plain"]).max() > 1e-3
     assert _rel_err(dh0["fast"], dh0["plain"]) < 1e-5
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_a_trained_batchs_graph_is_freed_once_its_state_is_dropped(cell):
+    """Training for hours keeps its memory: once nothing holds the state a batch returned (the next
+    batch detached it), that batch's graph and everything its backward pass kept are freed at once,
+    with no reference cycle left for Python's collector (which never freed the LSTM's)."""
+    config = ModelConfig(9, 8, cell=cell)
+    backend = backends.create("torch", init_params(config, 0), config)
+    rng = np.random.default_rng(3)
+    X, Y = rng.integers(0, 9, (2, 5)), rng.integers(0, 9, (2, 5))
+    _, state = backend.train_step(X, Y, backend.begin_state(2), 0.5, 1.0)
+    assert all(s.grad_fn is not None for s in state)
+    graph = weakref.ref(state[0].grad_fn)
+    backend.train_step(X, Y, backend.detach(state), 0.5, 1.0)
+    del state
+    assert graph() is None
 
 
 @pytest.mark.parametrize("config", EQUIVALENCE_VARIANTS,

@@ -32,13 +32,23 @@ static inline void *pack_panels(void *arg)
     for (int panel = p->first; panel < p->first + p->count; panel++) {
         const int first_column = panel * PANEL, columns = panel_width(panel, width);
         float *out = p->out + (size_t)K * first_column;
-        if (p->transposed) {              /* W^T[k][column] = W[column][k] */
-            for (int k = 0; k < K; k++, out += columns)
+        if (p->transposed) {
+            /* W^T[k][column] = W[column][k], LANES values of k at a time: each of the panel's rows of W
+               is read a cache line at a time and the line used whole at once. One k of every column in
+               turn instead touches as many lines, a row of W apart -- for wide W the same few sets of
+               the L1 cache, where they evict each other before their next value is read. */
+            for (int k0 = 0; k0 < K; k0 += LANES) {
+                const int k_len = K - k0 < LANES ? K - k0 : LANES;
+                float *block = out + (size_t)k0 * columns;
                 for (int c = 0; c < columns; c++) {
                     const int column = first_column + c;
-                    const size_t source = (size_t)(p->first_unit + column) * source_width + k;
-                    out[c] = column < p->units ? p->W[source] : 0.0f;
+                    if (column < p->units) {
+                        const float *source = p->W + (size_t)(p->first_unit + column) * source_width + k0;
+                        for (int k = 0; k < k_len; k++) block[(size_t)k * columns + c] = source[k];
+                    } else
+                        for (int k = 0; k < k_len; k++) block[(size_t)k * columns + c] = 0.0f;
                 }
+            }
             continue;
         }
         /* column `column % padded` of block `column / padded`, found once per panel (-1: padding):

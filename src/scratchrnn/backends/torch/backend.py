@@ -208,7 +208,8 @@ class TorchBackend(Backend):
                 logits, state = self._fast_forward(X, state)
             else:
                 logits, state = self._chapter_logits(X, state, self.params)
-        return logits.cpu().numpy(), state
+        # contiguous: the fast path's logits are the transpose of a product (StackedModel.run)
+        return logits.contiguous().cpu().numpy(), state
 
     def _loss(self, X, Y, state):
         """The cross-entropy, the objective whose gradients train (the cross-entropy, plus AR and TAR

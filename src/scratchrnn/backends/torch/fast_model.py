@@ -22,6 +22,8 @@ the next batch backpropagate into this one, as autograd would.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from ..records import BatchRecord, LayerRecord
@@ -112,7 +114,9 @@ class StackedModel:
             record = BatchRecord(tokens, layers, x, tuple(final_state), loops, embedded, raw_top=raw_top,
                                  inputs_mask=inputs_mask, output_weights=tied)
         else:
-            logits = torch.addmm(params["b_q"], rows, params["W_hq"])
+            # logits^T = W_hq^T x^T + b_q, its transpose returned: MKL computes the product faster with
+            # the few rows of W_hq^T on the left than with its few columns on the right
+            logits = torch.addmm(params["b_q"][:, None], params["W_hq"].T, rows.T).T
             record = BatchRecord(tokens, layers, x, tuple(final_state), loops, embedded, params["W_hq"].clone(),
                                  raw_top=raw_top, inputs_mask=inputs_mask)
         return logits, tuple(final_state), record
@@ -158,11 +162,15 @@ class StackedModel:
             d_terms, d_recurrent, d_start = self.cell.backward(rec.cache, rec.weights, d_out, d_layer_final,
                                                                need_d_state0)
             d_terms = d_terms.view(-1, d_terms.shape[-1])
+            d_b = None
             if layer > 0:
                 d_W_x = rec.inputs.reshape(-1, hidden).T @ d_terms
                 d_out = (d_terms @ rec.weights.W_x.T).view(num_steps, -1, hidden)
             elif record.embedded is None:
                 d_W_x = scatter_add_rows(flat_tokens, d_terms, vocab_size)
+                # each row of d_terms went to one row of d_W_x: the bias's gradient, the sum of them
+                # all, is the sum of d_W_x's vocabulary rows, far fewer than the steps * batch
+                d_b = d_W_x.sum(dim=0)
             else:
                 d_W_x = record.embedded.T @ d_terms
                 d_embedded = d_terms @ rec.weights.W_x.T
@@ -171,7 +179,8 @@ class StackedModel:
                                   ).view(-1, config.embed_dim)
                 from_inputs = scatter_add_rows(flat_tokens, d_embedded, vocab_size)
                 grads["W_emb"] = from_inputs if "W_emb" not in grads else grads["W_emb"] + from_inputs
-            for plain, grad in {**self.cell.input_grads(rec.weights, d_W_x, d_terms.sum(dim=0)), **d_recurrent}.items():
+            d_b = d_terms.sum(dim=0) if d_b is None else d_b
+            for plain, grad in {**self.cell.input_grads(rec.weights, d_W_x, d_b), **d_recurrent}.items():
                 if rec.recurrent_masks is not None and plain in rec.recurrent_masks:
                     grad = grad * rec.recurrent_masks[plain]     # the dropped weights' gradient, masked again
                 grads[names[plain]] = grad
@@ -200,14 +209,14 @@ class StackedLoss(torch.autograd.Function):
     def forward(ctx, model, loops, tokens, targets, masks, *tensors):
         state, params = tensors[:model.state_count], tensors[model.state_count:]
         logits, final_state, record = model.run(tokens, state, dict(zip(model.param_names, params)), masks, loops)
-        # the new state goes out as this Function's outputs, which hold its node, which holds ctx: a
-        # record that kept them too would make a reference cycle, freed only when Python's cyclic
-        # collector gets to it (every batch's activations would pile up until then)
-        record.final_state = ()
         loss, log_probs = mean_cross_entropy(logits, targets)
         # the record holds only tensors made here (the weights as snapshots), none of the inputs, which
-        # the update will change in place; kept on ctx, it lives as long as the graph that needs it
-        ctx.model, ctx.record, ctx.log_probs, ctx.targets = model, record, log_probs, targets
+        # the update will change in place; kept on ctx, it lives as long as the graph that needs it.
+        # Not the final state: those tensors are this function's outputs, whose grad_fn is this node,
+        # so ctx holding them would be a reference cycle through autograd's C++ graph, which Python's
+        # collector frees late or (the LSTM's two states) never -- every batch's record kept for good.
+        ctx.record = dataclasses.replace(record, final_state=())
+        ctx.model, ctx.log_probs, ctx.targets = model, log_probs, targets
         # unused outputs give None gradients (rather than zeros), so backward can skip their terms
         ctx.set_materialize_grads(False)
         if not model.config.has_penalty:
