@@ -84,7 +84,7 @@ def test_fast_path_returns_the_gradient_of_the_initial_state():
     dh0 = {}
     for name, backend in (("fast", fast), ("plain", plain)):
         start = torch.tensor(h0, requires_grad=True)
-        loss, _ = backend._loss(X, Y, (start,))
+        loss, _, _ = backend._loss(X, Y, (start,))
         loss.backward()
         dh0[name] = start.grad.numpy()
     assert np.abs(dh0["plain"]).max() > 1e-3
@@ -148,7 +148,7 @@ def _loss_and_state_grads(backend, X, Y, start):
     """Loss, parameter gradients, new state and the gradient of the starting state, by autograd's
     backward through whichever form the backend runs; and the name of the loss's backward node."""
     state = tuple(torch.tensor(s, requires_grad=True) for s in start)
-    loss, new_state = backend._loss(X, Y, state)
+    loss, _, new_state = backend._loss(X, Y, state)
     backend._backward(loss)
     grads = {name: p.grad.numpy().copy() for name, p in backend.params.items()}
     return (float(loss.detach()), grads, [s.detach().numpy() for s in new_state], [s.grad.numpy() for s in state],
