@@ -63,6 +63,9 @@ def plain_forward(params: dict, config, X: np.ndarray, state=None, masks=None):
     """Logits (batch, steps, vocab) of the (batch, steps) tokens ``X`` and the final state per layer,
     one sample and one step at a time. ``state``: a list per layer of the state tensors (batch,
     hidden); zeros when None."""
+    if getattr(config, "layer_norm", False):
+        raise ValueError("the plain transcription has the book's cells only; test_regularization.py writes "
+                         "the layer-normalised ones")
     p = {name: np.asarray(value, dtype=np.float64) for name, value in params.items()}
     batch, steps = X.shape
     width = 2 if config.cell == "lstm" else 1
@@ -85,7 +88,14 @@ def plain_forward(params: dict, config, X: np.ndarray, state=None, masks=None):
                     s[b] = value
                 if masks is not None:
                     x = x * masks[layer][t, b]
-            logits[b, t] = x @ p["W_hq"] + p["b_q"]
+            if getattr(config, "tie_weights", False):
+                # tied (Press and Wolf): the output layer reads the embedding, through W_proj where the
+                # hidden and embedding widths differ
+                if "W_proj" in p:
+                    x = x @ p["W_proj"]
+                logits[b, t] = p["W_emb"] @ x + p["b_q"]
+            else:
+                logits[b, t] = x @ p["W_hq"] + p["b_q"]
     return logits, state
 
 

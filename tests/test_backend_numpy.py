@@ -4,7 +4,7 @@ sample by sample, gradients by central differences of them), and its optimizer c
 update rules transcribed; the hand-written backward pass is also held to finite differences below."""
 import numpy as np
 import pytest
-from contract import (CLIP_THETA_THAT_BITES, GATED_VARIANTS, MODEL_VARIANTS, BackendContract, _boosted_params,
+from contract import (CLIP_THETA_THAT_BITES, GATED_VARIANTS, MODEL_VARIANTS, REGULARIZED_VARIANTS, BackendContract, _boosted_params,
                       _chapter_batches, _rel_err, variant_id)
 from plain_reference import finite_difference_gradients, plain_forward, plain_loss, plain_masks
 
@@ -39,6 +39,14 @@ class TestNumpyContractAgainstItself(BackendContract):
         carried = _per_layer(ours.state_to_numpy(ours.detach(state)), config)
         loss, grads, _ = ours.loss_and_grads(X2, Y2, ours.detach(state))
         _assert_plain(params, config, X2, Y2, carried, masks, loss, grads)
+
+    @pytest.mark.parametrize("config", REGULARIZED_VARIANTS, ids=variant_id)
+    def test_regularized_models_match_numpy_float64(self, config):
+        """The regularised and layer-normalised models have no plain transcription: their gradients are
+        held to central differences of the objective, the masks replayed, from a zero and a carried state."""
+        from test_regularization import assert_gradients_match_finite_differences
+        for carried in (False, True):
+            assert_gradients_match_finite_differences(config, carried)
 
     @pytest.mark.parametrize("config", [ModelConfig(7, 6)] + GATED_VARIANTS, ids=variant_id)
     def test_forward_matches_numpy_step_by_step(self, config):

@@ -140,7 +140,13 @@ def _objective(backend, X, Y, state, rng_state):
 @pytest.mark.parametrize("carried", [False, True], ids=["zero-state", "carried-state"])
 @pytest.mark.parametrize("name", list(GRAD_CASES))
 def test_every_gradient_matches_finite_differences(name, carried):
-    config = GRAD_CASES[name]
+    assert_gradients_match_finite_differences(GRAD_CASES[name], carried)
+
+
+def assert_gradients_match_finite_differences(config: ModelConfig, carried: bool) -> None:
+    """The NumPy reference's gradient of the objective (the cross-entropy plus AR and TAR), every entry
+    of every parameter, against central differences of its forward pass with the masks replayed; also
+    the contract's check of the NumPy backend itself (test_backend_numpy)."""
     params = _params(config)
     rng = np.random.default_rng(4)
     X, Y = (rng.integers(0, config.vocab_size, (2, 3)) for _ in range(2))
