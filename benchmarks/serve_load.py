@@ -64,9 +64,9 @@ def chapter_run(directory: Path) -> Path:
     return path
 
 
-def start_server(run: Path, max_streams: int, backend: str) -> tuple[subprocess.Popen, str, str]:
+def start_server(run: Path, max_streams: int, backend: str, threads: int) -> tuple[subprocess.Popen, str, str]:
     proc = subprocess.Popen([sys.executable, "-m", "scratchrnn", "serve", str(run), "--port", "0", "--max-streams",
-                             str(max_streams), "--backend", backend], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             str(max_streams), "--backend", backend, "--threads", str(threads)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     line = proc.stdout.readline()
     if " at http://127.0.0.1:" not in line:
@@ -137,6 +137,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", help="a trained run to serve (default: the chapter's model, untrained weights)")
     parser.add_argument("--backend", default="numpy", help="the framework the server steps with")
+    parser.add_argument("--threads", type=int, default=1, help="the server's --threads")
     parser.add_argument("--levels", default=",".join(map(str, LEVELS)), help="concurrent clients, comma-separated")
     parser.add_argument("--chars", type=int, default=1000, help="characters each request asks for")
     parser.add_argument("--requests", type=int, default=2, help="requests each client sends at most, per round")
@@ -151,7 +152,7 @@ def main() -> int:
     levels = [int(v) for v in args.levels.split(",")]
     with tempfile.TemporaryDirectory() as temporary:
         run = Path(args.run) if args.run else chapter_run(Path(temporary))
-        server, url, model = start_server(run, max(levels), args.backend)
+        server, url, model = start_server(run, max(levels), args.backend, args.threads)
         try:
             load_before = [round(v, 2) for v in os.getloadavg()]
             # one request first, so that the first level does not pay for the server's warming up

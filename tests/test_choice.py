@@ -451,11 +451,42 @@ def test_tune_measures_the_workloads_it_is_given_and_show_lists_them(tmp_path):
     assert done.returncode == 0 and done.stderr == "", done.stderr
     assert [line.split(":")[0] for line in done.stdout.splitlines()] == [
         "the rnn step loops 3x8, 4 steps (numpy)", "the lstm step loops 3x8, 4 steps (numpy)",
-        "the rnn decoder, 4 stream(s) of 8 units (numpy)"]
+        "the rnn decoder, 4 stream(s) of 8 units (numpy)", "one step of the rnn loops, 4 stream(s) of 8 units (numpy)",
+        "one step of the lstm loops, 4 stream(s) of 8 units (numpy)"]
     shown = subprocess.run([sys.executable, "-m", "scratchrnn", "tune", "--show"], capture_output=True, text=True,
                            env=env, timeout=120)
     assert shown.returncode == 0
     listed = [line.split(":")[0].strip() for line in shown.stdout.splitlines() if line.startswith("  ")]
-    assert listed == ["numpy/lstm/training/float32/b3/h8/s4/tanh/t" + str(kernels.threads()),
-                      "numpy/rnn/decoding/float32/b4/h8/v28/tanh/t" + str(kernels.threads()),
-                      "numpy/rnn/training/float32/b3/h8/s4/tanh/t" + str(kernels.threads())]
+    threads = str(kernels.threads())
+    assert listed == ["numpy/lstm/stepping/float32/b4/h8/s1/tanh/t" + threads,
+                      "numpy/lstm/training/float32/b3/h8/s4/tanh/t" + threads,
+                      "numpy/rnn/decoding/float32/b4/h8/v28/tanh/t" + threads,
+                      "numpy/rnn/stepping/float32/b4/h8/s1/tanh/t" + threads,
+                      "numpy/rnn/training/float32/b3/h8/s4/tanh/t" + threads]
+
+
+def test_one_step_for_many_streams_is_measured_once_per_bucket(machine):
+    """A server's batch of streams advanced one step is no training shape: it is measured on its own,
+    once per bucket of streams."""
+    timings = Timings(own=[1.0] * 3, compiled=[0.4] * 3)
+    for streams in (17, 20, 32):
+        stepping = kernels.Workload("numpy", "gru", "stepping", streams, 512, 1)
+        assert kernels.choose(stepping, trial, measure=timings).compiled
+    assert timings.calls == 1
+    assert list(json.loads(wisdom_file(machine).read_text())["entries"]) == \
+        ["numpy/gru/stepping/float32/b32/h512/s1/tanh/t2"]
+    with pytest.raises(ValueError, match="one step at a time"):
+        kernels.Workload("numpy", "gru", "stepping", 4, 512, 35)
+
+
+def test_the_numpy_backend_asks_for_single_steps_as_stepping(machine, monkeypatch):
+    asked = []
+    real = kernels.choose
+    monkeypatch.setattr(kernels, "choose", lambda workload, *a, **k: asked.append(workload) or real(workload, *a, **k))
+    monkeypatch.setenv("SCRATCHRNN_LOOPS", "own")
+    config = ModelConfig(11, 16, cell="lstm")
+    backend = backends.create("numpy", init_params(config, 0), config)
+    X = np.random.default_rng(0).integers(0, 11, (5, 1))
+    backend.forward(X, backend.begin_state(5))
+    backend.forward(np.concatenate([X, X], axis=1), backend.begin_state(5))
+    assert [(w.group, w.batch, w.steps) for w in asked] == [("stepping", 5, 1), ("inference", 5, 2)]

@@ -61,8 +61,9 @@ def add_parser(sub) -> None:
     t.add_argument("--num-steps", type=positive_int, default=35, help="time steps of a training minibatch")
     t.add_argument("--activation", choices=("tanh", "relu"), default="tanh", help="the RNN's activation")
     t.add_argument("--streams", default="1,64",
-                   help="comma-separated numbers of streams of greedy generation to measure the RNN's "
-                        "decoder for (each counts as its bucket, the next power of two); 0: none")
+                   help="comma-separated numbers of streams to measure the RNN's greedy decoder and every "
+                        "cell's single steps for (what serve's batches and generation run; each counts as its "
+                        "bucket, the next power of two); 0: none")
     t.add_argument("--vocab", type=positive_int, default=CHAPTER_VOCAB, help="vocabulary size, for the decoder")
 
 
@@ -104,7 +105,9 @@ def run(args) -> int:
         workloads += [kernels.Workload(name, "rnn", "decoding", kernels.decoding_bucket(count), args.hidden,
                                        vocab=args.vocab, activation=args.activation)
                       for count in sorted(set(streams)) if "rnn" in cells]
+        workloads += [kernels.Workload(name, cell, "stepping", kernels.decoding_bucket(count), args.hidden, 1,
+                                       activation=args.activation) for count in sorted(set(streams)) for cell in cells]
         for workload in dict.fromkeys(workloads):
-            trial = training_trial(workload) if workload.group == "training" else decoding_trial(workload)
+            trial = decoding_trial(workload) if workload.group == "decoding" else training_trial(workload)
             print(f"{workload.describe()}: {kernels.choose(workload, trial, fresh=True).describe()}", flush=True)
     return 0

@@ -2,7 +2,8 @@
 
 ``choose(workload, trial)`` answers it for one workload -- a framework's training loops (the forward
 recurrence and backpropagation through it) for a cell at a (batch, hidden, steps) shape, its forward
-passes alone, or greedy decoding for a number of streams -- with a ``Choice``: the framework's own loops
+passes alone, one step of the forward loop for a number of streams (how a server's batcher and the
+decoding of gated cells advance), or greedy decoding for a number of streams -- with a ``Choice``: the framework's own loops
 or the compiled ones (which variant, how many threads, for the LSTM how the work is shared out), and
 why. The whole decision is here, in this order:
 
@@ -17,8 +18,9 @@ why. The whole decision is here, in this order:
    its shape (``trial`` builds them; ``measure_interleaved`` times them, alternating, a few rounds),
    the compiled loops are chosen only where they are measurably faster (``decide``), and the answer
    is remembered. Forward passes alone are never measured: they run compiled where training at the
-   same shape was measured faster. Decoding is measured for a bucket of streams (a power of two),
-   not for every number of streams a caller may bring.
+   same shape was measured faster. One step for many streams is no training shape, so it is measured
+   on its own (the forward loop alone); it and decoding are measured for a bucket of streams (a
+   power of two), not for every number of streams a caller may bring.
 
 No measured number lives in the code: every answer that depends on speed was timed on the machine
 that uses it (``scratchrnn tune`` measures ahead of time, ``scratchrnn tune --show`` lists them).
@@ -38,7 +40,7 @@ from typing import Callable
 from ..cells import CELLS
 from . import _library, _sources, wisdom
 
-GROUPS = ("training", "inference", "decoding")
+GROUPS = ("training", "inference", "stepping", "decoding")
 LOOPS_SETTINGS = ("measure", "own", "compiled")
 OWN, COMPILED, COMPILED_UNITS = "own", "compiled", "compiled-units"
 
@@ -54,9 +56,9 @@ MIN_ROUNDS, MAX_ROUNDS = 3, 9
 @dataclass(frozen=True)
 class Workload:
     """What the loops are asked to do. ``group``: "training" (forward and backward loops),
-    "inference" (the forward loop alone) or "decoding" (greedy generation, ``batch`` streams);
-    ``steps`` the time steps of a minibatch (training, inference), ``vocab`` the vocabulary's size
-    (decoding)."""
+    "inference" (the forward loop alone), "stepping" (one step of the forward loop for ``batch``
+    streams) or "decoding" (greedy generation, ``batch`` streams); ``steps`` the time steps of a
+    minibatch (training, inference; 1 for stepping), ``vocab`` the vocabulary's size (decoding)."""
 
     framework: str
     cell: str
@@ -80,6 +82,8 @@ class Workload:
             raise ValueError(f"vocab must be a positive integer for decoding, not {self.vocab!r}")
         if self.group != "decoding" and self.steps < 1:
             raise ValueError(f"steps must be a positive integer for {self.group}, not {self.steps!r}")
+        if self.group == "stepping" and self.steps != 1:
+            raise ValueError(f"stepping is one step at a time, not {self.steps!r}")
 
     def key(self, threads: int) -> str:
         """The wisdom file's key: every size that changes which loops are faster (forward passes
@@ -92,6 +96,8 @@ class Workload:
     def describe(self) -> str:
         if self.group == "decoding":
             return f"the {self.cell} decoder, {self.batch} stream(s) of {self.hidden} units ({self.framework})"
+        if self.group == "stepping":
+            return f"one step of the {self.cell} loops, {self.batch} stream(s) of {self.hidden} units ({self.framework})"
         return f"the {self.cell} step loops {self.batch}x{self.hidden}, {self.steps} steps ({self.framework})"
 
     def own_loops(self) -> str:
@@ -125,7 +131,7 @@ class Choice:
 
 
 def decoding_bucket(streams: int) -> int:
-    """The number of streams decoding is measured for: the next power of two, so that a server seeing
+    """The number of streams decoding and stepping are measured for: the next power of two, so that a server seeing
     every count from 1 to 100 measures eight entries, not a hundred."""
     return 1 << max(0, int(streams) - 1).bit_length()
 
@@ -256,7 +262,7 @@ def choose(workload: Workload, trial: Callable[[Choice], Callable[[], object]] |
     framework's loops. ``measure`` times the trials (default ``measure_interleaved``: tests inject
     timings); ``fresh`` measures again even where an answer is remembered (``scratchrnn tune``).
     """
-    if workload.group == "decoding":
+    if workload.group in ("decoding", "stepping"):
         workload = replace(workload, batch=decoding_bucket(workload.batch))
     blocked = _blocked(workload)
     if blocked:

@@ -129,8 +129,10 @@ class NumpyBackend(Backend):
     # -- the step loops -------------------------------------------------------------------------
     def step_loops(self, batch: int, steps: int, training: bool):
         """The cell whose step loops run minibatches of ``batch`` rows and ``steps`` steps: asked of
-        ``kernels.choose`` once per shape, for training (which measures) or forward passes alone."""
-        group = "training" if training else "inference"
+        ``kernels.choose`` once per shape, for training (measured), forward passes alone, or one step."""
+        # one step for many streams (a server's batch, a gated cell's decoding) is no training shape:
+        # measured on its own, for a bucket of streams
+        group = "training" if training else "stepping" if steps == 1 else "inference"
         if (batch, steps, group) not in self._loops:
             c = self.config
             workload = kernels.Workload("numpy", c.cell, group, batch, c.num_hiddens, steps,

@@ -88,7 +88,7 @@ def training_trial(workload: kernels.Workload) -> Callable[[kernels.Choice], Cal
     """For ``kernels.choose``: a candidate's loops as a training step runs them at the workload's
     shape, on synthetic data -- one layer's forward pass and its backward pass, the recurrent weights'
     gradient products included (the BLAS library's threads they leave spinning are part of what the
-    compiled loops meet in a real step)."""
+    compiled loops meet in a real step); for a "stepping" workload, the forward pass alone."""
     cell = get_cell(workload.cell)
     steps, batch, hidden = workload.steps, workload.batch, workload.hidden
     dtype = np.dtype(workload.dtype)
@@ -114,6 +114,8 @@ def training_trial(workload: kernels.Workload) -> Callable[[kernels.Choice], Cal
 
         def run():
             _, _, cache = loops.forward(made["terms"], made["state"], made["weights"], workload.activation)
+            if workload.group == "stepping":
+                return cache
             return loops.backward(cache, made["weights"], made["d_outputs"].copy(), None, False)
         return run
     return trial

@@ -426,7 +426,7 @@ TORCH_CELLS = {"rnn": TorchRNN(), "gru": TorchGRU(), "lstm": TorchLSTM()}
 def training_trial(workload: kernels.Workload) -> Callable[[kernels.Choice], Callable[[], object]]:
     """For ``kernels.choose``: a candidate's loops as the fast path's training step runs them at the
     workload's shape, on synthetic data -- one layer's forward pass and its backward pass, the
-    recurrent weights' gradient products included."""
+    recurrent weights' gradient products included; for a "stepping" workload, the forward pass alone."""
     cell = TORCH_CELLS[workload.cell]
     steps, batch, hidden = workload.steps, workload.batch, workload.hidden
     dtype = {"float32": torch.float32, "float64": torch.float64}[workload.dtype]
@@ -452,6 +452,8 @@ def training_trial(workload: kernels.Workload) -> Callable[[kernels.Choice], Cal
             with torch.no_grad():
                 # the loops write into the input terms and the output gradients: each run has its own
                 _, _, cache = cell.forward(made["terms"].clone(), made["state"], weights, workload.activation)
+                if workload.group == "stepping":
+                    return cache
                 return cell.backward(cache, weights, made["d_outputs"].clone(), None, False)
         return run
     return trial
