@@ -148,11 +148,17 @@ def verdicts(rec: dict) -> list[str]:
 
 
 # -- the files ---------------------------------------------------------------------------------------------
+REGULARIZATION_PAGE = Path(__file__).resolve().parents[1] / "docs" / "regularization.md"
+DEFAULT_GUIDE_LINK = "../regularization.md"      # what markdown() writes: right for --out docs/results
+
+
 def write(rec: dict, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / "shakespeare.json", out / "shakespeare.md", out / "shakespeare.png"]
     paths[0].write_text(json.dumps(rec, indent=1) + "\n")
-    paths[1].write_text(markdown(rec))
+    # the page links docs/regularization.md relative to wherever --out puts it
+    guide = Path(os.path.relpath(REGULARIZATION_PAGE, out.resolve())).as_posix()
+    paths[1].write_text(markdown(rec).replace(f"]({DEFAULT_GUIDE_LINK})", f"]({guide})"))
     plot(rec, paths[2])
     return paths
 
