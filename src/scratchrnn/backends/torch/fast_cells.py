@@ -348,6 +348,22 @@ class TorchGRU(TorchCell):
         return grads
 
 
+def lstm_gate_factors(acts, cs, tanh_cs) -> tuple:
+    """What the LSTM's backward loop multiplies dL/dH and dL/dC by, for every step at once: H = O tanh(C)
+    sends dL/dH to O times tanh(C) O(1 - O) and to C times O (1 - tanh(C)^2); C = F C_{t-1} + I C~
+    sends dL/dC to I times C~ I(1 - I), to F times C_{t-1} F(1 - F) and to C~ times I (1 - C~^2).
+    ``acts`` holds the gates (o, i, f, c~) side by side, ``cs`` every step's cell from the starting one,
+    ``tanh_cs`` the tanh of the cell each output read (of its normalised form in a layer-normalised
+    LSTM). Returns the factors of O, of C, and of I, F and C~ stacked as (steps, batch, 3, hidden)."""
+    num_steps, batch, hidden = tanh_cs.shape
+    o, i, f, candidate = (acts[..., k * hidden:(k + 1) * hidden] for k in range(4))
+    ifc_factors = torch.empty((num_steps, batch, 3, hidden), dtype=acts.dtype, device=acts.device)
+    torch.mul(candidate * i, 1 - i, out=ifc_factors[:, :, 0])
+    torch.mul(cs[:-1] * f, 1 - f, out=ifc_factors[:, :, 1])
+    torch.mul(i, 1 - candidate * candidate, out=ifc_factors[:, :, 2])
+    return tanh_cs * o * (1 - o), o * (1 - tanh_cs * tanh_cs), ifc_factors
+
+
 class TorchLSTM(TorchCell):
     """The LSTM (D2L 9.2). Gates side by side as [o | i | f | c]: one sigmoid covers o, i and f, one
     tanh the candidate c; and i, f and c take their gradients from the same dL/dC_t, in one broadcast
@@ -388,16 +404,8 @@ class TorchLSTM(TorchCell):
             return d_terms, self._weight_grads(weights, cache[0], d_terms), (dh0, dc0) if need_d_state0 else None
         hs, cs, acts, tanh_cs = cache
         num_steps, batch, hidden = tanh_cs.shape
-        o, i, f, candidate = (acts[..., k * hidden:(k + 1) * hidden] for k in range(4))
-        # for every step at once: H = O tanh(C) sends dL/dH to O times tanh(C) O(1 - O), and to C times
-        # O (1 - tanh(C)^2); C = F C_{t-1} + I C~ sends dL/dC to I times C~ I(1 - I), to F times
-        # C_{t-1} F(1 - F) and to C~ times I (1 - C~^2)
-        o_factor = tanh_cs * o * (1 - o)
-        c_factor = o * (1 - tanh_cs * tanh_cs)
-        ifc_factors = torch.empty((num_steps, batch, 3, hidden), dtype=acts.dtype, device=acts.device)
-        torch.mul(candidate * i, 1 - i, out=ifc_factors[:, :, 0])
-        torch.mul(cs[:-1] * f, 1 - f, out=ifc_factors[:, :, 1])
-        torch.mul(i, 1 - candidate * candidate, out=ifc_factors[:, :, 2])
+        o_factor, c_factor, ifc_factors = lstm_gate_factors(acts, cs, tanh_cs)
+        forget = acts[..., 2 * hidden:3 * hidden]          # dL/dC_{t-1} = F_t dL/dC_t
         W_h_T = weights.W_h.T.contiguous()
         d_terms = torch.empty_like(acts)
         d_h_last, d_c_last = (None, None) if d_final is None else d_final
@@ -410,7 +418,7 @@ class TorchLSTM(TorchCell):
             dc.addcmul_(dh, c_factor[t])
             torch.mul(dc[:, None, :], ifc_factors[t], out=d_step[:, hidden:].view(batch, 3, hidden))
             if t > 0 or need_d_state0:
-                dc.mul_(f[t])
+                dc.mul_(forget[t])
                 dh = _carried(d_outputs, t, dh).addmm_(d_step, W_h_T)
         return d_terms, self._weight_grads(weights, hs, d_terms), (dh, dc) if need_d_state0 else None
 

@@ -20,7 +20,8 @@ import torch
 
 from ...cells.base import split_by_gate
 from ...cells.layernorm import EPS
-from .fast_cells import TORCH_CELLS, TorchCell, TorchCellWeights, _carried, _output_grads, _states_buffer, tanh_into
+from .fast_cells import (TORCH_CELLS, TorchCell, TorchCellWeights, _carried, _output_grads, _states_buffer,
+                         lstm_gate_factors, tanh_into)
 
 
 def normalize(values, groups: int):
@@ -117,15 +118,9 @@ class TorchLayerNormLSTM(LayerNormTorchCell):
     def backward(self, cache, weights, d_outputs, d_final, need_d_state0):
         hs, cs, acts, tanh_cs, x_hat, x_inv, r_hat, r_inv, c_hat, c_inv = cache
         num_steps, batch, hidden = tanh_cs.shape
-        o, i, f, candidate = (acts[..., k * hidden:(k + 1) * hidden] for k in range(4))
-        # for every step at once: H = O tanh(LN(C)) sends dL/dH to O times tanh(.) O(1 - O), and to the
-        # normalised cell times O (1 - tanh(.)^2); dL/dC goes to I, F and C~ as in the book's LSTM
-        o_factor = tanh_cs * o * (1 - o)
-        cell_factor = o * (1 - tanh_cs * tanh_cs)
-        ifc_factors = torch.empty((num_steps, batch, 3, hidden), dtype=acts.dtype, device=acts.device)
-        torch.mul(candidate * i, 1 - i, out=ifc_factors[:, :, 0])
-        torch.mul(cs[:-1] * f, 1 - f, out=ifc_factors[:, :, 1])
-        torch.mul(i, 1 - candidate * candidate, out=ifc_factors[:, :, 2])
+        # H = O tanh(LN(C)): the book's factors, the second of them now the normalised cell's
+        o_factor, cell_factor, ifc_factors = lstm_gate_factors(acts, cs, tanh_cs)
+        forget = acts[..., 2 * hidden:3 * hidden]          # dL/dC_{t-1} = F_t dL/dC_t
         W_h_T = weights.W_h.T.contiguous()
         d_pre, d_r = torch.empty_like(acts), torch.empty_like(acts)
         d_cell = torch.empty_like(tanh_cs)
@@ -141,7 +136,7 @@ class TorchLayerNormLSTM(LayerNormTorchCell):
             torch.mul(dc[:, None, :], ifc_factors[t], out=d_step[:, hidden:].view(batch, 3, hidden))
             d_r[t] = normalize_backward(d_step * weights.gain_h, r_hat[t], r_inv[t], 4)
             if t > 0 or need_d_state0:
-                dc.mul_(f[t])
+                dc.mul_(forget[t])
                 dh = _carried(d_outputs, t, dh).addmm_(d_r[t], W_h_T)
         d_terms = normalize_backward(d_pre * weights.gain_x, x_hat, x_inv, 4)
         d_W_h = hs[:-1].reshape(-1, hidden).T @ d_r.view(-1, 4 * hidden)
