@@ -24,7 +24,7 @@ MXNET_TESTS := mxnet-skipped
 MXNET_CORE_ENV :=
 endif
 
-.PHONY: demo exercises notebooks shakespeare cells-book test test-core test-torch test-tensorflow test-paddle test-mxnet mxnet-skipped bench wheel clean help
+.PHONY: demo exercises notebooks shakespeare cells-book test test-core test-frameworks test-torch test-tensorflow test-paddle test-mxnet mxnet-skipped bench wheel clean help
 
 help:
 	@echo "make demo   train the chapter's RNN (500 epochs, batch 32, 35 steps, 512 hidden, lr 1) and generate"
@@ -67,8 +67,13 @@ demo: $(VENV)/.base
 	$(VENV)/bin/scratchrnn generate $(DEMO_DIR) --prefix "traveller" --num-chars 50
 
 # -- tests: one process per framework (tensorflow then paddle in one process segfaults) ---------------
+# The core suite and the frameworks' suites run side by side: the core suite waits on subprocesses much
+# of the time and leaves most of a second core idle. Each suite's output is printed when it ends.
 test: $(VENV)/.test $(MXNET_ENV)
-	$(MAKE) --no-print-directory test-core test-torch test-tensorflow test-paddle $(MXNET_TESTS)
+	$(MAKE) --no-print-directory -j2 --output-sync=target test-core test-frameworks
+
+test-frameworks: $(VENV)/.test $(MXNET_ENV)
+	$(MAKE) --no-print-directory test-torch test-tensorflow test-paddle $(MXNET_TESTS)
 
 test-core: $(VENV)/.test $(MXNET_ENV)
 	$(MXNET_CORE_ENV) $(PY) $(PYTEST) tests $(foreach f,$(FRAMEWORKS),--ignore=tests/test_backend_$(f).py)
