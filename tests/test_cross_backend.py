@@ -4,6 +4,7 @@ for every cell (the chapter's RNN, a GRU, and a two-layer LSTM trained with drop
 Each backend runs in its own process (MXNet in its own environment), so no two frameworks ever meet:
 one process per backend trains all the models, one more generates from every checkpoint.
 """
+import concurrent.futures
 import json
 import os
 import subprocess
@@ -62,16 +63,18 @@ def checkpoints(tmp_path_factory):
     if missing and os.environ.get("CI"):
         pytest.fail(f"no environment for {missing}: run `make test`, which builds them")
     root = tmp_path_factory.mktemp("cross")
-    trained = {}
     worker = Path(__file__).parent / "cross_backend_worker.py"
-    for backend, python in pythons.items():
-        if python is None:
-            continue
-        runs = _from_the_tree_under_test(backend, json.loads(
-            _run(python, worker, "train", backend, root / backend, json.dumps(TRAIN),
+
+    def train(backend: str) -> dict:
+        return _from_the_tree_under_test(backend, json.loads(
+            _run(pythons[backend], worker, "train", backend, root / backend, json.dumps(TRAIN),
                  *(f"{name}={args}" for name, args in MODELS.items()))))
-        for name, run_dir in runs.items():
-            trained[backend, name] = run_dir
+
+    # two workers at a time: most of a worker's time is its framework's import, which leaves a core idle
+    present = [backend for backend, python in pythons.items() if python is not None]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        results = dict(zip(present, pool.map(train, present)))
+    trained = {(backend, name): run_dir for backend in present for name, run_dir in results[backend].items()}
     return pythons, trained, missing
 
 
