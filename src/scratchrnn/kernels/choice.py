@@ -85,6 +85,17 @@ class Workload:
         if self.group == "stepping" and self.steps != 1:
             raise ValueError(f"stepping is one step at a time, not {self.steps!r}")
 
+    @classmethod
+    def of_minibatch(cls, framework: str, config, batch: int, steps: int, training: bool, dtype: str,
+                     device: str) -> "Workload":
+        """A backend's step loops for a model (``config``: cell, num_hiddens, activation, layer_norm) at
+        minibatches of ``batch`` x ``steps``: training, or forward passes alone -- of which one step
+        for many streams (a server's batch, a gated cell's decoding) is no training shape, and is
+        measured on its own as "stepping"."""
+        group = "training" if training else "stepping" if steps == 1 else "inference"
+        return cls(framework, config.cell, group, batch, config.num_hiddens, steps, activation=config.activation,
+                   dtype=dtype, device=device, layer_norm=config.layer_norm)
+
     def key(self, threads: int) -> str:
         """The wisdom file's key: every size that changes which loops are faster (forward passes
         alone share training's entry)."""

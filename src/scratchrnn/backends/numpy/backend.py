@@ -106,7 +106,7 @@ class NumpyBackend(Backend):
         self.params = {name: np.array(params[name], dtype=dtype, copy=True) for name in config.param_shapes()}
         self.cell = config.cell_math
         self._layer_names = [config.layer_param_names(layer) for layer in range(config.num_layers)]
-        self._loops: dict = {}        # (batch, steps, group) -> the cell whose loops run that shape
+        self._loops: dict = {}        # (batch, steps, training) -> the cell whose loops run that shape
 
     # -- state ------------------------------------------------------------------------------------
     def begin_state(self, batch_size):
@@ -130,17 +130,12 @@ class NumpyBackend(Backend):
     def step_loops(self, batch: int, steps: int, training: bool):
         """The cell whose step loops run minibatches of ``batch`` rows and ``steps`` steps: asked of
         ``kernels.choose`` once per shape, for training (measured), forward passes alone, or one step."""
-        # one step for many streams (a server's batch, a gated cell's decoding) is no training shape:
-        # measured on its own, for a bucket of streams
-        group = "training" if training else "stepping" if steps == 1 else "inference"
-        if (batch, steps, group) not in self._loops:
-            c = self.config
-            workload = kernels.Workload("numpy", c.cell, group, batch, c.num_hiddens, steps,
-                                        activation=c.activation, dtype=self.dtype, device=self.device,
-                                        layer_norm=c.layer_norm)
+        if (batch, steps, training) not in self._loops:     # asked every minibatch: the dict first
+            workload = kernels.Workload.of_minibatch("numpy", self.config, batch, steps, training, self.dtype,
+                                                     self.device)
             choice = kernels.choose(workload, training_trial(workload))
-            self._loops[batch, steps, group] = step_loops(c.cell, choice, c.layer_norm)
-        return self._loops[batch, steps, group]
+            self._loops[batch, steps, training] = step_loops(self.config.cell, choice, self.config.layer_norm)
+        return self._loops[batch, steps, training]
 
     # -- forward ----------------------------------------------------------------------------------
     def _prepare(self, params: dict, masks: Masks | None = None) -> list[CellWeights]:

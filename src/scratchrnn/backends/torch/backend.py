@@ -106,7 +106,7 @@ class TorchBackend(Backend):
         # the fast path: StackedLoss for every model; impl="chapter" runs the book's code with autograd
         self.hand_bptt = impl == "fast"
         self.stacked = StackedModel(config) if self.hand_bptt else None
-        self._loops: dict = {}        # (batch, steps, group) -> the kernels.Choice of step loops
+        self._loops: dict = {}        # (batch, steps, training) -> the kernels.Choice of step loops
         self.torch_device = torch.device(device)
         self.torch_dtype = _DTYPES[dtype]
         self.params = {
@@ -176,16 +176,11 @@ class TorchBackend(Backend):
     def step_loops(self, batch: int, steps: int, training: bool) -> kernels.Choice:
         """Which step loops the fast path runs for minibatches of ``batch`` rows and ``steps`` steps:
         asked of ``kernels.choose`` once per shape, for training (which measures) or forward passes alone."""
-        # one step for many streams (a server's batch, a gated cell's decoding) is no training shape:
-        # measured on its own, for a bucket of streams
-        group = "training" if training else "stepping" if steps == 1 else "inference"
-        if (batch, steps, group) not in self._loops:
-            c = self.config
-            workload = kernels.Workload("torch", c.cell, group, batch, c.num_hiddens, steps,
-                                        activation=c.activation, dtype=self.dtype, device=self.device,
-                                        layer_norm=c.layer_norm)
-            self._loops[batch, steps, group] = kernels.choose(workload, training_trial(workload))
-        return self._loops[batch, steps, group]
+        if (batch, steps, training) not in self._loops:     # asked every minibatch: the dict first
+            workload = kernels.Workload.of_minibatch("torch", self.config, batch, steps, training, self.dtype,
+                                                     self.device)
+            self._loops[batch, steps, training] = kernels.choose(workload, training_trial(workload))
+        return self._loops[batch, steps, training]
 
     def _stacked_loss(self, X, Y, state):
         loops = self.step_loops(*np.shape(X), training=True)
